@@ -1,0 +1,1 @@
+"""Case kinds: a pydantic schema per kind and the function that runs it."""

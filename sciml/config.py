@@ -1,0 +1,411 @@
+"""Case files: YAML loading with line numbers, ``--set`` overrides, validation.
+
+A case file is YAML whose top-level ``kind:`` names a case kind (see
+:mod:`sciml.registry`); the kind's pydantic schema (``extra="forbid"``) validates the
+rest. Every problem found is reported at once, one line each, in the form::
+
+    case.yaml:12: solver.n_modes: must be greater than 0 (got -3)
+    --set solver.n_mode=3: no key 'n_mode' in 'solver' (did you mean 'n_modes'?)
+
+and raised as :class:`ConfigError`, which the command line turns into exit status 2
+without a traceback. Nothing heavy happens here: no tensors, no MPI.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import io
+import math
+import operator
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pydantic
+from pydantic import BaseModel, ConfigDict
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+__all__ = [
+    "ConfigError",
+    "Schema",
+    "LoadedCase",
+    "load_case",
+    "read_yaml",
+    "parse_override",
+    "dump_yaml",
+    "NumberExpr",
+]
+
+
+class ConfigError(Exception):
+    """Invalid input: holds one formatted line per problem."""
+
+    def __init__(self, problems: Iterable[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class Schema(BaseModel):
+    """Base of every case schema: keys mirror the YAML one to one, unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+# --------------------------------------------------------------------------- numbers
+_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+           ast.Div: operator.truediv, ast.Pow: operator.pow}
+_NAMES = {"pi": math.pi, "e": math.e}
+
+
+def _eval_number(text: str) -> float:
+    """Evaluate a constant arithmetic expression such as ``2*pi`` or ``1/64``."""
+
+    def ev(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+            return float(node.value)
+        if isinstance(node, ast.Name) and node.id in _NAMES:
+            return _NAMES[node.id]
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            left, right = ev(node.left), ev(node.right)
+            if isinstance(node.op, ast.Pow) and abs(right) > 64:
+                raise ValueError("exponent too large")
+            return _BINOPS[type(node.op)](left, right)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            v = ev(node.operand)
+            return -v if isinstance(node.op, ast.USub) else v
+        raise ValueError("not a constant expression")
+
+    try:
+        value = ev(ast.parse(text.strip(), mode="eval"))
+    except (SyntaxError, ValueError, ZeroDivisionError, OverflowError, TypeError, RecursionError, MemoryError) as exc:
+        raise ValueError(f"expected a number or a constant expression like 2*pi ({exc})") from None
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, str):
+        return _eval_number(value)
+    return value
+
+
+#: A float that may also be written as a constant expression in the YAML (``2*pi``).
+NumberExpr = typing.Annotated[float, pydantic.BeforeValidator(_number), pydantic.Field(allow_inf_nan=False)]
+
+
+# --------------------------------------------------------------------------- YAML
+def _yaml() -> YAML:
+    y = YAML(typ="rt")
+    y.allow_duplicate_keys = False
+    return y
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """Parse YAML text, keeping line information; a syntax error becomes a ConfigError."""
+    try:
+        return _yaml().load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else "?"
+        what = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError([f"{source}:{line}: {_show(what.strip())}"]) from None
+    except YAMLError as exc:
+        raise ConfigError([f"{source}: invalid YAML ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"]) from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ConfigError([f"{source}: invalid YAML ({exc})"]) from None
+
+
+def dump_yaml(data: Any) -> str:
+    """Plain YAML text of a (resolved) configuration."""
+    y = YAML(typ="safe", pure=True)
+    y.default_flow_style = False
+    y.sort_base_mapping_type_on_output = False
+    buf = io.StringIO()
+    y.dump(data, buf)
+    return buf.getvalue()
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into its key path and a YAML-parsed scalar value."""
+    if "=" not in text:
+        raise ValueError("expected KEY.PATH=VALUE")
+    key, raw = text.split("=", 1)
+    path = key.strip().split(".")
+    if not key.strip() or any(not p for p in path):
+        raise ValueError("expected KEY.PATH=VALUE with a non-empty key path")
+    try:
+        value = YAML(typ="safe", pure=True).load(raw) if raw.strip() else None
+    except (YAMLError, ValueError, TypeError) as exc:
+        raise ValueError(f"value is not valid YAML ({str(exc).splitlines()[0]})") from None
+    return path, value
+
+
+def _line_of(node: Any, path: tuple) -> int | None:
+    """1-based line of the deepest key of ``path`` that exists in the YAML tree."""
+    line = None
+    for key in path:
+        if isinstance(node, CommentedMap) and key in node:
+            try:
+                line = node.lc.key(key)[0] + 1
+            except (KeyError, TypeError, AttributeError):
+                pass
+            node = node[key]
+        elif isinstance(node, CommentedSeq) and isinstance(key, int) and 0 <= key < len(node):
+            try:
+                line = node.lc.item(key)[0] + 1
+            except (KeyError, TypeError, AttributeError):
+                pass
+            node = node[key]
+        else:
+            break
+    return line
+
+
+def _clean_loc(data: Any, loc: tuple) -> tuple:
+    """Drop the union-member tags pydantic inserts into error locations."""
+    out: list = []
+    node = data
+    for key in loc:
+        if isinstance(node, dict) and key in node:
+            out.append(key)
+            node = node[key]
+        elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+            out.append(key)
+            node = node[key]
+        elif isinstance(node, dict) and isinstance(key, str) and (
+            key in (node.get("type"), node.get("kind")) or key.startswith(("function-", "tagged-union", "literal["))
+        ):
+            continue
+        else:
+            out.append(key)
+            node = None
+    return tuple(out)
+
+
+def _show(text: str) -> str:
+    """Text safe for a one-line message: control characters escaped."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def _fmt_path(path: tuple) -> str:
+    s = ""
+    for p in path:
+        s += f"[{p}]" if isinstance(p, int) else (f".{p}" if s else str(p))
+    return _show(s) or "(top level)"
+
+
+def _fmt_value(v: Any) -> str:
+    text = repr(v) if isinstance(v, str) else _show(str(v))
+    if isinstance(v, dict):
+        text = "a mapping"
+    elif isinstance(v, list):
+        text = "a list"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _fields_of(model: Any) -> dict[str, Any] | None:
+    """Sub-fields of a schema type (a pydantic model or a union of them), if any."""
+    origin = typing.get_origin(model)
+    if origin is typing.Annotated:
+        return _fields_of(typing.get_args(model)[0])
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        merged: dict[str, Any] = {}
+        found = False
+        for arg in typing.get_args(model):
+            sub = _fields_of(arg)
+            if sub is not None:
+                found = True
+                for k, v in sub.items():
+                    merged.setdefault(k, v)
+        return merged if found else None
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return {name: f.annotation for name, f in model.model_fields.items()}
+    return None
+
+
+def _describe(err: dict) -> str:
+    kind = err.get("type", "")
+    msg = err.get("msg", "invalid value")
+    ctx = err.get("ctx") or {}
+    if kind == "missing":
+        return "missing required key"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind in ("union_tag_invalid", "literal_error"):
+        expected = ctx.get("expected_tags") or ctx.get("expected") or ""
+        return f"expected one of {expected}".replace("'", "")
+    simple = {
+        "greater_than": "must be greater than {gt}",
+        "greater_than_equal": "must be at least {ge}",
+        "less_than": "must be less than {lt}",
+        "less_than_equal": "must be at most {le}",
+        "int_parsing": "expected an integer",
+        "int_type": "expected an integer",
+        "int_from_float": "expected an integer",
+        "float_parsing": "expected a number",
+        "float_type": "expected a number",
+        "finite_number": "expected a finite number",
+        "bool_parsing": "expected true or false",
+        "bool_type": "expected true or false",
+        "string_type": "expected a string",
+        "model_type": "expected a mapping of keys",
+        "model_attributes_type": "expected a mapping of keys",
+        "dict_type": "expected a mapping of keys",
+        "list_type": "expected a list",
+        "too_short": "expected at least {min_length} items",
+        "too_long": "expected at most {max_length} items",
+    }
+    if kind in simple:
+        try:
+            return simple[kind].format(**ctx)
+        except (KeyError, IndexError):
+            pass
+    if kind == "union_tag_not_found":
+        return f"missing key '{ctx.get('discriminator', 'type').strip(chr(39))}'"
+    if kind.startswith("value_error") or kind == "assertion_error":
+        msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    text = msg[0].lower() + msg[1:] if msg else "invalid value"
+    return text
+
+
+@dataclass
+class LoadedCase:
+    """A validated case: the schema instance, where it came from, what was overridden."""
+
+    config: Any
+    kind: str
+    source: str
+    raw: dict = field(repr=False)
+    overrides: list[str] = field(default_factory=list)
+
+    def resolved(self) -> dict:
+        """The fully resolved configuration (defaults filled in), as plain data."""
+        return self.config.model_dump(mode="json")
+
+
+def _did_you_mean(key: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _apply_override(data: CommentedMap, text: str, schema: type[BaseModel]) -> str | None:
+    """Apply one ``--set`` to ``data`` in place; return a problem line or None."""
+    shown = _show(text)
+    try:
+        path, value = parse_override(text)
+    except ValueError as exc:
+        return f"--set {shown}: {exc}"
+    fields: dict[str, Any] | None = _fields_of(schema)
+    node: Any = data
+    for i, key in enumerate(path):
+        where = ".".join(path[:i]) or "(top level)"
+        if fields is not None and key not in fields:
+            return f"--set {shown}: no key '{_show(key)}' in '{where}'{_did_you_mean(key, fields)}"
+        if i == len(path) - 1:
+            if not isinstance(node, dict):
+                return f"--set {shown}: '{where}' is not a mapping"
+            node[key] = value
+            return None
+        if not isinstance(node, dict):
+            return f"--set {shown}: '{where}' is not a mapping"
+        if not isinstance(node.get(key), dict):
+            node[key] = CommentedMap()
+        node = node[key]
+        fields = _fields_of(fields[key]) if fields is not None else None
+    return None
+
+
+def load_case(path: str | Path, overrides: Iterable[str] = (), *, text: str | None = None) -> LoadedCase:
+    """Read, override and validate a case file.
+
+    Parameters
+    ----------
+    path
+        The case YAML. Relative paths inside it are resolved against its folder.
+    overrides
+        ``KEY.PATH=VALUE`` strings (the command line's ``--set``), applied in order.
+    text
+        The file's content, if already read (``path`` then only names it).
+
+    Raises
+    ------
+    ConfigError
+        With every problem found, formatted ``file:line: key.path: what (got ...)``.
+    """
+    from sciml import registry
+
+    path = Path(path)
+    source = str(path)
+    if text is None:
+        if not path.is_file():
+            raise ConfigError([f"{source}: no such case file"])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"{source}: cannot read ({exc})"]) from None
+    data = read_yaml(text, source)
+    if data is None:
+        data = CommentedMap()
+    if not isinstance(data, CommentedMap):
+        raise ConfigError([f"{source}:1: expected a mapping of keys at the top level (got {type(data).__name__})"])
+
+    kind = data.get("kind")
+    kinds = registry.case_kinds()
+    overrides = list(overrides)
+    for ov in overrides:
+        if ov.split("=", 1)[0].strip() == "kind":
+            try:
+                kind = parse_override(ov)[1]
+            except ValueError:
+                pass
+    if kind is None:
+        raise ConfigError([f"{source}:1: kind: missing required key (one of {', '.join(kinds)})"])
+    if not isinstance(kind, str) or kind not in kinds:
+        line = _line_of(data, ("kind",)) or 1
+        hint = _did_you_mean(str(kind), kinds)
+        raise ConfigError([f"{source}:{line}: kind: unknown case kind {_fmt_value(kind)}{hint}; valid: {', '.join(kinds)}"])
+    schema = registry.case_schema(kind)
+
+    problems: list[str] = []
+    overridden: dict[tuple, str] = {}
+    for ov in overrides:
+        problem = _apply_override(data, ov, schema)
+        if problem:
+            problems.append(problem)
+        else:
+            overridden[tuple(parse_override(ov)[0])] = ov
+
+    try:
+        config = schema.model_validate(data, context={"base_dir": path.resolve().parent})
+    except pydantic.ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            loc = _clean_loc(data, tuple(err.get("loc", ())))
+            where = _fmt_path(loc)
+            what = _describe(err)
+            if err.get("type") == "extra_forbidden" and loc:
+                parent_fields = _fields_of(schema)
+                for key in loc[:-1]:
+                    parent_fields = _fields_of(parent_fields.get(key)) if parent_fields and isinstance(key, str) else None
+                if parent_fields:
+                    what += _did_you_mean(str(loc[-1]), parent_fields)
+            elif err.get("type") == "union_tag_invalid":
+                what += f" (got {_fmt_value((err.get('ctx') or {}).get('tag'))})"
+            elif err.get("type") != "missing" and "input" in err:
+                what += f" (got {_fmt_value(err['input'])})"
+            origin = next((ov for p, ov in overridden.items() if loc[: len(p)] == p), None)
+            if origin is not None:
+                problems.append(f"--set {_show(origin)}: {where}: {what}")
+            else:
+                line = _line_of(data, loc) or 1
+                problems.append(f"{source}:{line}: {where}: {what}")
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return LoadedCase(config=config, kind=kind, source=source, raw=data, overrides=overrides)

@@ -1,0 +1,1 @@
+"""Building blocks shared by solvers and models (spectral calculus, Gaunt products)."""

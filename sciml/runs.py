@@ -1,0 +1,269 @@
+"""The run folder: everything one ``sciml run`` leaves behind, and how it resumes.
+
+Layout of ``DIR/`` (DESIGN.md, "Command line contract")::
+
+    config.yaml        resolved configuration (defaults filled in)
+    case.yaml          the case file as given, and overrides.txt with the --set lines
+    metrics.json       the case's result numbers (JSON object)
+    log.txt            what rank 0 logged
+    provenance.json    versions, git commit, seed, world size, wall time
+    fields.pvd, fields/   ParaView output (written by the case)
+    checkpoints/       latest.pt (+ numbered ones), written atomically
+    plots/             PNG figures
+
+Only rank 0 writes shared files; every rank may read them. Files are replaced
+atomically (temporary file + ``os.replace``), so a run killed at any moment leaves
+the previous complete version of each file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, TypeVar
+
+from sciml.parallel import Comm, SerialComm
+
+__all__ = ["Run", "atomic_write", "atomic_write_text", "CHECKPOINT_FORMAT"]
+
+#: Version of the checkpoint dictionary layout written by :meth:`Run.save_checkpoint`.
+CHECKPOINT_FORMAT = 1
+
+T = TypeVar("T")
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary file beside ``path``; on success it replaces ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_write(path, "w") as fh:
+        fh.write(text)
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    if out.returncode != 0 or not commit:
+        return None
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5
+    ).stdout.strip()
+    return commit + ("-dirty" if dirty else "")
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of Python and of the libraries a run may use (None: not installed)."""
+    import importlib.metadata as md
+
+    out: dict[str, str | None] = {"python": platform.python_version(), "platform": platform.platform()}
+    for dist in ("sciml", "torch", "numpy", "scipy", "e3nn", "torch-harmonics", "neuraloperator", "gpytorch",
+                 "linear_operator", "vtk", "pyvista", "h5py", "mpi4py", "pydantic"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+class Run:
+    """A run folder, bound to the communicator of the job.
+
+    Parameters
+    ----------
+    path
+        The folder (created by rank 0 if missing).
+    comm
+        Communicator; rank 0 writes, all ranks may read.
+    resume
+        True when continuing an earlier run in the same folder: existing files are
+        kept and appended to.
+    """
+
+    def __init__(self, path: str | Path, comm: Comm | None = None, *, resume: bool = False):
+        self.path = Path(path)
+        self.comm = comm or SerialComm()
+        self.resume = resume
+        self.checkpoint_dir = self.path / "checkpoints"
+        self.plots_dir = self.path / "plots"
+        self._t0 = time.perf_counter()
+        self._started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if self.comm.is_root:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            self.plots_dir.mkdir(parents=True, exist_ok=True)
+        self.comm.barrier()
+        self._log = open(self.path / "log.txt", "a", encoding="utf-8") if self.comm.is_root else None
+
+    # ------------------------------------------------------------------ files
+    def write_config(self, resolved: dict, case_text: str | None, overrides: list[str]) -> None:
+        """Write ``config.yaml`` (resolved), ``case.yaml`` (as given) and ``overrides.txt``."""
+        if not self.comm.is_root:
+            return
+        from sciml.config import dump_yaml
+
+        atomic_write_text(self.path / "config.yaml", dump_yaml(resolved))
+        if case_text is not None and not self.resume:
+            atomic_write_text(self.path / "case.yaml", case_text)
+        if overrides and not self.resume:
+            atomic_write_text(self.path / "overrides.txt", "\n".join(overrides) + "\n")
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        """Write ``metrics.json`` (rank 0)."""
+        if self.comm.is_root:
+            atomic_write_text(self.path / "metrics.json", json.dumps(_jsonable(metrics), indent=2) + "\n")
+
+    def write_provenance(self, *, seed: int | None, kind: str, status: str, extra: dict | None = None) -> None:
+        """Write ``provenance.json`` (rank 0): versions, commit, seed, world size, wall time."""
+        if not self.comm.is_root:
+            return
+        record = {
+            "kind": kind,
+            "status": status,
+            "seed": seed,
+            "world_size": self.comm.size,
+            "started": self._started,
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "wall_time_s": round(self.wall_time(), 3),
+            "resumed": self.resume,
+            "command": sys.argv,
+            "hostname": platform.node(),
+            "git_commit": _git_commit(),
+            "versions": versions(),
+        }
+        try:
+            import torch
+
+            record["torch_threads"] = torch.get_num_threads()
+            record["cuda"] = torch.cuda.is_available()
+        except ImportError:  # pragma: no cover
+            pass
+        if extra:
+            record.update(extra)
+        prev = self.path / "provenance.json"
+        if self.resume and prev.is_file():
+            try:
+                record["previous"] = json.loads(prev.read_text())
+            except (OSError, ValueError):
+                pass
+        atomic_write_text(prev, json.dumps(_jsonable(record), indent=2) + "\n")
+
+    def wall_time(self) -> float:
+        return time.perf_counter() - self._t0
+
+    # ------------------------------------------------------------------ logging
+    def log(self, message: str) -> None:
+        """Print on rank 0 and append to ``log.txt``."""
+        if not self.comm.is_root:
+            return
+        stamp = datetime.now().strftime("%H:%M:%S")
+        line = f"[{stamp}] {message}"
+        print(line, flush=True)
+        if self._log is not None:
+            self._log.write(line + "\n")
+            self._log.flush()
+
+    def progress(self, iterable: Iterable[T], total: int, desc: str, initial: int = 0) -> Iterator[T]:
+        """Iterate with a progress bar on a terminal (rank 0), plain log lines otherwise.
+
+        Off a terminal (batch jobs, CI) about ten lines are logged for the whole loop.
+        """
+        if self.comm.is_root and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            yield from tqdm(iterable, total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=True)
+            if self._log is not None:
+                self._log.write(f"{desc}: {total}/{total} done\n")
+            return
+        every = max(1, total // 10)
+        t0 = time.perf_counter()
+        done = initial
+        for item in iterable:
+            yield item
+            done += 1
+            if self.comm.is_root and (done % every == 0 or done == total):
+                rate = (done - initial) / max(time.perf_counter() - t0, 1e-9)
+                self.log(f"{desc}: {done}/{total} ({rate:.3g}/s)")
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def latest_checkpoint(self) -> Path:
+        return self.checkpoint_dir / "latest.pt"
+
+    def save_checkpoint(self, state: dict[str, Any], step: int, *, keep: bool = False) -> None:
+        """Write ``checkpoints/latest.pt`` atomically (rank 0); ``keep`` also stores ``step_{step}.pt``.
+
+        ``state`` must hold everything needed to continue bit-for-bit: arrays,
+        optimiser/scheduler state, RNG states and the step counter.
+        """
+        if not self.comm.is_root:
+            return
+        import torch
+
+        payload = {"format": CHECKPOINT_FORMAT, "step": int(step), "state": state}
+        with atomic_write(self.latest_checkpoint) as fh:
+            torch.save(payload, fh)
+        if keep:
+            with atomic_write(self.checkpoint_dir / f"step_{step:08d}.pt") as fh:
+                torch.save(payload, fh)
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The latest checkpoint's ``{"step", "state"}`` (every rank reads it), or None."""
+        import torch
+
+        if not self.latest_checkpoint.is_file():
+            return None
+        payload = torch.load(self.latest_checkpoint, map_location="cpu", weights_only=False)
+        if payload.get("format") != CHECKPOINT_FORMAT:
+            raise RuntimeError(
+                f"{self.latest_checkpoint}: checkpoint format {payload.get('format')} is not "
+                f"the supported format {CHECKPOINT_FORMAT}"
+            )
+        return payload
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def _jsonable(obj: Any) -> Any:
+    """Convert numpy/torch scalars and arrays inside ``obj`` to plain JSON types."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, float) and obj != obj:
+        return None
+    return obj

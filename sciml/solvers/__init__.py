@@ -1,0 +1,1 @@
+"""Solvers, neural and classical. Usable from Python alone: build, call, get tensors."""

@@ -1,0 +1,189 @@
+"""Case-file loading: every problem reported as file:line key.path, never a traceback."""
+
+from __future__ import annotations
+
+import io
+import re
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sciml.cli import main
+from sciml.config import ConfigError, load_case, parse_override
+
+from conftest import CASES
+
+PROBLEM_LINE = re.compile(r"^(\S+:\d+: \S+: .+|\S+:\d+: .+|\S+: .+|--set .+: .+)$")
+
+
+def write(tmp_path: Path, text: str, name: str = "case.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+GOOD = """\
+kind: navier_stokes
+grid:
+  n: 32
+  length: 2*pi
+physics:
+  viscosity: 1.0e-3
+initial_condition:
+  type: mcwilliams
+time:
+  n_frames: 2
+  frame_dt: 0.1
+"""
+
+
+def problems(path: Path, overrides=()) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_case(path, overrides)
+    return info.value.problems
+
+
+def test_valid_case_resolves_defaults_and_expressions(tmp_path):
+    case = load_case(write(tmp_path, GOOD))
+    assert case.kind == "navier_stokes"
+    assert case.config.grid.length == pytest.approx(6.283185307179586, rel=0, abs=1e-15)
+    resolved = case.resolved()
+    assert resolved["time"]["stepper"] == "rk4_cn" and resolved["physics"]["forcing"] == {"type": "none"}
+
+
+def test_each_problem_gets_its_own_line_with_line_number(tmp_path):
+    text = GOOD.replace("  n: 32", "  n: 32\n  lenght: 3").replace("viscosity: 1.0e-3", "viscosity: -1")
+    text = text.replace("  frame_dt: 0.1", "  frame_dt: 0.1\n  stepper: rk5")
+    lines = problems(write(tmp_path, text))
+    assert len(lines) == 3, lines
+    src = str(tmp_path / "case.yaml")
+    assert f"{src}:4: grid.lenght: unknown key (did you mean 'length'?)" in lines
+    assert any(l.startswith(f"{src}:7: physics.viscosity: must be at least 0") and "(got -1)" in l for l in lines)
+    assert any(l.startswith(f"{src}:13: time.stepper: expected one of") and "rk4_cn" in l for l in lines)
+
+
+def test_missing_key_points_at_parent(tmp_path):
+    lines = problems(write(tmp_path, GOOD.replace("  frame_dt: 0.1\n", "")))
+    assert lines == [f"{tmp_path / 'case.yaml'}:9: time.frame_dt: missing required key"]
+
+
+def test_unknown_kind_lists_valid_ones(tmp_path):
+    lines = problems(write(tmp_path, "kind: navier_stoke\n"))
+    assert "did you mean 'navier_stokes'" in lines[0] and "valid:" in lines[0]
+
+
+def test_malformed_yaml_has_line(tmp_path):
+    lines = problems(write(tmp_path, "kind: navier_stokes\ngrid: [1,\n"))
+    assert re.match(rf"{re.escape(str(tmp_path / 'case.yaml'))}:\d+: ", lines[0])
+
+
+def test_missing_file(tmp_path):
+    assert problems(tmp_path / "nope.yaml") == [f"{tmp_path / 'nope.yaml'}: no such case file"]
+
+
+def test_override_applies_and_parses_yaml_scalars(tmp_path):
+    case = load_case(write(tmp_path, GOOD), ["grid.n=64", "physics.forcing.type=fno", "time.dt=1e-3"])
+    assert case.config.grid.n == 64 and case.config.physics.forcing.type == "fno" and case.config.time.dt == 1e-3
+
+
+def test_override_errors_name_the_override_with_did_you_mean(tmp_path):
+    lines = problems(write(tmp_path, GOOD), ["grid.nn=3", "time.cfl=2", "oops"])
+    assert "--set grid.nn=3: no key 'nn' in 'grid' (did you mean 'n'?)" in lines
+    assert "--set time.cfl=2: time.cfl: must be at most 1.0 (got 2)" in lines
+    assert "--set oops: expected KEY.PATH=VALUE" in lines
+
+
+def test_parse_override():
+    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+    assert parse_override("a=2*pi") == (["a"], "2*pi")
+    with pytest.raises(ValueError):
+        parse_override("a..b=1")
+
+
+def test_number_expressions_are_safe(tmp_path):
+    for bad in ["__import__('os')", "2**1000000", "1/0", "pi*x"]:
+        lines = problems(write(tmp_path, GOOD.replace("length: 2*pi", f"length: \"{bad}\"")))
+        assert len(lines) == 1 and "grid.length" in lines[0], lines
+
+
+# --------------------------------------------------------------------------- fuzzing
+SHIPPED = sorted(CASES.glob("*.yaml"))
+
+
+def _validate_in_process(path: Path, overrides: list[str]) -> tuple[int, str]:
+    err, out = io.StringIO(), io.StringIO()
+    args = ["validate", str(path)]
+    for ov in overrides:
+        args += ["--set", ov]
+    with redirect_stderr(err), redirect_stdout(out):
+        try:
+            code = main(args)
+        except SystemExit as exc:  # argparse usage errors
+            code = exc.code
+    return code, err.getvalue()
+
+
+def _check(code: int, stderr: str) -> None:
+    assert code in (0, 2), (code, stderr)
+    assert "Traceback" not in stderr
+    if code == 2:
+        lines = [l for l in stderr.splitlines() if l.strip()]
+        assert lines, "exit 2 without a message"
+        for line in lines:
+            assert PROBLEM_LINE.match(line) or line.startswith(("usage:", "sciml:")), line
+
+
+mutation = st.one_of(
+    st.tuples(st.just("truncate"), st.floats(0, 1)),
+    st.tuples(st.just("delete"), st.floats(0, 1)),
+    st.tuples(st.just("insert"), st.floats(0, 1), st.sampled_from(list(":-[]{}#&*!|>'\"\t\n x0.e-%@`,?"))),
+    st.tuples(st.just("replace_value"), st.floats(0, 1),
+              st.sampled_from(["-3", "0", "1e400", "abc", "[1, 2]", "{}", "null", "true", "2*pi", "''", "1.5", "!!binary x"])),
+)
+
+
+def _mutate(text: str, muts) -> str:
+    for m in muts:
+        pos = int(m[1] * len(text))
+        if m[0] == "truncate":
+            text = text[:pos]
+        elif m[0] == "delete" and text:
+            text = text[:pos] + text[pos + 1:]
+        elif m[0] == "insert":
+            text = text[:pos] + m[2] + text[pos:]
+        elif m[0] == "replace_value":
+            lines = text.splitlines()
+            if lines:
+                i = min(int(m[1] * len(lines)), len(lines) - 1)
+                if ":" in lines[i]:
+                    lines[i] = lines[i].split(":", 1)[0] + ": " + m[2]
+                text = "\n".join(lines) + "\n"
+    return text
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped case files")
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(which=st.integers(0, 100), muts=st.lists(mutation, min_size=1, max_size=4))
+def test_fuzz_mutated_case_files(tmp_path, which, muts):
+    text = _mutate(SHIPPED[which % len(SHIPPED)].read_text(), muts)
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(text)
+    _check(*_validate_in_process(path, []))
+
+
+key_st = st.lists(st.sampled_from(["grid", "n", "length", "time", "dt", "cfl", "stepper", "physics", "forcing",
+                                   "type", "kind", "seed", "initial_condition", "k0", "x", "nn", ""]),
+                  min_size=1, max_size=4).map(".".join)
+value_st = st.one_of(st.sampled_from(["1", "-1", "0.5", "abc", "[1]", "{a: 1}", "rk4_cn", "fno", "2*pi", "", "1e999"]),
+                     st.text(max_size=8))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(overrides=st.lists(st.tuples(key_st, value_st).map(lambda kv: f"{kv[0]}={kv[1]}"), min_size=1, max_size=3))
+def test_fuzz_random_overrides(tmp_path, overrides):
+    path = tmp_path / "case.yaml"
+    path.write_text(GOOD)
+    _check(*_validate_in_process(path, overrides))
