@@ -1,0 +1,126 @@
+"""The navier_stokes case end to end: run folder contract, kill + resume, MPI invariance."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import child_env, run_sciml, sciml_cmd
+
+SMALL = """\
+kind: navier_stokes
+seed: 3
+n_trajectories: {n_traj}
+chunk_size: 2
+dtype: float64
+grid: {{n: {n}, length: 2*pi}}
+physics: {{viscosity: 1.0e-3}}
+initial_condition: {{type: {ic}}}
+time: {{n_frames: {frames}, frame_dt: 0.1{dt}}}
+output: {{paraview_trajectories: 2, checkpoint_every: {every}}}
+"""
+
+
+def case(tmp_path: Path, name="case.yaml", n_traj=3, n=32, ic="mcwilliams", frames=4, every=2, dt="") -> Path:
+    p = tmp_path / name
+    p.write_text(SMALL.format(n_traj=n_traj, n=n, ic=ic, frames=frames, every=every, dt=dt))
+    return p
+
+
+def read_dataset(folder: Path) -> tuple[np.ndarray, dict]:
+    with h5py.File(folder / "trajectories.h5", "r") as h5:
+        return h5["vorticity"][...], {k: h5.attrs[k] for k in h5.attrs}
+
+
+def test_run_folder_contract(tmp_path):
+    out = tmp_path / "run"
+    res = run_sciml("run", str(case(tmp_path)), "--out", str(out), "--set", "time.stepper=heun_cn")
+    assert res.returncode == 0, res.stderr
+    for f in ("config.yaml", "case.yaml", "overrides.txt", "metrics.json", "log.txt", "provenance.json",
+              "fields.pvd", "trajectories.h5", "checkpoints/latest.pt", "plots/vorticity_final.png"):
+        assert (out / f).is_file(), f
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("steps", "final_time", "energy_final", "enstrophy_final", "steps_per_s"):
+        assert isinstance(metrics[key], (int, float)), key
+    assert metrics["final_time"] == pytest.approx(0.4)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["seed"] == 3 and prov["world_size"] == 1 and prov["wall_time_s"] > 0
+    assert prov["versions"]["torch"] and prov["status"] == "finished"
+    assert "stepper: heun_cn" in (out / "config.yaml").read_text()
+    vort, attrs = read_dataset(out)
+    assert vort.shape == (3, 5, 32, 32)
+    assert attrs["viscosity"] == 1e-3 and attrs["domain_length"] == pytest.approx(2 * np.pi)
+    assert attrs["stepper"] == "heun_cn" and attrs["frame_dt"] == pytest.approx(0.1)
+    # every frame of the two visualised trajectories is in the ParaView collection
+    import vtk
+
+    text = (out / "fields.pvd").read_text()
+    assert text.count("<DataSet") == 5
+    piece = sorted((out / "fields").glob("*.vti"))[-1]
+    reader = vtk.vtkXMLImageDataReader()
+    reader.SetFileName(str(piece))
+    reader.Update()
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    w = vtk_to_numpy(reader.GetOutput().GetPointData().GetArray("vorticity_0")).reshape(32, 32, order="F")
+    assert np.allclose(w, vort[0, -1], rtol=0, atol=1e-12)
+
+
+def test_taylor_green_metric(tmp_path):
+    out = tmp_path / "tg"
+    p = tmp_path / "tg.yaml"
+    p.write_text("kind: navier_stokes\ngrid: {n: 32, length: 2*pi}\nphysics: {viscosity: 0.05}\n"
+                 "initial_condition: {type: taylor_green, k: 2}\ntime: {n_frames: 4, frame_dt: 0.25, dt: 0.01}\n"
+                 "output: {dataset: false, plots: false}\n")
+    res = run_sciml("run", str(p), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    err = json.loads((out / "metrics.json").read_text())["taylor_green_rel_error"]
+    assert err < 1e-6
+
+
+def test_sigkill_then_resume_gives_identical_result(tmp_path):
+    cfg = case(tmp_path, n_traj=2, n=48, frames=30, every=1, dt=", dt: 0.002")
+    ref = tmp_path / "ref"
+    assert run_sciml("run", str(cfg), "--out", str(ref)).returncode == 0
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(sciml_cmd("run", str(cfg), "--out", str(out)), env=child_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    ckpt = out / "checkpoints" / "latest.pt"
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert ckpt.exists(), "no checkpoint before the kill"
+    assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
+    res = run_sciml("resume", str(out))
+    assert res.returncode == 0, res.stderr
+    a, _ = read_dataset(ref)
+    b, _ = read_dataset(out)
+    assert np.array_equal(a, b)
+    assert (out / "fields.pvd").read_text().count("<DataSet") == 31
+    m_ref = json.loads((ref / "metrics.json").read_text())
+    m_res = json.loads((out / "metrics.json").read_text())
+    assert m_ref["energy_final"] == m_res["energy_final"] and m_ref["steps"] == m_res["steps"]
+
+
+@pytest.mark.mpi
+def test_dataset_bitwise_identical_on_1_and_2_ranks(tmp_path):
+    cfg = case(tmp_path, n_traj=5, ic="gaussian_random_field", frames=3, every=10)
+    cfg.write_text(cfg.read_text().replace("length: 2*pi", "length: 1.0"))
+    outs = {}
+    for ranks in (1, 2):
+        out = tmp_path / f"r{ranks}"
+        res = run_sciml("run", str(cfg), "--out", str(out), "--set", "physics.forcing.type=fno", ranks=ranks)
+        assert res.returncode == 0, res.stderr
+        outs[ranks] = read_dataset(out)[0]
+        assert json.loads((out / "metrics.json").read_text())["world_size"] == ranks
+    assert np.array_equal(outs[1], outs[2])

@@ -1,0 +1,344 @@
+"""Property tests of the pseudo-spectral Navier–Stokes solver (float64 unless stated)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sciml.operators.spectral import FourierGrid2D
+from sciml.solvers.navier_stokes import (
+    CNEuler,
+    HeunCN,
+    NavierStokes2D,
+    RK4CN,
+    Stepper,
+    advance,
+    fno_forcing,
+    gaussian_random_field,
+    kolmogorov_forcing,
+    mcwilliams,
+    piecewise_constant,
+    simulate,
+    sine_sum,
+    taylor_green,
+)
+
+STEPPERS = [CNEuler, HeunCN, RK4CN]
+TWO_PI = 2.0 * math.pi
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny grids: threads only add contention on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def band_limited_hat(grid, seeds):
+    """Spectrum of a random vorticity with every mode kept by the 2/3 rule."""
+    w = gaussian_random_field(grid, seeds, alpha=1.5, tau=3.0)
+    return grid.rfft(w) * grid.dealias
+
+
+def rel(a, b):
+    return float((a - b).abs().pow(2).sum().sqrt() / b.abs().pow(2).sum().sqrt())
+
+
+# -- the explicit term ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, length", [(32, 1.0), (27, TWO_PI)])
+def test_dealiased_advection_conserves_energy_and_enstrophy(n, length):
+    g = FourierGrid2D(n, length)
+    eq = NavierStokes2D(g, viscosity=0.0)
+    wh = band_limited_hat(g, [0, 1, 2])
+    nh = eq.nonlinear_hat(wh)
+    w = g.rfft_weights
+
+    def inner(a, b):  # <a, b> over the full spectrum, per batch entry
+        return ((a.conj() * b).real * w).sum((-2, -1))
+
+    def norm(a):
+        return inner(a, a).sqrt()
+
+    psi = wh * g.inv_k2
+    assert float((inner(psi, nh) / (norm(psi) * norm(nh))).abs().max()) < 1e-13  # energy
+    assert float((inner(wh, nh) / (norm(wh) * norm(nh))).abs().max()) < 1e-13  # enstrophy
+    assert float((nh.abs() * (1 - g.dealias)).max()) == 0.0  # output is dealiased
+
+
+def test_nonlinear_term_is_differentiable_and_its_fast_path_is_identical():
+    g = FourierGrid2D(8)
+    eq = NavierStokes2D(g, viscosity=1e-2, forcing=fno_forcing(g))
+    w = gaussian_random_field(g, [0, 1]).requires_grad_()
+
+    def explicit(x):
+        return g.irfft(eq.nonlinear_hat(g.rfft(x)))
+
+    assert torch.autograd.gradcheck(explicit, (w,))
+    differentiable = explicit(w)  # allocating path
+    with torch.no_grad():
+        assert torch.equal(explicit(w), differentiable.detach())  # buffered path
+
+
+def test_velocity_is_divergence_free_and_gives_back_the_vorticity():
+    g = FourierGrid2D(32, TWO_PI)
+    eq = NavierStokes2D(g, viscosity=1e-3)
+    omega = g.irfft(band_limited_hat(g, [3, 4]))
+    u, v = eq.velocity(g.rfft(omega))
+    ux, uy = g.grad(g.rfft(u))
+    vx, vy = g.grad(g.rfft(v))
+    scale = float(omega.abs().max())
+    assert float(g.irfft(ux + vy).abs().max()) < 1e-12 * scale
+    curl = g.irfft(vx - uy)
+    assert torch.allclose(curl, omega - omega.mean((-2, -1), keepdim=True), atol=1e-12 * scale)
+    # Diagnostics agree with their physical-space definitions.
+    wh = g.rfft(omega)
+    assert torch.allclose(eq.energy(wh), 0.5 * (u * u + v * v).mean((-2, -1)), rtol=1e-12)
+    assert torch.allclose(eq.enstrophy(wh), 0.5 * (omega * omega).mean((-2, -1)), rtol=1e-12)
+    assert float(eq.max_speed(wh)) == pytest.approx(float((u * u + v * v).max().sqrt()), rel=1e-12)
+    assert eq.cfl_dt(wh, 0.5) == pytest.approx(0.5 * g.dx / float(eq.max_speed(wh)))
+
+
+# -- exact solutions -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [1.0, TWO_PI])
+def test_taylor_green_is_a_steady_euler_solution(length):
+    g = FourierGrid2D(32, length)
+    eq = NavierStokes2D(g, viscosity=0.0)
+    amplitude, kappa = 1.5, 2 * math.pi * 2 / length
+    wh = g.rfft(taylor_green(g, batch=2, k=2, amplitude=amplitude))
+    scale = float(wh.abs().max()) * amplitude * kappa  # |omega_hat| |u| |k|
+    assert float(eq.nonlinear_hat(wh).abs().max()) < 1e-13 * scale
+    # The vortex array is unstable (growth rate ~ amplitude * kappa), so round-off is
+    # watched over one eddy turnover time.
+    for stepper in STEPPERS:
+        out = advance(eq, stepper(), wh, duration=1.0 / (amplitude * kappa), n_steps=10)
+        assert rel(out, wh) < 1e-13, stepper.__name__
+
+
+@pytest.mark.parametrize("stepper", STEPPERS)
+@pytest.mark.parametrize("length", [1.0, TWO_PI])
+def test_taylor_green_decays_as_exp_minus_2_nu_k2_t(stepper, length):
+    g = FourierGrid2D(16, length)
+    k, duration = 2, 1.0
+    kappa = 2 * math.pi * k / length  # physical wavenumber; |k|^2 = 2 kappa^2
+    nu = 0.25 / (kappa**2 * duration)  # decays by exp(-1/2) over the run
+    eq = NavierStokes2D(g, viscosity=nu)
+    w0 = taylor_green(g, batch=1, k=k)
+    n_steps = 200
+    out = g.irfft(advance(eq, stepper(), g.rfft(w0), duration, n_steps))
+    rate = 2 * nu * kappa**2
+    exact = math.exp(-rate * duration) * w0
+    # Crank-Nicolson's error on one linear mode: (rate dt)^3 / 12 per step.
+    assert rel(out, exact) < 2 * n_steps * (rate * duration / n_steps) ** 3 / 12
+
+
+@pytest.mark.parametrize("stepper", STEPPERS)
+def test_kolmogorov_laminar_flow_spins_up_exactly(stepper):
+    # With f = A cos(kappa y) the shear flow omega_s = A cos(kappa y) / (nu kappa^2 + mu) is
+    # steady and u.grad(omega) = 0 along the way: omega(t) = omega_s (1 - exp(-c t)).
+    g = FourierGrid2D(32, TWO_PI)
+    nu, mu, k = 0.01, 0.1, 4
+    c = nu * k**2 + mu
+    eq = NavierStokes2D(g, viscosity=nu, drag=mu, forcing=kolmogorov_forcing(g, k=k))
+    steady = -4.0 * torch.cos(k * g.y) / c
+    run = simulate(eq, stepper(), torch.zeros(1, 32, 32, dtype=torch.float64),
+                   n_frames=2, frame_dt=1.0, dt=0.01)
+    exact = steady * (1 - torch.exp(-c * run.times))[:, None, None]
+    # The explicit term is the constant forcing here, so every scheme is as accurate
+    # as Crank-Nicolson on dw/dt = -c w + f: second order.
+    assert rel(run.frames[0], exact) < (c * 0.01) ** 2
+
+
+# -- temporal order --------------------------------------------------------------------------
+
+
+def measured_order(stepper, nu, drag=0.0):
+    """Slope of log(error) against log(dt) at dt = T/8, T/16, T/32 against a fine run."""
+    g = FourierGrid2D(32, TWO_PI)
+    eq = NavierStokes2D(g, viscosity=nu, drag=drag)
+    wh = g.rfft(sine_sum(g, [0], n_terms=12, max_wavenumber=3))  # band-limited, max|u| ~ 2
+    duration, counts = 1.0, [8, 16, 32]
+    ref = advance(eq, stepper, wh, duration, counts[-1] * 16)
+    errors = [rel(advance(eq, stepper, wh, duration, n), ref) for n in counts]
+    return np.polyfit(np.log([duration / n for n in counts]), np.log(errors), 1)[0]
+
+
+@pytest.mark.parametrize(
+    "stepper, nu, drag, order",
+    [
+        (CNEuler, 0.01, 0.0, 1),
+        (HeunCN, 0.01, 0.0, 2),
+        (RK4CN, 0.01, 0.0, 2),
+        (RK4CN, 0.0, 0.3, 2),
+        (RK4CN, 0.0, 0.0, 4),
+    ],
+)
+def test_temporal_order_by_self_convergence(stepper, nu, drag, order):
+    if nu > 0 or drag > 0:
+        assert stepper.order == order
+    assert measured_order(stepper(), nu, drag) == pytest.approx(order, abs=0.3)
+
+
+def test_rk4cn_never_increases_unforced_enstrophy_at_cfl_one_half():
+    g = FourierGrid2D(64, TWO_PI)
+    eq = NavierStokes2D(g, viscosity=1e-4)
+    wh = g.rfft(mcwilliams(g, [0, 1]))
+    stepper = RK4CN()
+    z = eq.enstrophy(wh)
+    for _ in range(150):
+        wh = stepper.step(eq, wh, eq.cfl_dt(wh, cfl=0.5))
+        z_new = eq.enstrophy(wh)
+        assert bool((z_new <= z * (1 + 1e-14)).all())
+        z = z_new
+
+
+# -- simulate -----------------------------------------------------------------------------
+
+
+def test_simulate_records_frames_times_and_steps():
+    g = FourierGrid2D(16)
+    eq = NavierStokes2D(g, viscosity=1e-3, forcing=fno_forcing(g))
+    w0 = gaussian_random_field(g, [0, 1, 2])
+    run = simulate(eq, HeunCN(), w0, n_frames=4, frame_dt=0.1, dt=0.03, t0=2.0)
+    assert run.frames.shape == (3, 5, 16, 16) and run.frames.dtype == torch.float64
+    assert torch.equal(run.frames[:, 0], w0)
+    assert torch.allclose(run.times, 2.0 + 0.1 * torch.arange(5, dtype=torch.float64))
+    assert run.steps == 4 * 4 and torch.allclose(run.dts, torch.full((4,), 0.025).double())
+    # frame_dt / dt that is an integer up to round-off is not rounded up.
+    assert simulate(eq, CNEuler(), w0, n_frames=1, frame_dt=0.1, dt=0.01).steps == 10
+    # The frames are the states advance() reaches.
+    wh = g.rfft(w0)
+    for k in range(1, 5):
+        wh = advance(eq, HeunCN(), wh, 0.1, 4)
+        assert torch.equal(run.frames[:, k], g.irfft(wh))
+
+
+def test_simulate_cfl_steps_use_the_reduced_max_speed():
+    g = FourierGrid2D(32, TWO_PI)
+    eq = NavierStokes2D(g, viscosity=1e-3)
+    w0 = mcwilliams(g, [0, 1])
+    seen = []
+
+    def reduce_max(u):
+        seen.append(u)
+        return 3.0  # as if another rank had faster flow
+
+    run = simulate(eq, RK4CN(), w0, n_frames=2, frame_dt=0.2, cfl=0.5, reduce_max=reduce_max)
+    n_sub = math.ceil(0.2 * 3.0 / (0.5 * g.dx))
+    assert run.steps == 2 * n_sub and len(seen) == 2
+    assert seen[0] == pytest.approx(float(eq.max_speed(g.rfft(w0))))
+    local = simulate(eq, RK4CN(), w0, n_frames=1, frame_dt=0.2)
+    assert local.steps == math.ceil(0.2 * seen[0] / (0.5 * g.dx))
+
+
+def test_simulate_restarts_bit_for_bit_from_a_callback_state():
+    g = FourierGrid2D(16, TWO_PI)
+    eq = NavierStokes2D(g, viscosity=1e-2, drag=0.1, forcing=kolmogorov_forcing(g))
+    w0 = sine_sum(g, [5, 6])
+    saved = {}
+
+    def callback(k, omega_hat, t):
+        saved[k] = (omega_hat.clone(), t)
+
+    full = simulate(eq, RK4CN(), w0, n_frames=4, frame_dt=0.25, callback=callback)
+    assert sorted(saved) == [1, 2, 3, 4] and saved[2][1] == pytest.approx(0.5)
+    rest = simulate(eq, RK4CN(), saved[2][0], n_frames=2, frame_dt=0.25, t0=saved[2][1])
+    assert torch.equal(rest.frames, full.frames[:, 2:])
+    assert torch.allclose(rest.times, full.times[2:])
+
+
+def test_simulate_checks_its_input():
+    g = FourierGrid2D(16)
+    eq = NavierStokes2D(g, viscosity=1e-3)
+    with pytest.raises(ValueError, match=r"vorticity of shape \(B, 16, 16\), got \(16, 16\)"):
+        simulate(eq, RK4CN(), torch.zeros(16, 16, dtype=torch.float64), n_frames=1, frame_dt=0.1)
+    with pytest.raises(ValueError, match="dtype torch.float64"):
+        simulate(eq, RK4CN(), torch.zeros(1, 16, 16), n_frames=1, frame_dt=0.1)
+    with pytest.raises(TypeError):
+        Stepper()
+
+
+# -- initial conditions ----------------------------------------------------------------------
+
+
+def test_gaussian_random_field_rms_and_spectrum():
+    n, seeds = 64, list(range(48))
+    g = FourierGrid2D(n)
+    w = gaussian_random_field(g, seeds)
+    assert float(w.pow(2).mean().sqrt()) == pytest.approx(0.26, rel=0.05)
+    assert float(w.mean((-2, -1)).abs().max()) < 1e-12
+    # E|omega_hat_m|^2 / N^4 = 2 sigma^2 (4 pi^2 |m|^2 + tau^2)^(-alpha) with sigma = tau^(alpha-1).
+    m = torch.fft.fftfreq(n, 1 / n, dtype=torch.float64)
+    m2 = m[:, None] ** 2 + m[None, :] ** 2
+    prescribed = 2 * 7.0 ** (2 * 1.5) * (4 * math.pi**2 * m2 + 49.0) ** -2.5
+    ratio = (torch.fft.fft2(w).abs() ** 2 / n**4 / prescribed).mean(0)  # exponential, mean 1
+    shell = m2.sqrt().round()
+    for r in range(1, n // 3):
+        sel = shell == r
+        count = int(sel.sum()) * len(seeds) / 2  # m and -m are one complex variable
+        assert float(ratio[sel].mean()) == pytest.approx(1.0, abs=5 / math.sqrt(count)), r
+
+
+def test_mcwilliams_normalisation():
+    g = FourierGrid2D(128, TWO_PI)
+    w = mcwilliams(g, [0, 1, 2])
+    eq = NavierStokes2D(g, viscosity=0.0)
+    u, v = eq.velocity(g.rfft(w))
+    assert torch.allclose(2 * (u * u + v * v).mean((-2, -1)), torch.ones(3).double(), rtol=1e-12)
+    umax = (u * u + v * v).amax((-2, -1)).sqrt()
+    assert 1.3 < float(umax.mean()) < 2.2  # about 1.7
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda g, s: gaussian_random_field(g, s),
+        lambda g, s: mcwilliams(g, s),
+        lambda g, s: piecewise_constant(g, s, n_patches=5),
+        lambda g, s: sine_sum(g, s, n_terms=4, max_wavenumber=3),
+    ],
+    ids=["grf", "mcwilliams", "patches", "sines"],
+)
+def test_random_fields_depend_on_their_own_seed_only(make):
+    g = FourierGrid2D(32, TWO_PI)
+    batch = make(g, [11, 12, 13])
+    assert batch.shape == (3, 32, 32) and batch.dtype == torch.float64
+    assert torch.equal(batch[1], make(g, [12])[0])
+    assert torch.equal(batch[2], make(g, [99, 13, 0])[1])
+    assert not torch.equal(batch[0], batch[1])
+    assert float(batch.mean((-2, -1)).abs().max()) < 1e-12
+    g32 = FourierGrid2D(32, TWO_PI, dtype=torch.float32)
+    assert torch.equal(make(g32, [12])[0], batch[1].float())
+
+
+def test_forcings_are_periodic_and_as_documented():
+    for length in (1.0, TWO_PI):
+        g = FourierGrid2D(16, length)
+        f = fno_forcing(g)
+        power = g.rfft(f).abs() > 1e-9 * g.n**2
+        assert int(power.sum()) == 1 and bool(power[1, 1])  # the single mode m = (1, 1)
+    g = FourierGrid2D(16, TWO_PI)
+    assert torch.allclose(kolmogorov_forcing(g), -4 * torch.cos(4 * g.y))
+    g1 = FourierGrid2D(16)
+    arg = TWO_PI * (g1.x + g1.y)
+    assert torch.allclose(fno_forcing(g1), 0.1 * (torch.sin(arg) + torch.cos(arg)))
+
+
+# -- precision ---------------------------------------------------------------------------------
+
+
+def test_float32_run_agrees_with_float64():
+    runs = {}
+    for dtype in (torch.float32, torch.float64):
+        g = FourierGrid2D(32, dtype=dtype)
+        eq = NavierStokes2D(g, viscosity=1e-3, forcing=fno_forcing(g))
+        w0 = gaussian_random_field(g, [0, 1])
+        runs[dtype] = simulate(eq, RK4CN(), w0, n_frames=2, frame_dt=0.1, dt=0.01).frames
+        assert runs[dtype].dtype == dtype
+    assert rel(runs[torch.float32].double(), runs[torch.float64]) < 1e-5
