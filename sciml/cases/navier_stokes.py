@@ -227,7 +227,7 @@ def generate(cfg: Config, comm: Comm, run=None, on_frame=None) -> dict | None:
     """
     import torch
 
-    from sciml.solvers.navier_stokes import advance
+    from sciml.solvers.navier_stokes import advance, frame_substeps
 
     grid, eq, stepper = build_equation(cfg)
     chunks = chunk_ranges(cfg.n_trajectories, cfg.chunk_size)
@@ -253,7 +253,7 @@ def generate(cfg: Config, comm: Comm, run=None, on_frame=None) -> dict | None:
             st.frames[c] = [w0.detach().cpu()]
     frame_dt = cfg.time.frame_dt
     if on_frame is not None and comm.is_root and ckpt is None:
-        on_frame(0, 0.0, _chunk0_frame(st, comm, 0))
+        on_frame(0, 0.0, _chunk0_frame(st, 0))
 
     def checkpoint(k: int) -> None:
         gathered = comm.gather({c: (st.omega_hat[c].cpu(), torch.stack(st.frames[c], 1)) for c in mine})
@@ -271,19 +271,18 @@ def generate(cfg: Config, comm: Comm, run=None, on_frame=None) -> dict | None:
         frames_iter = run.progress(frames_iter, total=cfg.time.n_frames, desc="frames", initial=k0)
     for k in frames_iter:
         t_start = time.perf_counter()
-        if cfg.time.dt is not None:
-            n_sub = max(1, math.ceil(frame_dt / cfg.time.dt - 1e-9))
-        else:
+        umax = 0.0
+        if cfg.time.dt is None:
             local = max((float(eq.max_speed(w)) for w in st.omega_hat.values()), default=0.0)
             umax = comm.allreduce_max(local)
-            n_sub = max(1, math.ceil(frame_dt * umax / (cfg.time.cfl * grid.dx)))
+        n_sub = frame_substeps(frame_dt, umax, grid.dx, dt=cfg.time.dt, cfl=cfg.time.cfl)
         for c in mine:
             st.omega_hat[c] = advance(eq, stepper, st.omega_hat[c], frame_dt, n_sub)
             st.frames[c].append(grid.irfft(st.omega_hat[c]).detach().cpu())
         stepping += time.perf_counter() - t_start
         n_substeps.append(n_sub)
         if on_frame is not None:
-            frame = _chunk0_frame(st, comm, -1)
+            frame = _chunk0_frame(st, -1)
             if comm.is_root:
                 on_frame(k + 1, (k + 1) * frame_dt, frame)
         if (k + 1) % cfg.output.checkpoint_every == 0 or k + 1 == cfg.time.n_frames:
@@ -309,11 +308,9 @@ def generate(cfg: Config, comm: Comm, run=None, on_frame=None) -> dict | None:
     }
 
 
-def _chunk0_frame(st: _State, comm: Comm, index: int):
-    """Frame ``index`` of chunk 0 (owned by rank 0 under round-robin), on rank 0."""
-    if 0 in st.frames:
-        return st.frames[0][index]
-    return None
+def _chunk0_frame(st: _State, index: int):
+    """Frame ``index`` of chunk 0 (owned by rank 0 under round-robin); None elsewhere."""
+    return st.frames[0][index] if 0 in st.frames else None
 
 
 def write_dataset(path: Path, cfg: Config, data: dict) -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "RK4CN",
     "Trajectory",
     "advance",
+    "frame_substeps",
     "simulate",
     "gaussian_random_field",
     "mcwilliams",
@@ -502,6 +503,26 @@ def _substeps(ratio: float) -> int:
     return max(1, math.ceil(ratio))
 
 
+def frame_substeps(frame_dt: float, umax: float, dx: float, *, dt: float | None = None, cfl: float = 0.5) -> int:
+    r"""Number of equal steps for one frame interval.
+
+    ``ceil(frame_dt / dt)`` for a fixed ``dt``; otherwise CFL-limited,
+    ``ceil(frame_dt * umax / (cfl * dx))`` (at least 1). ``umax`` is the largest
+    speed at the start of the interval — over every trajectory that must share the
+    step (e.g. an MPI all-reduced maximum).
+
+    Raises
+    ------
+    FloatingPointError
+        When ``umax`` is not finite (the run has blown up).
+    """
+    if dt is not None:
+        return _substeps(frame_dt / dt)
+    if not math.isfinite(umax):
+        raise FloatingPointError(f"max speed is {umax}: the run has blown up")
+    return _substeps(frame_dt * umax / (cfl * dx))
+
+
 def simulate(
     eq: NavierStokes2D,
     stepper: Stepper,
@@ -594,7 +615,7 @@ def simulate(
     else:
         w_hat = torch.fft.rfft2(omega0)
         frames[:, 0] = omega0
-    fixed = _substeps(frame_dt / dt) if dt is not None else None
+    fixed = frame_substeps(frame_dt, 0.0, g.dx, dt=dt) if dt is not None else None
     dts = torch.empty(n_frames, dtype=torch.float64)
     steps = 0
     for k in range(1, n_frames + 1):
@@ -604,11 +625,10 @@ def simulate(
             umax = float(eq.max_speed(w_hat))
             if reduce_max is not None:
                 umax = float(reduce_max(umax))
-            if not math.isfinite(umax):
-                raise FloatingPointError(
-                    f"max speed is {umax} at t={t0 + (k - 1) * frame_dt:g}: the run has blown up"
-                )
-            n_sub = _substeps(frame_dt * umax / (cfl * g.dx))
+            try:
+                n_sub = frame_substeps(frame_dt, umax, g.dx, cfl=cfl)
+            except FloatingPointError as exc:
+                raise FloatingPointError(f"{exc} (t={t0 + (k - 1) * frame_dt:g})") from None
         w_hat = advance(eq, stepper, w_hat, frame_dt, n_sub)
         frames[:, k] = torch.fft.irfft2(w_hat, s=(n, n))
         dts[k - 1] = frame_dt / n_sub
