@@ -140,3 +140,41 @@ def test_float32_grid_and_boundary_checks():
         g.sobolev_norm(f, -1.0, alpha=0.0)
     with pytest.raises(ValueError, match="n >= 4"):
         FourierGrid2D(2)
+
+
+# -- Fourier resampling -----------------------------------------------------------------
+
+
+def _band_limited_on(n: int, coeffs: torch.Tensor, length: float) -> torch.Tensor:
+    """Evaluate sum_{|mx|,|my|<=K} c cos(2π(mx x + my y)/L + phase) on an n×n grid."""
+    x = torch.arange(n, dtype=torch.float64) * length / n
+    X, Y = torch.meshgrid(x, x, indexing="ij")
+    out = torch.zeros(n, n, dtype=torch.float64)
+    for mx, my, amp, phase in coeffs.tolist():
+        out += amp * torch.cos(2 * math.pi * (mx * X + my * Y) / length + phase)
+    return out
+
+
+@pytest.mark.parametrize("length", [1.0, 2 * math.pi])
+@pytest.mark.parametrize("n_to", [16, 24, 128])
+def test_fourier_resample_reproduces_band_limited_fields(length, n_to):
+    from sciml.operators.spectral import fourier_resample
+
+    gen = torch.Generator().manual_seed(7)
+    modes = torch.randint(-7, 8, (12, 2), generator=gen).double()
+    coeffs = torch.cat([modes, torch.randn(12, 2, generator=gen, dtype=torch.float64)], 1)
+    f64 = _band_limited_on(64, coeffs, length)
+    expected = _band_limited_on(n_to, coeffs, length)
+    got = fourier_resample(f64[None, None], n_to)[0, 0]
+    assert torch.allclose(got, expected, rtol=0, atol=1e-11)
+    back = fourier_resample(got, 64)
+    assert torch.allclose(back, f64, rtol=0, atol=1e-11)
+
+
+def test_fourier_resample_rejects_bad_shapes():
+    from sciml.operators.spectral import fourier_resample
+
+    with pytest.raises(ValueError, match=r"expected fields of shape \(\.\.\., N, N\)"):
+        fourier_resample(torch.zeros(4, 8, 6), 4)
+    with pytest.raises(ValueError, match="even number"):
+        fourier_resample(torch.zeros(8, 8), 5)

@@ -1,0 +1,172 @@
+"""The ``data:`` block of learning cases: a trajectory dataset, given or generated and cached.
+
+A learning case (``sfno``, ``scot``) names its data in one of two ways::
+
+    data:
+      path: runs/ns/trajectories.h5          # an existing dataset (DESIGN.md layout)
+
+    data:
+      generate:                              # a navier_stokes configuration (no `kind`)
+        n_trajectories: 64
+        grid: {n: 128, length: 1.0}
+        ...
+
+A generated dataset is cached under the data directory (``data.cache_dir``, else
+``$SCIML_DATA_DIR``, else ``./data``) as ``ns-<hash>.h5``, where the hash is taken
+over the resolved generation configuration; a later run with the same configuration
+reuses it. Generation runs on every rank of the job (trajectory chunks are dealt to
+ranks), rank 0 writes the file atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from sciml.config import Schema
+from sciml.cases import navier_stokes as ns_case
+
+__all__ = ["Generate", "DataSource", "Trajectories", "resolve_dataset", "read_trajectories", "DATASET_FORMAT"]
+
+#: Bumped whenever the layout or the numerics of generated datasets change (invalidates caches).
+DATASET_FORMAT = 1
+
+
+class Generate(ns_case.Config):
+    """A ``navier_stokes`` case configuration, ``kind`` implied; outputs other than the dataset are ignored."""
+
+    kind: Literal["navier_stokes"] = "navier_stokes"
+    initial_condition: ns_case.InitialCondition
+    time: ns_case.Time
+
+
+class DataSource(Schema):
+    path: Optional[Path] = Field(None, description="an existing trajectory dataset (.h5)")
+    generate: Optional[Generate] = Field(None, description="a navier_stokes configuration to generate and cache")
+    cache_dir: Optional[Path] = Field(None, description="where generated datasets are cached")
+
+    @field_validator("path", "cache_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Optional[Path], info: ValidationInfo) -> Optional[Path]:
+        if value is None:
+            return None
+        base = (info.context or {}).get("base_dir")
+        value = value.expanduser()
+        if not value.is_absolute() and base is not None:
+            value = Path(base) / value
+        return value.resolve()
+
+    @field_validator("path", mode="after")
+    @classmethod
+    def _exists(cls, value: Optional[Path]) -> Optional[Path]:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such dataset file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataSource":
+        if (self.path is None) == (self.generate is None):
+            raise ValueError("give exactly one of 'path' (an existing dataset) or 'generate' (a navier_stokes block)")
+        return self
+
+
+def generation_hash(gen: Generate) -> str:
+    """Hash of everything that determines a generated dataset's content, bit for bit.
+
+    ``chunk_size`` and ``device`` are part of it: batched FFTs of another batch size,
+    or on another device, round differently in the last bits.
+    """
+    cfg = gen.model_dump(mode="json", exclude={"output"})
+    blob = json.dumps({"format": DATASET_FORMAT, "config": cfg}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def resolve_dataset(source: DataSource, comm, log=print) -> Path:
+    """Path of the dataset ``source`` names, generating and caching it first if needed.
+
+    Collective: every rank must call it (generation is distributed over ranks).
+    """
+    if source.path is not None:
+        return source.path
+    gen = source.generate
+    cache = source.cache_dir or Path(os.environ.get("SCIML_DATA_DIR", "data")).resolve()
+    target = cache / f"ns-{generation_hash(gen)}.h5"
+    exists = comm.bcast(target.is_file() if comm.is_root else None)
+    if exists:
+        log(f"data: reusing cached dataset {target}")
+        return target
+    log(f"data: generating {gen.n_trajectories} trajectories at {gen.grid.n}² into {target}")
+    data = ns_case.generate(gen, comm)
+    if comm.is_root:
+        cache.mkdir(parents=True, exist_ok=True)
+        ns_case.write_dataset(target, gen, data)
+    comm.barrier()
+    return target
+
+
+@dataclass
+class Trajectories:
+    """A trajectory dataset in memory.
+
+    Attributes
+    ----------
+    vorticity : Tensor, shape ``(n_traj, n_t, N, N)``
+    time : Tensor, shape ``(n_t,)``
+    seed : ndarray, shape ``(n_traj,)``
+    attrs : dict
+        The file's attributes (``viscosity``, ``domain_length``, ``frame_dt``, ...).
+    path : Path
+    """
+
+    vorticity: Any
+    time: Any
+    seed: Any
+    attrs: dict
+    path: Path
+
+    @property
+    def domain_length(self) -> float:
+        return float(self.attrs["domain_length"])
+
+    @property
+    def viscosity(self) -> float:
+        return float(self.attrs["viscosity"])
+
+
+def read_trajectories(path: str | Path, *, dtype=None, indices=None) -> Trajectories:
+    """Read a dataset written by the ``navier_stokes`` case (any rank may call it).
+
+    Parameters
+    ----------
+    path
+        The ``.h5`` file.
+    dtype
+        torch dtype of the returned vorticity (default: as stored).
+    indices
+        Optional trajectory indices to read (sorted); default all.
+    """
+    import h5py
+    import numpy as np
+    import torch
+
+    path = Path(path)
+    with h5py.File(path, "r") as h5:
+        missing = [k for k in ("vorticity", "time") if k not in h5]
+        if missing:
+            raise ValueError(f"{path}: not a sciml trajectory dataset (missing {', '.join(missing)})")
+        vort = h5["vorticity"][...] if indices is None else h5["vorticity"][np.asarray(indices)]
+        if vort.ndim != 4 or vort.shape[-1] != vort.shape[-2]:
+            raise ValueError(f"{path}: expected vorticity of shape (n_traj, n_t, N, N), got {vort.shape}")
+        time = h5["time"][...]
+        seed = h5["seed"][...] if "seed" in h5 else None
+        attrs = {k: (v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v) for k, v in h5.attrs.items()}
+    w = torch.from_numpy(vort)
+    if dtype is not None:
+        w = w.to(dtype)
+    return Trajectories(vorticity=w, time=torch.from_numpy(time), seed=seed, attrs=attrs, path=path)

@@ -1,0 +1,44 @@
+r"""Gaunt tensor products of spherical functions (e3nn real spherical-harmonic basis).
+
+Luo, Chen, Krishnapriyan, "Enabling Efficient Equivariant Operations in the Fourier
+Basis via Gaunt Tensor Products", ICLR 2024.
+
+Modules, one concept each:
+
+* :mod:`.layout` -- the e3nn coefficient layout ``(..., (L+1)**2)`` and its split by order;
+* :mod:`.harmonics` -- e3nn's real harmonics as polar × azimuthal factors, any degree;
+* :mod:`.coefficients` -- exact Gaunt coefficients and the slow reference product;
+* :mod:`.fourier` -- the paper's path: sparse SH -> 2D Fourier change of basis, FFT
+  convolution, exact projection; :math:`\nu`-fold products in the Fourier domain;
+* :mod:`.sphere_grid` -- Gauss–Legendre × uniform-:math:`\varphi` quadrature path;
+* :mod:`.product` -- :class:`GauntTensorProduct` (picks the path) and the learnable
+  :class:`WeightedGauntTensorProduct`.
+"""
+
+from .coefficients import gaunt_coefficients, gaunt_product_reference, wigner_3j_zero_m
+from .fourier import (
+    FourierGauntProduct,
+    legendre_fourier_coefficients,
+    legendre_projection_coefficients,
+)
+from .harmonics import azimuthal_basis, normalized_legendre
+from .layout import num_coefficients
+from .product import METHODS, GauntTensorProduct, WeightedGauntTensorProduct
+from .sphere_grid import DENSE_MAX_DEGREE, SphereGridGauntProduct
+
+__all__ = [
+    "GauntTensorProduct",
+    "WeightedGauntTensorProduct",
+    "METHODS",
+    "FourierGauntProduct",
+    "SphereGridGauntProduct",
+    "DENSE_MAX_DEGREE",
+    "gaunt_coefficients",
+    "gaunt_product_reference",
+    "wigner_3j_zero_m",
+    "legendre_fourier_coefficients",
+    "legendre_projection_coefficients",
+    "normalized_legendre",
+    "azimuthal_basis",
+    "num_coefficients",
+]

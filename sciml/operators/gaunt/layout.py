@@ -1,0 +1,82 @@
+r"""The e3nn coefficient layout of a spherical-harmonic expansion, and its split by order.
+
+A function on the sphere of degree at most :math:`L`,
+
+.. math::
+
+    f(\hat r) = \sum_{l=0}^{L} \sum_{m=-l}^{l} x_{lm} \, Y_{lm}(\hat r),
+
+is stored as a tensor of shape ``(..., (L+1)**2)`` with :math:`x_{lm}` at index
+``l*l + l + m``: the layout of e3nn's ``Irreps.spherical_harmonics(L)``.
+
+The fast Gaunt paths transform each order :math:`|m|` separately (the azimuthal
+factor of :math:`Y_{lm}` depends on :math:`m` only). They read the coefficients
+*split by order*: rows indexed ``(|m|, s, l)``, ``L+1`` by 2 by ``L+1`` of them,
+where ``s = 0`` holds :math:`x_{l,+|m|}` (the :math:`\cos |m|\varphi` harmonics)
+and ``s = 1`` holds :math:`x_{l,-|m|}` (the :math:`\sin |m|\varphi` harmonics).
+Rows with :math:`l < |m|`, or ``s = 1, m = 0``, hold no coefficient; the
+per-order matrices that read them have zero columns there.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "num_coefficients",
+    "degree_index",
+    "check_coefficients",
+    "order_gather_index",
+    "order_merge_index",
+]
+
+
+def num_coefficients(lmax: int) -> int:
+    """Number of real spherical-harmonic coefficients of degree ``<= lmax``: ``(lmax+1)**2``."""
+    return (lmax + 1) ** 2
+
+
+def degree_index(lmax: int) -> Tensor:
+    """Degree ``l`` of each entry of a ``(..., (lmax+1)**2)`` coefficient tensor, shape ``((lmax+1)**2,)``."""
+    return torch.repeat_interleave(torch.arange(lmax + 1), 2 * torch.arange(lmax + 1) + 1)
+
+
+def check_coefficients(x: Tensor, lmax: int, name: str, dtype: torch.dtype) -> None:
+    """Raise ``ValueError`` unless ``x`` is a ``(..., (lmax+1)**2)`` tensor of ``dtype``."""
+    n = num_coefficients(lmax)
+    if not isinstance(x, Tensor):
+        raise ValueError(f"expected {name} to be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim < 1 or x.shape[-1] != n:
+        raise ValueError(
+            f"expected {name} of shape (..., {n}) (degrees <= {lmax}), got {tuple(x.shape)}"
+        )
+    if x.dtype != dtype:
+        raise ValueError(
+            f"expected {name} of dtype {dtype} (the module's; use .to(dtype) on the module), "
+            f"got {x.dtype}"
+        )
+
+
+def order_gather_index(lmax: int) -> Tensor:
+    """For each split row ``(m, s, l)`` (flattened), the index of its coefficient; 0 for empty rows.
+
+    ``x[..., order_gather_index(L)]`` has shape ``(..., 2 (L+1)**2)``; the empty rows
+    repeat :math:`x_{00}` and must meet zero weights.
+    """
+    index = torch.zeros(lmax + 1, 2, lmax + 1, dtype=torch.long)
+    for m in range(lmax + 1):
+        for l in range(m, lmax + 1):
+            index[m, 0, l] = l * l + l + m
+            if m > 0:
+                index[m, 1, l] = l * l + l - m
+    return index.flatten()
+
+
+def order_merge_index(lmax: int) -> Tensor:
+    """For each coefficient ``l*l + l + m``, its split row ``(|m|, s, l)`` (flattened)."""
+    index = torch.empty(num_coefficients(lmax), dtype=torch.long)
+    for l in range(lmax + 1):
+        for m in range(-l, l + 1):
+            index[l * l + l + m] = (abs(m) * 2 + (m < 0)) * (lmax + 1) + l
+    return index
