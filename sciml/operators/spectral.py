@@ -284,6 +284,30 @@ class FourierGrid2D:
         power = fh.real**2 + fh.imag**2
         return ((power * weight).sum(dim=(-2, -1)) * (self.length**2 / self.n**4)).sqrt()
 
+    def space_time_norm(self, f: Tensor, dt: float, s: float = -1.0, alpha: float = 10**-1.5) -> Tensor:
+        r"""The :math:`L^2(0,T; H^s)` norm of equally spaced frames, by Parseval in space.
+
+        .. math::
+            \|f\|^2_{L^2(0,T;H^s)} = \Delta t \sum_t \|f(t)\|^2_{H^s}
+
+        (rectangle rule in time). The defaults give the :math:`L^2(0,T;H^{-1})` norm with
+        :math:`\alpha = 10^{-1.5}` used as the a-posteriori estimator of Spectral-Refiner
+        (Cao et al., ICLR 2025).
+
+        Parameters
+        ----------
+        f : Tensor, shape ``(..., T, N, N)``
+        dt : float
+            Spacing of the frames.
+
+        Returns
+        -------
+        Tensor, shape ``(...)``
+        """
+        if f.dim() < 3:
+            raise ValueError(f"expected frames of shape (..., T, N, N), got {tuple(f.shape)}")
+        return (self.sobolev_norm(f, s, alpha).square().sum(-1) * dt).sqrt()
+
 
 def fourier_resample(f: Tensor, n: int) -> Tensor:
     r"""Resample periodic fields to ``n × n`` points by truncating or zero-padding their spectrum.

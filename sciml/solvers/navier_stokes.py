@@ -48,6 +48,9 @@ __all__ = [
     "Trajectory",
     "advance",
     "frame_substeps",
+    "finite_difference_weights",
+    "time_derivative",
+    "nse_residual",
     "simulate",
     "gaussian_random_field",
     "mcwilliams",
@@ -637,6 +640,94 @@ def simulate(
             callback(k, w_hat, t0 + k * frame_dt)
     times = t0 + frame_dt * torch.arange(n_frames + 1, dtype=torch.float64)
     return Trajectory(frames=frames, times=times, steps=steps, dts=dts)
+
+
+# -- residual of a trajectory -------------------------------------------------------------
+
+
+def finite_difference_weights(offsets: Sequence[float]) -> list[float]:
+    r"""Weights :math:`c_j` with :math:`\sum_j c_j f(s_j) \approx f'(0)`, exact for polynomials of degree < len(offsets).
+
+    Solves the Vandermonde system :math:`\sum_j c_j s_j^p = \delta_{p1}` in float64.
+    BDF-k is ``offsets = (-k, ..., -1, 0)``.
+
+    Examples
+    --------
+    >>> [round(c, 12) for c in finite_difference_weights([-2, -1, 0])]  # BDF2
+    [0.5, -2.0, 1.5]
+    """
+    import numpy as np
+
+    s = np.asarray(offsets, dtype=np.float64)
+    vander = np.vander(s, increasing=True).T  # row p: s_j ** p
+    rhs = np.zeros(len(s))
+    rhs[1] = 1.0
+    return [float(c) for c in np.linalg.solve(vander, rhs)]
+
+
+def time_derivative(frames: Tensor, frame_dt: float, order: int = 2) -> Tensor:
+    r"""Time derivative of equally spaced frames by one-sided finite differences of order ``order``.
+
+    Frame :math:`n \ge k` uses the BDF-k stencil on frames :math:`n-k, \dots, n`; the first
+    :math:`k` frames use frames :math:`0, \dots, k` (forward-biased, same order).
+
+    Parameters
+    ----------
+    frames : Tensor, shape ``(B, T, ...)``
+        Real fields or spectra, time along dim 1; needs ``T > order``.
+    frame_dt : float
+    order : int
+        :math:`k \ge 1`.
+
+    Returns
+    -------
+    Tensor, shape ``(B, T, ...)``
+    """
+    t = frames.shape[1]
+    if order < 1 or t <= order:
+        raise ValueError(f"expected order >= 1 and more than `order` frames, got order={order}, T={t}")
+    out = []
+    for n in range(t):
+        start = max(0, min(n - order, t - 1 - order))
+        weights = finite_difference_weights([j - n for j in range(start, start + order + 1)])
+        acc = frames[:, start] * (weights[0] / frame_dt)
+        for j, c in enumerate(weights[1:], start=1):
+            acc = acc + frames[:, start + j] * (c / frame_dt)
+        out.append(acc)
+    return torch.stack(out, dim=1)
+
+
+def nse_residual(eq: NavierStokes2D, omega: Tensor, frame_dt: float, order: int = 2) -> Tensor:
+    r"""Residual of a vorticity trajectory in the Navier–Stokes equations.
+
+    .. math::
+        R = \partial_t\omega + u\cdot\nabla\omega - \nu\Delta\omega + \mu\omega - f,
+        \qquad \hat R = \widehat{\partial_t\omega} - N(\hat\omega) - L\hat\omega,
+
+    with the dealiased explicit term :math:`N` and linear symbol :math:`L` of ``eq``
+    (the semi-discrete equations the solver integrates, so a solver trajectory has
+    zero residual up to time discretisation), and :math:`\partial_t\omega` from the
+    frames themselves by :func:`time_derivative` (BDF-``order``). Differentiable.
+
+    Parameters
+    ----------
+    eq : NavierStokes2D
+    omega : Tensor, shape ``(B, T, N, N)``
+        Vorticity frames ``frame_dt`` apart (time-major per trajectory).
+    frame_dt : float
+    order : int
+        Order of the time differences.
+
+    Returns
+    -------
+    Tensor, shape ``(B, T, N, N)``, physical residual.
+    """
+    n = eq.grid.n
+    if omega.dim() != 4 or tuple(omega.shape[-2:]) != (n, n):
+        raise ValueError(f"expected vorticity of shape (B, T, {n}, {n}), got {tuple(omega.shape)}")
+    w_hat = torch.fft.rfft2(omega)
+    r_hat = time_derivative(w_hat, frame_dt, order) - eq.nonlinear_hat(w_hat) - eq.linear * w_hat
+    return torch.fft.irfft2(r_hat, s=(n, n))
 
 
 # -- initial conditions -----------------------------------------------------------------

@@ -342,3 +342,68 @@ def test_float32_run_agrees_with_float64():
         runs[dtype] = simulate(eq, RK4CN(), w0, n_frames=2, frame_dt=0.1, dt=0.01).frames
         assert runs[dtype].dtype == dtype
     assert rel(runs[torch.float32].double(), runs[torch.float64]) < 1e-5
+
+
+# -- residual of a trajectory -------------------------------------------------------------
+
+
+def _fine_trajectory(n_frames: int, frame_dt: float, n: int = 32, nu: float = 1e-2):
+    """A solver trajectory whose own time error is far below the BDF errors measured."""
+    from sciml.solvers.navier_stokes import RK4CN, NavierStokes2D, simulate
+
+    g = FourierGrid2D(n, length=2 * math.pi, dtype=torch.float64)
+    eq = NavierStokes2D(g, viscosity=nu)
+    w0 = mcwilliams(g, seeds=[11])
+    run = simulate(eq, RK4CN(), w0, n_frames=n_frames, frame_dt=frame_dt, dt=frame_dt / 8)
+    return g, eq, run.frames
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_residual_of_solver_trajectory_converges_at_bdf_order(order):
+    from sciml.solvers.navier_stokes import nse_residual
+
+    T = 0.4
+    norms = []
+    for m in (8, 16, 32):
+        g, eq, frames = _fine_trajectory(m, T / m)
+        r = nse_residual(eq, frames, T / m, order=order)
+        norms.append(float(g.space_time_norm(r, T / m)))
+    slopes = [math.log2(norms[i] / norms[i + 1]) for i in range(2)]
+    assert abs(slopes[-1] - order) < 0.3, (norms, slopes)
+
+
+def test_residual_grows_with_injected_error():
+    from sciml.solvers.navier_stokes import nse_residual
+
+    g, eq, frames = _fine_trajectory(16, 0.025)
+    noise = torch.randn(frames.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    noise = g.irfft(g.rfft(noise) * (g.k2 < 36))  # smooth perturbation
+    base = float(g.space_time_norm(nse_residual(eq, frames, 0.025), 0.025))
+    values = [float(g.space_time_norm(nse_residual(eq, frames + eps * noise, 0.025), 0.025))
+              for eps in (1e-3, 1e-2, 1e-1)]
+    assert base < values[0] < values[1] < values[2]
+    assert values[2] > 10 * base
+
+
+def test_residual_gradcheck():
+    from sciml.solvers.navier_stokes import NavierStokes2D, nse_residual
+
+    g = FourierGrid2D(8, length=1.0, dtype=torch.float64)
+    eq = NavierStokes2D(g, viscosity=0.05, drag=0.1, forcing=fno_forcing(g))
+    w = torch.randn(1, 4, 8, 8, dtype=torch.float64, requires_grad=True)
+
+    def loss(x):
+        return g.space_time_norm(nse_residual(eq, x, 0.1, order=2), 0.1).square().sum()
+
+    assert torch.autograd.gradcheck(loss, (w,), eps=1e-6, atol=1e-6)
+
+
+def test_time_derivative_exact_for_polynomials():
+    from sciml.solvers.navier_stokes import time_derivative
+
+    t = torch.arange(7, dtype=torch.float64) * 0.3
+    frames = (1 + 2 * t - t**2 + 0.5 * t**3)[None, :, None]
+    exact = (2 - 2 * t + 1.5 * t**2)[None, :, None]
+    assert torch.allclose(time_derivative(frames, 0.3, order=3), exact, atol=1e-12)
+    with pytest.raises(ValueError, match="more than `order` frames"):
+        time_derivative(frames[:, :2], 0.3, order=2)
