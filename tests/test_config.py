@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sciml.cli import main
 from sciml.config import ConfigError, load_case, parse_override
 
-from conftest import CASES
+from support import CASES
 
 PROBLEM_LINE = re.compile(r"^(\S+:\d+: \S+: .+|\S+:\d+: .+|\S+: .+|--set .+: .+)$")
 

@@ -11,7 +11,7 @@ import pytest
 
 from sciml.parallel import SerialComm, chunk_ranges, sample_seed
 
-from conftest import child_env, mpiexec
+from support import child_env, mpiexec
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

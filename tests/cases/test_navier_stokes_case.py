@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import child_env, run_sciml, sciml_cmd
+from support import child_env, run_sciml, sciml_cmd
 
 SMALL = """\
 kind: navier_stokes
