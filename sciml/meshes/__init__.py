@@ -12,6 +12,7 @@ from sciml.meshes.paraview import (
     write_vti,
     write_vtu,
 )
+from sciml.meshes.structured import box_mesh_2d, box_mesh_3d, nodes_on_plane
 
 __all__ = [
     "CELL_TYPES",
@@ -24,4 +25,7 @@ __all__ = [
     "write_pvtu",
     "write_vti",
     "write_vtu",
+    "box_mesh_2d",
+    "box_mesh_3d",
+    "nodes_on_plane",
 ]

@@ -1,0 +1,528 @@
+r"""Small-strain finite elements for the high-fidelity model: Q4 plane strain and hex8.
+
+Kinematics
+----------
+Isoparametric bilinear quadrilaterals (``kind='quad'``, plane strain, unit thickness)
+and trilinear hexahedra (``kind='hexahedron'``) with full Gauss integration (2x2 and
+2x2x2 points). Node order inside a cell is VTK's (see :mod:`sciml.meshes.structured`);
+on the reference cell :math:`[-1, 1]^d` node :math:`a` sits at the corner :math:`s_a`
+and :math:`N_a(\xi) = \prod_d (1 + s_{ad}\xi_d)/2`.
+
+The shape functions are written here rather than taken from scikit-fem: the model
+keeps VTK/meshio node order end to end (scikit-fem's hexahedron uses another local
+order), and the reduced-order model needs per-point arrays in one fixed global
+numbering that element partitions and ECM point sets index; both fit in a few lines
+of numpy. scikit-fem is the independent reference in the tests.
+
+Numbering
+---------
+* dofs: ``dim * node + component`` (interleaved), ``n_dof = dim * n_nodes``;
+* integration points: ``n_qp_cell * cell + g`` (cell-major), ``g`` the Gauss point in
+  tensor order with :math:`\xi_1` fastest.
+
+Per point :math:`q` the discretisation stores the strain-displacement matrix
+:math:`B_q` in Mandel form (``(6, dim * nodes_per_cell)``; in 2D the rows ``zz``,
+``yz``, ``xz`` are zero, the plane-strain constraint :math:`\varepsilon_{zz} = 0`) and
+the weight :math:`w_q = \det J_q \, w_g`, so that
+
+.. math::
+
+    \varepsilon_q = B_q u_{e(q)}, \qquad
+    f^\mathrm{int} = \sum_q w_q B_q^\top \sigma_q, \qquad
+    K = \sum_q w_q B_q^\top \mathbb C_q B_q .
+
+Every assembly accepts ``weights`` (e.g. ECM weights replacing :math:`w_q`) and
+``elements`` (a partition): the result is then the partial sum over those cells,
+a full-length vector or matrix with the global sparsity pattern, so that partial
+sums from several ranks add up to the whole.
+
+Quasi-static problem
+--------------------
+:class:`HFModel` solves :math:`f^\mathrm{int}(u_{n+1}) = 0` on the free dofs with the
+Dirichlet dofs imposed (eliminated), by Newton with the consistent tangent of
+:class:`~sciml.solvers.rom.material.ThermoViscoplasticJ2` and a direct sparse solve.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import final
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import splu
+
+from sciml.meshes.structured import box_mesh_2d, nodes_on_plane
+
+from .material import MaterialState, ThermoViscoplasticJ2
+
+__all__ = ["Discretisation", "Dirichlet", "HFModel", "HFState", "StepResult", "History", "run_history", "academic_plate"]
+
+Temperature = Callable[[np.ndarray, float], np.ndarray]
+"""Temperature field ``T(x, t)``: points ``(Q, dim)`` and a time -> ``(Q,)``."""
+
+#: Supported kinds: name -> (dimension, nodes per cell, corner signs ``(nodes, dim)`` in VTK order).
+_KINDS: dict[str, tuple[int, int, np.ndarray]] = {
+    "quad": (2, 4, np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=np.float64)),
+    "hexahedron": (
+        3,
+        8,
+        np.array(
+            [[-1, -1, -1], [1, -1, -1], [1, 1, -1], [-1, 1, -1], [-1, -1, 1], [1, -1, 1], [1, 1, 1], [-1, 1, 1]],
+            dtype=np.float64,
+        ),
+    ),
+}
+_R2 = 1.0 / math.sqrt(2.0)
+
+
+def _reference(kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gauss weights ``(g,)``, shape values ``(g, a)`` and reference gradients ``(g, a, d)``."""
+    dim, _, signs = _KINDS[kind]
+    g1 = np.array([-1.0, 1.0]) / math.sqrt(3.0)
+    xi = np.stack(np.meshgrid(*([g1] * dim), indexing="ij")[::-1], axis=-1).reshape(-1, dim)  # xi_1 fastest
+    w = np.ones(xi.shape[0])
+    factors = 0.5 * (1.0 + xi[:, None, :] * signs[None, :, :])  # (g, a, d)
+    N = factors.prod(axis=2)
+    dN = np.empty(factors.shape)
+    for d in range(dim):
+        others = np.delete(factors, d, axis=2).prod(axis=2)
+        dN[:, :, d] = 0.5 * signs[None, :, d] * others
+    return w, N, dN
+
+
+def _b_matrices(grad: np.ndarray) -> np.ndarray:
+    """Mandel strain-displacement matrices ``(Q, 6, a * d)`` from physical gradients ``(Q, a, d)``."""
+    nq, na, dim = grad.shape
+    B = np.zeros((nq, 6, na * dim))
+    gx, gy = grad[:, :, 0], grad[:, :, 1]
+    B[:, 0, 0::dim] = gx
+    B[:, 1, 1::dim] = gy
+    B[:, 5, 0::dim] = _R2 * gy
+    B[:, 5, 1::dim] = _R2 * gx
+    if dim == 3:
+        gz = grad[:, :, 2]
+        B[:, 2, 2::3] = gz
+        B[:, 3, 1::3] = _R2 * gz
+        B[:, 3, 2::3] = _R2 * gy
+        B[:, 4, 0::3] = _R2 * gz
+        B[:, 4, 2::3] = _R2 * gx
+    return B
+
+
+@final
+class Discretisation:
+    """Per-integration-point kinematics and assembly for a Q4 (plane strain) or hex8 mesh.
+
+    Parameters
+    ----------
+    points : ndarray, shape ``(P, dim)``
+        Node coordinates (``dim = 2`` for ``'quad'``, 3 for ``'hexahedron'``).
+    cells : ndarray, shape ``(C, 4)`` or ``(C, 8)``
+        Node indices in VTK order (counter-clockwise quads, positive-volume hexahedra).
+    kind : ``'quad'`` or ``'hexahedron'``
+
+    Attributes
+    ----------
+    n_dof, n_qp, n_qp_cell : int
+        Dofs, integration points, points per cell.
+    qp_weights : ndarray, shape ``(n_qp,)``
+        :math:`\\det J_q w_g` (areas in 2D, unit thickness; volumes in 3D).
+    qp_coords : ndarray, shape ``(n_qp, dim)``
+        Physical coordinates of the points.
+    B : ndarray, shape ``(n_qp, 6, dim * nodes_per_cell)``
+        Mandel strain-displacement matrices; memory ``48 * dim * nodes_per_cell``
+        bytes per point.
+    shape_values : ndarray, shape ``(n_qp_cell, nodes_per_cell)``
+        :math:`N_a` at the Gauss points (the same on every cell).
+    cell_dofs : ndarray, shape ``(C, dim * nodes_per_cell)``
+        Global dofs of each cell, component fastest.
+
+    Examples
+    --------
+    >>> from sciml.meshes import box_mesh_2d
+    >>> disc = Discretisation(*box_mesh_2d(4, 2, 2.0, 1.0), kind="quad")
+    >>> disc.n_dof, disc.n_qp, round(float(disc.qp_weights.sum()), 12)
+    (30, 32, 2.0)
+    """
+
+    def __init__(self, points: np.ndarray, cells: np.ndarray, kind: str) -> None:
+        if kind not in _KINDS:
+            raise ValueError(f"Discretisation: expected kind one of {sorted(_KINDS)}, got {kind!r}")
+        dim, nen, _ = _KINDS[kind]
+        points = np.asarray(points, dtype=np.float64)
+        cells = np.asarray(cells)
+        if points.ndim != 2 or points.shape[1] != dim:
+            raise ValueError(f"Discretisation: kind {kind!r} expects points of shape (P, {dim}), got {points.shape}")
+        if cells.ndim != 2 or cells.shape[1] != nen or cells.dtype.kind not in "iu":
+            raise ValueError(f"Discretisation: kind {kind!r} expects integer cells of shape (C, {nen}), "
+                             f"got {cells.shape} {cells.dtype}")
+        if cells.size and (cells.min() < 0 or cells.max() >= points.shape[0]):
+            raise ValueError(f"Discretisation: cell node indices must lie in [0, {points.shape[0]}), "
+                             f"got [{cells.min()}, {cells.max()}]")
+        self.kind, self.dim = kind, dim
+        self.points, self.cells = points, cells.astype(np.int64)
+        self.n_cells, self.n_nodes = cells.shape[0], points.shape[0]
+        self.n_dof = dim * self.n_nodes
+
+        w, N, dN = _reference(kind)
+        self.n_qp_cell = w.shape[0]
+        self.n_qp = self.n_cells * self.n_qp_cell
+        self.shape_values = N
+        X = points[self.cells]  # (C, a, d)
+        J = np.einsum("cai,gaj->cgij", X, dN)  # dx_i / dxi_j
+        det = np.linalg.det(J)
+        bad = np.flatnonzero((det <= 0.0).any(axis=1))
+        if bad.size:
+            raise ValueError(f"Discretisation: {bad.size} cells have det J <= 0 at a Gauss point (inverted or "
+                             f"wrongly ordered nodes; expected VTK order), first: {bad[:5].tolist()}")
+        grad = np.einsum("gaj,cgji->cgai", dN, np.linalg.inv(J))  # dN_a / dx_i
+        self.qp_weights = (det * w).reshape(-1)
+        self.qp_coords = np.einsum("ga,cai->cgi", N, X).reshape(-1, dim)
+        self.B = _b_matrices(grad.reshape(self.n_qp, nen, dim))
+        self.cell_dofs = (self.cells[:, :, None] * dim + np.arange(dim)).reshape(self.n_cells, nen * dim)
+
+    # -- point and cell selections ------------------------------------------------------------------
+    def qp_indices(self, elements: np.ndarray | None = None) -> np.ndarray:
+        """Integration points of ``elements`` (all cells when None), shape ``(len(elements) * n_qp_cell,)``."""
+        if elements is None:
+            return np.arange(self.n_qp)
+        elements = np.asarray(elements, dtype=np.int64)
+        return (elements[:, None] * self.n_qp_cell + np.arange(self.n_qp_cell)).reshape(-1)
+
+    def _select(self, elements: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if elements is None:
+            return np.arange(self.n_cells), np.arange(self.n_qp)
+        elements = np.asarray(elements, dtype=np.int64)
+        if elements.ndim != 1 or (elements.size and (elements.min() < 0 or elements.max() >= self.n_cells)):
+            raise ValueError(f"expected elements a 1D array of cell indices in [0, {self.n_cells}), got "
+                             f"shape {elements.shape}")
+        return elements, self.qp_indices(elements)
+
+    def _point_weights(self, weights: np.ndarray | None, qp: np.ndarray) -> np.ndarray:
+        if weights is None:
+            return self.qp_weights[qp]
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != qp.shape:
+            raise ValueError(f"expected weights of shape {qp.shape} (one per selected point), got {weights.shape}")
+        return weights
+
+    # -- kinematics and assembly --------------------------------------------------------------------
+    def strain(self, u: np.ndarray, elements: np.ndarray | None = None) -> np.ndarray:
+        """Mandel strain :math:`B_q u` at the points of ``elements`` (all when None), shape ``(Q_sel, 6)``."""
+        u = np.asarray(u, dtype=np.float64)
+        if u.shape != (self.n_dof,):
+            raise ValueError(f"expected u of shape ({self.n_dof},), got {u.shape}")
+        cells, qp = self._select(elements)
+        ue = u[self.cell_dofs[cells]]  # (c, nd)
+        return np.einsum("qij,qj->qi", self.B[qp], np.repeat(ue, self.n_qp_cell, axis=0))
+
+    def internal_forces(
+        self, sigma: np.ndarray, weights: np.ndarray | None = None, elements: np.ndarray | None = None
+    ) -> np.ndarray:
+        """:math:`\\sum_q w_q B_q^\\top \\sigma_q` over the points of ``elements``, shape ``(n_dof,)``.
+
+        ``sigma`` is ``(Q_sel, 6)`` and ``weights`` ``(Q_sel,)`` for the points of
+        ``elements`` in :meth:`qp_indices` order (all points when ``elements`` is None).
+        """
+        cells, qp = self._select(elements)
+        sigma = np.asarray(sigma, dtype=np.float64)
+        if sigma.shape != (qp.size, 6):
+            raise ValueError(f"expected sigma of shape ({qp.size}, 6), got {sigma.shape}")
+        w = self._point_weights(weights, qp)
+        fq = np.einsum("qij,qi->qj", self.B[qp], sigma * w[:, None])
+        fe = fq.reshape(cells.size, self.n_qp_cell, -1).sum(axis=1)
+        return np.bincount(self.cell_dofs[cells].ravel(), weights=fe.ravel(), minlength=self.n_dof)
+
+    def tangent(
+        self, C_alg: np.ndarray, weights: np.ndarray | None = None, elements: np.ndarray | None = None
+    ) -> sp.csr_matrix:
+        """:math:`\\sum_q w_q B_q^\\top \\mathbb C_q B_q`, CSR ``(n_dof, n_dof)`` with the global pattern.
+
+        ``C_alg`` is ``(Q_sel, 6, 6)`` (Mandel) for the points of ``elements``.
+        """
+        cells, qp = self._select(elements)
+        C_alg = np.asarray(C_alg, dtype=np.float64)
+        if C_alg.shape != (qp.size, 6, 6):
+            raise ValueError(f"expected C_alg of shape ({qp.size}, 6, 6), got {C_alg.shape}")
+        w = self._point_weights(weights, qp)
+        B = self.B[qp]
+        kq = np.matmul(np.swapaxes(B, 1, 2), w[:, None, None] * C_alg) @ B
+        return self._assemble(kq.reshape(cells.size, self.n_qp_cell, *kq.shape[1:]).sum(axis=1), cells)
+
+    def mass_matrix(self) -> sp.csr_matrix:
+        """Vector mass matrix :math:`\\int N_a N_b \\delta_{ij}` (unit density), CSR ``(n_dof, n_dof)``.
+
+        Its quadratic form on a constant unit translation is the area (2D) or volume (3D).
+        """
+        w = self.qp_weights.reshape(self.n_cells, self.n_qp_cell)
+        ms = np.einsum("cg,ga,gb->cab", w, self.shape_values, self.shape_values)
+        nd = self.cell_dofs.shape[1]
+        me = np.einsum("cab,ij->caibj", ms, np.eye(self.dim)).reshape(self.n_cells, nd, nd)
+        return self._assemble(me, np.arange(self.n_cells))
+
+    @cached_property
+    def _pattern(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """CSR indptr and indices of the global pattern, and the slot of each cell-matrix entry ``(C, nd*nd)``."""
+        cd = self.cell_dofs
+        keys = (cd[:, :, None] * self.n_dof + cd[:, None, :]).reshape(self.n_cells, -1)
+        unique, slot = np.unique(keys, return_inverse=True)
+        rows, cols = np.divmod(unique, self.n_dof)
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=self.n_dof))])
+        return indptr, cols, slot.reshape(keys.shape)
+
+    def _assemble(self, ke: np.ndarray, cells: np.ndarray) -> sp.csr_matrix:
+        indptr, indices, slot = self._pattern
+        data = np.bincount(slot[cells].ravel(), weights=ke.ravel(), minlength=indices.size)
+        return sp.csr_matrix((data, indices, indptr), shape=(self.n_dof, self.n_dof))
+
+
+@dataclass(frozen=True)
+class Dirichlet:
+    """Imposed displacements ``u[dofs] = load_factor * values``.
+
+    Attributes
+    ----------
+    dofs : ndarray, shape ``(D,)``, int
+    values : ndarray, shape ``(D,)``
+        Displacements at load factor 1.
+    """
+
+    dofs: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def on_nodes(cls, nodes: np.ndarray, component: int, dim: int, value: float = 0.0) -> "Dirichlet":
+        """Component ``component`` (0: x, 1: y, 2: z) of ``nodes`` set to ``value`` at load factor 1."""
+        if not 0 <= component < dim:
+            raise ValueError(f"expected 0 <= component < {dim}, got {component}")
+        nodes = np.asarray(nodes, dtype=np.int64)
+        return cls(dim * nodes + component, np.full(nodes.shape, float(value)))
+
+
+@dataclass(frozen=True)
+class HFState:
+    """State of the high-fidelity model at time ``t``.
+
+    Attributes
+    ----------
+    t : float
+    u : ndarray, shape ``(n_dof,)``
+    material : MaterialState
+        Internal variables at the ``n_qp`` points.
+    sigma : ndarray, shape ``(n_qp, 6)``
+        Stress, Mandel form.
+    """
+
+    t: float
+    u: np.ndarray
+    material: MaterialState
+    sigma: np.ndarray
+
+    @property
+    def p(self) -> np.ndarray:
+        """Cumulated plastic strain at the points, ``(n_qp,)``."""
+        return self.material.p
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One converged time step: the new state and the Newton residual norms ``||R_free||``
+    (before each update, the last one at convergence)."""
+
+    state: HFState
+    residuals: list[float]
+
+
+@final
+class HFModel:
+    """Quasi-static thermo-viscoplastic problem with imposed displacements.
+
+    Parameters
+    ----------
+    disc : Discretisation
+    material : ThermoViscoplasticJ2
+    dirichlet : Dirichlet or sequence of Dirichlet
+        Imposed displacements; the dofs of all of them must be distinct.
+    temperature : callable ``T(x (n_qp, dim), t) -> (n_qp,)``
+    rtol : float
+        Newton stops when ``||R_free|| <= rtol * max(||f_int||, largest ||R_free|| of the step)``
+        (``f_int`` over all dofs, reactions included).
+    max_iter : int
+        Newton iteration limit; exceeding it raises ``RuntimeError`` with the residuals.
+
+    Examples
+    --------
+    >>> model, times, load_factors = academic_plate(nx=4, ny=2, n_steps=4, n_cycles=1)
+    >>> step = model.solve_step(model.initial_state(), times[0], load_factors[0])
+    >>> step.state.u.shape, step.state.sigma.shape, bool(step.residuals[-1] < 1e-8)
+    ((30,), (32, 6), True)
+    """
+
+    def __init__(
+        self,
+        disc: Discretisation,
+        material: ThermoViscoplasticJ2,
+        dirichlet: Dirichlet | Sequence[Dirichlet],
+        temperature: Temperature,
+        rtol: float = 1e-10,
+        max_iter: int = 25,
+    ) -> None:
+        bcs = [dirichlet] if isinstance(dirichlet, Dirichlet) else list(dirichlet)
+        dofs = np.concatenate([np.asarray(b.dofs, dtype=np.int64) for b in bcs]) if bcs else np.zeros(0, np.int64)
+        values = np.concatenate([np.asarray(b.values, dtype=np.float64) for b in bcs]) if bcs else np.zeros(0)
+        if dofs.shape != values.shape:
+            raise ValueError(f"Dirichlet: expected as many values as dofs, got {values.shape} and {dofs.shape}")
+        if np.unique(dofs).size != dofs.size:
+            raise ValueError("Dirichlet: a dof is imposed twice; merge the conditions")
+        if dofs.size and (dofs.min() < 0 or dofs.max() >= disc.n_dof):
+            raise ValueError(f"Dirichlet: dofs must lie in [0, {disc.n_dof})")
+        self.disc, self.material, self.temperature = disc, material, temperature
+        self.rtol, self.max_iter = rtol, max_iter
+        self.fixed_dofs, self.fixed_values = dofs, values
+        self.free_dofs = np.setdiff1d(np.arange(disc.n_dof), dofs)
+
+    def temperature_at(self, t: float) -> np.ndarray:
+        """Temperature at the integration points at time ``t``, ``(n_qp,)``."""
+        T = np.asarray(self.temperature(self.disc.qp_coords, t), dtype=np.float64)
+        if T.shape != (self.disc.n_qp,):
+            raise ValueError(f"temperature(x, t) must return shape ({self.disc.n_qp},), got {T.shape}")
+        return T
+
+    def initial_state(self, t0: float = 0.0) -> HFState:
+        """Zero displacement, virgin material, and the thermo-elastic stress ``-C(T) eps_th`` at ``t0``."""
+        T = self.temperature_at(t0)
+        sigma = -np.einsum("qij,qj->qi", self.material.elastic_tangent(T), self.material.thermal_strain(T))
+        return HFState(t0, np.zeros(self.disc.n_dof), MaterialState.zeros(self.disc.n_qp), sigma)
+
+    def solve_step(self, state: HFState, t: float, load_factor: float) -> StepResult:
+        """Newton on the free-dof residual from ``state`` to time ``t``.
+
+        Iteration 0 linearises about ``state.u`` (return mapping from
+        ``state.material`` with the new temperature and ``dt``) *including* the
+        Dirichlet increment, ``K_ff du_f = -(R_f + K_fd du_d)``, so that the imposed
+        displacement is spread over the body instead of straining the boundary cells
+        alone; later iterations solve ``K_ff du_f = -R_f`` (SuperLU). The first entry
+        of the residual history is taken at ``state.u``, before the increment.
+        """
+        dt = t - state.t
+        if not dt > 0.0:
+            raise ValueError(f"solve_step: expected t > state.t = {state.t}, got {t}")
+        T = self.temperature_at(t)
+        u = state.u.copy()
+        free, fixed = self.free_dofs, self.fixed_dofs
+        du_fixed = load_factor * self.fixed_values - u[fixed]
+        residuals: list[float] = []
+        for it in range(self.max_iter + 1):
+            sigma, mat, C_alg = self.material.update(self.disc.strain(u), state.material, T, dt)
+            f = self.disc.internal_forces(sigma)
+            r = f[free]
+            residuals.append(float(np.linalg.norm(r)))
+            if it > 0 or not du_fixed.any():
+                if residuals[-1] <= self.rtol * max(float(np.linalg.norm(f)), max(residuals)):
+                    return StepResult(HFState(t, u, mat, sigma), residuals)
+            if it == self.max_iter:
+                break
+            K = self.disc.tangent(C_alg)
+            if it == 0 and du_fixed.any():
+                r = r + K[free][:, fixed] @ du_fixed
+                u[fixed] += du_fixed
+            u[free] -= splu(K[free][:, free].tocsc(), permc_spec="MMD_AT_PLUS_A").solve(r)
+        raise RuntimeError(f"HFModel.solve_step: Newton did not converge in {self.max_iter} iterations at "
+                           f"t = {t}; residual norms {residuals}")
+
+
+@dataclass(frozen=True)
+class History:
+    """Snapshots of a run, one column per time step.
+
+    Attributes
+    ----------
+    times : ndarray, shape ``(n_steps,)``
+    load_factors : ndarray, shape ``(n_steps,)``
+    u : ndarray, shape ``(n_dof, n_steps)``
+    p : ndarray, shape ``(n_qp, n_steps)``
+    sigma : ndarray, shape ``(n_qp, 6, n_steps)``
+    residuals : list of list of float
+        Newton residual norms of each step.
+    final : HFState
+    """
+
+    times: np.ndarray
+    load_factors: np.ndarray
+    u: np.ndarray
+    p: np.ndarray
+    sigma: np.ndarray
+    residuals: list[list[float]] = field(repr=False)
+    final: HFState = field(repr=False)
+
+
+def run_history(
+    model: HFModel, times: Sequence[float], load_factors: Sequence[float], state: HFState | None = None
+) -> History:
+    """Solve the steps ending at ``times`` with the given load factors, from ``state``
+    (default :meth:`HFModel.initial_state` at ``t = 0``), and collect snapshots."""
+    times = np.asarray(times, dtype=np.float64)
+    load_factors = np.asarray(load_factors, dtype=np.float64)
+    if times.ndim != 1 or times.shape != load_factors.shape:
+        raise ValueError(f"expected times and load_factors of the same shape (n_steps,), "
+                         f"got {times.shape} and {load_factors.shape}")
+    state = model.initial_state(0.0) if state is None else state
+    d = model.disc
+    u = np.empty((d.n_dof, times.size))
+    p = np.empty((d.n_qp, times.size))
+    sigma = np.empty((d.n_qp, 6, times.size))
+    residuals = []
+    for k, (t, lam) in enumerate(zip(times, load_factors)):
+        step = model.solve_step(state, float(t), float(lam))
+        state = step.state
+        u[:, k], p[:, k], sigma[:, :, k] = state.u, state.p, state.sigma
+        residuals.append(step.residuals)
+    return History(times, load_factors, u, p, sigma, residuals, state)
+
+
+def academic_plate(
+    nx: int = 80,
+    ny: int = 40,
+    n_steps: int = 40,
+    n_cycles: int = 2,
+    amplitude: float = 0.01,
+    peak: float = 700.0,
+    ramp_time: float = 10.0,
+    dt: float = 1.0,
+) -> tuple[HFModel, np.ndarray, np.ndarray]:
+    """The academic plane-strain plate (MPa, mm, K, s).
+
+    Plate ``[0, 2] x [0, 1]`` meshed with ``nx x ny`` Q4; ``u_x = 0`` on ``x = 0``,
+    ``u_y = 0`` on ``y = 0``, ``u_x = amplitude * lambda(t)`` on ``x = 2`` with
+    ``lambda`` fully reversed triangle cycles ``0 -> 1 -> 0 -> -1 -> 0``
+    (``n_cycles`` in ``n_steps`` steps of ``dt``); temperature
+    ``T = 293 + dT(t) exp(-|x - (0.5, 0.5)|^2 / 0.3^2)`` with ``dT`` rising linearly
+    to ``peak`` over ``ramp_time`` and held; law :meth:`ThermoViscoplasticJ2.academic`.
+
+    Returns
+    -------
+    model : HFModel
+    times : ndarray, shape ``(n_steps,)``
+        Step end times ``dt, 2 dt, ...``.
+    load_factors : ndarray, shape ``(n_steps,)``
+    """
+    points, cells = box_mesh_2d(nx, ny, 2.0, 1.0)
+    disc = Discretisation(points, cells, "quad")
+    bcs = [
+        Dirichlet.on_nodes(nodes_on_plane(points, 0, 0.0), 0, 2),
+        Dirichlet.on_nodes(nodes_on_plane(points, 1, 0.0), 1, 2),
+        Dirichlet.on_nodes(nodes_on_plane(points, 0, 2.0), 0, 2, amplitude),
+    ]
+    centre = np.array([0.5, 0.5])
+
+    def temperature(x: np.ndarray, t: float) -> np.ndarray:
+        return 293.0 + peak * min(t / ramp_time, 1.0) * np.exp(-((x - centre) ** 2).sum(axis=1) / 0.3**2)
+
+    times = dt * np.arange(1, n_steps + 1)
+    phase = (times / (times[-1] / n_cycles)) % 1.0
+    load_factors = np.where(phase <= 0.25, 4 * phase, np.where(phase <= 0.75, 2 - 4 * phase, 4 * phase - 4))
+    return HFModel(disc, ThermoViscoplasticJ2.academic(), bcs, temperature), times, load_factors

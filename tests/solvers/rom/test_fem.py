@@ -1,0 +1,210 @@
+"""Discretisation and HFModel: patch tests on distorted Q4 and hex8 meshes, agreement of
+stiffness and mass with scikit-fem, partitioned assembly, free thermal expansion, and
+Newton's quadratic convergence on plastic steps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skfem import Basis, BilinearForm, ElementHex1, ElementQuad1, ElementVector, MeshHex, MeshQuad, asm
+from skfem.helpers import dot
+from skfem.models.elasticity import linear_elasticity
+
+from sciml.meshes import box_mesh_2d, box_mesh_3d, nodes_on_plane
+from sciml.solvers.rom.fem import Dirichlet, Discretisation, HFModel, academic_plate, run_history
+from sciml.solvers.rom.material import MaterialState, ThermoViscoplasticJ2, mandel
+
+LAW = ThermoViscoplasticJ2.academic()
+#: VTK hexahedron node order -> scikit-fem's local order.
+VTK_TO_SKFEM_HEX = [0, 3, 1, 4, 2, 7, 5, 6]
+
+
+def distorted(kind, seed=0, boundary=True):
+    """A small mesh with every node moved by up to 15 % of the cell size: general
+    (non-parallelogram) quadrilaterals and hexahedra."""
+    rng = np.random.default_rng(seed)
+    points, cells = box_mesh_2d(4, 3, 2.0, 1.5) if kind == "quad" else box_mesh_3d(3, 2, 2, 1.5, 1.0, 1.0)
+    move = 0.15 * 0.5 * rng.uniform(-1.0, 1.0, points.shape)
+    if not boundary:
+        lo, hi = points.min(0), points.max(0)
+        move[np.isclose(points, lo).any(1) | np.isclose(points, hi).any(1)] = 0.0
+    return Discretisation(points + move, cells, kind)
+
+
+def skfem_basis(disc):
+    if disc.kind == "quad":
+        mesh, elem = MeshQuad(disc.points.T, disc.cells.T), ElementQuad1()
+    else:
+        mesh, elem = MeshHex(disc.points.T, disc.cells[:, VTK_TO_SKFEM_HEX].T), ElementHex1()
+    basis = Basis(mesh, ElementVector(elem), intorder=3)
+    assert basis.X.shape[1] == disc.n_qp_cell  # the same 2-point Gauss rule per direction
+    return basis
+
+
+def random_linear_field(disc, rng):
+    A = rng.standard_normal((disc.dim, disc.dim))
+    c = rng.standard_normal(disc.dim)
+    return A, (disc.points @ A.T + c).ravel()
+
+
+KINDS = ["quad", "hexahedron"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_linear_field_gives_exact_constant_strain(kind):
+    disc = distorted(kind)
+    A, u = random_linear_field(disc, np.random.default_rng(1))
+    grad = np.zeros((3, 3))
+    grad[: disc.dim, : disc.dim] = A
+    expected = mandel(0.5 * (grad + grad.T))  # plane strain: zz, yz, xz stay 0
+    np.testing.assert_allclose(disc.strain(u), np.broadcast_to(expected, (disc.n_qp, 6)), rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rigid_body_motion_gives_zero_strain_and_force(kind):
+    disc = distorted(kind)
+    rng = np.random.default_rng(2)
+    W = rng.standard_normal((disc.dim, disc.dim))
+    u = (disc.points @ (W - W.T).T + rng.standard_normal(disc.dim)).ravel()  # infinitesimal rotation + translation
+    np.testing.assert_allclose(disc.strain(u), 0.0, atol=1e-13)
+    T = np.full(disc.n_qp, 293.0)
+    sigma, _, C_alg = LAW.update(disc.strain(u), MaterialState.zeros(disc.n_qp), T, dt=1.0)
+    np.testing.assert_allclose(disc.internal_forces(sigma), 0.0, atol=1e-9)
+    K = disc.tangent(C_alg)
+    assert np.abs(K @ u).max() < 1e-10 * abs(K).max() * np.abs(u).max()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_constant_stress_is_in_equilibrium_at_interior_nodes(kind):
+    """Patch test, force side: a constant stress gives zero nodal forces inside the
+    patch and, on the boundary, forces summing to the traction resultant (zero)."""
+    disc = distorted(kind, boundary=False)
+    rng = np.random.default_rng(3)
+    sigma = np.broadcast_to(mandel(np.eye(3) + 0.5 * (lambda a: a + a.T)(rng.standard_normal((3, 3)))), (disc.n_qp, 6))
+    f = disc.internal_forces(sigma).reshape(-1, disc.dim)
+    lo, hi = disc.points.min(0), disc.points.max(0)
+    interior = ~(np.isclose(disc.points, lo) | np.isclose(disc.points, hi)).any(1)
+    assert interior.sum() > 0
+    np.testing.assert_allclose(f[interior], 0.0, atol=1e-12)
+    np.testing.assert_allclose(f.sum(0), 0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_mass_matrix_integrates_the_volume_and_matches_scikit_fem(kind):
+    disc = distorted(kind, boundary=False)
+    volume = 2.0 * 1.5 if kind == "quad" else 1.5
+    M = disc.mass_matrix()
+    for i in range(disc.dim):
+        e = np.zeros((disc.n_nodes, disc.dim))
+        e[:, i] = 1.0
+        assert e.ravel() @ M @ e.ravel() == pytest.approx(volume, rel=1e-13)
+    assert disc.qp_weights.sum() == pytest.approx(volume, rel=1e-13)
+    M_ref = asm(BilinearForm(lambda u, v, w: dot(u, v)), skfem_basis(disc))
+    assert abs(M - M_ref).max() < 1e-14 * abs(M_ref).max()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_elastic_stiffness_matches_scikit_fem(kind):
+    """Isotropic elasticity assembled from the Mandel B matrices equals scikit-fem's
+    linear elasticity (Lamé form; plane strain in 2D) on a distorted mesh."""
+    disc = distorted(kind)
+    T = np.full(disc.n_qp, 500.0)
+    E, nu = 200000.0 - 60.0 * (500.0 - 293.0), 0.3
+    lam, mu = E * nu / ((1 + nu) * (1 - 2 * nu)), E / (2 * (1 + nu))
+    K = disc.tangent(LAW.elastic_tangent(T))
+    K_ref = asm(linear_elasticity(lam, mu), skfem_basis(disc))
+    assert abs(K - K_ref).max() < 1e-12 * abs(K_ref).max()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_partitioned_assembly_sums_to_the_whole(kind):
+    disc = distorted(kind)
+    rng = np.random.default_rng(4)
+    sigma = rng.standard_normal((disc.n_qp, 6))
+    C = rng.standard_normal((disc.n_qp, 6, 6))
+    w = rng.uniform(0.0, 1.0, disc.n_qp)
+    parts = np.array_split(rng.permutation(disc.n_cells), 3)
+    f = sum(disc.internal_forces(sigma[disc.qp_indices(e)], w[disc.qp_indices(e)], elements=e) for e in parts)
+    np.testing.assert_allclose(f, disc.internal_forces(sigma, w), rtol=0, atol=1e-12 * np.abs(f).max())
+    K = sum(disc.tangent(C[disc.qp_indices(e)], w[disc.qp_indices(e)], elements=e) for e in parts)
+    assert abs(K - disc.tangent(C, w)).max() < 1e-12 * abs(K).max()
+    u = rng.standard_normal(disc.n_dof)
+    e = parts[1]
+    np.testing.assert_allclose(disc.strain(u, elements=e), disc.strain(u)[disc.qp_indices(e)], rtol=0, atol=0)
+
+
+def symmetry_conditions(points):
+    dim = points.shape[1]
+    return [Dirichlet.on_nodes(nodes_on_plane(points, i, 0.0), i, dim) for i in range(dim)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_free_thermal_expansion_gives_zero_stress(kind):
+    """Uniform temperature, symmetry planes only: hex8 expands freely, stress 0 and
+    u = alpha dT x. Plane strain keeps eps_zz = 0, so there only the in-plane stress
+    vanishes, sigma_zz = -E alpha dT and u = (1 + nu) alpha dT x."""
+    points, cells = box_mesh_2d(4, 2, 2.0, 1.0) if kind == "quad" else box_mesh_3d(3, 2, 2, 1.5, 1.0, 1.0)
+    disc = Discretisation(points, cells, kind)
+    T1 = 893.0 if kind == "hexahedron" else 393.0  # plane strain: |sigma_zz| stays below yield
+    model = HFModel(disc, LAW, symmetry_conditions(points), lambda x, t: np.full(x.shape[0], T1))
+    state = model.solve_step(model.initial_state(), 1.0, 1.0).state
+    E, eth = 200000.0 - 60.0 * (T1 - 293.0), 1.3e-5 * (T1 - 293.0)
+    expected = np.zeros(6)
+    stretch = eth
+    if kind == "quad":
+        expected[2] = -E * eth
+        stretch = 1.3 * eth
+    np.testing.assert_allclose(state.sigma, np.broadcast_to(expected, state.sigma.shape), rtol=0, atol=1e-8 * E * eth)
+    np.testing.assert_allclose(state.u, stretch * points.ravel(), rtol=0, atol=1e-12)
+    assert np.all(state.p == 0.0)
+
+
+def assert_quadratic(residuals):
+    """Newton residuals after the Dirichlet predictor (iteration 0 is taken before it),
+    normalised by the largest and cut at the round-off floor 1e-14: the ratios
+    r_{k+1} / r_k^2 stay bounded (a linearly converging iteration would make them grow
+    like 1/r_k, to ~1e10 here) and the measured order log(r_{k+1}/r_k) / log(r_k/r_{k-1})
+    of the last iterations is close to 2."""
+    r = np.asarray(residuals[1:]) / max(residuals)
+    r = r[r > 1e-14]
+    assert r.size >= 4, residuals
+    ratios = r[1:] / r[:-1] ** 2
+    orders = np.log(r[2:] / r[1:-1]) / np.log(r[1:-1] / r[:-2])
+    assert ratios.max() < 10.0, (residuals, ratios)
+    assert orders[-1] > 1.7, (residuals, orders)
+
+
+def test_newton_converges_quadratically_on_the_plate():
+    model, times, lams = academic_plate(10, 5)
+    model.rtol = 1e-13
+    history = run_history(model, times[:5], lams[:5])
+    assert history.u.shape == (model.disc.n_dof, 5) and history.p.shape == (model.disc.n_qp, 5)
+    assert history.sigma.shape == (model.disc.n_qp, 6, 5)
+    res = history.residuals[-1]
+    assert history.p[:, -1].max() > history.p[:, -2].max() > 0.0  # a plastic step
+    assert_quadratic(res)
+
+
+def test_newton_converges_quadratically_on_a_hex_block():
+    points, cells = box_mesh_3d(3, 2, 2, 1.5, 1.0, 1.0)
+    disc = Discretisation(points, cells, "hexahedron")
+    pull = Dirichlet.on_nodes(nodes_on_plane(points, 0, 1.5), 0, 3, 0.02)
+    bcs = symmetry_conditions(points) + [pull]
+
+    def hot(x, t):
+        return 293.0 + 400.0 * t * np.exp(-((x - 0.5) ** 2).sum(1))
+
+    model = HFModel(disc, LAW, bcs, hot, rtol=1e-13)
+    history = run_history(model, [0.5, 1.0], [0.5, 1.0])
+    assert history.p[:, -1].max() > history.p[:, 0].max() > 0.0
+    assert_quadratic(history.residuals[-1])
+
+
+def test_discretisation_rejects_bad_input():
+    points, cells = box_mesh_2d(2, 1, 2.0, 1.0)
+    with pytest.raises(ValueError, match="det J <= 0"):
+        Discretisation(points, cells[:, ::-1], "quad")
+    with pytest.raises(ValueError, match="expected kind one of"):
+        Discretisation(points, cells, "tri")
+    with pytest.raises(ValueError, match=r"expects points of shape \(P, 3\)"):
+        Discretisation(points, cells, "hexahedron")
