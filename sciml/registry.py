@@ -23,6 +23,7 @@ __all__ = ["CASE_KINDS", "case_kinds", "case_module", "case_schema", "resolve", 
 #: case kind -> module defining ``Config`` and ``run``
 CASE_KINDS: dict[str, str] = {
     "navier_stokes": "sciml.cases.navier_stokes",
+    "gp_pde": "sciml.cases.gp_pde",
 }
 
 #: component family -> {name in YAML -> "module:attribute"}

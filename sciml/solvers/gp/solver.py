@@ -40,10 +40,12 @@ precisions have grown) leaves nothing of double precision:
 * Kronecker (larger grids): conjugate gradients on :math:`(I + M^T M) V = M^T
   W^{1/2} h` with :math:`R = \otimes_d Q_d S_d^{1/2}` from per-axis
   eigendecompositions, so that every product is a sequence of axis-wise matmuls,
-  an exact Jacobi preconditioner (see :class:`_WhitenedNormalEquations`) and a warm
-  start from the current :math:`U`. Its iteration count grows with the precisions
-  (2D Poisson: 340 iterations on 20 x 17 points at :math:`\tau = 1`, 1800 on
-  30 x 27 at :math:`\tau = e^{15}`); a better preconditioner is future work.
+  a warm start from the current :math:`U` and, by default, a fast-diagonalisation
+  preconditioner (:class:`_FastDiagonalisationPreconditioner`): the collocation
+  block of the normal matrix is a Kronecker product plus the square of a Kronecker
+  sum, inverted approximately by per-axis eigendecompositions (2D Poisson, 24²:
+  21 iterations against 468 with the exact Jacobi preconditioner of
+  :class:`_WhitenedNormalEquations`, 62 at 100² for ``sin(100x) sin(100y)``).
 
 An earlier design substituted :math:`U = C^{-1}(h + e)` to solve the collocation
 system exactly by per-axis eigendecompositions; it fails because :math:`C` is
@@ -339,7 +341,14 @@ class GPPDESolver(nn.Module):
     # ------------------------------------------------------------------ exact U update (linear problems)
 
     @torch.no_grad()
-    def solve_u(self, *, cg_tol: float = 1e-10, cg_max_iter: int = 500, method: str | None = None) -> USolveInfo:
+    def solve_u(
+        self,
+        *,
+        cg_tol: float = 1e-10,
+        cg_max_iter: int = 500,
+        method: str | None = None,
+        preconditioner: str = "fast_diagonalisation",
+    ) -> USolveInfo:
         r"""Set :attr:`u` to the exact minimiser of :math:`\mathcal J` over U (linear problems only).
 
         Parameters
@@ -348,11 +357,18 @@ class GPPDESolver(nn.Module):
             Relative residual tolerance and iteration cap of the CG (Kronecker path).
         method : {"dense", "kronecker"}, optional
             Default: dense up to ``dense_limit`` grid points.
+        preconditioner : {"fast_diagonalisation", "jacobi"}
+            Of the CG (Kronecker path): :class:`_FastDiagonalisationPreconditioner`
+            or the diagonal of the whitened normal matrix.
         """
-        return self._solve_u(self._operators(), cg_tol=cg_tol, cg_max_iter=cg_max_iter, method=method)
+        return self._solve_u(
+            self._operators(), cg_tol=cg_tol, cg_max_iter=cg_max_iter, method=method, preconditioner=preconditioner
+        )
 
     @torch.no_grad()
-    def _solve_u(self, ops: _Operators, *, cg_tol=1e-10, cg_max_iter=500, method=None) -> USolveInfo:
+    def _solve_u(
+        self, ops: _Operators, *, cg_tol=1e-10, cg_max_iter=500, method=None, preconditioner="fast_diagonalisation"
+    ) -> USolveInfo:
         if not self.problem.is_linear:
             raise ValueError(f"{self.problem!r}: the exact U update needs a linear problem")
         mask = self.interior_mask
@@ -365,7 +381,7 @@ class GPPDESolver(nn.Module):
         if method == "dense":
             u, info = self._solve_u_dense(ops, h, w_sqrt)
         elif method == "kronecker":
-            u, info = self._solve_u_kronecker(ops, h, w_sqrt, cg_tol, cg_max_iter)
+            u, info = self._solve_u_kronecker(ops, h, w_sqrt, cg_tol, cg_max_iter, preconditioner)
         else:
             raise ValueError(f"method must be 'dense' or 'kronecker' (got {method!r})")
         if not bool(torch.isfinite(u).all()):
@@ -391,14 +407,22 @@ class GPPDESolver(nn.Module):
         v = torch.linalg.lstsq(m, b[:, None]).solution[:, 0]
         return (chol @ v).reshape(sizes), USolveInfo("dense", 0, 0.0)
 
-    def _solve_u_kronecker(self, ops, h, w_sqrt, cg_tol, cg_max_iter):
+    def _solve_u_kronecker(self, ops, h, w_sqrt, cg_tol, cg_max_iter, preconditioner="fast_diagonalisation"):
         chols = [c.detach() for c in ops.chol.chols]
         grams = [None if g is None else g.detach() for g in ops.deriv_grams]
         system = _WhitenedNormalEquations(chols, grams, self.interior, self.interior_mask, w_sqrt)
+        if preconditioner == "fast_diagonalisation":
+            mask = self.interior_mask
+            tau_r = float(w_sqrt[mask].reshape(-1)[0] ** 2)
+            tau_b = float(w_sqrt[~mask].reshape(-1)[0] ** 2) if bool((~mask).any()) else 0.0
+            axis_ops = [e.detach() for e in ops.axis_ops()]
+            precond = _FastDiagonalisationPreconditioner(system, chols, axis_ops, self.interior, mask, tau_r, tau_b)
+        elif preconditioner == "jacobi":
+            precond = system.jacobi
+        else:
+            raise ValueError(f"preconditioner must be 'fast_diagonalisation' or 'jacobi' (got {preconditioner!r})")
         v0 = system.whiten(self.u.detach())
-        v, iters, rel = _preconditioned_cg(
-            system.normal_matvec, system.rhs(h), system.jacobi, v0, cg_tol, cg_max_iter
-        )
+        v, iters, rel = _preconditioned_cg(system.normal_matvec, system.rhs(h), precond, v0, cg_tol, cg_max_iter)
         return system.unwhiten(v), USolveInfo("kronecker", iters, rel)
 
     # ------------------------------------------------------------------ optimisation
@@ -686,6 +710,65 @@ class _WhitenedNormalEquations:
 
     def jacobi(self, r: Tensor) -> Tensor:
         return r / self.jacobi_diag
+
+
+class _FastDiagonalisationPreconditioner:
+    r"""Approximate inverse of :math:`I + M^T M` from per-axis eigendecompositions of the collocation block.
+
+    In the original variables the normal matrix is :math:`\mathcal K^{-1} + C^T W C`
+    (:math:`V`-space: :math:`R^T(\cdot)R`). Its block on the collocation set
+    :math:`I = I_1 \times \dots \times I_D` (a tensor product of index ranges) is
+    *exactly*
+
+    .. math::
+
+        N_{II} = \bigotimes_d P_d + \tau_r\, \hat E^T \hat E, \qquad
+        P_d = [(K_d + \varepsilon I)^{-1}]_{I_d I_d}, \qquad
+        \hat E = \bigoplus_d \hat E_d, \quad \hat E_d = [E_d]_{I_d I_d},
+
+    a Kronecker product plus the square of a Kronecker sum. With the symmetric parts
+    :math:`\tfrac12(\hat E_d + \hat E_d^T) = \hat Q_d \Lambda_d \hat Q_d^T` (on a uniform
+    grid :math:`E_d = G_d K_d^{-1}` is a product of nearly commuting Toeplitz
+    matrices, so for even-order terms nearly symmetric), :math:`\hat E^T\hat E \approx
+    \hat Q (\oplus_d \Lambda_d)^2 \hat Q^T` with :math:`\hat Q = \otimes_d \hat Q_d`, and
+    :math:`\otimes_d P_d` is replaced by its diagonal in that basis: the inverse is then
+    two axis-wise basis changes and a division. The Dirichlet rows get the diagonal
+    :math:`\lambda_b\tau_b + \mathrm{diag}\,\mathcal K^{-1}`; the coupling between the
+    two blocks is left to CG. A preconditioner in :math:`V` follows as
+    :math:`R^{-1} \Pi_U R^{-T}`.
+
+    Measured (2D Poisson, Gaussian mixture, 30 components, tolerance 1e-10, cold start):
+    24 x 24 ``sin(2x) sin(3y)``: 21 CG iterations against 468 with Jacobi, and the
+    same U as the dense QR solve to 2e-12; ``sin(100x) sin(100y)``: 37 iterations at
+    64², 62 at 100². It is built for second-order terms; a first-order term
+    (advection) has a nearly antisymmetric :math:`\hat E_d` and gains less.
+    """
+
+    def __init__(self, system: "_WhitenedNormalEquations", chols, axis_ops, interior, mask, tau_r, tau_b):
+        self.system, self.interior = system, interior
+        bases, lams, p_diag, kinv_diag = [], [], [], []
+        for c, e, rng in zip(chols, axis_ops, interior):
+            kinv = torch.cholesky_inverse(c)
+            kinv_diag.append(kinv.diagonal())
+            block = e[rng, rng]
+            lam, q = torch.linalg.eigh(0.5 * (block + block.mT))
+            bases.append(q)
+            lams.append(lam)
+            p_diag.append(((kinv[rng, rng] @ q) * q).sum(0))
+        total = lams[0]
+        for lam in lams[1:]:
+            total = total[..., None] + lam
+        self.bases = bases
+        self.interior_diag = _outer(p_diag) + tau_r * total.square()
+        self.boundary_diag = tau_b + _outer(kinv_diag)
+        self.mask = mask
+
+    def __call__(self, r: Tensor) -> Tensor:
+        y = kron_matmul([a.mT for a in self.system.r_inv], r)  # R^{-T} r
+        x = y / self.boundary_diag
+        z = kron_matmul([q.mT for q in self.bases], y[self.interior]) / self.interior_diag
+        x[self.interior] = kron_matmul(self.bases, z)
+        return kron_matmul(self.system.r_inv, x)
 
 
 def _preconditioned_cg(matvec, rhs: Tensor, precond, x0: Tensor, tol: float, max_iter: int):

@@ -83,8 +83,9 @@ def relative_u_gradient(s):
     return float(g / g0)
 
 
+@pytest.mark.parametrize("preconditioner", ["fast_diagonalisation", "jacobi"])
 @pytest.mark.parametrize("index", range(3))
-def test_exact_u_update_is_the_minimiser_and_paths_agree(index):
+def test_exact_u_update_is_the_minimiser_and_paths_agree(index, preconditioner):
     s = small_solvers()[index]
     with torch.no_grad():
         s.log_tau_residual.fill_(2.0)
@@ -95,10 +96,26 @@ def test_exact_u_update_is_the_minimiser_and_paths_agree(index):
     u_dense = s.u.detach().clone()
     with torch.no_grad():
         s.u.zero_()
-    info = s.solve_u(method="kronecker", cg_tol=1e-13, cg_max_iter=2000)
+    info = s.solve_u(method="kronecker", cg_tol=1e-13, cg_max_iter=2000, preconditioner=preconditioner)
     assert info.method == "kronecker" and info.cg_relative_residual <= 1e-13
     torch.testing.assert_close(s.u.detach(), u_dense, rtol=0, atol=1e-9 * float(u_dense.abs().max()))
     assert relative_u_gradient(s) < 1e-9
+
+
+def test_fast_diagonalisation_preconditioner_beats_jacobi_on_2d_poisson():
+    """24 x 24, sin(2x) sin(3y), initial kernels and precisions: 21 CG iterations
+    against 468 with Jacobi when measured; both reach the dense solution."""
+    s = GPPDESolver(Poisson("sin(2*x)*sin(3*y)", [(0, 2 * math.pi)] * 2), [24, 24], n_components=10)
+    s.solve_u(method="dense")
+    u_dense = s.u.detach().clone()
+    iterations = {}
+    for pc in ("fast_diagonalisation", "jacobi"):
+        with torch.no_grad():
+            s.u.zero_()
+        info = s.solve_u(method="kronecker", cg_tol=1e-11, cg_max_iter=3000, preconditioner=pc)
+        iterations[pc] = info.cg_iterations
+        torch.testing.assert_close(s.u.detach(), u_dense, rtol=0, atol=1e-7 * float(u_dense.abs().max()))
+    assert iterations["fast_diagonalisation"] * 5 < iterations["jacobi"], iterations
 
 
 def test_exact_u_update_needs_a_linear_problem():

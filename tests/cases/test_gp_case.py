@@ -1,0 +1,105 @@
+"""The gp_pde case: run folder contract, config errors at the edge, resume between phases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from support import CASES, run_sciml
+
+from sciml.cases import gp_pde
+from sciml.config import ConfigError, load_case
+from sciml.runs import Run
+
+TINY = """\
+kind: gp_pde
+seed: 1
+problem:
+  equation: poisson
+  domain: [[0, 3]]
+  solution: {solution}
+n_points: [30]
+kernel: {{n_components: 6}}
+optimiser:
+  adam: {{steps: 10}}
+  lbfgs: {{iterations: 15, rounds: 2}}
+"""
+
+
+def write_case(tmp_path: Path, solution: str = "sin(2*x)") -> Path:
+    path = tmp_path / "case.yaml"
+    path.write_text(TINY.format(solution=solution))
+    return path
+
+
+def test_cli_run_writes_metrics_fields_and_plots(tmp_path):
+    out = tmp_path / "run"
+    res = run_sciml("run", str(write_case(tmp_path)), "--out", str(out), timeout=120)
+    assert res.returncode == 0, res.stderr
+    for f in ("metrics.json", "fields.pvd", "fields/fields_0.vti", "checkpoints/latest.pt", "plots/solution.png",
+              "plots/error.png", "plots/spectrum.png", "config.yaml", "provenance.json"):
+        assert (out / f).is_file(), f
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= {"relative_l2", "dominant_frequencies", "wall_time_s", "iterations"}
+    assert 0 <= metrics["relative_l2"] < 1e-2
+    assert isinstance(metrics["dominant_frequencies"], list) and len(metrics["dominant_frequencies"]) == 1
+    assert metrics["wall_time_s"] > 0 and metrics["iterations"] >= 10
+    # test grid: >= 8 points per period of the learned frequencies, never below min_points
+    assert metrics["test_points"][0] >= 64
+
+
+def test_bad_expression_exits_2_with_file_line_and_key(tmp_path):
+    path = write_case(tmp_path, "sin(2*q) + __import__('os')")
+    res = run_sciml("validate", str(path), timeout=60)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{path}:6: problem.solution: "), res.stderr
+
+
+@pytest.mark.parametrize(
+    "edit, where",
+    [
+        (lambda t: t.replace("solution: sin(2*x)", "solution: sin(2*y)"), "problem.solution"),
+        (lambda t: t.replace("n_points: [30]", "n_points: [30, 30]"), "(top level)"),
+        (lambda t: t.replace("equation: poisson", "equation: allen_cahn"), "(top level)"),
+        (lambda t: t.replace("equation: poisson", "equation: poisson\n  beta: 3"), "problem"),
+    ],
+)
+def test_inconsistent_configs_are_config_errors(tmp_path, edit, where):
+    path = tmp_path / "case.yaml"
+    path.write_text(edit(TINY.format(solution="sin(2*x)")))
+    with pytest.raises(ConfigError) as err:
+        load_case(path)
+    assert f": {where}: " in str(err.value)
+
+
+@pytest.mark.parametrize("path", sorted(CASES.glob("gp_*.yaml")), ids=lambda p: p.stem)
+def test_shipped_cases_validate(path):
+    assert load_case(path).kind == "gp_pde"
+
+
+def test_resume_continues_after_the_last_finished_phase(tmp_path, monkeypatch):
+    cfg = load_case(write_case(tmp_path)).config
+    real = gp_pde._run_phase
+    ran: list[str] = []
+
+    def interrupt(solver, cfg, phase, first_lbfgs):
+        if phase == "lbfgs_2" and "interrupted" not in ran:
+            raise KeyboardInterrupt
+        ran.append(phase)
+        return real(solver, cfg, phase, first_lbfgs)
+
+    monkeypatch.setattr(gp_pde, "_run_phase", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        gp_pde.run(cfg, Run(tmp_path / "run"))
+    saved = Run(tmp_path / "run").load_checkpoint()
+    assert saved["state"]["phases_done"] == 2 and saved["step"] > 10
+    ran[:] = ["interrupted"]
+    resumed = gp_pde.run(cfg, Run(tmp_path / "run", resume=True))
+    assert ran == ["interrupted", "lbfgs_2"]  # only the unfinished phase runs again
+    assert resumed["iterations"] > saved["step"]
+    assert resumed["wall_time_s"] >= saved["state"]["elapsed_s"]
+    assert resumed["relative_l2"] < 1e-3
