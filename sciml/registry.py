@@ -24,6 +24,7 @@ __all__ = ["CASE_KINDS", "case_kinds", "case_module", "case_schema", "resolve", 
 CASE_KINDS: dict[str, str] = {
     "navier_stokes": "sciml.cases.navier_stokes",
     "gp_pde": "sciml.cases.gp_pde",
+    "nbody": "sciml.cases.nbody",
 }
 
 #: component family -> {name in YAML -> "module:attribute"}

@@ -12,9 +12,26 @@ Modules, one concept each:
   convolution, exact projection; :math:`\nu`-fold products in the Fourier domain;
 * :mod:`.sphere_grid` -- Gauss–Legendre × uniform-:math:`\varphi` quadrature path;
 * :mod:`.product` -- :class:`GauntTensorProduct` (picks the path) and the learnable
-  :class:`WeightedGauntTensorProduct`.
+  :class:`WeightedGauntTensorProduct`;
+* :mod:`.channelwise` -- channel-wise products of features ``(..., C, (L+1)**2)``:
+  :class:`GauntChannelProduct` and, over the same irreps, e3nn's
+  :class:`CGChannelProduct`;
+* :mod:`.blocks` -- equivariant blocks (linear, gate, feature interaction,
+  convolution, many-body interaction), Gaunt or CG.
 """
 
+from .blocks import EquivariantConvolution, EquivariantLinear, FeatureInteraction, Gate, ManyBodyInteraction
+from .channelwise import (
+    GAUNT_METHODS,
+    PRODUCTS,
+    CGChannelProduct,
+    GauntChannelProduct,
+    channel_product,
+    from_irreps_layout,
+    gaunt_output_variance,
+    sh_irreps,
+    to_irreps_layout,
+)
 from .coefficients import gaunt_coefficients, gaunt_product_reference, wigner_3j_zero_m
 from .fourier import (
     FourierGauntProduct,
@@ -41,4 +58,18 @@ __all__ = [
     "normalized_legendre",
     "azimuthal_basis",
     "num_coefficients",
+    "PRODUCTS",
+    "GAUNT_METHODS",
+    "GauntChannelProduct",
+    "CGChannelProduct",
+    "channel_product",
+    "gaunt_output_variance",
+    "sh_irreps",
+    "to_irreps_layout",
+    "from_irreps_layout",
+    "EquivariantLinear",
+    "Gate",
+    "FeatureInteraction",
+    "EquivariantConvolution",
+    "ManyBodyInteraction",
 ]
