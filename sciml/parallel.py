@@ -34,6 +34,7 @@ __all__ = [
     "chunk_ranges",
     "sample_seed",
     "init_torch_distributed",
+    "resolve_device",
 ]
 
 # Environment variables that launchers set for every rank.
@@ -202,6 +203,26 @@ class MPIComm(Comm):
         sys.stdout.flush()
         sys.stderr.flush()
         self.comm.Abort(code)
+
+
+def resolve_device(name: str, comm: "Comm | None" = None):
+    """The torch device a case asked for: ``cpu``, ``cuda`` or ``auto``.
+
+    ``cuda`` without a CUDA device is an error with an actionable message (never a
+    silent CPU fallback). Under MPI each rank takes GPU ``rank % n_gpus``.
+    """
+    import torch
+
+    if name not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"device must be cpu, cuda or auto, got {name!r}")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was asked for but torch sees no CUDA device (use device: cpu or auto)")
+    rank = comm.rank if comm is not None else 0
+    return torch.device("cuda", rank % torch.cuda.device_count())
 
 
 def _host_address() -> str:

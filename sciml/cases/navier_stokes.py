@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 
 from sciml import __version__, registry
 from sciml.config import NumberExpr, Schema
-from sciml.parallel import Comm, chunk_ranges, sample_seed
+from sciml.parallel import Comm, chunk_ranges, resolve_device, sample_seed
 
 __all__ = ["Config", "run", "generate"]
 
@@ -137,25 +137,15 @@ class Config(Schema):
 
 
 # --------------------------------------------------------------------------- building blocks
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for but torch sees no CUDA device (use device: cpu or auto)")
-    return torch.device(name)
-
-
-def build_equation(cfg: Config):
-    """Grid, equation and stepper described by ``cfg`` (no MPI, no files)."""
+def build_equation(cfg: Config, comm: Comm | None = None):
+    """Grid, equation and stepper described by ``cfg`` (on this rank's device; no files)."""
     import torch
 
     from sciml.operators.spectral import FourierGrid2D
     from sciml.solvers import navier_stokes as ns
 
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.dtype]
-    grid = FourierGrid2D(cfg.grid.n, cfg.grid.length, dtype=dtype, device=_device(cfg.device))
+    grid = FourierGrid2D(cfg.grid.n, cfg.grid.length, dtype=dtype, device=resolve_device(cfg.device, comm))
     f = cfg.physics.forcing
     forcing = None
     if f.type == "fno":
@@ -229,7 +219,7 @@ def generate(cfg: Config, comm: Comm, run=None, on_frame=None) -> dict | None:
 
     from sciml.solvers.navier_stokes import advance, frame_substeps
 
-    grid, eq, stepper = build_equation(cfg)
+    grid, eq, stepper = build_equation(cfg, comm)
     chunks = chunk_ranges(cfg.n_trajectories, cfg.chunk_size)
     mine = comm.owned(len(chunks))
     st = _State()

@@ -35,7 +35,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from sciml.config import NumberExpr, Schema
-from sciml.parallel import sample_seed
+from sciml.parallel import resolve_device, sample_seed
 
 __all__ = ["Config", "run", "SPLIT_OFFSETS"]
 
@@ -121,16 +121,6 @@ class Config(Schema):
 
 
 # --------------------------------------------------------------------------- pieces
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for but torch sees no CUDA device (use device: cpu or auto)")
-    return torch.device(name)
-
-
 def system_of(cfg: Config):
     from sciml.solvers.nbody.data import ChargedSystem
 
@@ -192,7 +182,7 @@ def _train_product(cfg: Config, run, product: str, data: dict, ckpt: dict | None
     from sciml.solvers.nbody.train import evaluate, train_epoch
 
     t = cfg.training
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.dtype]
     train, val, test = (data[s].to(dtype=dtype, device=device) for s in ("train", "val", "test"))
 
