@@ -25,6 +25,7 @@ CASE_KINDS: dict[str, str] = {
     "navier_stokes": "sciml.cases.navier_stokes",
     "gp_pde": "sciml.cases.gp_pde",
     "nbody": "sciml.cases.nbody",
+    "rom_adaptive": "sciml.cases.rom_adaptive",
 }
 
 #: component family -> {name in YAML -> "module:attribute"}

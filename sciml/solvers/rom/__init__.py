@@ -8,10 +8,28 @@ High-fidelity part:
 * :mod:`~sciml.solvers.rom.fem`: Q4 plane-strain and hex8 kinematics with per
   integration point B matrices and weights, assembly on element subsets, and the
   Newton solver of the quasi-static problem with imposed displacements.
+
+Reduced-order part (MPI-ready: rank-independent results, see :mod:`~sciml.solvers.rom.distributed`):
+
+* :mod:`~sciml.solvers.rom.pod`: POD (method of snapshots) and incremental POD over an
+  abstract inner-product :class:`~sciml.solvers.rom.pod.Space`;
+* :mod:`~sciml.solvers.rom.ecm`: empirical cubature by non-negative OMP, warm-startable;
+* :mod:`~sciml.solvers.rom.gappy`: QDEIM points, Gappy-POD and the error indicator;
+* :mod:`~sciml.solvers.rom.reduced`: the hyper-reduced model and its Newton solver;
+* :mod:`~sciml.solvers.rom.adaptive`: offline build and the indicator-driven adaptive loop;
+* :mod:`~sciml.solvers.rom.distributed`: element blocks, ordered reductions, the
+  partitioned high-fidelity model.
 """
 
 from .fem import Dirichlet, Discretisation, HFModel, HFState, History, StepResult, academic_plate, run_history
 from .material import IDENTITY, P_DEV, MaterialState, ThermoViscoplasticJ2, mandel, mandel_to_tensor
+from .pod import EuclideanSpace, PODBasis, Space, orthonormalize, pod, pod_update, truncation_rank
+from .distributed import DofSpace, Partition, PartitionedHFModel, PointSpace
+from .ecm import DenseIntegrand, ECMResult, Integrand, StressIntegrand, ecm
+from .gappy import GappyPOD, qdeim
+from .reduced import ReducedModel, ReducedState, mode_strains
+from .adaptive import (AdaptiveROM, ROMRun, Snapshots, StepRecord, Tolerances, distinct_temperature_times,
+                       monitor_points, tangent_response, thermoelastic_snapshots)
 
 __all__ = [
     "ThermoViscoplasticJ2",
@@ -28,4 +46,34 @@ __all__ = [
     "History",
     "run_history",
     "academic_plate",
+    "Space",
+    "EuclideanSpace",
+    "PODBasis",
+    "pod",
+    "pod_update",
+    "truncation_rank",
+    "orthonormalize",
+    "Partition",
+    "DofSpace",
+    "PointSpace",
+    "PartitionedHFModel",
+    "Integrand",
+    "StressIntegrand",
+    "DenseIntegrand",
+    "ECMResult",
+    "ecm",
+    "GappyPOD",
+    "qdeim",
+    "ReducedModel",
+    "ReducedState",
+    "mode_strains",
+    "AdaptiveROM",
+    "ROMRun",
+    "Snapshots",
+    "StepRecord",
+    "Tolerances",
+    "monitor_points",
+    "thermoelastic_snapshots",
+    "distinct_temperature_times",
+    "tangent_response",
 ]

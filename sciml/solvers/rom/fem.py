@@ -493,6 +493,7 @@ def academic_plate(
     peak: float = 700.0,
     ramp_time: float = 10.0,
     dt: float = 1.0,
+    centre: tuple[float, float] = (0.5, 0.5),
 ) -> tuple[HFModel, np.ndarray, np.ndarray]:
     """The academic plane-strain plate (MPa, mm, K, s).
 
@@ -500,8 +501,10 @@ def academic_plate(
     ``u_y = 0`` on ``y = 0``, ``u_x = amplitude * lambda(t)`` on ``x = 2`` with
     ``lambda`` fully reversed triangle cycles ``0 -> 1 -> 0 -> -1 -> 0``
     (``n_cycles`` in ``n_steps`` steps of ``dt``); temperature
-    ``T = 293 + dT(t) exp(-|x - (0.5, 0.5)|^2 / 0.3^2)`` with ``dT`` rising linearly
-    to ``peak`` over ``ramp_time`` and held; law :meth:`ThermoViscoplasticJ2.academic`.
+    ``T = 293 + dT(t) exp(-|x - x_c|^2 / 0.3^2)`` with ``dT`` rising linearly
+    to ``peak`` over ``ramp_time`` and held, ``x_c = centre`` (the training loading
+    of the ROM case is ``(0.5, 0.5)``, peak 700 K; its new loading ``(1.4, 0.3)``,
+    peak 750 K); law :meth:`ThermoViscoplasticJ2.academic`.
 
     Returns
     -------
@@ -517,7 +520,9 @@ def academic_plate(
         Dirichlet.on_nodes(nodes_on_plane(points, 1, 0.0), 1, 2),
         Dirichlet.on_nodes(nodes_on_plane(points, 0, 2.0), 0, 2, amplitude),
     ]
-    centre = np.array([0.5, 0.5])
+    centre = np.asarray(centre, dtype=np.float64)
+    if centre.shape != (2,):
+        raise ValueError(f"academic_plate: expected centre (x, y), got {centre.tolist()}")
 
     def temperature(x: np.ndarray, t: float) -> np.ndarray:
         return 293.0 + peak * min(t / ramp_time, 1.0) * np.exp(-((x - centre) ** 2).sum(axis=1) / 0.3**2)

@@ -1,0 +1,306 @@
+"""Error-indicator adaptive POD-ROM on the academic thermo-viscoplastic plate (Casenave & Akkari, 2019).
+
+Case kind ``rom_adaptive``. A high-fidelity run of a *training* loading gives the
+snapshots; POD, ECM and the Gappy-POD of the plastic strain make the reduced model;
+it is then run on a *new* loading (another hot spot) three ways: as trained (plain
+POD-ECM ROM), and adaptively (thermo-elastic enrichment of the new temperature field
+before the run, then one HF step whenever the indicator exceeds its threshold).
+A high-fidelity run of the new loading is the reference for the errors.
+
+Under MPI the cells are cut into blocks of ``mesh.block_size`` (independent of the
+number of ranks) and every reduction is a block-ordered sum, so the metrics other
+than timings agree on any number of ranks.
+
+Metrics: ``max_rel_error_u`` (mass-weighted, max over steps, accepted states of the
+adaptive run), ``max_rel_error_p`` (L2, over the steps whose reference max p exceeds ``rom.p_floor``,
+from the constitutive update replayed along the reduced trajectory), ``max_rel_error_p_gappy``
+(the Gappy-POD estimate of p), ``max_rel_error_u_nonadaptive`` (plain ROM),
+``max_rel_error_u_enriched_nonadaptive``, ``hf_steps_used``, ``n_steps``, ``n_modes``,
+``n_ecm_points``, ``n_integration_points``, ``indicator_error_spearman`` (indicator vs
+the error of the reduced prediction it judged, adaptive run),
+``indicator_error_spearman_nonadaptive``, ``speedup_online_step``,
+``speedup_online_total`` (whole adaptive run, enrichment, HF steps, replays and
+updates included, against the reference HF run), ``offline_s``, ``world_size``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from sciml.config import NumberExpr, Schema
+
+__all__ = ["Config", "run"]
+
+
+# --------------------------------------------------------------------------- schema
+class Mesh(Schema):
+    nx: int = Field(80, ge=2, le=2000, description="Q4 cells along x on [0, 2] mm")
+    ny: int = Field(40, ge=2, le=2000, description="Q4 cells along y on [0, 1] mm")
+    block_size: int = Field(128, ge=1, description="cells per block of the ordered reductions (fixed, not per rank)")
+
+
+class Loading(Schema):
+    n_steps: int = Field(40, ge=2, le=100000)
+    n_cycles: int = Field(2, ge=1)
+    amplitude: NumberExpr = Field(0.01, gt=0, description="imposed u_x on x = 2 at load factor 1 (mm)")
+    dt: NumberExpr = Field(1.0, gt=0, description="time step (s)")
+    ramp_time: NumberExpr = Field(10.0, gt=0, description="time for the temperature rise to its peak (s)")
+
+
+class HotSpot(Schema):
+    centre: tuple[float, float] = Field(..., description="x_c of T = 293 + dT(t) exp(-|x - x_c|^2 / 0.3^2)")
+    peak: NumberExpr = Field(..., ge=0, description="peak temperature rise dT (K)")
+
+
+class ROM(Schema):
+    pod_tol: NumberExpr = Field(1e-6, gt=0, lt=1, description="relative Frobenius error of the displacement POD")
+    ecm_tol: NumberExpr = Field(1e-5, gt=0, lt=1, description="relative residual of the ECM")
+    gappy_tol: NumberExpr = Field(1e-6, gt=0, lt=1, description="relative Frobenius error of the POD of p")
+    indicator_tol: NumberExpr = Field(0.02, gt=0, description="HF step when the indicator exceeds it")
+    p_floor: NumberExpr = Field(1e-6, ge=0, description="max |p| at the reduced points below which a step is elastic")
+    monitor_points: int = Field(8, ge=0, description="weight-0 monitor points from the new loading")
+    thermoelastic_levels: int = Field(3, ge=0, description="temperature levels of the thermo-elastic enrichment")
+    ecm_batch: int = Field(8, ge=1, description="ECM points per correlation pass")
+    tangent_snapshots: bool = Field(True, description="each HF step adds its tangent response to the load to the basis")
+    max_modes: int | None = Field(None, ge=1)
+
+
+class Output(Schema):
+    paraview: bool = True
+    plots: bool = True
+
+
+class Config(Schema):
+    kind: Literal["rom_adaptive"]
+    seed: int = Field(0, ge=0, description="unused (the case is deterministic); kept for the run record")
+    mesh: Mesh = Mesh()
+    loading: Loading = Loading()
+    training: HotSpot = HotSpot(centre=(0.5, 0.5), peak=700.0)
+    online: HotSpot = HotSpot(centre=(1.4, 0.3), peak=750.0)
+    rom: ROM = ROM()
+    output: Output = Output()
+
+
+# --------------------------------------------------------------------------- pieces
+def _model(cfg: Config, spot: HotSpot, comm):
+    from sciml.solvers.rom import Partition, PartitionedHFModel, academic_plate
+
+    ld = cfg.loading
+    model, times, lf = academic_plate(cfg.mesh.nx, cfg.mesh.ny, n_steps=ld.n_steps, n_cycles=ld.n_cycles,
+                                      amplitude=ld.amplitude, peak=spot.peak, ramp_time=ld.ramp_time, dt=ld.dt,
+                                      centre=tuple(spot.centre))
+    return PartitionedHFModel(model, Partition(model.disc, comm, cfg.mesh.block_size)), times, lf
+
+
+def _hf_history(hf, times, lf, run, name: str, stages: dict) -> dict[str, Any]:
+    """HF run (or its checkpoint): ``u (n_dof, n)``, local ``sigma (n_local, 6, n)``, ``p (n_local, n)``, ``seconds``.
+
+    ``stages`` holds the HF runs done so far (global arrays); a new one is added to it and
+    the whole is checkpointed, so that ``sciml resume`` skips the HF runs already done.
+    """
+    part = hf.partition
+    if name in stages:
+        g = stages[name]
+        run.log(f"{name}: HF run read from the checkpoint")
+        return {"u": np.asarray(g["u"]), "sigma": np.asarray(g["sigma"])[part.points],
+                "p": np.asarray(g["p"])[part.points], "seconds": float(g["seconds"]), "step_seconds": g["step_seconds"]}
+    state = hf.initial_state(0.0)
+    U, S, P, step_s = [], [], [], []
+    for t, lam in run.progress(list(zip(times.tolist(), lf.tolist())), total=len(times), desc=f"HF {name}"):
+        t0 = time.perf_counter()
+        state = hf.solve_step(state, t, lam).state
+        step_s.append(time.perf_counter() - t0)
+        U.append(state.u)
+        S.append(state.sigma)
+        P.append(state.p)
+    out = {"u": np.column_stack(U), "sigma": np.stack(S, axis=2), "p": np.column_stack(P),
+           "seconds": part.comm.allreduce_max(float(sum(step_s))),
+           "step_seconds": [part.comm.allreduce_max(s) for s in step_s]}
+    sig_g, p_g = part.gather_points(out["sigma"]), part.gather_points(out["p"])
+    stages[name] = {"u": out["u"], "sigma": sig_g, "p": p_g, "seconds": out["seconds"],
+                    "step_seconds": out["step_seconds"]}
+    run.save_checkpoint(stages, step=len(stages))
+    return out
+
+
+def _errors(rom, rom_run, ref: dict, uspace, pspace, p_floor: float) -> dict[str, Any]:
+    """Per-step relative errors of a ROM run against the reference: accepted ``u``,
+    reduced predictions ``u_pred``, replayed ``p`` and Gappy ``p_gappy`` (NaN where the
+    reference's max p is at most ``p_floor``: elastic steps, as for the indicator);
+    and the full ``states``. One Gram matrix per quantity (few collective calls under MPI)."""
+    states = list(rom.reconstruct(rom_run))
+    U = np.column_stack([s.u for s in states])
+    U_pred = np.column_stack([rom.prediction(rom_run, rec) for rec in rom_run.records])
+    P = np.column_stack([s.p for s in states])
+    P_gappy = np.column_stack([rom.p_reconstruction(rom_run, rec, s) for rec, s in zip(rom_run.records, states)])
+
+    def rel(space, A, R):
+        both = space.gram(np.hstack([A - R, R]), np.hstack([A - R, R]))
+        n = A.shape[1]
+        num, den = np.sqrt(np.maximum(np.diag(both)[:n], 0.0)), np.sqrt(np.maximum(np.diag(both)[n:], 0.0))
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+    plastic = np.array([pspace.partition.comm.allreduce_max(float(np.max(ref["p"][:, k], initial=0.0)))
+                        for k in range(U.shape[1])]) > p_floor
+    return {"u": rel(uspace, U, ref["u"]), "u_pred": rel(uspace, U_pred, ref["u"]),
+            "p": np.where(plastic, rel(pspace, P, ref["p"]), np.nan),
+            "p_gappy": np.where(plastic, rel(pspace, P_gappy, ref["p"]), np.nan), "states": states}
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+# --------------------------------------------------------------------------- the case
+def run(cfg: Config, run) -> dict:
+    """Run the case in ``run`` (a :class:`sciml.runs.Run`); returns the metrics."""
+    from sciml.solvers.rom import (AdaptiveROM, DofSpace, PointSpace, Snapshots, Tolerances,
+                                   distinct_temperature_times, monitor_points, thermoelastic_snapshots)
+
+    comm = run.comm
+    r = cfg.rom
+    comm.barrier()  # ranks start their clocks together
+    hf_train, times, lf = _model(cfg, cfg.training, comm)
+    hf_new, _, _ = _model(cfg, cfg.online, comm)
+    part = hf_new.partition
+    run.log(f"plate {cfg.mesh.nx}x{cfg.mesh.ny}: {hf_new.disc.n_dof} dofs, {hf_new.disc.n_qp} integration points, "
+            f"{part.n_blocks} blocks of {cfg.mesh.block_size} cells on {comm.size} rank(s)")
+
+    ckpt = run.load_checkpoint() if run.resume else None
+    stages = dict(ckpt["state"]) if ckpt is not None else {}
+    train = _hf_history(hf_train, times, lf, run, "training", stages)
+    ref = _hf_history(hf_new, times, lf, run, "reference", stages)
+    run.log(f"HF runs: training {train['seconds']:.2f} s, reference {ref['seconds']:.2f} s")
+
+    tol = Tolerances(pod=r.pod_tol, ecm=r.ecm_tol, gappy=r.gappy_tol, indicator=r.indicator_tol,
+                     p_floor=r.p_floor, max_modes=r.max_modes)
+    t0 = time.perf_counter()
+    rom = AdaptiveROM(hf_new, Snapshots(train["u"], train["sigma"], train["p"]), tol, ecm_batch=r.ecm_batch,
+                      tangent_snapshots=r.tangent_snapshots)
+    build_s = comm.allreduce_max(time.perf_counter() - t0)
+    n_modes0, n_ecm0 = rom.n_modes, rom.ecm_result.n_points
+    run.log(f"offline ROM: {n_modes0} modes, {n_ecm0} ECM points (residual {rom.ecm_result.residual:.2e}), "
+            f"{rom.p_basis.n_modes} p modes, {rom.qdeim_points.size} QDEIM points; {build_s:.2f} s")
+    uspace, pspace = DofSpace(part), PointSpace(part)
+
+    plain = rom.run(times, lf, adaptive=False)
+    err_plain = _errors(rom, plain, ref, uspace, pspace, r.p_floor)
+
+    # online: everything from here on counts in the adaptive ROM's time
+    t0 = time.perf_counter()
+    rom.add_monitor_points(monitor_points(hf_new, times, r.monitor_points))
+    levels = distinct_temperature_times(hf_new, times, r.thermoelastic_levels)
+    if levels:
+        rom.enrich(*thermoelastic_snapshots(hf_new, levels))
+    setup_s = comm.allreduce_max(time.perf_counter() - t0)
+    run.log(f"online setup: {rom.monitor.size} monitor points, thermo-elastic enrichment at t = {levels} "
+            f"-> {rom.n_modes} modes, {rom.ecm_result.n_points} ECM points; {setup_s:.2f} s")
+    enriched = rom.run(times, lf, adaptive=False)
+    err_enriched = _errors(rom, enriched, ref, uspace, pspace, r.p_floor)
+    adaptive = rom.run(times, lf, adaptive=True, log=run.log)
+    err = _errors(rom, adaptive, ref, uspace, pspace, r.p_floor)
+
+    secs = {k: comm.allreduce_max(adaptive.seconds(k)) for k in ("rom", "replay", "hf", "update")}
+    online_s = setup_s + sum(secs.values())
+    rom_steps = [rec.seconds["rom"] for rec in adaptive.records if not rec.hf]
+    rom_step_s = comm.allreduce_max(float(np.mean(rom_steps))) if rom_steps else float("nan")
+    hf_step_s = float(np.mean(ref["step_seconds"]))
+    indicator = np.array([rec.indicator for rec in adaptive.records])
+    indicator_plain = np.array([rec.indicator for rec in plain.records])
+
+    metrics: dict[str, Any] = {
+        "max_rel_error_u": float(err["u"].max()),
+        "max_rel_error_p": float(np.nanmax(err["p"])),
+        "max_rel_error_p_gappy": float(np.nanmax(err["p_gappy"])),
+        "max_rel_error_u_nonadaptive": float(err_plain["u"].max()),
+        "max_rel_error_p_nonadaptive": float(np.nanmax(err_plain["p"])),
+        "max_rel_error_u_enriched_nonadaptive": float(err_enriched["u"].max()),
+        "hf_steps_used": len(adaptive.hf_steps),
+        "hf_steps": [k + 1 for k in adaptive.hf_steps],
+        "n_steps": len(times),
+        "n_modes": rom.n_modes,
+        "n_modes_offline": n_modes0,
+        "n_ecm_points": rom.ecm_result.n_points,
+        "n_ecm_points_offline": n_ecm0,
+        "n_reduced_points": rom.model.n_points,
+        "n_integration_points": hf_new.disc.n_qp,
+        "n_dof": hf_new.disc.n_dof,
+        "indicator_error_spearman": _spearman(indicator, err["u_pred"]),
+        "indicator_error_spearman_nonadaptive": _spearman(indicator_plain, err_plain["u"]),
+        "speedup_online_step": hf_step_s / rom_step_s,
+        "speedup_online_total": ref["seconds"] / online_s,
+        "hf_s": ref["seconds"],
+        "online_s": online_s,
+        "online_parts_s": {"setup": setup_s, **secs},
+        "offline_s": train["seconds"] + build_s,
+        "offline_build_s": build_s,
+        "world_size": comm.size,
+    }
+    run.log(f"adaptive ROM: {metrics['hf_steps_used']}/{len(times)} HF steps, max error u "
+            f"{metrics['max_rel_error_u']:.3e} (plain ROM {metrics['max_rel_error_u_nonadaptive']:.3e}), "
+            f"speed-up {metrics['speedup_online_total']:.2f} (per ROM step {metrics['speedup_online_step']:.1f})")
+
+    if cfg.output.paraview:
+        _paraview(run, hf_new, rom, adaptive, err, ref)
+    if cfg.output.plots and comm.is_root:
+        _plot(run, cfg, indicator, err, err_plain, adaptive)
+    return metrics
+
+
+def _paraview(run, hf, rom, rom_run, err, ref) -> None:
+    """Fields of every step on this rank's cells: u (ROM, HF), p and stress (cell averages), temperature."""
+    from sciml.meshes.paraview import UnstructuredMesh, VTKFile
+
+    part, disc = hf.partition, hf.disc
+    nodes, local_cells = np.unique(disc.cells[part.cells], return_inverse=True)
+    mesh = UnstructuredMesh(disc.points[nodes], local_cells.reshape(-1, disc.cells.shape[1]).astype(np.int64), "quad")
+    nq = disc.n_qp_cell
+    dim = disc.dim
+    r2 = np.sqrt(0.5)
+    vtk = VTKFile(run.path / "fields.pvd", comm=part.comm)
+
+    def cells(a: np.ndarray) -> np.ndarray:
+        return a.reshape(-1, nq, *a.shape[1:]).mean(axis=1)
+
+    for rec, state in zip(rom_run.records, err["states"]):
+        k = rec.step
+        s = cells(state.sigma)
+        sym = np.column_stack([s[:, 0], s[:, 1], s[:, 2], r2 * s[:, 5], r2 * s[:, 3], r2 * s[:, 4]])
+        T = np.asarray(hf.model.temperature(disc.points[nodes], rec.t), dtype=np.float64)
+        vtk.write(rec.t, mesh,
+                  point_data={"u_rom": state.u.reshape(-1, dim)[nodes], "u_hf": ref["u"][:, k].reshape(-1, dim)[nodes],
+                              "temperature": T},
+                  cell_data={"p_rom": cells(state.p), "p_hf": cells(ref["p"][:, k]), "stress_rom": sym,
+                             "hf_step": np.full(part.cells.size, float(rec.hf))})
+
+
+def _plot(run, cfg: Config, indicator, err, err_plain, rom_run) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.arange(1, len(indicator) + 1)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=120)
+    ax.semilogy(steps, np.maximum(indicator, 1e-12), "o-", ms=3, label="indicator E (reduced prediction)")
+    ax.semilogy(steps, np.maximum(err["u_pred"], 1e-16), "s-", ms=3, label="true error of the prediction (u, M-norm)")
+    ax.semilogy(steps, np.maximum(err["u"], 1e-16), "-", lw=1, label="true error after adaptation")
+    ax.semilogy(steps, np.maximum(err_plain["u"], 1e-16), ":", label="plain POD-ECM ROM")
+    ax.axhline(cfg.rom.indicator_tol, color="k", lw=0.8, ls="--", label="indicator threshold")
+    for i, k in enumerate(rom_run.hf_steps):
+        ax.axvline(k + 1, color="tab:red", lw=0.8, alpha=0.6, label="HF step" if i == 0 else None)
+    ax.set_xlabel("time step")
+    ax.set_ylabel("relative value")
+    ax.set_title(f"adaptive ROM on the new loading ({len(rom_run.hf_steps)} HF steps)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(run.plots_dir / "indicator_error.png")
+    plt.close(fig)

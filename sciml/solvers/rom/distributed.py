@@ -1,0 +1,330 @@
+r"""Element partitions, ordered reductions, and the partitioned high-fidelity model.
+
+The rule that makes results independent of the number of MPI ranks (DESIGN.md,
+"The same result on any number of MPI ranks"):
+
+* cells are cut into consecutive **blocks** of ``block_size`` cells; the cut depends
+  on the mesh and ``block_size`` only. Blocks are dealt to ranks in contiguous
+  ranges; a rank *owns* the cells, and the integration points, of its blocks;
+* every floating-point operation that mixes several points or cells is done on one
+  block at a time, with arrays of the block's fixed shape, so that a block's
+  partial result is bitwise the same whichever rank computes it;
+* partial results are added in increasing block index (:meth:`Partition.sum`,
+  :meth:`Partition.sparse_sum`), never in rank order; greedy choices over points
+  take the largest score, ties going to the smallest global point index
+  (:meth:`Partition.argmax`).
+
+Data layout: displacement-like vectors ``(n_dof,)`` are replicated on every rank
+(the high-fidelity solve here is redundant, see :class:`PartitionedHFModel`);
+integration-point fields are *local*, ``(n_local, ...)`` over the owned points in
+increasing global index; reduced quantities are replicated.
+
+:class:`DofSpace` and :class:`PointSpace` are the two :class:`~sciml.solvers.rom.pod.Space`
+implementations the ROM uses: the FE mass inner product on dof vectors and the
+quadrature-weighted :math:`L^2` product on point fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import final
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import splu
+
+from sciml.parallel import Comm, SerialComm
+
+from .fem import Discretisation, HFModel, HFState, StepResult
+from .material import MaterialState
+from .pod import Space
+
+__all__ = ["Partition", "DofSpace", "PointSpace", "PartitionedHFModel"]
+
+
+@final
+class Partition:
+    """Cells of ``disc`` cut into fixed-size blocks, blocks dealt to the ranks of ``comm``.
+
+    Parameters
+    ----------
+    disc : Discretisation
+    comm : Comm, optional
+        Default: serial.
+    block_size : int
+        Cells per block (the last block may be shorter). Results depend on it, never
+        on the number of ranks.
+
+    Attributes
+    ----------
+    n_blocks : int
+    owned_blocks : list of int
+        Global indices of this rank's blocks (a contiguous range, possibly empty).
+    cells : ndarray, shape ``(n_cells_local,)``
+        Owned cells, increasing.
+    points : ndarray, shape ``(n_local,)``
+        Owned integration points (global indices, increasing); local point ``i`` is
+        global point ``points[i]``.
+    block_slices : dict of int to slice
+        Local point range of each owned block.
+
+    Examples
+    --------
+    >>> from sciml.meshes import box_mesh_2d
+    >>> part = Partition(Discretisation(*box_mesh_2d(4, 2, 2.0, 1.0), "quad"), block_size=3)
+    >>> part.n_blocks, part.owned_blocks, part.n_local
+    (3, [0, 1, 2], 32)
+    """
+
+    def __init__(self, disc: Discretisation, comm: Comm | None = None, block_size: int = 128) -> None:
+        if int(block_size) != block_size or block_size < 1:
+            raise ValueError(f"Partition: expected a positive integer block_size, got {block_size!r}")
+        self.disc, self.comm, self.block_size = disc, comm or SerialComm(), int(block_size)
+        n = disc.n_cells
+        self.n_blocks = -(-n // self.block_size)
+        lo = self.comm.rank * self.n_blocks // self.comm.size
+        hi = (self.comm.rank + 1) * self.n_blocks // self.comm.size
+        self.owned_blocks = list(range(lo, hi))
+        self.cells = np.arange(lo * self.block_size, min(hi * self.block_size, n), dtype=np.int64)
+        self.points = disc.qp_indices(self.cells)
+        self.n_local = self.points.size
+        nq = disc.n_qp_cell
+        self.block_slices = {
+            b: slice((b - lo) * self.block_size * nq, min((b - lo + 1) * self.block_size, self.cells.size) * nq)
+            for b in self.owned_blocks
+        }
+
+    # -- blocks -------------------------------------------------------------------------------------
+    def block_cells(self, b: int) -> np.ndarray:
+        """Global cell indices of block ``b``."""
+        return np.arange(b * self.block_size, min((b + 1) * self.block_size, self.disc.n_cells), dtype=np.int64)
+
+    def block_of_local(self) -> np.ndarray:
+        """Global block index of each local point, shape ``(n_local,)``."""
+        return self.points // (self.block_size * self.disc.n_qp_cell)
+
+    def blockwise(self, fn: Callable[..., np.ndarray], *arrays: np.ndarray) -> np.ndarray:
+        """``fn`` applied to each owned block's rows of the local ``arrays``, concatenated.
+
+        Use it for any BLAS call over points (e.g. ``A @ C``): the call then sees the
+        block's fixed shape and gives the same bits on any number of ranks.
+        """
+        parts = [fn(*(a[s] for a in arrays)) for s in self.block_slices.values()]
+        if parts:
+            return np.concatenate(parts, axis=0)
+        probe = fn(*(a[:0] for a in arrays))
+        return probe
+
+    def sum(self, fn: Callable[[int, slice], np.ndarray]) -> np.ndarray:
+        r""":math:`\sum_b` ``fn(b, local_slice)`` over all blocks, added in block order, on every rank."""
+        return self.comm.ordered_sum({b: fn(b, s) for b, s in self.block_slices.items()}, self.n_blocks)
+
+    def sparse_sum(self, parts: dict[int, tuple[np.ndarray, np.ndarray]], size: int) -> np.ndarray:
+        """Dense ``(size,)`` sum of per-block sparse partials ``{b: (unique indices, values)}``,
+        added in block order on every rank (the same bits as a dense ordered sum)."""
+        total = np.zeros(size)
+        gathered: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for part in self.comm.allgather(parts):
+            gathered.update(part)
+        for b in sorted(gathered):
+            idx, val = gathered[b]
+            total[idx] += val
+        return total
+
+    # -- points -------------------------------------------------------------------------------------
+    def owned_mask(self, global_points: np.ndarray) -> np.ndarray:
+        """Which of ``global_points`` this rank owns."""
+        g = np.asarray(global_points, dtype=np.int64)
+        return (g >= self.points[0]) & (g <= self.points[-1]) if self.n_local else np.zeros(g.shape, bool)
+
+    def local_index(self, global_points: np.ndarray) -> np.ndarray:
+        """Local indices of owned global points (all of ``global_points`` must be owned)."""
+        g = np.asarray(global_points, dtype=np.int64)
+        return g - (self.points[0] if self.n_local else 0)
+
+    def gather_points(self, local: np.ndarray) -> np.ndarray:
+        """The global point field ``(n_qp, ...)`` from each rank's ``(n_local, ...)``, on every rank."""
+        return np.concatenate(self.comm.allgather(np.asarray(local)), axis=0)
+
+    def gather_selected(self, local: np.ndarray, global_points: np.ndarray) -> np.ndarray:
+        """Rows of the distributed point field ``local`` at ``global_points`` (any order), on every rank."""
+        g = np.asarray(global_points, dtype=np.int64)
+        mine = self.owned_mask(g)
+        rows = {int(i): r for i, r in zip(np.flatnonzero(mine), np.asarray(local)[self.local_index(g[mine])])}
+        merged: dict[int, np.ndarray] = {}
+        for part in self.comm.allgather(rows):
+            merged.update(part)
+        shape = np.asarray(local).shape[1:]
+        return np.array([merged[i] for i in range(g.size)]).reshape((g.size,) + shape)
+
+    def top(self, scores: np.ndarray, k: int, payload: Callable[[int], np.ndarray]
+            ) -> list[tuple[int, float, np.ndarray]]:
+        """The ``k`` global points of largest score (ties: smallest global index), best first, as
+        ``(global index, score, payload(local index))`` with the payload computed by the owner,
+        on every rank. ``scores`` is ``(n_local,)``; ``-inf`` excludes a point."""
+        mine = []
+        if self.n_local and k > 0:
+            order = np.lexsort((self.points, -scores))[:k]  # by score, then by global index
+            mine = [(float(scores[i]), int(self.points[i]), payload(int(i))) for i in order if np.isfinite(scores[i])]
+        merged = [c for part in self.comm.allgather(mine) for c in part]
+        merged.sort(key=lambda c: (-c[0], c[1]))
+        return [(point, score, data) for score, point, data in merged[:k]]
+
+    def argmax(self, scores: np.ndarray, payload: Callable[[int], np.ndarray]) -> tuple[int, float, np.ndarray]:
+        """:meth:`top` with ``k = 1``; ``(-1, -inf, None)`` when every score is ``-inf``."""
+        best = self.top(scores, 1, payload)
+        return best[0] if best else (-1, -np.inf, None)
+
+
+@final
+class DofSpace(Space):
+    r"""Replicated dof vectors ``(n_dof, k)`` with the FE mass inner product :math:`a^\top M b`.
+
+    ``M`` is never formed globally: each block assembles its cells' mass matrix once
+    and :meth:`gram` adds the block partials :math:`A_b^\top M_b B_b` in block order.
+    """
+
+    def __init__(self, partition: Partition) -> None:
+        self.partition = partition
+        disc = partition.disc
+        self._blocks: dict[int, tuple[np.ndarray, sp.csr_matrix]] = {}
+        w = disc.qp_weights.reshape(disc.n_cells, disc.n_qp_cell)
+        ms = np.einsum("cg,ga,gb->cab", w, disc.shape_values, disc.shape_values)
+        nd = disc.cell_dofs.shape[1]
+        for b in partition.owned_blocks:
+            cells = partition.block_cells(b)
+            cd = disc.cell_dofs[cells]
+            dofs, local = np.unique(cd, return_inverse=True)
+            local = local.reshape(cd.shape)
+            me = np.einsum("cab,ij->caibj", ms[cells], np.eye(disc.dim)).reshape(cells.size, nd, nd)
+            rows = np.repeat(local, nd, axis=1).ravel()
+            cols = np.tile(local, (1, nd)).ravel()
+            M = sp.csr_matrix((me.ravel(), (rows, cols)), shape=(dofs.size, dofs.size))
+            self._blocks[b] = (dofs, M)
+
+    def gram(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+        A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
+
+        def part(b: int, _: slice) -> np.ndarray:
+            dofs, M = self._blocks[b]
+            return A[dofs].T @ (M @ B[dofs])
+
+        return self.partition.sum(part)
+
+    def lincomb(self, A: np.ndarray, C: np.ndarray) -> np.ndarray:
+        return np.asarray(A) @ np.asarray(C)  # replicated: the same call, the same bits on every rank
+
+
+@final
+class PointSpace(Space):
+    r"""Local integration-point fields ``(n_local, k)`` with :math:`a^\top \operatorname{diag}(w) b`.
+
+    Parameters
+    ----------
+    partition : Partition
+    weights : ndarray, shape ``(n_local,)``, optional
+        Default: the quadrature weights of the owned points (an :math:`L^2` product).
+    """
+
+    def __init__(self, partition: Partition, weights: np.ndarray | None = None) -> None:
+        self.partition = partition
+        self.weights = partition.disc.qp_weights[partition.points] if weights is None else np.asarray(weights)
+
+    def gram(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+        A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
+        return self.partition.sum(lambda b, s: A[s].T @ (self.weights[s, None] * B[s]))
+
+    def lincomb(self, A: np.ndarray, C: np.ndarray) -> np.ndarray:
+        C = np.asarray(C, dtype=np.float64)
+        return self.partition.blockwise(lambda a: a @ C, np.asarray(A, dtype=np.float64))
+
+
+@final
+class PartitionedHFModel:
+    """The high-fidelity model of :class:`~sciml.solvers.rom.fem.HFModel` with partitioned assembly.
+
+    Each rank updates the material at its own points and assembles its blocks'
+    partial internal forces and tangent; the partials are added in block order
+    (:meth:`Partition.sparse_sum`), so every rank holds the same global residual and
+    matrix, and factorises it redundantly (SuperLU). Displacements are replicated,
+    material states and stresses local. The result is bitwise the same on any
+    number of ranks. (A distributed Krylov solve with block-Jacobi preconditioning
+    would remove the redundant factorisation; it is not written yet.)
+
+    States are :class:`~sciml.solvers.rom.fem.HFState` whose ``material`` and
+    ``sigma`` hold the *owned* points only.
+    """
+
+    def __init__(self, model: HFModel, partition: Partition) -> None:
+        if model.disc is not partition.disc:
+            raise ValueError("PartitionedHFModel: the model and the partition must share one Discretisation")
+        self.model, self.partition, self.disc = model, partition, model.disc
+        self.material = model.material
+        self.free_dofs, self.fixed_dofs, self.fixed_values = model.free_dofs, model.fixed_dofs, model.fixed_values
+        self._block_dofs = {b: np.unique(self.disc.cell_dofs[partition.block_cells(b)])
+                            for b in partition.owned_blocks}
+        self._coords = self.disc.qp_coords[partition.points]
+
+    def temperature_at(self, t: float) -> np.ndarray:
+        """Temperature at the owned points, ``(n_local,)``."""
+        return np.asarray(self.model.temperature(self._coords, t), dtype=np.float64).reshape(-1)
+
+    def initial_state(self, t0: float = 0.0) -> HFState:
+        T = self.temperature_at(t0)
+        sigma = -np.einsum("qij,qj->qi", self.material.elastic_tangent(T), self.material.thermal_strain(T))
+        return HFState(t0, np.zeros(self.disc.n_dof), MaterialState.zeros(self.partition.n_local), sigma)
+
+    def strain(self, u: np.ndarray) -> np.ndarray:
+        """Strain at the owned points, ``(n_local, 6)``."""
+        return self.disc.strain(u, self.partition.cells)
+
+    def internal_forces(self, sigma: np.ndarray) -> np.ndarray:
+        r""":math:`f^\mathrm{int}` ``(n_dof,)`` from local stresses, summed in block order."""
+        parts = {}
+        for b, s in self.partition.block_slices.items():
+            f = self.disc.internal_forces(sigma[s], elements=self.partition.block_cells(b))
+            dofs = self._block_dofs[b]
+            parts[b] = (dofs, f[dofs])
+        return self.partition.sparse_sum(parts, self.disc.n_dof)
+
+    def tangent(self, C_alg: np.ndarray) -> sp.csr_matrix:
+        """Global tangent from local consistent tangents ``(n_local, 6, 6)``, summed in block order."""
+        parts, template = {}, None
+        for b, s in self.partition.block_slices.items():
+            K = self.disc.tangent(C_alg[s], elements=self.partition.block_cells(b))
+            nz = np.flatnonzero(K.data)
+            parts[b] = (nz, K.data[nz])
+            template = K
+        if template is None:  # a rank without blocks still needs the pattern
+            template = self.disc.tangent(np.zeros((0, 6, 6)), elements=np.zeros(0, np.int64))
+        data = self.partition.sparse_sum(parts, template.data.size)
+        return sp.csr_matrix((data, template.indices, template.indptr), shape=template.shape)
+
+    def solve_step(self, state: HFState, t: float, load_factor: float) -> StepResult:
+        """Newton from ``state`` to time ``t`` (the algorithm of :meth:`HFModel.solve_step`)."""
+        dt = t - state.t
+        if not dt > 0.0:
+            raise ValueError(f"solve_step: expected t > state.t = {state.t}, got {t}")
+        T = self.temperature_at(t)
+        u = state.u.copy()
+        free, fixed = self.free_dofs, self.fixed_dofs
+        du_fixed = load_factor * self.fixed_values - u[fixed]
+        residuals: list[float] = []
+        rtol, max_iter = self.model.rtol, self.model.max_iter
+        for it in range(max_iter + 1):
+            sigma, mat, C_alg = self.material.update(self.strain(u), state.material, T, dt)
+            f = self.internal_forces(sigma)
+            r = f[free]
+            residuals.append(float(np.linalg.norm(r)))
+            if it > 0 or not du_fixed.any():
+                if residuals[-1] <= rtol * max(float(np.linalg.norm(f)), max(residuals)):
+                    return StepResult(HFState(t, u, mat, sigma), residuals)
+            if it == max_iter:
+                break
+            K = self.tangent(C_alg)
+            if it == 0 and du_fixed.any():
+                r = r + K[free][:, fixed] @ du_fixed
+                u[fixed] += du_fixed
+            u[free] -= splu(K[free][:, free].tocsc(), permc_spec="MMD_AT_PLUS_A").solve(r)
+        raise RuntimeError(f"PartitionedHFModel.solve_step: Newton did not converge in {max_iter} iterations "
+                           f"at t = {t}; residual norms {residuals}")

@@ -1,0 +1,76 @@
+"""The rom_adaptive case end to end: run folder, metrics, ParaView pieces per rank, and the
+same ROM results on 1 and 2 MPI ranks (timings aside) to 1e-10."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from support import run_sciml
+
+TINY = """\
+kind: rom_adaptive
+mesh: {nx: 8, ny: 4, block_size: 4}
+loading: {n_steps: 8, n_cycles: 1, ramp_time: 3.0}
+rom: {indicator_tol: 0.02, monitor_points: 4, thermoelastic_levels: 2, ecm_batch: 4}
+output: {plots: false}
+"""
+
+TIMING = ("speedup_online_step", "speedup_online_total", "hf_s", "online_s", "online_parts_s", "offline_s",
+          "offline_build_s", "world_size")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("rom_case")
+    case = tmp / "tiny.yaml"
+    case.write_text(TINY)
+    out = {}
+    for ranks in (1, 2):
+        folder = tmp / f"ranks{ranks}"
+        res = run_sciml("run", str(case), "--out", str(folder), ranks=ranks, timeout=240)
+        assert res.returncode == 0, res.stderr[-3000:]
+        out[ranks] = folder
+    return out
+
+
+def test_run_folder_and_metrics(runs):
+    folder = runs[1]
+    for f in ("config.yaml", "metrics.json", "log.txt", "provenance.json", "fields.pvd"):
+        assert (folder / f).is_file(), f
+    m = json.loads((folder / "metrics.json").read_text())
+    for key in ("max_rel_error_u", "max_rel_error_p", "max_rel_error_u_nonadaptive", "hf_steps_used", "n_steps",
+                "n_modes", "n_ecm_points", "n_integration_points", "indicator_error_spearman",
+                "speedup_online_step", "speedup_online_total", "offline_s", "world_size"):
+        assert key in m, key
+    assert m["n_steps"] == 8 and m["world_size"] == 1 and m["n_integration_points"] == 128
+    assert 0 < m["hf_steps_used"] < m["n_steps"]
+    assert m["max_rel_error_u_nonadaptive"] > 1e-2 > m["max_rel_error_u"]
+    assert m["n_ecm_points_offline"] < m["n_integration_points"]  # (the tiny mesh saturates after updates)
+    assert (folder / "fields.pvd").read_text().count("<DataSet") == 8
+
+
+def test_two_ranks_give_the_same_rom(runs):
+    a = json.loads((runs[1] / "metrics.json").read_text())
+    b = json.loads((runs[2] / "metrics.json").read_text())
+    assert b["world_size"] == 2
+    for key, value in a.items():
+        if key in TIMING:
+            continue
+        if isinstance(value, float):
+            assert b[key] == pytest.approx(value, rel=1e-10, abs=1e-12), key
+        else:
+            assert b[key] == value, key
+    pieces = sorted(p.name for p in (runs[2] / "fields").glob("fields_0_*.vtu"))
+    assert pieces == ["fields_0_0.vtu", "fields_0_1.vtu"]
+    assert (runs[2] / "fields" / "fields_0.pvtu").is_file()
+
+
+def test_invalid_key_is_reported_before_any_work(tmp_path):
+    case = tmp_path / "bad.yaml"
+    case.write_text(TINY.replace("ecm_batch: 4", "ecm_bach: 4"))
+    res = run_sciml("validate", str(case))
+    assert res.returncode == 2
+    assert "rom.ecm_bach" in res.stderr
