@@ -26,6 +26,7 @@ CASE_KINDS: dict[str, str] = {
     "gp_pde": "sciml.cases.gp_pde",
     "nbody": "sciml.cases.nbody",
     "rom_adaptive": "sciml.cases.rom_adaptive",
+    "sfno": "sciml.cases.sfno",
 }
 
 #: component family -> {name in YAML -> "module:attribute"}

@@ -687,14 +687,19 @@ def time_derivative(frames: Tensor, frame_dt: float, order: int = 2) -> Tensor:
     if order < 1 or t <= order:
         raise ValueError(f"expected order >= 1 and more than `order` frames, got order={order}, T={t}")
     out = []
-    for n in range(t):
-        start = max(0, min(n - order, t - 1 - order))
-        weights = finite_difference_weights([j - n for j in range(start, start + order + 1)])
-        acc = frames[:, start] * (weights[0] / frame_dt)
+    for n in range(order):  # the first frames: forward-biased stencils on frames 0..order
+        weights = finite_difference_weights([j - n for j in range(order + 1)])
+        acc = frames[:, 0] * (weights[0] / frame_dt)
         for j, c in enumerate(weights[1:], start=1):
-            acc = acc + frames[:, start + j] * (c / frame_dt)
+            acc = acc + frames[:, j] * (c / frame_dt)
         out.append(acc)
-    return torch.stack(out, dim=1)
+    # frames order..T-1 share the BDF stencil: one shifted slice per weight (slices, not a
+    # select per frame, keep the backward linear in T)
+    weights = finite_difference_weights([j - order for j in range(order + 1)])
+    acc = frames[:, : t - order] * (weights[0] / frame_dt)
+    for j, c in enumerate(weights[1:], start=1):
+        acc = acc + frames[:, j: t - order + j] * (c / frame_dt)
+    return torch.cat([torch.stack(out, dim=1), acc], dim=1)
 
 
 def nse_residual(eq: NavierStokes2D, omega: Tensor, frame_dt: float, order: int = 2) -> Tensor:

@@ -336,19 +336,18 @@ class _NNLS:
     def _leave(self, positions: np.ndarray) -> None:
         for pos in sorted(positions.tolist(), reverse=True):
             del self.passive[pos]
-            U = self.U
-            x = U[pos, pos + 1:].copy()
-            T = U[pos + 1:, pos + 1:].copy()
-            for i in range(T.shape[0]):  # rank-1 update: T^T T + x x^T, Givens row by row
-                r = np.hypot(T[i, i], x[i])
-                c, s = r / T[i, i], x[i] / T[i, i]
-                T[i, i] = r
-                T[i, i + 1:] = (T[i, i + 1:] + s * x[i + 1:]) / c
-                x[i + 1:] = c * x[i + 1:] - s * T[i, i + 1:]
-            keep = np.r_[0:pos, pos + 1:U.shape[0]]
-            V = U[np.ix_(keep, keep)]
-            V[pos:, pos:] = T
-            self.U = V
+            k = self.U.shape[0]
+            # U without column pos is U's "R" with a column deleted: Givens back to triangular
+            _, R = sla.qr_delete(np.eye(k), self.U, pos, 1, which="col", overwrite_qr=True, check_finite=False)
+            self.U = np.ascontiguousarray(R[:k - 1])
+
+    def residual_norm(self) -> float:
+        """:math:`\\|b - A_P w_P\\|` from the Gram matrix, :math:`O(k^2)` (no pass over the rows)."""
+        P = np.asarray(self.passive, dtype=np.int64)
+        w = self.w[P]
+        Uw = self.U @ w if P.size else np.zeros(0)
+        r2 = self.b @ self.b - 2.0 * w @ self._Ab[P] + Uw @ Uw
+        return float(np.sqrt(max(r2, 0.0)))
 
     def _inner(self) -> list[int]:
         """Lawson-Hanson's inner loop from feasible weights; returns the candidates that left."""
@@ -455,19 +454,18 @@ def ecm(
             readmit = True
             continue
         readmit = False
+        fresh = [(point, col) for point, score, col in best
+                 if score > 1e-13 * nb and not np.any(candidates == point)]
+        if fresh:  # one product with all stored columns for the whole batch
+            candidates = np.append(candidates, [p for p, _ in fresh])
+            nnls.add(np.column_stack([c for _, c in fresh]))
         for point, score, col in best:
             if not score > 1e-13 * nb or len(nnls.passive) >= cap:
                 break
-            known = np.flatnonzero(candidates == point)
-            if known.size:
-                nnls.enter(int(known[0]))
-            else:
-                candidates = np.append(candidates, point)
-                nnls.add(col[:, None])
-                nnls.enter(candidates.size - 1)
-            r = nnls.residual()
-            if np.linalg.norm(r) <= tol * nb:
+            nnls.enter(int(np.flatnonzero(candidates == point)[0]))
+            if nnls.residual_norm() <= tol * nb:
                 break
+        r = nnls.residual()
         stalls = stalls + 1 if np.linalg.norm(r) >= (1.0 - 1e-9) * before else 0
     P = np.asarray(sorted(nnls.passive), dtype=np.int64)
     return ECMResult(candidates[P], nnls.w[P], float(np.linalg.norm(r) / nb), iterations)

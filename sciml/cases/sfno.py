@@ -1,0 +1,527 @@
+"""Spatiotemporal FNO with residual fine-tuning (Spectral-Refiner) against an FNO3d baseline.
+
+Case kind ``sfno``. Reads (or generates and caches) a training and a test set of
+Navier–Stokes trajectories, trains the SFNO at a coarse grid on windows of
+``n_in`` → ``n_out`` frames, trains neuraloperator's FNO3d on the same data for the
+same epochs, evaluates both, then fine-tunes the SFNO's output layer per test
+trajectory on the H⁻¹ norm of the Navier–Stokes residual at the generation grid with
+frames as finely spaced as the test set's, and reports true errors, residuals and
+timings (DESIGN.md, "Spatiotemporal FNO + Sobolev fine-tuning").
+
+Time alignment: the model's frames are ``window.frame_dt`` apart; a dataset whose
+frames are ``frame_dt`` apart is read at stride ``window.frame_dt / frame_dt``. The
+test set is stored finely (stride ``m``, e.g. 8): fine-tuning asks the SFNO for
+``m * n_out`` frames, whose frame ``m j`` is target ``j``; only the fine frames up to
+the last target (``m (n_out - 1) + 1`` of them) enter the residual and the errors.
+
+Training runs on rank 0 (data generation uses every rank); checkpoints after every
+epoch and every fine-tuned trajectory let ``sciml resume`` continue where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from typing import Any, Literal, Optional
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from sciml.cases.data import DataSource
+from sciml.config import NumberExpr, Schema
+
+__all__ = ["Config", "run"]
+
+
+# --------------------------------------------------------------------------- schema
+class Data(Schema):
+    train: DataSource = Field(..., description="training trajectories")
+    test: DataSource = Field(..., description="test trajectories, stored finely enough for the residual")
+
+
+class Window(Schema):
+    frame_dt: NumberExpr = Field(0.2, gt=0, description="spacing of the model's input and output frames")
+    start: int = Field(0, ge=0, description="first input frame (in model frames from the dataset's start)")
+    n_in: int = Field(10, ge=1, le=1000)
+    n_out: int = Field(20, ge=2, le=1000)
+
+
+class Model(Schema):
+    modes: tuple[int, int, int] = Field((4, 12, 12), description="largest wavenumbers (t, x, y) of the body")
+    width: int = Field(16, ge=1, le=1024)
+    n_layers: int = Field(4, ge=0, le=64)
+    time_padding: int = Field(4, ge=0, le=1000, description="frames of temporal padding in the latent period")
+    output_modes: Optional[tuple[int, int, int]] = Field(None, description="modes of the output layer (default: modes)")
+
+    @model_validator(mode="after")
+    def _non_negative(self) -> "Model":
+        for name in ("modes", "output_modes"):
+            value = getattr(self, name)
+            if value is not None and min(value) < 0:
+                raise ValueError(f"{name} must be non-negative (got {list(value)})")
+        return self
+
+
+class Baseline(Schema):
+    enabled: bool = True
+    width: Optional[int] = Field(None, ge=1, le=1024, description="default: parameter count matched to the SFNO")
+    n_layers: int = Field(4, ge=1, le=64)
+    time_padding: float = Field(0.25, ge=0, le=2.0, description="fraction of the time axis padded on each side")
+
+
+class Training(Schema):
+    resolution: int = Field(64, ge=8, le=8192, description="training grid (datasets are Fourier-resampled)")
+    epochs: int = Field(20, ge=1, le=100000)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    n_train: Optional[int] = Field(None, ge=1, description="use only the first n_train training trajectories")
+
+    @model_validator(mode="after")
+    def _even(self) -> "Training":
+        if self.resolution % 2:
+            raise ValueError(f"resolution must be even (got {self.resolution})")
+        return self
+
+
+class FineTune(Schema):
+    enabled: bool = True
+    n_trajectories: int = Field(16, ge=1, description="test trajectories fine-tuned (the first ones)")
+    steps: int = Field(100, ge=0, le=100000)
+    lr: float = Field(1e-2, gt=0)
+    order: int = Field(3, ge=1, le=6, description="BDF order of the residual's time differences")
+    alpha: NumberExpr = Field(10**-1.5, gt=0, description="shift of the H^-1 symbol")
+    latent_refine: int = Field(4, ge=1, le=64, description="latent period sampled this many times more finely")
+    dtype: Literal["float32", "float64"] = "float64"
+
+
+class Output(Schema):
+    paraview_trajectories: int = Field(1, ge=0, le=16, description="fine-tuned trajectories written to fields.pvd")
+    plots: bool = True
+    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
+    keep_checkpoints: bool = Field(False, description="also keep checkpoints/step_*.pt of every checkpoint")
+
+
+class Config(Schema):
+    kind: Literal["sfno"]
+    seed: int = Field(0, ge=0)
+    device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="where training and fine-tuning run")
+    n_test: int = Field(16, ge=1, description="test trajectories evaluated (the first ones)")
+    data: Data
+    window: Window = Window()
+    model: Model = Model()
+    baseline: Baseline = Baseline()
+    training: Training = Training()
+    finetune: FineTune = FineTune()
+    output: Output = Output()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Config":
+        for name in ("train", "test"):
+            gen = getattr(self.data, name).generate
+            if gen is None:
+                continue
+            stride = _stride(self.window.frame_dt, gen.time.frame_dt, f"data.{name}")
+            last = (self.window.start + self.window.n_in + self.window.n_out - 1) * stride
+            if last > gen.time.n_frames:
+                raise ValueError(
+                    f"data.{name}.generate.time.n_frames: needs at least {last} frames for window.start="
+                    f"{self.window.start}, n_in={self.window.n_in}, n_out={self.window.n_out} at stride {stride} "
+                    f"(got {gen.time.n_frames})"
+                )
+            if gen.grid.n < self.training.resolution:
+                raise ValueError(f"data.{name}.generate.grid.n: must be at least training.resolution "
+                                 f"{self.training.resolution} (got {gen.grid.n})")
+        test = self.data.test.generate
+        if test is not None and self.finetune.enabled:
+            if test.n_trajectories < self.n_test:
+                raise ValueError(f"data.test.generate.n_trajectories: must be at least n_test {self.n_test}")
+            if self.finetune.n_trajectories > self.n_test:
+                raise ValueError(f"finetune.n_trajectories: must be at most n_test {self.n_test}")
+        return self
+
+
+def _stride(model_dt: float, data_dt: float, what: str) -> int:
+    ratio = model_dt / data_dt
+    stride = round(ratio)
+    if stride < 1 or abs(ratio - stride) > 1e-6 * ratio:
+        raise ValueError(f"{what}: window.frame_dt {model_dt:g} must be a whole multiple of the dataset's "
+                         f"frame_dt {data_dt:g}")
+    return stride
+
+
+# --------------------------------------------------------------------------- data
+def _equation_from_attrs(attrs: dict, n: int, dtype, device=None):
+    """The equation a dataset was generated with, on an ``n × n`` grid, from its attributes."""
+    from sciml.operators.spectral import FourierGrid2D
+    from sciml.solvers import navier_stokes as ns
+
+    grid = FourierGrid2D(n, float(attrs["domain_length"]), dtype=dtype, device=device)
+    text = str(attrs.get("forcing", "none"))
+    forcing = None
+    if text.startswith("fno"):
+        forcing = ns.fno_forcing(grid)
+    elif text.startswith("kolmogorov"):
+        m = re.match(r"kolmogorov: ([-+0-9.eE]+)\*cos\(2\*pi\*(\d+)\*y/L\)", text)
+        if m is None:
+            raise ValueError(f"cannot read the forcing {text!r} of the dataset")
+        forcing = ns.kolmogorov_forcing(grid, k=int(m.group(2)), amplitude=float(m.group(1)))
+    elif text != "none":
+        raise ValueError(f"unknown forcing {text!r} in the dataset")
+    return ns.NavierStokes2D(grid, viscosity=float(attrs["viscosity"]), drag=float(attrs.get("drag", 0.0)),
+                             forcing=forcing)
+
+
+def _load(path, cfg: Config, what: str, n_traj: int | None, resolution: int | None, dtype):
+    """Frames ``start .. start + n_in + n_out - 1`` (model spacing) of the first ``n_traj`` trajectories.
+
+    Returns ``(frames (n, n_in + n_out, n, n), data)`` with ``data`` the
+    :class:`~sciml.cases.data.Trajectories` header (its vorticity dropped); resampled to
+    ``resolution`` when given. Read in chunks to bound memory.
+    """
+    import h5py
+    import torch
+
+    from sciml.cases.data import read_trajectories
+    from sciml.operators.spectral import fourier_resample
+
+    with h5py.File(path, "r") as h5:
+        total = h5["vorticity"].shape[0]
+    n_traj = total if n_traj is None else n_traj
+    if n_traj > total:
+        raise ValueError(f"{what}: {path} holds {total} trajectories, {n_traj} are needed")
+    w = cfg.window
+    parts, head = [], None
+    for lo in range(0, n_traj, 16):
+        data = read_trajectories(path, dtype=dtype, indices=list(range(lo, min(lo + 16, n_traj))))
+        stride = _stride(w.frame_dt, float(data.attrs["frame_dt"]), what)
+        first, last = w.start * stride, (w.start + w.n_in + w.n_out - 1) * stride
+        if last >= data.vorticity.shape[1]:
+            raise ValueError(f"{what}: {path} has {data.vorticity.shape[1]} frames, the window needs {last + 1}")
+        frames = data.vorticity[:, first: last + 1: stride]
+        if resolution is not None and resolution != frames.shape[-1]:
+            frames = fourier_resample(frames, resolution)
+        parts.append(frames.contiguous())
+        data.vorticity = None
+        head = data
+    return torch.cat(parts), head
+
+
+def _load_fine(path, cfg: Config, n_traj: int, dtype):
+    """The test set's own frames over the target window, ``(n, m (n_out - 1) + 1, N, N)``, and ``m``."""
+    from sciml.cases.data import read_trajectories
+
+    data = read_trajectories(path, dtype=dtype, indices=list(range(n_traj)))
+    w = cfg.window
+    m = _stride(w.frame_dt, float(data.attrs["frame_dt"]), "data.test")
+    first = (w.start + w.n_in) * m
+    return data.vorticity[:, first: first + m * (w.n_out - 1) + 1].contiguous(), m, data
+
+
+# --------------------------------------------------------------------------- the case
+def run(cfg: Config, run) -> dict:
+    """Run the case in ``run`` (a :class:`sciml.runs.Run`); returns the metrics."""
+    import torch
+
+    from sciml.cases.data import resolve_dataset
+
+    comm = run.comm
+    train_path = resolve_dataset(cfg.data.train, comm, log=run.log)
+    test_path = resolve_dataset(cfg.data.test, comm, log=run.log)
+    if not comm.is_root:
+        return {}
+    from sciml.solvers.sfno.training import reuse_freed_memory
+
+    with reuse_freed_memory():
+        return _run(cfg, run, train_path, test_path)
+
+
+def _run(cfg: Config, run, train_path, test_path) -> dict:
+    import torch
+
+    from sciml.operators.spectral import fourier_resample
+    from sciml.parallel import resolve_device
+    from sciml.solvers.sfno import SFNO, FNO3dBaseline, Trainer, predict, relative_l2, width_for_parameters
+
+    dtype = torch.float32  # training precision (neuraloperator's FNO is complex64 inside)
+    device = resolve_device(cfg.device, run.comm)
+    w, tr = cfg.window, cfg.training
+    ckpt = run.load_checkpoint() if run.resume else None
+    state: dict[str, Any] = ckpt["state"] if ckpt is not None else {}
+
+    # -- data
+    t0 = time.perf_counter()
+    train, _ = _load(train_path, cfg, "data.train", tr.n_train, tr.resolution, dtype)
+    train = train.to(device)
+    x_train, y_train = train[:, : w.n_in], train[:, w.n_in:]
+    test_gen, _ = _load(test_path, cfg, "data.test", cfg.n_test, None, dtype)
+    n_gen = test_gen.shape[-1]
+    test_gen = test_gen.to(device)
+    test_lo = fourier_resample(test_gen, tr.resolution)
+    x_test, y_test = test_lo[:, : w.n_in], test_lo[:, w.n_in:]
+    scale = float(x_train.square().mean().sqrt())
+    run.log(f"data: {len(train)} training windows at {tr.resolution}², {len(test_gen)} test windows "
+            f"(generated at {n_gen}²), {w.n_in} -> {w.n_out} frames {w.frame_dt:g} apart, vorticity rms {scale:.3g} "
+            f"({time.perf_counter() - t0:.1f} s)")
+
+    # -- models
+    torch.manual_seed(cfg.seed)
+    m = cfg.model
+    sfno = SFNO(modes=m.modes, width=m.width, n_layers=m.n_layers, out_steps=w.n_out, time_padding=m.time_padding,
+                output_modes=m.output_modes, scale=scale).to(device)
+    n_sfno = sum(p.numel() for p in sfno.parameters())
+    metrics: dict[str, Any] = {"sfno_parameters": n_sfno}
+    trainers = {"sfno": Trainer(sfno, x_train, y_train, epochs=tr.epochs, batch_size=tr.batch_size, lr=tr.lr,
+                                weight_decay=tr.weight_decay, seed=cfg.seed)}
+    if cfg.baseline.enabled:
+        b = cfg.baseline
+
+        def make_fno(width: int) -> FNO3dBaseline:
+            return FNO3dBaseline(w.n_in, w.n_out, m.modes, width, b.n_layers, time_padding=b.time_padding,
+                                 scale=scale)
+
+        width = b.width or width_for_parameters(n_sfno, make_fno)
+        torch.manual_seed(cfg.seed + 1)
+        fno = make_fno(width).to(device)
+        metrics["fno_parameters"] = sum(p.numel() for p in fno.parameters())
+        metrics["fno_width"] = width
+        trainers["fno"] = Trainer(fno, x_train, y_train, epochs=tr.epochs, batch_size=tr.batch_size, lr=tr.lr,
+                                  weight_decay=tr.weight_decay, seed=cfg.seed + 1)
+    for name, trainer in trainers.items():
+        if name in state.get("trainers", {}):
+            trainer.load_state_dict(state["trainers"][name])
+    run.log(f"SFNO: {n_sfno} parameters" + (f"; FNO3d baseline: width {metrics['fno_width']}, "
+                                            f"{metrics['fno_parameters']} parameters" if "fno" in trainers else ""))
+
+    def save(step: int) -> None:
+        state["trainers"] = {k: t.state_dict() for k, t in trainers.items()}
+        run.save_checkpoint(state, step=step, keep=cfg.output.keep_checkpoints)
+
+    # -- training (checkpoint after every `checkpoint_every` epochs of each model)
+    step = int(ckpt["step"]) if ckpt is not None else 0
+    for name, trainer in trainers.items():
+        if trainer.epoch:
+            run.log(f"{name}: resuming after epoch {trainer.epoch}/{trainer.epochs}")
+        epochs = run.progress(range(trainer.epoch, trainer.epochs), total=trainer.epochs, desc=f"{name} epochs",
+                              initial=trainer.epoch)
+        for _ in epochs:
+            loss = trainer.run_epoch()
+            err = _median(relative_l2(predict(trainer.model.eval(), x_test, tr.batch_size), y_test))
+            trainer.history[-1]["test_rel_l2"] = err
+            run.log(f"{name} epoch {trainer.epoch}: train loss {loss:.4g}, test rel. L2 {err:.4g} "
+                    f"({trainer.history[-1]['seconds']:.1f} s)")
+            step += 1
+            if trainer.epoch % cfg.output.checkpoint_every == 0 or trainer.done:
+                save(step)
+        metrics[f"{name}_train_s"] = sum(h["seconds"] for h in trainer.history)
+    sfno.eval()
+    for p in sfno.parameters():
+        p.requires_grad_(False)
+
+    # -- evaluation at the training grid and zero-shot at the generation grid
+    pred = predict(sfno, x_test, tr.batch_size)
+    metrics["rel_l2_train_res"] = _median(relative_l2(pred, y_test))
+    pred_gen = predict(sfno, test_gen[:, : w.n_in], max(1, tr.batch_size // 4))
+    metrics["rel_l2_zero_shot_2x"] = _median(relative_l2(pred_gen, test_gen[:, w.n_in:]))
+    metrics["zero_shot_grid"] = n_gen
+    metrics["train_grid"] = tr.resolution
+    if "fno" in trainers:
+        fno_pred = predict(trainers["fno"].model.eval(), x_test, tr.batch_size)
+        metrics["rel_l2_fno"] = _median(relative_l2(fno_pred, y_test))
+    run.log("SFNO test rel. L2: {rel_l2_train_res:.4g} at the training grid, {rel_l2_zero_shot_2x:.4g} zero-shot at "
+            "{zero_shot_grid}²".format(**metrics)
+            + (f"; FNO3d: {metrics['rel_l2_fno']:.4g}" if "fno" in metrics else ""))
+
+    # -- fine-tuning at the generation grid
+    ft = None
+    if cfg.finetune.enabled:
+        ft = _finetune(cfg, run, sfno, test_path, state, save, step, device)
+        metrics.update(ft["metrics"])
+    metrics["n_test"] = len(test_gen)
+    metrics["n_train"] = len(train)
+    if cfg.output.plots:
+        _plots(cfg, run, trainers, ft)
+    if ft is not None and cfg.output.paraview_trajectories > 0:
+        _paraview(cfg, run, ft)
+    return metrics
+
+
+def _median(values) -> float:
+    """Median of a tensor of per-sample values (the mean of the middle two for an even count)."""
+    return float(np.median(values.detach().cpu().numpy()))
+
+
+def _finetune(cfg: Config, run, sfno, test_path, state: dict, save, step: int, device) -> dict:
+    """Fine-tune the output layer on the first ``finetune.n_trajectories`` test trajectories."""
+    import torch
+    from scipy.stats import spearmanr
+
+    from sciml.solvers.sfno import finetune, relative_l2, residual_norm
+
+    f, w = cfg.finetune, cfg.window
+    dtype = {"float32": torch.float32, "float64": torch.float64}[f.dtype]
+    n_ft = f.n_trajectories
+    fine, m, head = _load_fine(test_path, cfg, n_ft, dtype)
+    fine = fine.to(device)
+    coarse, _ = _load(test_path, cfg, "data.test", n_ft, None, dtype)
+    x_in = coarse[:, : w.n_in].to(device)
+    n_gen = fine.shape[-1]
+    eq = _equation_from_attrs(head.attrs, n_gen, dtype, device)
+    model = sfno.to(dtype)
+    out_steps, n_valid, frame_dt = m * w.n_out, m * (w.n_out - 1) + 1, w.frame_dt / m
+    latent_steps = f.latent_refine * model.latent_steps
+    run.log(f"fine-tuning {n_ft} trajectories at {n_gen}²: {out_steps} frames {frame_dt:g} apart "
+            f"({n_valid} in the residual), latent {latent_steps} steps, {f.steps} Adam steps, BDF{f.order}")
+    done: dict = state.setdefault("finetune", {})
+    for i in run.progress(range(n_ft), total=n_ft, desc="fine-tuned"):
+        if i in done:
+            continue
+        res = finetune(model, x_in[i: i + 1], eq, out_steps=out_steps, frame_dt=frame_dt, n_valid=n_valid,
+                       latent_steps=latent_steps, steps=f.steps, lr=f.lr, order=f.order, alpha=f.alpha)
+        before, after = res.before[:, :n_valid], res.after[:, :n_valid]
+        truth = fine[i: i + 1]
+        done[i] = {
+            "before": before[0].float().cpu(), "after": after[0].float().cpu(),
+            "residual": res.residual[0], "seconds": res.seconds[0],
+            "err_before": float(relative_l2(before, truth)), "err_after": float(relative_l2(after, truth)),
+            "abs_before": float((before - truth).norm()), "abs_after": float((after - truth).norm()),
+            "res_true": float(residual_norm(eq, truth, frame_dt, f.order, f.alpha)),
+        }
+        d = done[i]
+        run.log(f"trajectory {i}: rel. L2 {d['err_before']:.4g} -> {d['err_after']:.4g}, residual "
+                f"{float(d['residual'][0]):.4g} -> {float(d['residual'][-1]):.4g} (true {d['res_true']:.4g}), "
+                f"{d['seconds']:.1f} s")
+        step += 1
+        save(step)
+    rows = [done[i] for i in range(n_ft)]
+    med = lambda key: float(np.median([r[key] for r in rows]))  # noqa: E731
+    res_before = [float(r["residual"][0]) for r in rows]
+    res_after = [float(r["residual"][-1]) for r in rows]
+    rho = spearmanr(res_before, [r["abs_before"] for r in rows]).statistic if n_ft > 2 else float("nan")
+    rho_rel = spearmanr(res_before, [r["err_before"] for r in rows]).statistic if n_ft > 2 else float("nan")
+
+    # the solver on the same trajectories and grid: from the last input frame over the target window
+    solver_s = _solver_seconds(cfg, head, x_in[: min(n_ft, 4), -1], n_gen, m)
+    out = {
+        "rel_l2_before_ft": med("err_before"),
+        "rel_l2_after_ft": med("err_after"),
+        "residual_hm1_before_ft": float(np.median(res_before)),
+        "residual_hm1_after_ft": float(np.median(res_after)),
+        "residual_hm1_true": med("res_true"),
+        "estimator_error_spearman": float(rho),
+        "estimator_rel_error_spearman": float(rho_rel),
+        "finetune_error_ratio": float(np.median([r["err_before"] / r["err_after"] for r in rows])),
+        "finetune_residual_ratio": float(np.median([b / a for b, a in zip(res_before, res_after)])),
+        "finetune_s_per_traj": float(np.mean([r["seconds"] for r in rows])),
+        "solver_s_per_traj": solver_s,
+        "n_finetune": n_ft,
+        "finetune_frame_dt": frame_dt,
+    }
+    run.log("fine-tuning: rel. L2 {rel_l2_before_ft:.4g} -> {rel_l2_after_ft:.4g}, residual {residual_hm1_before_ft:.4g}"
+            " -> {residual_hm1_after_ft:.4g} (true trajectories {residual_hm1_true:.4g}); Spearman(residual, error) "
+            "{estimator_error_spearman:.3f}; {finetune_s_per_traj:.1f} s per trajectory, solver "
+            "{solver_s_per_traj:.2f} s".format(**out))
+    return {"metrics": out, "rows": rows, "truth": fine.cpu(), "frame_dt": frame_dt, "stride": m,
+            "t0": (w.start + w.n_in) * w.frame_dt, "length": head.domain_length}
+
+
+def _solver_seconds(cfg: Config, head, omega0, n: int, m: int) -> float:
+    """Seconds per trajectory for our solver to produce the target window from the last input frame."""
+    import torch
+
+    from sciml.registry import resolve
+    from sciml.solvers.navier_stokes import simulate
+
+    gen = cfg.data.test.generate
+    dtype = {"float32": torch.float32, "float64": torch.float64}[gen.dtype] if gen is not None else omega0.dtype
+    eq = _equation_from_attrs(head.attrs, n, dtype, omega0.device)
+    stepper = resolve("stepper", str(head.attrs.get("stepper", "rk4_cn")))()
+    dt = None if gen is None else gen.time.dt
+    cfl = 0.5 if gen is None else gen.time.cfl
+    w = cfg.window
+    t0 = time.perf_counter()
+    for i in range(omega0.shape[0]):
+        simulate(eq, stepper, omega0[i: i + 1].to(dtype), n_frames=m * w.n_out, frame_dt=w.frame_dt / m, dt=dt,
+                 cfl=cfl)
+    return (time.perf_counter() - t0) / omega0.shape[0]
+
+
+# --------------------------------------------------------------------------- output
+def _plots(cfg: Config, run, trainers: dict, ft: dict | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120)
+    for name, trainer in trainers.items():
+        ep = [h["epoch"] for h in trainer.history]
+        ax[0].plot(ep, [h["loss"] for h in trainer.history], label=f"{name} train")
+        ax[1].plot(ep, [h.get("test_rel_l2", np.nan) for h in trainer.history], label=f"{name} test (median)")
+    for a, title in zip(ax, ("training loss (relative L²)", "test relative L² (training grid)")):
+        a.set_xlabel("epoch")
+        a.set_yscale("log")
+        a.set_title(title)
+        a.legend()
+    fig.tight_layout()
+    fig.savefig(run.plots_dir / "loss_curves.png")
+    plt.close(fig)
+    if ft is None:
+        return
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.8), dpi=120)
+    for r in ft["rows"]:
+        ax.plot(np.asarray(r["residual"]), color="C0", alpha=0.5)
+    ax.axhline(float(np.median([r["res_true"] for r in ft["rows"]])), color="k", ls="--",
+               label="true trajectories (median)")
+    ax.set_yscale("log")
+    ax.set_xlabel("Adam step")
+    ax.set_ylabel("‖R‖ in L²(0,T;H⁻¹)")
+    ax.set_title("residual during fine-tuning")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run.plots_dir / "finetune_residual.png")
+    plt.close(fig)
+
+    row, truth = ft["rows"][0], ft["truth"][0].float()
+    L = ft["length"]
+    k = truth.shape[0] - 1
+    fields = [("truth", truth[k]), ("before fine-tuning", row["before"][k]), ("after fine-tuning", row["after"][k]),
+              ("error before", row["before"][k] - truth[k]), ("error after", row["after"][k] - truth[k])]
+    lim = float(truth[k].abs().max()) or 1.0
+    elim = float((row["before"][k] - truth[k]).abs().max()) or 1.0
+    fig, ax = plt.subplots(1, 5, figsize=(19, 3.9), dpi=110)
+    for a, (title, f) in zip(ax, fields):
+        v = elim if title.startswith("error") else lim
+        im = a.imshow(f.numpy().T, origin="lower", extent=(0, L, 0, L), cmap="RdBu_r", vmin=-v, vmax=v)
+        a.set_title(title)
+        fig.colorbar(im, ax=a, shrink=0.8)
+    t = ft["t0"] + k * ft["frame_dt"]
+    fig.suptitle(f"test trajectory 0, last target frame t = {t:g}")
+    fig.tight_layout()
+    fig.savefig(run.plots_dir / "vorticity_finetune.png")
+    plt.close(fig)
+
+
+def _paraview(cfg: Config, run, ft: dict) -> None:
+    """Truth, predictions before/after fine-tuning and their errors at the target frames."""
+    from sciml.meshes.paraview import ImageGrid, VTKFile
+
+    n_vis = min(cfg.output.paraview_trajectories, len(ft["rows"]))
+    n = ft["truth"].shape[-1]
+    dx = ft["length"] / n
+    image = ImageGrid((n, n), spacing=(dx, dx), origin=(0.0, 0.0))
+    vtk = VTKFile(run.path / "fields.pvd")
+    m = ft["stride"]
+    for j in range(0, ft["truth"].shape[1], m):
+        fields = {}
+        for i in range(n_vis):
+            sfx = "" if n_vis == 1 else f"_{i}"
+            truth, row = ft["truth"][i, j].float(), ft["rows"][i]
+            fields[f"truth{sfx}"] = truth.numpy()
+            fields[f"before{sfx}"] = row["before"][j].numpy()
+            fields[f"after{sfx}"] = row["after"][j].numpy()
+            fields[f"error_before{sfx}"] = (row["before"][j] - truth).numpy()
+            fields[f"error_after{sfx}"] = (row["after"][j] - truth).numpy()
+        vtk.write(ft["t0"] + j * ft["frame_dt"], image, **fields)

@@ -1,0 +1,242 @@
+r"""The spatiotemporal Fourier neural operator (SFNO) of Spectral-Refiner.
+
+Cao, Brarda, Li, Xi, "Spectral-Refiner: Accurate Fine-Tuning of Spatiotemporal Neural
+Operator for Turbulent Flows", ICLR 2025. Maps the last :math:`T_\mathrm{in}` vorticity
+frames to the next :math:`T_\mathrm{out}` frames, for any :math:`T_\mathrm{out}` and any
+(even) grid size:
+
+.. math::
+    \omega_{1:T_\mathrm{in}} \xrightarrow{\ \text{features}\ } [\omega/s, \phi(x, y, t)]
+    \xrightarrow{P} \xrightarrow{\mathcal T} \sigma
+    \xrightarrow{(\sigma(\mathcal K_\ell + W_\ell))_{\ell}} \xrightarrow{Q} v
+    \xrightarrow{\mathcal K_\mathrm{out}} \omega_{T_\mathrm{in}} + s\,\mathcal K_\mathrm{out} v,
+
+* features: the vorticity divided by a data scale :math:`s` and space-time positional
+  features :math:`\phi = (\sin 2\pi x/L, \cos 2\pi x/L, \sin 2\pi y/L, \cos 2\pi y/L, t/T_\mathrm{in})`
+  (periodic in space, hence band-limited: the same function on any grid);
+* :math:`P`: pointwise lifting MLP (neuraloperator's ``ChannelMLP``);
+* :math:`\mathcal T`: :class:`~sciml.solvers.sfno.layers.TemporalSpectralConv`, the
+  latent temporal layer, from :math:`T_\mathrm{in}` frames to ``latent_steps`` samples of
+  the latent period (along time only, so no spatial detail of the input is truncated);
+* body: ``n_layers`` blocks of a :class:`~sciml.solvers.sfno.layers.SpectralConv3d`
+  over (t, x, y) plus a 1×1 skip :math:`W_\ell`, GELU between blocks;
+* :math:`Q`: pointwise projection MLP to one channel, the latent field :math:`v`
+  ``(B, 1, latent_steps, N, N)``;
+* :math:`\mathcal K_\mathrm{out}`: the output spectral layer (one channel), evaluated at
+  :math:`T_\mathrm{out}` frames — the output length is chosen at its inverse transform —
+  and added to the last input frame.
+
+Time is periodic inside every spectral layer, the trajectory is not. The latent period
+is therefore the training window of ``out_steps`` frames *plus* ``time_padding``
+frames (temporal domain padding, as the FNO baselines pad time): an output of
+:math:`T_\mathrm{out}` frames samples the window, the first fraction
+:math:`\tau = T_\mathrm{train}/(T_\mathrm{train}+T_\mathrm{pad})` of the period, at
+:math:`s_j = j\tau/T_\mathrm{out}`. Frame :math:`j` lies :math:`j\,\Delta t\,T_\mathrm{train}/T_\mathrm{out}`
+after the first target frame, so with :math:`T_\mathrm{out} = mT_\mathrm{train}` fine frame
+:math:`mj` is coarse frame :math:`j`; the fine frames after the last coarse target
+(:math:`j > m(T_\mathrm{train}-1)`) head into the padding, where the trajectory wraps
+around, and carry no information. Without padding (``time_padding=0``) the wrap-around
+falls between the last and the first target frame and the trigonometric interpolation
+between frames rings (Gibbs) across the whole window.
+
+Shapes: vorticity is time-major, ``(B, T, N, N)`` with axes ``(x, y)`` (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, final
+
+import torch
+import torch.nn.functional as F
+from neuralop.layers.channel_mlp import ChannelMLP
+from torch import Tensor, nn
+
+from .layers import SpectralConv3d, TemporalSpectralConv
+
+__all__ = ["SFNO", "positional_features"]
+
+
+def positional_features(t: int, n: int, *, dtype=None, device=None) -> Tensor:
+    r"""Space-time features :math:`(\sin\theta_x, \cos\theta_x, \sin\theta_y, \cos\theta_y, t/T)`.
+
+    :math:`\theta_x = 2\pi i / n` at grid index :math:`i` (so :math:`2\pi x / L` for any domain
+    length); time is :math:`j / t` at frame :math:`j`.
+
+    Returns
+    -------
+    Tensor, shape ``(1, 5, t, n, n)``
+    """
+    theta = 2.0 * math.pi * torch.arange(n, dtype=torch.float64, device=device) / n
+    tx = theta[:, None].expand(n, n)
+    ty = theta[None, :].expand(n, n)
+    space = torch.stack([tx.sin(), tx.cos(), ty.sin(), ty.cos()])  # (4, n, n)
+    space = space[:, None].expand(4, t, n, n)
+    time = (torch.arange(t, dtype=torch.float64, device=device) / t)[None, :, None, None].expand(1, t, n, n)
+    out = torch.cat([space, time])[None]
+    return out.to(dtype) if dtype is not None else out
+
+
+@final
+class SFNO(nn.Module):
+    r"""Spatiotemporal FNO: vorticity ``(B, T_in, N, N)`` → trajectory ``(B, T_out, N, N)``.
+
+    Parameters
+    ----------
+    modes : tuple ``(K_t, K_x, K_y)``
+        Largest kept wavenumbers of the body's spectral layers (clipped below the Nyquist
+        frequencies of the grids they meet, see :class:`SpectralConv3d`).
+    width : int
+        Channels of the body.
+    n_layers : int
+        Spectral blocks in the body.
+    latent_steps : int, optional
+        Samples of the latent period (time grid of the body); default
+        ``out_steps + time_padding`` (one per frame). ``forward`` may use another.
+    out_steps : int
+        Default number of output frames (the training horizon, :math:`T_\mathrm{train}`);
+        ``forward`` takes any.
+    time_padding : int
+        Frames of temporal padding appended to the window in the latent period.
+    temporal_modes : int, optional
+        :math:`K_t` of the latent temporal layer; default ``modes[0]``.
+    output_modes : tuple, optional
+        Modes of the output spectral layer; default ``modes``.
+    lifting_channels, projection_channels : int, optional
+        Hidden sizes of the lifting and projection MLPs; default ``2 * width`` each.
+    scale : float
+        Vorticity scale :math:`s` (e.g. the rms of the training data): inputs are divided
+        by it, the output increment multiplied by it.
+
+    Attributes
+    ----------
+    init_args : dict
+        The constructor arguments (for checkpoints: ``SFNO(**init_args)``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = SFNO(modes=(3, 6, 6), width=8, n_layers=2, out_steps=8, time_padding=2)
+    >>> w = torch.randn(2, 5, 32, 32)
+    >>> model(w).shape, model(w, out_steps=24).shape
+    (torch.Size([2, 8, 32, 32]), torch.Size([2, 24, 32, 32]))
+    """
+
+    def __init__(
+        self,
+        modes: tuple[int, int, int] = (4, 12, 12),
+        width: int = 20,
+        n_layers: int = 4,
+        out_steps: int = 20,
+        time_padding: int = 4,
+        latent_steps: int | None = None,
+        *,
+        temporal_modes: int | None = None,
+        output_modes: tuple[int, int, int] | None = None,
+        lifting_channels: int | None = None,
+        projection_channels: int | None = None,
+        scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        modes = tuple(int(m) for m in modes)
+        output_modes = modes if output_modes is None else tuple(int(m) for m in output_modes)
+        temporal_modes = modes[0] if temporal_modes is None else int(temporal_modes)
+        lifting_channels = 2 * width if lifting_channels is None else int(lifting_channels)
+        projection_channels = 2 * width if projection_channels is None else int(projection_channels)
+        latent_steps = out_steps + time_padding if latent_steps is None else int(latent_steps)
+        if width < 1 or n_layers < 0 or latent_steps < 1 or out_steps < 1 or time_padding < 0 or not scale > 0:
+            raise ValueError(
+                f"expected width >= 1, n_layers >= 0, out_steps >= 1, time_padding >= 0, latent_steps >= 1, "
+                f"scale > 0; got {width}, {n_layers}, {out_steps}, {time_padding}, {latent_steps}, {scale}"
+            )
+        self.init_args: dict[str, Any] = dict(
+            modes=modes, width=int(width), n_layers=int(n_layers), out_steps=int(out_steps),
+            time_padding=int(time_padding), latent_steps=latent_steps, temporal_modes=temporal_modes,
+            output_modes=output_modes, lifting_channels=lifting_channels,
+            projection_channels=projection_channels, scale=float(scale),
+        )
+        self.latent_steps, self.out_steps, self.width = latent_steps, int(out_steps), int(width)
+        self.time_padding = int(time_padding)
+        #: Fraction of the latent period covered by the output window.
+        self.window = self.out_steps / (self.out_steps + self.time_padding)
+        self.register_buffer("scale", torch.tensor(float(scale)))
+        self.lifting = ChannelMLP(6, width, hidden_channels=lifting_channels, n_layers=2, n_dim=3)
+        self.temporal = TemporalSpectralConv(width, width, temporal_modes)
+        self.spectral = nn.ModuleList(SpectralConv3d(width, width, modes) for _ in range(n_layers))
+        self.skips = nn.ModuleList(ChannelMLP(width, width, n_layers=1, n_dim=3) for _ in range(n_layers))
+        self.projection = ChannelMLP(width, 1, hidden_channels=projection_channels, n_layers=2, n_dim=3)
+        self.output = SpectralConv3d(1, 1, output_modes)
+
+    def _check(self, omega: Tensor) -> None:
+        if omega.dim() != 4 or omega.shape[-1] != omega.shape[-2] or omega.shape[1] < 1:
+            raise ValueError(f"expected vorticity of shape (B, T_in, N, N), got {tuple(omega.shape)}")
+
+    def latent(self, omega: Tensor, latent_steps: int | None = None) -> Tensor:
+        """Everything before the output layer: the latent field ``v``.
+
+        Parameters
+        ----------
+        omega : Tensor, shape ``(B, T_in, N, N)``
+        latent_steps : int, optional
+            Samples of the latent period (default :attr:`latent_steps`, as trained). More
+            samples evaluate the body's pointwise nonlinearities more finely in time.
+
+        Returns
+        -------
+        Tensor, shape ``(B, 1, latent_steps, N, N)``
+        """
+        self._check(omega)
+        latent_steps = self.latent_steps if latent_steps is None else int(latent_steps)
+        b, t, n, _ = omega.shape
+        feats = positional_features(t, n, dtype=omega.dtype, device=omega.device).expand(b, 5, t, n, n)
+        x = torch.cat([(omega / self.scale)[:, None], feats], dim=1)
+        x = self.lifting(x)
+        x = F.gelu(self.temporal(x, out_steps=latent_steps))
+        for i, (conv, skip) in enumerate(zip(self.spectral, self.skips)):
+            x = conv(x) + skip(x)
+            if i < len(self.spectral) - 1:
+                x = F.gelu(x)
+        return self.projection(x)
+
+    def decode(self, v: Tensor, last: Tensor, out_steps: int | None = None, output: nn.Module | None = None) -> Tensor:
+        r"""The output layer: :math:`\omega_{T_\mathrm{in}} + s\,\mathcal K_\mathrm{out} v` at ``out_steps`` frames of the window.
+
+        Parameters
+        ----------
+        v : Tensor, shape ``(B, 1, T_latent, N, N)``
+            From :meth:`latent`.
+        last : Tensor, shape ``(B, N, N)``
+            The last input frame.
+        out_steps : int, optional
+            Default :attr:`out_steps`.
+        output : module, optional
+            Use this output layer instead of :attr:`output` (fine-tuning).
+
+        Returns
+        -------
+        Tensor, shape ``(B, out_steps, N, N)``
+        """
+        n = v.shape[-1]
+        t_out = self.out_steps if out_steps is None else int(out_steps)
+        layer = self.output if output is None else output
+        y = layer(v, out_shape=(t_out, n, n), t_span=self.window)[:, 0]
+        return last[:, None] + self.scale * y
+
+    def forward(self, omega: Tensor, out_steps: int | None = None, latent_steps: int | None = None) -> Tensor:
+        """Predict ``out_steps`` frames following ``omega``.
+
+        Parameters
+        ----------
+        omega : Tensor, shape ``(B, T_in, N, N)``
+            Input frames, equally spaced; any ``T_in >= 1`` and even ``N``.
+        out_steps : int, optional
+            Number of output frames (default :attr:`out_steps`); ``m * out_steps``
+            samples the same trajectory ``m`` times more finely.
+        latent_steps : int, optional
+            See :meth:`latent`.
+
+        Returns
+        -------
+        Tensor, shape ``(B, out_steps, N, N)``
+        """
+        return self.decode(self.latent(omega, latent_steps), omega[:, -1], out_steps)

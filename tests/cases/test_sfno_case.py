@@ -1,0 +1,94 @@
+"""The sfno case end to end through the CLI: every metric key, the run folder, resume from a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from support import run_sciml
+
+TINY = """\
+kind: sfno
+seed: 0
+n_test: 3
+data:
+  train:
+    cache_dir: {cache}
+    generate:
+      n_trajectories: 6
+      chunk_size: 6
+      dtype: float32
+      grid: {{n: 32, length: 1.0}}
+      physics: {{viscosity: 1.0e-3, forcing: {{type: fno}}}}
+      initial_condition: {{type: gaussian_random_field}}
+      time: {{n_frames: 7, frame_dt: 0.2}}
+  test:
+    cache_dir: {cache}
+    generate:
+      seed: 1000
+      n_trajectories: 3
+      chunk_size: 3
+      dtype: float64
+      grid: {{n: 32, length: 1.0}}
+      physics: {{viscosity: 1.0e-3, forcing: {{type: fno}}}}
+      initial_condition: {{type: gaussian_random_field}}
+      time: {{n_frames: 28, frame_dt: 0.05}}
+window: {{frame_dt: 0.2, start: 0, n_in: 3, n_out: 5}}
+model: {{modes: [2, 4, 4], width: 4, n_layers: 1, time_padding: 2}}
+baseline: {{n_layers: 1}}
+training: {{resolution: 16, epochs: 2, batch_size: 3}}
+finetune: {{n_trajectories: 3, steps: 4, latent_refine: 2}}
+output: {{keep_checkpoints: true}}
+"""
+
+KEYS = ("rel_l2_train_res", "rel_l2_zero_shot_2x", "rel_l2_before_ft", "rel_l2_after_ft", "residual_hm1_before_ft",
+        "residual_hm1_after_ft", "estimator_error_spearman", "finetune_s_per_traj", "solver_s_per_traj", "rel_l2_fno")
+
+
+def test_tiny_case_writes_every_metric_and_resumes_from_an_epoch_checkpoint(tmp_path):
+    case = tmp_path / "tiny.yaml"
+    case.write_text(TINY.format(cache=tmp_path / "cache"))
+    out = tmp_path / "run"
+    res = run_sciml("run", str(case), "--out", str(out), timeout=600)
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in KEYS:
+        assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
+    assert metrics["n_finetune"] == 3 and metrics["zero_shot_grid"] == 32 and metrics["train_grid"] == 16
+    for f in ("plots/loss_curves.png", "plots/vorticity_finetune.png", "plots/finetune_residual.png", "fields.pvd",
+              "checkpoints/latest.pt", "provenance.json"):
+        assert (out / f).is_file(), f
+    assert (out / "fields.pvd").read_text().count("<DataSet") == 5  # the target frames of trajectory 0
+
+    # the checkpoint after epoch 1 of the SFNO holds everything needed to continue
+    first = sorted((out / "checkpoints").glob("step_*.pt"))[0]
+    ckpt = torch.load(first, weights_only=False)
+    sfno_state = ckpt["state"]["trainers"]["sfno"]
+    assert sfno_state["epoch"] == 1 and set(sfno_state) >= {"model", "optimizer", "scheduler", "generator",
+                                                             "torch_rng", "history"}
+    assert sfno_state["scheduler"]["last_epoch"] == 2  # two batches of 3 windows per epoch
+    # resume from there in a copy of the folder: the same numbers as the uninterrupted run
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    shutil.copy(first, again / "checkpoints" / "latest.pt")
+    (again / "metrics.json").unlink()
+    res = run_sciml("resume", str(again), timeout=600)
+    assert res.returncode == 0, res.stderr
+    resumed = json.loads((again / "metrics.json").read_text())
+    for key, value in metrics.items():
+        if not key.endswith("_s") and not key.endswith("_s_per_traj"):
+            assert resumed[key] == value, key
+    assert "sfno: resuming after epoch 1/2" in (again / "log.txt").read_text()
+
+
+def test_validation_names_the_problem(tmp_path):
+    case = tmp_path / "bad.yaml"
+    case.write_text(TINY.format(cache=tmp_path / "cache").replace("frame_dt: 0.05", "frame_dt: 0.03"))
+    res = run_sciml("validate", str(case))
+    assert res.returncode == 2
+    assert "must be a whole multiple of the dataset's frame_dt" in res.stderr

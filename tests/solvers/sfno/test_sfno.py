@@ -1,0 +1,268 @@
+"""SFNO: spectral layers against references, output-shape contracts, fine-tuning invariants, the residual floor."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sciml.operators.spectral import FourierGrid2D
+from sciml.solvers.sfno import (
+    SFNO,
+    FNO3dBaseline,
+    SpectralConv3d,
+    TemporalSpectralConv,
+    Trainer,
+    enlarged_output_layer,
+    finetune,
+    max_mode,
+    relative_l2,
+    residual_norm,
+)
+
+F64 = torch.float64
+
+
+def band_limited(t: int, n: int, t_span: float = 1.0) -> torch.Tensor:
+    """A real trigonometric polynomial of (t, x, y) with |k_t| <= 3, |k_x|, |k_y| <= 4, sampled at (t, n, n)."""
+    s = torch.arange(t, dtype=F64) * (t_span / t)
+    x = torch.arange(n, dtype=F64) / n
+    tt, xx, yy = torch.meshgrid(s, x, x, indexing="ij")
+    two_pi = 2 * math.pi
+    f = (0.3 + torch.sin(two_pi * (2 * tt + xx)) + 0.5 * torch.cos(two_pi * (3 * tt - 2 * yy + 4 * xx))
+         + 0.25 * torch.sin(two_pi * (-tt + 3 * xx + 4 * yy)) + 0.1 * torch.cos(two_pi * 4 * yy))
+    return f[None, None]
+
+
+def identity_layer(modes) -> SpectralConv3d:
+    layer = SpectralConv3d(1, 1, modes).double()
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.weight[..., 0] = 1.0
+    return layer
+
+
+# -- SpectralConv3d -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("out_shape, t_span", [((10, 16, 16), 1.0), ((40, 32, 32), 1.0), ((7, 10, 10), 1.0),
+                                                ((9, 48, 48), 1.0), ((33, 20, 20), 0.8), ((13, 16, 16), 5 / 6)])
+def test_resampling_reproduces_the_band_limited_function_on_the_new_grid(out_shape, t_span):
+    layer = identity_layer((3, 4, 4))
+    y = layer(band_limited(10, 16), out_shape=out_shape, t_span=t_span)
+    exact = band_limited(out_shape[0], out_shape[1], t_span)
+    assert y.shape == exact.shape
+    assert torch.allclose(y, exact, rtol=0, atol=1e-12)
+
+
+def dense_reference(layer: SpectralConv3d, x: torch.Tensor, out_shape, t_span: float = 1.0) -> torch.Tensor:
+    """The layer by explicit sums over grid points and modes (no FFT), float64 / complex128."""
+    t, n, _ = x.shape[-3:]
+    to, no, _ = out_shape
+    kt, kx, ky = layer.kept_modes((t, n, n), out_shape, t_span)
+    Kt, Kx, _ = layer.modes
+    w = torch.view_as_complex(layer.weight.detach())
+    grid = [torch.arange(m, dtype=F64) for m in (t, n, n)]
+    out_grid = [torch.arange(to, dtype=F64) * t_span / to, torch.arange(no, dtype=F64) / no,
+                torch.arange(no, dtype=F64) / no]
+    y = torch.zeros(x.shape[0], layer.out_channels, to, no, no, dtype=F64)
+    for a in range(-kt, kt + 1):
+        for b in range(-kx, kx + 1):
+            for c in range(0, ky + 1):
+                e_in = (torch.exp(-2j * math.pi * a * grid[0] / t)[:, None, None]
+                        * torch.exp(-2j * math.pi * b * grid[1] / n)[None, :, None]
+                        * torch.exp(-2j * math.pi * c * grid[2] / n)[None, None, :])
+                coeff = (x.to(torch.complex128) * e_in).sum(dim=(-3, -2, -1)) / (t * n * n)  # (B, C_in)
+                mixed = coeff @ w[Kt + a, Kx + b, c]  # (B, C_out)
+                e_out = (torch.exp(2j * math.pi * a * out_grid[0])[:, None, None]
+                         * torch.exp(2j * math.pi * b * out_grid[1])[None, :, None]
+                         * torch.exp(2j * math.pi * c * out_grid[2])[None, None, :])
+                y += (1 if c == 0 else 2) * (mixed[:, :, None, None, None] * e_out).real
+    return y
+
+
+@pytest.mark.parametrize("out_shape, t_span", [((6, 8, 8), 1.0), ((9, 10, 10), 1.0), ((4, 6, 6), 1.0),
+                                                ((7, 8, 8), 0.75)])
+def test_spectral_conv_equals_a_dense_dft_reference(out_shape, t_span):
+    torch.manual_seed(0)
+    layer = SpectralConv3d(2, 3, (2, 3, 2)).double()
+    x = torch.randn(2, 2, 6, 8, 8, dtype=F64)  # not band-limited: the truncation is tested too
+    y = layer(x, out_shape=out_shape, t_span=t_span)
+    assert torch.allclose(y, dense_reference(layer, x, out_shape, t_span), rtol=0, atol=1e-12)
+
+
+def test_kept_modes_stay_below_both_nyquist_frequencies():
+    layer = SpectralConv3d(1, 1, (10, 10, 10))
+    assert layer.kept_modes((10, 16, 16), (40, 64, 64)) == (4, 7, 7)
+    assert layer.kept_modes((40, 64, 64), (7, 12, 12)) == (3, 5, 5)
+    assert layer.kept_modes((24, 32, 32), (20, 32, 32), t_span=20 / 24) == (10, 10, 10)
+    assert [max_mode(n) for n in (1, 2, 3, 4, 20, 21, 28.8)] == [0, 0, 1, 1, 9, 10, 14]
+
+
+def test_spectral_layers_gradcheck_in_float64():
+    torch.manual_seed(1)
+    conv = SpectralConv3d(2, 1, (1, 1, 1)).double()
+    x = torch.randn(1, 2, 4, 4, 4, dtype=F64, requires_grad=True)
+    weight = conv.weight.detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, w: _with_weight(conv, w, a, (5, 6, 6), 0.9), (x, weight),
+                                    eps=1e-6, atol=1e-8)
+    temporal = TemporalSpectralConv(2, 1, 1).double()
+    assert torch.autograd.gradcheck(lambda a: temporal(a, out_steps=5), (x,), eps=1e-6, atol=1e-8)
+
+
+def _with_weight(conv: SpectralConv3d, weight: torch.Tensor, x: torch.Tensor, out_shape, t_span) -> torch.Tensor:
+    return torch.func.functional_call(conv, {"weight": weight}, (x,), {"out_shape": out_shape, "t_span": t_span})
+
+
+def test_temporal_layer_resamples_time_and_leaves_space_alone():
+    layer = TemporalSpectralConv(1, 1, 3).double()
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.weight[..., 0] = 1.0
+    y = layer(band_limited(10, 12), out_steps=25)
+    assert torch.allclose(y, band_limited(25, 12), rtol=0, atol=1e-12)
+
+
+def test_embedded_layer_computes_the_same_function():
+    torch.manual_seed(2)
+    small = SpectralConv3d(1, 1, (2, 3, 3)).double()
+    big = small.embedded((9, 15, 15))
+    x = torch.randn(2, 1, 20, 32, 32, dtype=F64)
+    for shape, span in (((20, 32, 32), 1.0), ((50, 32, 32), 0.8)):
+        assert torch.allclose(big(x, shape, t_span=span), small(x, shape, t_span=span), rtol=0, atol=1e-14)
+
+
+# -- SFNO -------------------------------------------------------------------------------------
+
+
+def small_sfno(**kw) -> SFNO:
+    torch.manual_seed(3)
+    args = dict(modes=(3, 5, 5), width=6, n_layers=2, out_steps=8, time_padding=2)
+    args.update(kw)
+    return SFNO(**args).double()
+
+
+@pytest.mark.parametrize("out_steps", [1, 5, 8, 13, 32])
+def test_any_output_length(out_steps):
+    model = small_sfno()
+    w = torch.randn(2, 4, 16, 16, dtype=F64)
+    assert model(w, out_steps=out_steps).shape == (2, out_steps, 16, 16)
+    assert model(w[:, :3]).shape == (2, 8, 16, 16)  # any number of input frames too
+
+
+def test_zero_shot_super_resolution_keeps_the_shape_contract():
+    model = small_sfno()
+    for n in (16, 32, 48):
+        w = torch.randn(1, 4, n, n, dtype=F64)
+        assert model(w).shape == (1, 8, n, n)
+        assert model(w, out_steps=24).shape == (1, 24, n, n)
+    with pytest.raises(ValueError, match=r"expected vorticity of shape \(B, T_in, N, N\)"):
+        model(torch.randn(4, 16, 16, dtype=F64))
+
+
+def test_finer_output_samples_the_same_trajectory():
+    """Frame m*j of an m-times finer output is frame j of the trained output (same latent)."""
+    model = small_sfno()
+    w = torch.randn(2, 4, 16, 16, dtype=F64)
+    coarse = model(w)
+    for m in (2, 3, 8):
+        fine = model(w, out_steps=m * 8)
+        assert torch.allclose(fine[:, ::m], coarse, rtol=0, atol=1e-12)
+
+
+def test_enlarged_output_layer_reproduces_the_untuned_prediction():
+    model = small_sfno()
+    n, latent = 32, 40
+    w = torch.randn(2, 4, n, n, dtype=F64)
+    v = model.latent(w, latent)
+    layer = enlarged_output_layer(model, latent, n)
+    assert layer.modes == (19, 15, 15)
+    for out_steps in (8, 64):
+        untuned = model.decode(v, w[:, -1], out_steps)
+        assert torch.allclose(model.decode(v, w[:, -1], out_steps, output=layer), untuned, rtol=0, atol=1e-13)
+
+
+@pytest.mark.xfail(strict=True, reason="open defect (session 1): residual fine-tuning does not yet halve the "
+                   "residual on this small case; remove the mark when it does")
+def test_finetune_without_steps_changes_nothing_and_with_steps_lowers_the_residual():
+    from sciml.solvers.navier_stokes import NavierStokes2D, fno_forcing
+
+    g = FourierGrid2D(16, 1.0, dtype=F64)
+    eq = NavierStokes2D(g, viscosity=1e-2, forcing=fno_forcing(g))
+    model = small_sfno(scale=0.3)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    w = 0.3 * torch.randn(1, 4, 16, 16, dtype=F64)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    res0 = finetune(model, w, eq, out_steps=16, frame_dt=0.05, n_valid=15, steps=0)
+    assert torch.equal(res0.before, res0.after)
+    assert torch.allclose(res0.before, model(w, out_steps=16), rtol=0, atol=1e-13)
+    res = finetune(model, w, eq, out_steps=16, frame_dt=0.05, n_valid=15, steps=15, lr=1e-2)
+    assert res.residual.shape == (1, 16)
+    assert res.residual[0, -1] < 0.5 * res.residual[0, 0]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the network stays frozen
+
+
+# -- training and the baseline ------------------------------------------------------------
+
+
+def test_relative_l2_and_trainer_state_round_trip():
+    x, y = torch.randn(6, 3, 16, 16), torch.randn(6, 4, 16, 16)
+    assert torch.allclose(relative_l2(2 * y, y), torch.ones(6))
+
+    def make():
+        torch.manual_seed(4)
+        return Trainer(SFNO(modes=(2, 3, 3), width=4, n_layers=1, out_steps=4, time_padding=2), x, y,
+                       epochs=3, batch_size=4, lr=1e-2, seed=5)
+
+    ref = make()
+    for _ in range(3):
+        ref.run_epoch()
+    resumed = make()
+    resumed.run_epoch()
+    state = resumed.state_dict()
+    fresh = make()
+    fresh.load_state_dict(state)
+    assert fresh.epoch == 1 and fresh.scheduler.last_epoch == resumed.scheduler.last_epoch
+    fresh.run_epoch()
+    fresh.run_epoch()
+    assert [h["loss"] for h in fresh.history] == [h["loss"] for h in ref.history]
+    assert all(torch.equal(a, b) for a, b in zip(fresh.model.parameters(), ref.model.parameters()))
+
+
+def test_fno_baseline_shapes():
+    net = FNO3dBaseline(4, 6, modes=(2, 3, 3), width=5, n_layers=2, scale=0.5)
+    assert net(torch.randn(2, 4, 16, 16)).shape == (2, 6, 16, 16)
+    with pytest.raises(ValueError, match=r"expected vorticity of shape \(B, 4, N, N\)"):
+        net(torch.randn(2, 3, 16, 16))
+
+
+# -- the residual floor at the fine-tuning settings --------------------------------------------
+
+
+def test_true_trajectory_residual_is_a_tenth_of_a_five_percent_error():
+    """The estimator can see a 5 % error: McWilliams at 128², frames 0.025 apart, BDF3, H^-1 (alpha 10^-1.5).
+
+    The "untuned prediction" is the true trajectory plus a perturbation that is smooth in
+    space (|k| <= 8) and in time (a quarter sine period over the window), 5 % of the
+    trajectory in L²(0,T;L²): a deterministic stand-in for a model error at the low end of
+    what the trained SFNO makes before fine-tuning (its test errors are larger), and
+    without training noise in a unit test. McWilliams is the hard case (DESIGN.md: at
+    frames 0.2 apart its floor is 35-43 % of the signal); the FNO data's floor is far lower.
+    """
+    from sciml.solvers.navier_stokes import RK4CN, NavierStokes2D, mcwilliams, simulate
+
+    g = FourierGrid2D(128, 2 * math.pi, dtype=F64)
+    eq = NavierStokes2D(g, viscosity=1e-3)
+    frame_dt, n_frames = 0.025, 153  # the CPU preset's 20 target frames 0.2 apart, 8x finer
+    truth = simulate(eq, RK4CN(), mcwilliams(g, [7]), n_frames=n_frames - 1, frame_dt=frame_dt).frames
+    gen = torch.Generator().manual_seed(0)
+    shape = g.rfft(torch.randn(2, 128, 128, generator=gen, dtype=F64)) * (g.k2 <= 64)
+    a, b = g.irfft(shape)
+    s = torch.arange(n_frames, dtype=F64) / (n_frames - 1) * (math.pi / 2)
+    pert = a * s.sin()[:, None, None] + b * s.cos()[:, None, None]
+    pert = pert[None] * (0.05 * truth.norm() / pert.norm())
+    r_true = float(residual_norm(eq, truth, frame_dt, order=3))
+    r_pert = float(residual_norm(eq, truth + pert, frame_dt, order=3))
+    assert r_true <= 0.1 * r_pert, (r_true, r_pert)
