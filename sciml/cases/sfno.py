@@ -383,7 +383,7 @@ def _finetune(cfg: Config, run, sfno, test_path, state: dict, save, step: int, d
         truth = fine[i: i + 1]
         done[i] = {
             "before": before[0].float().cpu(), "after": after[0].float().cpu(),
-            "residual": res.residual[0], "seconds": res.seconds[0],
+            "residual": res.loss[0], "seconds": res.seconds[0],
             "err_before": float(relative_l2(before, truth)), "err_after": float(relative_l2(after, truth)),
             "abs_before": float((before - truth).norm()), "abs_after": float((after - truth).norm()),
             "res_true": float(residual_norm(eq, truth, frame_dt, f.order, f.alpha)),
