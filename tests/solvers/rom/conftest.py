@@ -25,6 +25,12 @@ def small_history(centre, peak, block_size=8):
 
 
 @pytest.fixture(scope="session")
+def small_plate():
+    """Keyword arguments of :func:`academic_plate` for the small plate."""
+    return dict(SMALL)
+
+
+@pytest.fixture(scope="session")
 def training():
     """HF run of the training loading (hot spot at (0.5, 0.5), 700 K)."""
     return small_history((0.5, 0.5), 700.0)

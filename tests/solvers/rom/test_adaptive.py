@@ -13,11 +13,9 @@ from sciml.solvers.rom import (AdaptiveROM, DofSpace, Partition, PartitionedHFMo
                                Tolerances, academic_plate, distinct_temperature_times, monitor_points, pod,
                                run_history, tangent_response, thermoelastic_snapshots)
 
-from conftest import SMALL
 
-
-def test_partitioned_hf_model_is_the_serial_one():
-    model, times, lf = academic_plate(**SMALL, centre=(1.4, 0.3), peak=750.0)
+def test_partitioned_hf_model_is_the_serial_one(small_plate):
+    model, times, lf = academic_plate(**small_plate, centre=(1.4, 0.3), peak=750.0)
     ref = run_history(model, times[:5], lf[:5])
     hf = PartitionedHFModel(model, Partition(model.disc, block_size=7))
     state = hf.initial_state()
@@ -28,8 +26,8 @@ def test_partitioned_hf_model_is_the_serial_one():
     assert ref.p[:, 4].max() > 0  # plastic steps were compared
 
 
-def test_spaces_use_the_mass_matrix_and_the_quadrature_weights():
-    model, _, _ = academic_plate(**SMALL)
+def test_spaces_use_the_mass_matrix_and_the_quadrature_weights(small_plate):
+    model, _, _ = academic_plate(**small_plate)
     part = Partition(model.disc, block_size=5)
     rng = np.random.default_rng(0)
     A, B = rng.standard_normal((model.disc.n_dof, 3)), rng.standard_normal((model.disc.n_dof, 2))
