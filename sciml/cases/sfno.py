@@ -88,8 +88,9 @@ class Training(Schema):
 class FineTune(Schema):
     enabled: bool = True
     n_trajectories: int = Field(16, ge=1, description="test trajectories fine-tuned (the first ones)")
-    steps: int = Field(100, ge=0, le=100000)
-    lr: float = Field(1e-2, gt=0)
+    steps: int = Field(100, ge=0, le=100000, description="optimiser iterations (L-BFGS: loss evaluations)")
+    optimizer: Literal["lbfgs", "adam"] = Field("lbfgs", description="lbfgs: preconditioned; adam: as in the paper")
+    lr: float = Field(1e-2, gt=0, description="Adam's learning rate")
     order: int = Field(3, ge=1, le=6, description="BDF order of the residual's time differences")
     alpha: NumberExpr = Field(10**-1.5, gt=0, description="shift of the H^-1 symbol")
     latent_refine: int = Field(4, ge=1, le=64, description="latent period sampled this many times more finely")
@@ -209,14 +210,14 @@ def _load(path, cfg: Config, what: str, n_traj: int | None, resolution: int | No
 
 
 def _load_fine(path, cfg: Config, n_traj: int, dtype):
-    """The test set's own frames over the target window, ``(n, m (n_out - 1) + 1, N, N)``, and ``m``."""
+    """The test set's own frames from the last input to the last target, ``(n, m n_out + 1, N, N)``, and ``m``."""
     from sciml.cases.data import read_trajectories
 
     data = read_trajectories(path, dtype=dtype, indices=list(range(n_traj)))
     w = cfg.window
     m = _stride(w.frame_dt, float(data.attrs["frame_dt"]), "data.test")
-    first = (w.start + w.n_in) * m
-    return data.vorticity[:, first: first + m * (w.n_out - 1) + 1].contiguous(), m, data
+    first = (w.start + w.n_in - 1) * m
+    return data.vorticity[:, first: first + m * w.n_out + 1].contiguous(), m, data
 
 
 # --------------------------------------------------------------------------- the case
@@ -369,35 +370,36 @@ def _finetune(cfg: Config, run, sfno, test_path, state: dict, save, step: int, d
     n_gen = fine.shape[-1]
     eq = _equation_from_attrs(head.attrs, n_gen, dtype, device)
     model = sfno.to(dtype)
-    out_steps, n_valid, frame_dt = m * w.n_out, m * (w.n_out - 1) + 1, w.frame_dt / m
+    out_steps, frame_dt = m * w.n_out, w.frame_dt / m
     latent_steps = f.latent_refine * model.latent_steps
-    run.log(f"fine-tuning {n_ft} trajectories at {n_gen}²: {out_steps} frames {frame_dt:g} apart "
-            f"({n_valid} in the residual), latent {latent_steps} steps, {f.steps} Adam steps, BDF{f.order}")
+    run.log(f"fine-tuning {n_ft} trajectories at {n_gen}²: {out_steps} frames {frame_dt:g} apart after the last "
+            f"input frame, latent {latent_steps} steps, {f.steps} {f.optimizer} steps, BDF{f.order}")
     done: dict = state.setdefault("finetune", {})
     for i in run.progress(range(n_ft), total=n_ft, desc="fine-tuned"):
         if i in done:
             continue
-        res = finetune(model, x_in[i: i + 1], eq, out_steps=out_steps, frame_dt=frame_dt, n_valid=n_valid,
-                       latent_steps=latent_steps, steps=f.steps, lr=f.lr, order=f.order, alpha=f.alpha)
-        before, after = res.before[:, :n_valid], res.after[:, :n_valid]
-        truth = fine[i: i + 1]
+        res = finetune(model, x_in[i: i + 1], eq, out_steps=out_steps, frame_dt=frame_dt,
+                       latent_steps=latent_steps, steps=f.steps, optimizer=f.optimizer, lr=f.lr, order=f.order,
+                       alpha=f.alpha)
+        before, after, truth = res.before, res.after, fine[i: i + 1, 1:]
         done[i] = {
             "before": before[0].float().cpu(), "after": after[0].float().cpu(),
             "residual": res.loss[0], "seconds": res.seconds[0],
+            "res_before": float(res.residual_before[0]), "res_after": float(res.residual_after[0]),
             "err_before": float(relative_l2(before, truth)), "err_after": float(relative_l2(after, truth)),
             "abs_before": float((before - truth).norm()), "abs_after": float((after - truth).norm()),
-            "res_true": float(residual_norm(eq, truth, frame_dt, f.order, f.alpha)),
+            "res_true": float(residual_norm(eq, fine[i: i + 1], frame_dt, f.order, f.alpha)),
         }
         d = done[i]
         run.log(f"trajectory {i}: rel. L2 {d['err_before']:.4g} -> {d['err_after']:.4g}, residual "
-                f"{float(d['residual'][0]):.4g} -> {float(d['residual'][-1]):.4g} (true {d['res_true']:.4g}), "
+                f"{d['res_before']:.4g} -> {d['res_after']:.4g} (true {d['res_true']:.4g}), "
                 f"{d['seconds']:.1f} s")
         step += 1
         save(step)
     rows = [done[i] for i in range(n_ft)]
     med = lambda key: float(np.median([r[key] for r in rows]))  # noqa: E731
-    res_before = [float(r["residual"][0]) for r in rows]
-    res_after = [float(r["residual"][-1]) for r in rows]
+    res_before = [r["res_before"] for r in rows]
+    res_after = [r["res_after"] for r in rows]
     rho = spearmanr(res_before, [r["abs_before"] for r in rows]).statistic if n_ft > 2 else float("nan")
     rho_rel = spearmanr(res_before, [r["err_before"] for r in rows]).statistic if n_ft > 2 else float("nan")
 
@@ -422,8 +424,8 @@ def _finetune(cfg: Config, run, sfno, test_path, state: dict, save, step: int, d
             " -> {residual_hm1_after_ft:.4g} (true trajectories {residual_hm1_true:.4g}); Spearman(residual, error) "
             "{estimator_error_spearman:.3f}; {finetune_s_per_traj:.1f} s per trajectory, solver "
             "{solver_s_per_traj:.2f} s".format(**out))
-    return {"metrics": out, "rows": rows, "truth": fine.cpu(), "frame_dt": frame_dt, "stride": m,
-            "t0": (w.start + w.n_in) * w.frame_dt, "length": head.domain_length}
+    return {"metrics": out, "rows": rows, "truth": fine[:, 1:].cpu(), "frame_dt": frame_dt, "stride": m,
+            "t0": (w.start + w.n_in - 1) * w.frame_dt + frame_dt, "length": head.domain_length}
 
 
 def _solver_seconds(cfg: Config, head, omega0, n: int, m: int) -> float:
@@ -514,7 +516,7 @@ def _paraview(cfg: Config, run, ft: dict) -> None:
     image = ImageGrid((n, n), spacing=(dx, dx), origin=(0.0, 0.0))
     vtk = VTKFile(run.path / "fields.pvd")
     m = ft["stride"]
-    for j in range(0, ft["truth"].shape[1], m):
+    for j in range(m - 1, ft["truth"].shape[1], m):  # the target frames
         fields = {}
         for i in range(n_vis):
             sfx = "" if n_vis == 1 else f"_{i}"

@@ -234,8 +234,8 @@ class SpectralConv3d(nn.Module):
         out_shape : tuple ``(T', X', Y')``, optional
             Output grid; default the input's.
         t_span : float
-            :math:`\tau \in (0, 1]`: the output frames :math:`s_t = j\tau/T'` cover this
-            fraction of the (time) period; 1 samples the whole period.
+            :math:`\tau > 0`: the output frames :math:`s_t = j\tau/T'` cover this fraction
+            of the (time) period; 1 samples the whole period once.
 
         Returns
         -------
@@ -246,8 +246,8 @@ class SpectralConv3d(nn.Module):
         out_shape = in_shape if out_shape is None else tuple(int(s) for s in out_shape)
         if len(out_shape) != 3 or min(out_shape) < 1:
             raise ValueError(f"expected out_shape (T, X, Y) of positive sizes, got {out_shape}")
-        if not 0.0 < t_span <= 1.0:
-            raise ValueError(f"expected 0 < t_span <= 1, got {t_span}")
+        if not t_span > 0.0:
+            raise ValueError(f"expected t_span > 0, got {t_span}")
         kept = self.kept_modes(in_shape, out_shape, t_span)
         return self.synthesise(self.mix(self.analyse(x, kept)), out_shape, t_span)
 

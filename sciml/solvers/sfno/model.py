@@ -24,20 +24,25 @@ frames to the next :math:`T_\mathrm{out}` frames, for any :math:`T_\mathrm{out}`
   ``(B, 1, latent_steps, N, N)``;
 * :math:`\mathcal K_\mathrm{out}`: the output spectral layer (one channel), evaluated at
   :math:`T_\mathrm{out}` frames — the output length is chosen at its inverse transform —
-  and added to the last input frame.
+  added to the last input frame:
+  :math:`\omega(t_j) = \omega_{T_\mathrm{in}} + s\,[y(t_j) - y(t_0)]`, :math:`y = \mathcal K_\mathrm{out} v`,
+  where :math:`t_0` is the time of the last input frame. Subtracting :math:`y(t_0)` makes
+  the predicted trajectory pass through the last input frame for any weights, so that
+  the trajectory a fine-tuning sees starts at known data (see
+  :mod:`~sciml.solvers.sfno.finetune`); it is still linear in the layer.
 
 Time is periodic inside every spectral layer, the trajectory is not. The latent period
-is therefore the training window of ``out_steps`` frames *plus* ``time_padding``
-frames (temporal domain padding, as the FNO baselines pad time): an output of
-:math:`T_\mathrm{out}` frames samples the window, the first fraction
-:math:`\tau = T_\mathrm{train}/(T_\mathrm{train}+T_\mathrm{pad})` of the period, at
-:math:`s_j = j\tau/T_\mathrm{out}`. Frame :math:`j` lies :math:`j\,\Delta t\,T_\mathrm{train}/T_\mathrm{out}`
-after the first target frame, so with :math:`T_\mathrm{out} = mT_\mathrm{train}` fine frame
-:math:`mj` is coarse frame :math:`j`; the fine frames after the last coarse target
-(:math:`j > m(T_\mathrm{train}-1)`) head into the padding, where the trajectory wraps
-around, and carry no information. Without padding (``time_padding=0``) the wrap-around
-falls between the last and the first target frame and the trigonometric interpolation
-between frames rings (Gibbs) across the whole window.
+is therefore the window :math:`[t_0, t_0 + T_\mathrm{train}\Delta t]` (the last input frame
+and the ``out_steps`` target frames) *plus* ``time_padding`` frames (temporal domain
+padding, as the FNO baselines pad time): the window is the first fraction
+:math:`\tau = T_\mathrm{train}/(T_\mathrm{train}+T_\mathrm{pad})` of the period, and an output
+of :math:`T_\mathrm{out}` frames samples it at :math:`s_j = j\tau/T_\mathrm{out}`,
+:math:`j = 1..T_\mathrm{out}`, i.e. :math:`j\,\Delta t\,T_\mathrm{train}/T_\mathrm{out}` after the
+last input frame. With :math:`T_\mathrm{out} = mT_\mathrm{train}`, fine frame :math:`mj` is
+target :math:`j`, and every fine frame lies inside the window: the wrap-around of the
+period happens in the padding, after the last target. Without padding
+(``time_padding=0``) it would fall between the last target and the last input frame and
+the trigonometric interpolation between frames would ring (Gibbs) across the window.
 
 Shapes: vorticity is time-major, ``(B, T, N, N)`` with axes ``(x, y)`` (DESIGN.md).
 """
@@ -198,8 +203,9 @@ class SFNO(nn.Module):
                 x = F.gelu(x)
         return self.projection(x)
 
-    def decode(self, v: Tensor, last: Tensor, out_steps: int | None = None, output: nn.Module | None = None) -> Tensor:
-        r"""The output layer: :math:`\omega_{T_\mathrm{in}} + s\,\mathcal K_\mathrm{out} v` at ``out_steps`` frames of the window.
+    def decode(self, v: Tensor, last: Tensor, out_steps: int | None = None, output: nn.Module | None = None,
+               *, include_start: bool = False) -> Tensor:
+        r"""The output layer: :math:`\omega_{T_\mathrm{in}} + s\,[y(t_j) - y(t_0)]` at ``out_steps`` frames of the window.
 
         Parameters
         ----------
@@ -211,16 +217,20 @@ class SFNO(nn.Module):
             Default :attr:`out_steps`.
         output : module, optional
             Use this output layer instead of :attr:`output` (fine-tuning).
+        include_start : bool
+            Also return frame :math:`t_0` (equal to ``last``) in front.
 
         Returns
         -------
-        Tensor, shape ``(B, out_steps, N, N)``
+        Tensor, shape ``(B, out_steps, N, N)`` (``out_steps + 1`` with ``include_start``)
         """
         n = v.shape[-1]
         t_out = self.out_steps if out_steps is None else int(out_steps)
         layer = self.output if output is None else output
-        y = layer(v, out_shape=(t_out, n, n), t_span=self.window)[:, 0]
-        return last[:, None] + self.scale * y
+        # frames j = 0..t_out at s_j = j * window / t_out: j = 0 is the last input frame
+        y = layer(v, out_shape=(t_out + 1, n, n), t_span=self.window * (t_out + 1) / t_out)[:, 0]
+        increment = y - y[:, :1]
+        return last[:, None] + self.scale * (increment if include_start else increment[:, 1:])
 
     def forward(self, omega: Tensor, out_steps: int | None = None, latent_steps: int | None = None) -> Tensor:
         """Predict ``out_steps`` frames following ``omega``.
