@@ -27,6 +27,7 @@ CASE_KINDS: dict[str, str] = {
     "nbody": "sciml.cases.nbody",
     "rom_adaptive": "sciml.cases.rom_adaptive",
     "sfno": "sciml.cases.sfno",
+    "scot": "sciml.cases.scot",
 }
 
 #: component family -> {name in YAML -> "module:attribute"}

@@ -1,0 +1,639 @@
+"""Poseidon-style operator transformer: pretraining, fine-tuning and the sample-efficiency study.
+
+Case kind ``scot`` (DESIGN.md, "Poseidon-style scOT"). Stages:
+
+1. **Pretraining** of an :class:`~sciml.solvers.scot.ScOT` on a mixture of operators
+   (``data.pretrain``: several Navier–Stokes datasets, e.g. sine-sum and GRF initial
+   vorticity), all2all pairs, for ``pretrain.steps`` steps; the weights and the channel
+   normalisation are written to ``pretrained.pt`` in the run folder. Skipped when
+   ``model.checkpoint`` names such a file from an earlier run (pretrain once,
+   fine-tune many times).
+2. **Downstream study** on a new operator (``data.train`` / ``data.test``): for every
+   ``M`` of ``finetune.m_values`` the pretrained model is fine-tuned on the first ``M``
+   training trajectories, and the same architecture is trained from scratch; the
+   neuraloperator FNO baseline (lead time as an input channel) is trained for every
+   ``M`` of ``baseline.m_values``. Every training of a stage gets the same number of
+   optimiser steps.
+3. **Evaluation** on ``n_test`` test trajectories: the per-sample relative L1 error (%)
+   of the direct prediction from the first to the last snapshot, median over the test
+   set, is :math:`E(M)`. Each model's :math:`E(M) \\approx C M^{-\\alpha}` is fitted by
+   least squares in log–log; the accuracy gain is
+   :math:`AG = E_\\mathrm{FNO}(M^*)/E_\\mathrm{scOT}(M^*)` and the efficiency gain
+   :math:`EG = M_\\mathrm{FNO}(E_\\mathrm{scOT}(M^*))/M^*` from the fitted curves. The
+   pretrained model at :math:`M^*` is also evaluated at the lead times it saw
+   (even snapshot differences from the first snapshot) and at those it never saw (odd),
+   and by an autoregressive rollout.
+
+Channels are the velocity ``(u, v)`` computed from the datasets' vorticity (with
+``snapshots.four_channels``: ``(ρ, u, v, p) = (1, u, v, 0)``, the layout of Poseidon's
+checkpoints), resampled spectrally to the model's resolution.
+
+Training is data parallel over all ranks of the job (``mpiexec -n N sciml run`` or
+``torchrun``; gloo on CPU, NCCL on GPU): every rank takes its share of each global
+batch. Checkpoints every ``output.checkpoint_every`` steps hold the current training's
+weights, optimiser, scheduler and RNG state plus every finished result, so
+``sciml resume`` continues where the run stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from sciml.cases.data import DataSource
+from sciml.config import NumberExpr, Schema
+
+__all__ = ["Config", "run"]
+
+
+# --------------------------------------------------------------------------- schema
+class Data(Schema):
+    pretrain: list[DataSource] = Field(default_factory=list, description="pretraining operators (a mixture)")
+    train: DataSource = Field(..., description="downstream training trajectories (the first M are used)")
+    test: DataSource = Field(..., description="downstream test trajectories")
+
+
+class Snapshots(Schema):
+    n: int = Field(21, ge=2, le=10000, description="snapshots per trajectory (dataset frames 0, every, 2 every, ...)")
+    every: int = Field(1, ge=1, description="dataset frames per snapshot")
+    stride: int = Field(2, ge=1, description="all2all uses snapshots 0, stride, 2 stride, ...")
+    t_norm: NumberExpr = Field(20, gt=0, description="lead time = snapshot difference / t_norm")
+    four_channels: bool = Field(False, description="(rho, u, v, p) = (1, u, v, 0) instead of (u, v)")
+
+
+class ModelSpec(Schema):
+    preset: Literal["cpu", "T", "B", "L"] = "cpu"
+    image_size: Optional[int] = Field(None, ge=1)
+    patch_size: Optional[int] = Field(None, ge=1)
+    embed_dim: Optional[int] = Field(None, ge=1)
+    depths: Optional[list[int]] = None
+    num_heads: Optional[list[int]] = None
+    window_size: Optional[int] = Field(None, ge=1)
+    skip_connections: Optional[list[int]] = None
+    checkpoint: Optional[Path] = Field(None, description="pretrained.pt of an earlier scot run: skip pretraining")
+
+    @field_validator("checkpoint", mode="after")
+    @classmethod
+    def _exists(cls, value: Optional[Path], info) -> Optional[Path]:
+        if value is None:
+            return None
+        base = (info.context or {}).get("base_dir")
+        value = value.expanduser()
+        if not value.is_absolute() and base is not None:
+            value = Path(base) / value
+        if not value.is_file():
+            raise ValueError(f"no such checkpoint file: {value}")
+        return value.resolve()
+
+    def overrides(self) -> dict[str, Any]:
+        """Fields replacing the preset's (new depths without skip_connections get the default skips)."""
+        keys = ("image_size", "patch_size", "embed_dim", "depths", "num_heads", "window_size", "skip_connections")
+        out = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        if "depths" in out and "skip_connections" not in out:
+            out["skip_connections"] = None
+        return out
+
+    def config(self, channels: int):
+        """The :class:`~sciml.solvers.scot.ScOTConfig` for ``channels`` input and output channels."""
+        from sciml.solvers.scot.model import ScOTConfig
+
+        return ScOTConfig.preset(self.preset, in_channels=channels, out_channels=channels, **self.overrides())
+
+    @model_validator(mode="after")
+    def _buildable(self) -> "ModelSpec":
+        self.config(2)  # ValueError names the inconsistent fields
+        return self
+
+
+class Optim(Schema):
+    steps: int = Field(200, ge=0, le=10**7, description="optimiser steps of each training")
+    batch_size: int = Field(16, ge=1, le=65536, description="global batch (all ranks)")
+    lr: float = Field(5e-4, gt=0, description="peak learning rate of the body")
+    lr_io: Optional[float] = Field(None, gt=0, description="embedding and recovery (default lr)")
+    lr_time: Optional[float] = Field(None, gt=0, description="time-conditioned norms (default lr)")
+    weight_decay: float = Field(1e-6, ge=0)
+    warmup: int = Field(0, ge=0, description="linear warm-up steps before the cosine decay")
+    clip: float = Field(5.0, ge=0, description="gradient-norm clip (0: none)")
+
+
+class Pretrain(Optim):
+    enabled: bool = True
+    steps: int = Field(1000, ge=0, le=10**7)
+
+
+class FineTune(Optim):
+    m_values: list[int] = Field([2, 4, 8, 16, 32, 64], min_length=2, description="downstream training sizes M")
+    m_star: int = Field(16, ge=1, description="the M at which gains are reported")
+    scratch: bool = Field(True, description="also train scOT from scratch")
+
+
+class Baseline(Optim):
+    enabled: bool = True
+    m_values: list[int] = Field([2, 4, 8, 16, 32, 64, 128, 256], min_length=2)
+    modes: int = Field(16, ge=1)
+    width: int = Field(32, ge=1)
+    n_layers: int = Field(4, ge=1)
+    lr: float = Field(1e-3, gt=0)
+
+
+class Evaluation(Schema):
+    rollout_stride: int = Field(2, ge=1, description="snapshots per autoregressive step")
+    batch_size: int = Field(16, ge=1)
+
+
+class Output(Schema):
+    checkpoint_every: int = Field(50, ge=1, description="optimiser steps between checkpoints")
+    keep_checkpoints: bool = Field(False, description="also keep every checkpoint as checkpoints/step_*.pt")
+    plots: bool = True
+    paraview: bool = True
+
+
+class Config(Schema):
+    kind: Literal["scot"]
+    seed: int = Field(0, ge=0)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    n_test: int = Field(16, ge=1, description="test trajectories evaluated (the first ones)")
+    data: Data
+    snapshots: Snapshots = Snapshots()
+    model: ModelSpec = ModelSpec()
+    pretrain: Pretrain = Pretrain()
+    finetune: FineTune = FineTune()
+    baseline: Baseline = Baseline()
+    evaluation: Evaluation = Evaluation()
+    output: Output = Output()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Config":
+        s, ft = self.snapshots, self.finetune
+        if ft.m_star not in ft.m_values:
+            raise ValueError(f"finetune.m_star: must be one of finetune.m_values {ft.m_values} (got {ft.m_star})")
+        for name in ("finetune", "baseline"):
+            values = getattr(self, name).m_values
+            if sorted(set(values)) != list(values) or min(values) < 1:
+                raise ValueError(f"{name}.m_values: expected increasing positive sizes (got {values})")
+        if self.baseline.enabled and ft.m_star not in self.baseline.m_values:
+            raise ValueError(f"baseline.m_values: must include finetune.m_star {ft.m_star} (got {self.baseline.m_values})")
+        if (s.n - 1) % self.evaluation.rollout_stride:
+            raise ValueError(f"evaluation.rollout_stride: must divide snapshots.n - 1 = {s.n - 1} "
+                             f"(got {self.evaluation.rollout_stride})")
+        if self.pretrain.enabled and self.model.checkpoint is None and not self.data.pretrain:
+            raise ValueError("data.pretrain: pretraining needs at least one dataset (or give model.checkpoint, "
+                             "or set pretrain.enabled: false)")
+        needed = (s.n - 1) * s.every
+        largest = max(ft.m_values + (self.baseline.m_values if self.baseline.enabled else []))
+        sources = [(f"data.pretrain.{i}", d, None) for i, d in enumerate(self.data.pretrain)]
+        sources += [("data.train", self.data.train, largest), ("data.test", self.data.test, self.n_test)]
+        for where, src, count in sources:
+            gen = src.generate
+            if gen is None:
+                continue
+            if gen.time.n_frames < needed:
+                raise ValueError(f"{where}.generate.time.n_frames: needs at least {needed} frames for snapshots.n="
+                                 f"{s.n}, every={s.every} (got {gen.time.n_frames})")
+            if count is not None and gen.n_trajectories < count:
+                raise ValueError(f"{where}.generate.n_trajectories: needs at least {count} (got {gen.n_trajectories})")
+        return self
+
+
+# --------------------------------------------------------------------------- data
+def _fields(path, cfg: Config, n_traj: Optional[int], resolution: int, where: str):
+    """Velocity channels ``(n_traj, n, C, R, R)`` of a dataset's first ``n_traj`` trajectories."""
+    import torch
+
+    from sciml.cases.data import read_trajectories
+    from sciml.operators.spectral import fourier_resample
+    from sciml.solvers.scot.data import velocity_channels
+
+    s = cfg.snapshots
+    with _h5_shape(path) as (count, frames):
+        if n_traj is not None and count < n_traj:
+            raise ValueError(f"{where}: {path} holds {count} trajectories, {n_traj} are needed")
+        if frames < (s.n - 1) * s.every + 1:
+            raise ValueError(f"{where}: {path} holds {frames} frames, snapshots.n={s.n} every={s.every} need "
+                             f"{(s.n - 1) * s.every + 1}")
+    data = read_trajectories(path, dtype=torch.float64,
+                             indices=None if n_traj is None else list(range(n_traj)))
+    w = data.vorticity[:, : (s.n - 1) * s.every + 1: s.every]
+    if w.shape[-1] != resolution:
+        w = fourier_resample(w, resolution)
+    return velocity_channels(w, data.domain_length, four_channels=s.four_channels).float(), data
+
+
+class _h5_shape:
+    """``with _h5_shape(path) as (n_traj, n_frames)``: the vorticity shape without reading it."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        import h5py
+
+        self._h5 = h5py.File(self.path, "r")
+        shape = self._h5["vorticity"].shape
+        return shape[0], shape[1]
+
+    def __exit__(self, *exc):
+        self._h5.close()
+
+
+def _groups(cfg: Config) -> list[list[int]]:
+    """Channel groups of the loss and metric: velocity together; rho and p alone."""
+    return [[0], [1, 2], [3]] if cfg.snapshots.four_channels else [[0, 1]]
+
+
+# --------------------------------------------------------------------------- the case
+def run(cfg: Config, run) -> dict:
+    """Run the case in ``run`` (a :class:`sciml.runs.Run`); returns the metrics (rank 0)."""
+    from sciml.cases.data import resolve_dataset
+    from sciml.parallel import init_torch_distributed
+
+    comm = run.comm
+    paths = {
+        "pretrain": [resolve_dataset(d, comm, log=run.log) for d in cfg.data.pretrain]
+        if cfg.pretrain.enabled and cfg.model.checkpoint is None else [],
+        "train": resolve_dataset(cfg.data.train, comm, log=run.log),
+        "test": resolve_dataset(cfg.data.test, comm, log=run.log),
+    }
+    init_torch_distributed(comm)
+    metrics = _Study(cfg, run, paths).run()
+    return metrics if comm.is_root else {}
+
+
+class _Study:
+    """The stages of the case, with the checkpoint state they share."""
+
+    def __init__(self, cfg: Config, run, paths: dict):
+        import torch
+
+        from sciml.parallel import resolve_device
+
+        self.cfg, self.run_, self.paths = cfg, run, paths
+        self.device = resolve_device(cfg.device, run.comm)
+        ckpt = run.load_checkpoint() if run.resume else None
+        self.state: dict[str, Any] = ckpt["state"] if ckpt is not None else {"results": {}}
+        self.step = int(ckpt["step"]) if ckpt is not None else 0
+        self.channels = 4 if cfg.snapshots.four_channels else 2
+        self.resolution = cfg.model.config(self.channels).image_size
+        self.groups = _groups(cfg)
+        torch.manual_seed(cfg.seed)
+
+    def log(self, msg: str) -> None:
+        self.run_.log(msg)
+
+    def save(self) -> None:
+        self.step += 1
+        self.run_.save_checkpoint(self.state, step=self.step, keep=self.cfg.output.keep_checkpoints)
+
+    # -- one training, resumable
+    def _train(self, key: str, model, data, opt: Optim, seed: int, lr_groups: dict | None = None):
+        from sciml.solvers.scot.training import Trainer
+
+        trainer = Trainer(model, data, steps=opt.steps, batch_size=opt.batch_size, lr=opt.lr, lr_groups=lr_groups,
+                          weight_decay=opt.weight_decay, warmup=opt.warmup, clip=opt.clip, groups=self.groups,
+                          seed=seed)
+        current = self.state.get("current")
+        if current is not None and current["key"] == key:
+            trainer.load_state_dict(current["trainer"])
+            self.log(f"{key}: resuming at step {trainer.step}/{trainer.steps}")
+        every, t0 = self.cfg.output.checkpoint_every, time.perf_counter()
+
+        def checkpoint(step: int, loss: float) -> None:
+            if step % every == 0 or step == trainer.steps:
+                self.state["current"] = {"key": key, "trainer": trainer.state_dict()}
+                self.save()
+                self.log(f"{key}: step {step}/{trainer.steps}, loss {loss:.4g} ({time.perf_counter() - t0:.1f} s)")
+
+        trainer.run(callback=checkpoint)
+        seconds = sum(h["seconds"] for h in trainer.history)
+        return trainer, seconds
+
+    def _lr_groups(self, opt: Optim) -> dict:
+        return {"io": opt.lr_io or opt.lr, "time": opt.lr_time or opt.lr}
+
+    def _scot(self, seed: int):
+        import torch
+
+        from sciml.solvers.scot import ScOT
+
+        torch.manual_seed(seed)
+        return ScOT(self.cfg.model.config(self.channels)).to(self.device)
+
+    # -- stage 1
+    def pretrained(self):
+        """The pretrained model and its channel scaler (training it first if needed)."""
+        import torch
+
+        from sciml.solvers.scot.data import ChannelScaler, PairData, all2all_pairs
+
+        cfg = self.cfg
+        if cfg.model.checkpoint is not None:
+            return self._load_pretrained(cfg.model.checkpoint)
+        if not cfg.pretrain.enabled:
+            return None, None
+        target = self.run_.path / "pretrained.pt"
+        if "pretrained" in self.state and target.is_file():
+            return self._load_pretrained(target)
+        fields = [_fields(p, cfg, None, self.resolution, f"data.pretrain.{i}")[0]
+                  for i, p in enumerate(self.paths["pretrain"])]
+        fields = torch.cat(fields)
+        scaler = ChannelScaler.fit(fields)
+        pairs = all2all_pairs(cfg.snapshots.n, cfg.snapshots.stride)
+        data = PairData(scaler.encode(fields).to(self.device), pairs, cfg.snapshots.t_norm)
+        model = self._scot(cfg.seed)
+        n_par = sum(p.numel() for p in model.parameters())
+        self.log(f"pretraining: scOT '{cfg.model.preset}' ({n_par} parameters) on {len(fields)} trajectories "
+                 f"({len(pairs)} pairs each, {len(data)} samples), {cfg.pretrain.steps} steps of batch "
+                 f"{cfg.pretrain.batch_size}")
+        trainer, seconds = self._train("pretrain", model, data, cfg.pretrain, cfg.seed,
+                                       self._lr_groups(cfg.pretrain))
+        if self.run_.comm.is_root:
+            from sciml.runs import atomic_write
+
+            with atomic_write(target) as fh:
+                torch.save({"config": _config_dict(model.config), "model": model.state_dict(),
+                            "scaler": scaler.state_dict(), "channels": self.channels}, fh)
+        self.run_.comm.barrier()
+        self.state["pretrained"] = {"seconds": seconds, "loss": trainer.history[-1]["loss"] if trainer.history else None,
+                                    "samples": len(data)}
+        self.state.pop("current", None)
+        self.save()
+        return model, scaler
+
+    def _load_pretrained(self, path: Path):
+        import torch
+
+        from sciml.solvers.scot import ScOT
+        from sciml.solvers.scot.data import ChannelScaler
+        from sciml.solvers.scot.model import ScOTConfig
+
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        model = ScOT(ScOTConfig(**blob["config"]))
+        model.load_state_dict(blob["model"])
+        if blob["config"]["in_channels"] != self.channels:
+            model.reset_io(self.channels, self.channels)
+            self.log(f"pretrained model {path}: {blob['config']['in_channels']} channels, embedding and recovery "
+                     f"replaced for {self.channels}")
+            scaler = None
+        else:
+            scaler = ChannelScaler.from_state_dict(blob["scaler"])
+        return model.to(self.device), scaler
+
+    def _downstream_model(self, name: str, pre_model, pre_scaler, train):
+        """A fresh model of the study, its channel scaler and its optimiser settings."""
+        import torch
+
+        from sciml.solvers.scot.baseline import TimeFNO
+        from sciml.solvers.scot.data import ChannelScaler
+
+        cfg = self.cfg
+        if name == "scot_pretrained":
+            return _copy(pre_model), pre_scaler or ChannelScaler.fit(train), cfg.finetune
+        if name == "scot_scratch":
+            return self._scot(cfg.seed + 1), ChannelScaler.fit(train), cfg.finetune
+        b = cfg.baseline
+        torch.manual_seed(cfg.seed + 2)
+        return TimeFNO(self.channels, b.modes, b.width, b.n_layers).to(self.device), ChannelScaler.fit(train), b
+
+    # -- stage 2 and 3
+    def run(self) -> dict:
+        from sciml.solvers.scot.data import ChannelScaler, PairData, all2all_pairs
+
+        cfg, s = self.cfg, self.cfg.snapshots
+        pre_model, pre_scaler = self.pretrained()
+        largest = max(cfg.finetune.m_values + (cfg.baseline.m_values if cfg.baseline.enabled else []))
+        train, _ = _fields(self.paths["train"], cfg, largest, self.resolution, "data.train")
+        test, test_data = _fields(self.paths["test"], cfg, cfg.n_test, self.resolution, "data.test")
+        pairs = all2all_pairs(s.n, s.stride)
+        self.log(f"downstream: {len(train)} training and {len(test)} test trajectories at {self.resolution}², "
+                 f"{s.n} snapshots, {len(pairs)} all2all pairs per trajectory")
+        results: dict = self.state["results"]
+        runs: list[tuple[str, int]] = []
+        if pre_model is not None:
+            runs += [("scot_pretrained", m) for m in cfg.finetune.m_values]
+        if cfg.finetune.scratch:
+            runs += [("scot_scratch", m) for m in cfg.finetune.m_values]
+        if cfg.baseline.enabled:
+            runs += [("fno", m) for m in cfg.baseline.m_values]
+        kept: dict = self.state.setdefault("kept", {})
+        for name, m in runs:
+            key = f"{name}_M{m}"
+            if key in results:
+                continue
+            model, scaler, opt = self._downstream_model(name, pre_model, pre_scaler, train[:m])
+            data = PairData(scaler.encode(train[:m]).to(self.device), pairs, s.t_norm)
+            groups = self._lr_groups(opt) if name.startswith("scot") else None
+            trainer, seconds = self._train(key, model, data, opt, cfg.seed + m, groups)
+            final = _evaluate(_Scaled(model, scaler), test, [(0, s.n - 1)], s.t_norm, self.groups,
+                              cfg.evaluation.batch_size)
+            results[key] = {"model": name, "M": m, "rel_l1_final": float(np.median(final)), "train_s": seconds,
+                            "steps": trainer.step, "parameters": sum(p.numel() for p in model.parameters())}
+            self.log(f"{key}: median rel. L1 at the final time {results[key]['rel_l1_final']:.3f} % "
+                     f"({seconds:.1f} s training)")
+            if m == cfg.finetune.m_star:  # kept for the lead-time study and the fields
+                kept[name] = {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                              "scaler": scaler.state_dict()}
+            self.state.pop("current", None)
+            self.save()
+        keep = {}
+        for name, blob in kept.items():
+            model, _, _ = self._downstream_model(name, pre_model, pre_scaler, train[:1])
+            model.load_state_dict(blob["model"])
+            keep[name] = _Scaled(model, ChannelScaler.from_state_dict(blob["scaler"]))
+        metrics = self._summary(results, keep, test, test_data)
+        return metrics
+
+    def _summary(self, results: dict, keep: dict, test, test_data) -> dict:
+        cfg, s = self.cfg, self.cfg.snapshots
+        ms = cfg.finetune.m_star
+        metrics: dict[str, Any] = {"m_star": ms, "resolution": self.resolution, "n_test": len(test),
+                                   "results": sorted(results.values(), key=lambda r: (r["model"], r["M"]))}
+        fits = {}
+        for name in ("scot_pretrained", "scot_scratch", "fno"):
+            rows = sorted((r for r in results.values() if r["model"] == name), key=lambda r: r["M"])
+            if len(rows) < 2:
+                continue
+            fits[name] = fit_power_law([r["M"] for r in rows], [r["rel_l1_final"] for r in rows])
+            metrics[f"median_rel_l1_{name}"] = next(r["rel_l1_final"] for r in rows if r["M"] == ms) \
+                if any(r["M"] == ms for r in rows) else None
+            metrics[f"fit_{name}"] = {"C": fits[name][0], "alpha": fits[name][1]}
+            metrics[f"{name}_parameters"] = rows[0]["parameters"]
+        metrics["median_rel_l1_scot_pretrained"] = metrics.get("median_rel_l1_scot_pretrained")
+        if "fno" in fits and "scot_pretrained" in fits:
+            gains = gains_at(fits["scot_pretrained"], fits["fno"], ms, cfg.baseline.m_values)
+            metrics.update(gains)
+        if "scot_scratch" in fits and "fno" in fits:
+            g = gains_at(fits["scot_scratch"], fits["fno"], ms, cfg.baseline.m_values)
+            metrics["accuracy_gain_scratch"], metrics["efficiency_gain_scratch"] = g["accuracy_gain"], g["efficiency_gain"]
+        model = keep.get("scot_pretrained") or keep.get("scot_scratch")
+        if model is not None:
+            seen = [(0, j) for j in range(s.stride, s.n, s.stride)]
+            unseen = [(0, j) for j in range(1, s.n) if j % s.stride]
+            e_seen = _evaluate(model, test, seen, s.t_norm, self.groups, cfg.evaluation.batch_size)
+            metrics["median_rel_l1_seen_lead_times"] = float(np.median(e_seen))
+            if unseen:
+                e_unseen = _evaluate(model, test, unseen, s.t_norm, self.groups, cfg.evaluation.batch_size)
+                metrics["median_rel_l1_unseen_lead_times"] = float(np.median(e_unseen))
+            metrics["median_rel_l1_rollout"] = float(np.median(_rollout_error(model, test, cfg, self.groups)))
+            metrics["lead_time_model"] = "scot_pretrained" if "scot_pretrained" in keep else "scot_scratch"
+        self.log(_report(metrics))
+        if self.run_.comm.is_root:
+            if cfg.output.plots:
+                _plot(self.run_, results, fits, ms)
+            if cfg.output.paraview and keep:
+                _paraview(self.run_, keep, test, test_data, cfg)
+        return metrics
+
+
+def _config_dict(config) -> dict:
+    import dataclasses
+
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
+
+
+def _copy(model):
+    import copy
+
+    return copy.deepcopy(model)
+
+
+class _Scaled:
+    """``(x, t) -> y`` in physical units around a model trained on normalised fields."""
+
+    def __init__(self, model, scaler):
+        self.model, self.scaler = model, scaler
+
+    def __call__(self, x, t):
+        self.model.eval()
+        return self.scaler.decode(self.model(self.scaler.encode(x), t))
+
+
+def _evaluate(model, fields, pairs, t_norm, groups, batch_size) -> np.ndarray:
+    """Relative L1 (%) of direct predictions, ``(n_traj, len(pairs))``."""
+    import torch
+
+    from sciml.solvers.scot.data import relative_l1
+
+    out = np.empty((fields.shape[0], len(pairs)))
+    dev = next(model.model.parameters()).device
+    with torch.no_grad():
+        for p, (i, j) in enumerate(pairs):
+            for a in range(0, len(fields), batch_size):
+                x, y = fields[a: a + batch_size, i].to(dev), fields[a: a + batch_size, j].to(dev)
+                t = torch.full((len(x),), (j - i) / float(t_norm), device=dev)
+                out[a: a + len(x), p] = 100.0 * relative_l1(model(x, t), y, groups).cpu().numpy()
+    return out
+
+
+def _rollout_error(model, fields, cfg: Config, groups) -> np.ndarray:
+    import torch
+
+    from sciml.solvers.scot.data import relative_l1
+
+    s, k = cfg.snapshots, cfg.evaluation.rollout_stride
+    dev = next(model.model.parameters()).device
+    x = fields[:, 0].to(dev)
+    with torch.no_grad():
+        for _ in range((s.n - 1) // k):
+            x = torch.cat([model(x[a: a + cfg.evaluation.batch_size],
+                                 torch.full((len(x[a: a + cfg.evaluation.batch_size]),), k / float(s.t_norm),
+                                            device=dev))
+                           for a in range(0, len(x), cfg.evaluation.batch_size)])
+        return 100.0 * relative_l1(x, fields[:, -1].to(dev), groups).cpu().numpy()
+
+
+def fit_power_law(m_values, errors) -> tuple[float, float]:
+    r"""Least-squares fit of :math:`E(M) = C M^{-\alpha}` in log–log: returns ``(C, alpha)``."""
+    x, y = np.log(np.asarray(m_values, float)), np.log(np.asarray(errors, float))
+    slope, intercept = np.polyfit(x, y, 1)
+    return float(math.exp(intercept)), float(-slope)
+
+
+def gains_at(scot: tuple[float, float], fno: tuple[float, float], m_star: int, fno_m_values) -> dict:
+    r"""Accuracy and efficiency gains at :math:`M^*` from fitted ``(C, alpha)`` curves.
+
+    :math:`AG = E_\mathrm{FNO}(M^*)/E_\mathrm{scOT}(M^*)`;
+    :math:`EG = M_\mathrm{FNO}(E_\mathrm{scOT}(M^*))/M^*` with
+    :math:`M_\mathrm{FNO}(e) = (C_\mathrm{FNO}/e)^{1/\alpha_\mathrm{FNO}}` (infinite when the FNO's
+    error does not decrease). ``efficiency_gain_extrapolated`` says whether that M lies
+    beyond the largest M the FNO was trained with.
+    """
+    c_s, a_s = scot
+    c_f, a_f = fno
+    e_scot, e_fno = c_s * m_star ** -a_s, c_f * m_star ** -a_f
+    m_fno = (c_f / e_scot) ** (1.0 / a_f) if a_f > 0 else math.inf
+    return {"accuracy_gain": e_fno / e_scot, "efficiency_gain": m_fno / m_star,
+            "efficiency_gain_extrapolated": bool(m_fno > max(fno_m_values))}
+
+
+def _report(m: dict) -> str:
+    def f(key):
+        v = m.get(key)
+        return "n/a" if v is None else f"{v:.4g}"
+
+    return (f"at M* = {m['m_star']}: median rel. L1 (%) scOT pretrained {f('median_rel_l1_scot_pretrained')}, "
+            f"scratch {f('median_rel_l1_scot_scratch')}, FNO {f('median_rel_l1_fno')}; AG {f('accuracy_gain')}, "
+            f"EG {f('efficiency_gain')}; lead times seen {f('median_rel_l1_seen_lead_times')} / unseen "
+            f"{f('median_rel_l1_unseen_lead_times')}; rollout {f('median_rel_l1_rollout')}")
+
+
+def _plot(run, results: dict, fits: dict, m_star: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.6, 4.2), dpi=120)
+    labels = {"scot_pretrained": "scOT pretrained", "scot_scratch": "scOT from scratch", "fno": "FNO"}
+    for i, (name, label) in enumerate(labels.items()):
+        rows = sorted((r for r in results.values() if r["model"] == name), key=lambda r: r["M"])
+        if not rows:
+            continue
+        ms = np.array([r["M"] for r in rows], float)
+        ax.loglog(ms, [r["rel_l1_final"] for r in rows], "o", color=f"C{i}", label=label)
+        if name in fits:
+            c, a = fits[name]
+            grid = np.geomspace(ms.min(), ms.max(), 50)
+            ax.loglog(grid, c * grid**-a, "-", color=f"C{i}", alpha=0.6, label=f"  fit M^-{a:.2f}")
+    ax.axvline(m_star, color="k", ls=":", lw=0.8)
+    ax.set_xlabel("downstream training trajectories M")
+    ax.set_ylabel("median relative L1 error (%) at the final time")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(run.plots_dir / "sample_efficiency.png")
+    plt.close(fig)
+
+
+def _paraview(run, keep: dict, test, test_data, cfg: Config) -> None:
+    """Test trajectory 0 at every snapshot: truth and each M* model's direct prediction from snapshot 0."""
+    import torch
+
+    from sciml.meshes.paraview import ImageGrid, VTKFile
+
+    s = cfg.snapshots
+    n, length = test.shape[-1], test_data.domain_length
+    dx = length / n
+    image = ImageGrid((n, n), spacing=(dx, dx), origin=(0.0, 0.0))
+    vtk = VTKFile(run.path / "fields.pvd")
+    frame_dt = float(test_data.attrs.get("frame_dt", 1.0)) * s.every
+    first = 1 if s.four_channels else 0
+    x0 = test[:1, 0]
+    for j in range(s.n):
+        fields = {"velocity_truth": _vector(test[0, j, first: first + 2])}
+        with torch.no_grad():
+            for name, model in keep.items():
+                dev = next(model.model.parameters()).device
+                t = torch.full((1,), j / float(s.t_norm), device=dev)
+                pred = model(x0.to(dev), t)[0].cpu()
+                fields[f"velocity_{name}"] = _vector(pred[first: first + 2])
+        vtk.write(j * frame_dt, image, **fields)
+
+
+def _vector(uv):
+    """``(2, N, N)`` → ``(N, N, 3)`` point vectors for ParaView."""
+    u = uv.float().numpy()
+    return np.stack([u[0], u[1]], axis=-1)

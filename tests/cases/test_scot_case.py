@@ -1,0 +1,113 @@
+"""The scot case end to end through the CLI: metrics and files, data-parallel equivalence, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from support import run_sciml
+
+TINY = Path(__file__).parent / "inputs" / "scot_tiny.yaml"
+
+KEYS = ("accuracy_gain", "efficiency_gain", "median_rel_l1_scot_pretrained", "median_rel_l1_scot_scratch",
+        "median_rel_l1_fno", "median_rel_l1_seen_lead_times", "median_rel_l1_unseen_lead_times",
+        "median_rel_l1_rollout")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One complete run of the tiny case, every checkpoint kept."""
+    base = tmp_path_factory.mktemp("scot")
+    case = base / "tiny.yaml"
+    shutil.copy(TINY, case)
+    out = base / "run"
+    res = run_sciml("run", str(case), "--out", str(out), "--set", "output.keep_checkpoints=true", timeout=600)
+    assert res.returncode == 0, res.stderr
+    return base, out
+
+
+def test_tiny_case_writes_every_metric_plot_and_field(tiny_run):
+    _, out = tiny_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in KEYS:
+        assert key in metrics and math.isfinite(metrics[key]), key
+    models = {(r["model"], r["M"]) for r in metrics["results"]}
+    assert models == {(m, n) for m in ("scot_pretrained", "scot_scratch", "fno") for n in (2, 4)}
+    assert all(0 < r["rel_l1_final"] < 1000 for r in metrics["results"])
+    assert (out / "plots" / "sample_efficiency.png").stat().st_size > 0
+    pieces = [out / p for p in re.findall(r'file="([^"]+)"', (out / "fields.pvd").read_text())]
+    assert len(pieces) == 5 and all(p.is_file() for p in pieces)  # one per snapshot
+    import vtk
+
+    reader = vtk.vtkXMLImageDataReader()
+    reader.SetFileName(str(pieces[-1]))
+    reader.Update()
+    names = {reader.GetOutput().GetPointData().GetArrayName(i)
+             for i in range(reader.GetOutput().GetPointData().GetNumberOfArrays())}
+    assert {"velocity_truth", "velocity_scot_pretrained", "velocity_scot_scratch", "velocity_fno"} <= names
+    blob = torch.load(out / "pretrained.pt", weights_only=False)
+    from sciml.solvers.scot import ScOT, ScOTConfig
+
+    model = ScOT(ScOTConfig(**blob["config"]))
+    model.load_state_dict(blob["model"])  # the pretrained checkpoint is a complete, loadable model
+
+
+def test_two_ranks_train_the_same_parameters_as_one(tiny_run, tmp_path):
+    """Data-parallel pretraining (2 ranks, same global batch) matches the serial run within 1e-6 (float32)."""
+    base, serial = tiny_run
+    case = base / "tiny.yaml"
+    out = tmp_path / "mpi"
+    res = run_sciml("run", str(case), "--out", str(out), "--set", "finetune.scratch=false",
+                    "--set", "baseline.enabled=false", ranks=2, timeout=600)
+    assert res.returncode == 0, res.stderr + res.stdout
+    a = torch.load(serial / "pretrained.pt", weights_only=False)["model"]
+    b = torch.load(out / "pretrained.pt", weights_only=False)["model"]
+    assert a.keys() == b.keys()
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst <= 1e-6, worst
+    from sciml.solvers.scot import ScOT, ScOTConfig
+
+    torch.manual_seed(0)  # the case's seed: the initial parameters
+    init = ScOT(ScOTConfig(**torch.load(serial / "pretrained.pt", weights_only=False)["config"])).state_dict()
+    assert max(float((a[k] - init[k]).abs().max()) for k in a) > 1e-4  # training moved them: not vacuous
+    m1 = json.loads((serial / "metrics.json").read_text())
+    m2 = json.loads((out / "metrics.json").read_text())
+    assert m2["median_rel_l1_scot_pretrained"] == pytest.approx(m1["median_rel_l1_scot_pretrained"], rel=1e-4)
+
+
+def test_resume_from_a_checkpoint_in_the_middle_of_a_training_gives_the_same_results(tiny_run, tmp_path):
+    _, ref = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    (run / "metrics.json").unlink()
+    # a checkpoint written in the middle of a downstream training (after the pretraining)
+    middle = None
+    for path in sorted((run / "checkpoints").glob("step_*.pt")):
+        state = torch.load(path, weights_only=False)["state"]
+        current = state.get("current")
+        if current and current["key"] == "scot_scratch_M4" and 0 < current["trainer"]["step"] < 3:
+            middle = path
+            break
+    assert middle is not None
+    shutil.copy(middle, run / "checkpoints" / "latest.pt")
+    res = run_sciml("resume", str(run), timeout=600)
+    assert res.returncode == 0, res.stderr
+    a = json.loads((ref / "metrics.json").read_text())
+    b = json.loads((run / "metrics.json").read_text())
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "train_s"} for r in rows]  # noqa: E731
+    assert strip(a["results"]) == strip(b["results"])
+    assert "resuming at step" in (run / "log.txt").read_text()
+
+
+def test_m_star_outside_the_study_is_rejected_with_its_line(tmp_path):
+    case = tmp_path / "bad.yaml"
+    case.write_text(TINY.read_text().replace("m_star: 2", "m_star: 3"))
+    res = run_sciml("validate", str(case))
+    assert res.returncode == 2
+    assert "bad.yaml:" in res.stderr and "finetune.m_star" in res.stderr and "Traceback" not in res.stderr
