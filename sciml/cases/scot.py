@@ -75,7 +75,8 @@ class ModelSpec(Schema):
     num_heads: Optional[list[int]] = None
     window_size: Optional[int] = Field(None, ge=1)
     skip_connections: Optional[list[int]] = None
-    checkpoint: Optional[Path] = Field(None, description="pretrained.pt of an earlier scot run: skip pretraining")
+    checkpoint: Optional[Path] = Field(None, description="pretrained.pt of an earlier scot run, or a Poseidon "
+                                       "folder (config.json + model.safetensors): skip pretraining")
 
     @field_validator("checkpoint", mode="after")
     @classmethod
@@ -86,7 +87,10 @@ class ModelSpec(Schema):
         value = value.expanduser()
         if not value.is_absolute() and base is not None:
             value = Path(base) / value
-        if not value.is_file():
+        if value.is_dir():
+            if not (value / "config.json").is_file() or not (value / "model.safetensors").is_file():
+                raise ValueError(f"{value}: a Poseidon checkpoint folder holds config.json and model.safetensors")
+        elif not value.is_file():
             raise ValueError(f"no such checkpoint file: {value}")
         return value.resolve()
 
@@ -130,6 +134,7 @@ class FineTune(Optim):
     m_values: list[int] = Field([2, 4, 8, 16, 32, 64], min_length=2, description="downstream training sizes M")
     m_star: int = Field(16, ge=1, description="the M at which gains are reported")
     scratch: bool = Field(True, description="also train scOT from scratch")
+    lr_scratch: float = Field(5e-4, gt=0, description="peak learning rate of every group when training from scratch")
 
 
 class Baseline(Optim):
@@ -371,16 +376,28 @@ class _Study:
         from sciml.solvers.scot.data import ChannelScaler
         from sciml.solvers.scot.model import ScOTConfig
 
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-        model = ScOT(ScOTConfig(**blob["config"]))
-        model.load_state_dict(blob["model"])
+        if path.is_dir():  # a released Poseidon model: its own normalisation is unknown here
+            from sciml.solvers.scot.checkpoint import load_poseidon
+
+            model = load_poseidon(path)
+            blob = {"config": _config_dict(model.config), "scaler": None}
+            self.log(f"pretrained model: Poseidon checkpoint {path} ({sum(p.numel() for p in model.parameters())} "
+                     "parameters)")
+        else:
+            blob = torch.load(path, map_location="cpu", weights_only=False)
+            model = ScOT(ScOTConfig(**blob["config"]))
+            model.load_state_dict(blob["model"])
+        if model.config.image_size != self.resolution:
+            model.config.check_resolution(self.resolution, self.resolution)
+            self.log(f"note: {path} was trained at {model.config.image_size}², it runs here at the data's "
+                     f"{self.resolution}² (set model.image_size to resample the data instead)")
         if blob["config"]["in_channels"] != self.channels:
             model.reset_io(self.channels, self.channels)
             self.log(f"pretrained model {path}: {blob['config']['in_channels']} channels, embedding and recovery "
                      f"replaced for {self.channels}")
             scaler = None
         else:
-            scaler = ChannelScaler.from_state_dict(blob["scaler"])
+            scaler = None if blob["scaler"] is None else ChannelScaler.from_state_dict(blob["scaler"])
         return model.to(self.device), scaler
 
     def _downstream_model(self, name: str, pre_model, pre_scaler, train):
@@ -394,7 +411,9 @@ class _Study:
         if name == "scot_pretrained":
             return _copy(pre_model), pre_scaler or ChannelScaler.fit(train), cfg.finetune
         if name == "scot_scratch":
-            return self._scot(cfg.seed + 1), ChannelScaler.fit(train), cfg.finetune
+            f = cfg.finetune
+            opt = f.model_copy(update={"lr": f.lr_scratch, "lr_io": f.lr_scratch, "lr_time": f.lr_scratch})
+            return self._scot(cfg.seed + 1), ChannelScaler.fit(train), opt
         b = cfg.baseline
         torch.manual_seed(cfg.seed + 2)
         return TimeFNO(self.channels, b.modes, b.width, b.n_layers).to(self.device), ChannelScaler.fit(train), b
