@@ -30,6 +30,8 @@ __all__ = [
     "MPIComm",
     "world",
     "launched_under_mpi",
+    "launched_by_torchrun",
+    "TorchDistComm",
     "env_rank",
     "chunk_ranges",
     "sample_seed",
@@ -42,12 +44,22 @@ _RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID", "
 _SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS", "MV2_COMM_WORLD_SIZE")
 
 
+def launched_by_torchrun() -> bool:
+    """True when ``torchrun`` (torch elastic) started this process among several."""
+    try:
+        return "TORCHELASTIC_RUN_ID" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
 def env_rank() -> int:
     """Rank of this process as told by the launcher's environment (0 when none).
 
     Usable before MPI is initialised: configuration errors are printed by rank 0
     only, before any communicator exists.
     """
+    if launched_by_torchrun():
+        return int(os.environ.get("RANK", "0"))
     for var in _RANK_VARS:
         if var in os.environ:
             try:
@@ -205,6 +217,49 @@ class MPIComm(Comm):
         self.comm.Abort(code)
 
 
+class TorchDistComm(Comm):
+    """The communicator of processes started by ``torchrun``: ``torch.distributed`` object collectives.
+
+    Initialises the default process group from the environment torchrun sets (gloo,
+    so that Python objects travel on CPU whatever the training backend); training code
+    uses the same group.
+    """
+
+    def __init__(self) -> None:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        self._dist = dist
+        self._group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
+        super().__init__(rank=dist.get_rank(), size=dist.get_world_size())
+
+    def barrier(self) -> None:
+        self._dist.barrier(group=self._group)
+
+    def bcast(self, obj: Any, root: int = 0) -> Any:
+        box = [obj]
+        self._dist.broadcast_object_list(box, src=root, group=self._group)
+        return box[0]
+
+    def gather(self, obj: Any, root: int = 0) -> list[Any] | None:
+        out = [None] * self.size if self.rank == root else None
+        self._dist.gather_object(obj, out, dst=root, group=self._group)
+        return out
+
+    def allgather(self, obj: Any) -> list[Any]:
+        out: list[Any] = [None] * self.size
+        self._dist.all_gather_object(out, obj, group=self._group)
+        return out
+
+    def allreduce_max(self, value: float) -> float:
+        return max(self.allgather(float(value)))
+
+    def allreduce_min(self, value: float) -> float:
+        return min(self.allgather(float(value)))
+
+
 def resolve_device(name: str, comm: "Comm | None" = None):
     """The torch device a case asked for: ``cpu``, ``cuda`` or ``auto``.
 
@@ -239,10 +294,14 @@ _WORLD: Comm | None = None
 
 
 def world() -> Comm:
-    """The communicator of this process: MPI under a launcher with >1 rank, else serial."""
+    """The communicator of this process: MPI under an MPI launcher with >1 rank,
+    torch.distributed under ``torchrun`` with >1 process, else serial."""
     global _WORLD
     if _WORLD is None:
-        _WORLD = MPIComm() if launched_under_mpi() else SerialComm()
+        if launched_by_torchrun():
+            _WORLD = TorchDistComm()
+        else:
+            _WORLD = MPIComm() if launched_under_mpi() else SerialComm()
     return _WORLD
 
 

@@ -6,12 +6,15 @@ import json
 import math
 import re
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from support import run_sciml
+from support import child_env, run_sciml
 
 TINY = Path(__file__).parent / "inputs" / "scot_tiny.yaml"
 
@@ -58,13 +61,19 @@ def test_tiny_case_writes_every_metric_plot_and_field(tiny_run):
     model.load_state_dict(blob["model"])  # the pretrained checkpoint is a complete, loadable model
 
 
-def test_two_ranks_train_the_same_parameters_as_one(tiny_run, tmp_path):
+@pytest.mark.parametrize("launcher", ["mpiexec", "torchrun"])
+def test_two_ranks_train_the_same_parameters_as_one(tiny_run, tmp_path, launcher):
     """Data-parallel pretraining (2 ranks, same global batch) matches the serial run within 1e-6 (float32)."""
     base, serial = tiny_run
     case = base / "tiny.yaml"
-    out = tmp_path / "mpi"
-    res = run_sciml("run", str(case), "--out", str(out), "--set", "finetune.scratch=false",
-                    "--set", "baseline.enabled=false", ranks=2, timeout=600)
+    out = tmp_path / "ddp"
+    args = ("run", str(case), "--out", str(out), "--set", "finetune.scratch=false", "--set", "baseline.enabled=false")
+    if launcher == "mpiexec":
+        res = run_sciml(*args, ranks=2, timeout=600)
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(_free_port()), "-m", "sciml", *args]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=child_env())
     assert res.returncode == 0, res.stderr + res.stdout
     a = torch.load(serial / "pretrained.pt", weights_only=False)["model"]
     b = torch.load(out / "pretrained.pt", weights_only=False)["model"]
@@ -79,6 +88,13 @@ def test_two_ranks_train_the_same_parameters_as_one(tiny_run, tmp_path):
     m1 = json.loads((serial / "metrics.json").read_text())
     m2 = json.loads((out / "metrics.json").read_text())
     assert m2["median_rel_l1_scot_pretrained"] == pytest.approx(m1["median_rel_l1_scot_pretrained"], rel=1e-4)
+    assert "on 2 rank(s)" in (out / "log.txt").read_text()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_resume_from_a_checkpoint_in_the_middle_of_a_training_gives_the_same_results(tiny_run, tmp_path):
