@@ -121,6 +121,33 @@ def test_resume_from_a_checkpoint_in_the_middle_of_a_training_gives_the_same_res
     assert "resuming at step" in (run / "log.txt").read_text()
 
 
+@pytest.mark.parametrize("source", ["earlier_run", "poseidon_folder"])
+def test_fine_tuning_from_a_given_checkpoint_skips_pretraining(tiny_run, tmp_path, source):
+    """model.checkpoint: our own pretrained.pt, or a Poseidon folder (4 channels there, 2 here: new embedding and recovery)."""
+    from poseidon_fixture import POSEIDON_TINY, write_poseidon_folder
+
+    base, ref = tiny_run
+    if source == "earlier_run":
+        checkpoint = ref / "pretrained.pt"
+    else:
+        checkpoint = tmp_path / "poseidon"
+        write_poseidon_folder(checkpoint, dict(POSEIDON_TINY, num_channels=4, num_out_channels=4))
+    out = tmp_path / "run"
+    res = run_sciml("run", str(base / "tiny.yaml"), "--out", str(out), "--set", f"model.checkpoint={checkpoint}",
+                    "--set", "finetune.scratch=false", "--set", "baseline.enabled=false", timeout=600)
+    assert res.returncode == 0, res.stderr
+    log = (out / "log.txt").read_text()
+    assert "pretraining:" not in log and not (out / "pretrained.pt").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {r["model"] for r in metrics["results"]} == {"scot_pretrained"}
+    if source == "earlier_run":  # the same pretrained weights and fine-tuning as the full run: the same errors
+        full = json.loads((ref / "metrics.json").read_text())
+        assert metrics["median_rel_l1_scot_pretrained"] == pytest.approx(full["median_rel_l1_scot_pretrained"],
+                                                                         rel=1e-5)
+    else:
+        assert "embedding and recovery replaced" in log
+
+
 def test_m_star_outside_the_study_is_rejected_with_its_line(tmp_path):
     case = tmp_path / "bad.yaml"
     case.write_text(TINY.read_text().replace("m_star: 2", "m_star: 3"))
