@@ -21,15 +21,16 @@ import operator
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import pydantic
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 __all__ = [
+    "case_relative_path",
     "ConfigError",
     "Schema",
     "LoadedCase",
@@ -59,6 +60,21 @@ class Schema(BaseModel):
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.Div: operator.truediv, ast.Pow: operator.pow}
 _NAMES = {"pi": math.pi, "e": math.e}
+
+
+def case_relative_path(value: Optional[Path], info: ValidationInfo) -> Optional[Path]:
+    """A path from a case file made absolute: ``~`` expanded, relative paths taken from the
+    case file's folder (the ``base_dir`` of the validation context), else from the cwd.
+
+    For use in ``field_validator(..., mode="after")`` of path fields.
+    """
+    if value is None:
+        return None
+    base = (info.context or {}).get("base_dir")
+    value = value.expanduser()
+    if not value.is_absolute() and base is not None:
+        value = Path(base) / value
+    return value.resolve()
 
 
 def _eval_number(text: str) -> float:

@@ -29,7 +29,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from sciml.config import Schema
+from sciml.config import Schema, case_relative_path
 from sciml.cases import navier_stokes as ns_case
 
 __all__ = ["Generate", "DataSource", "Trajectories", "resolve_dataset", "read_trajectories", "DATASET_FORMAT"]
@@ -54,13 +54,7 @@ class DataSource(Schema):
     @field_validator("path", "cache_dir", mode="after")
     @classmethod
     def _absolute(cls, value: Optional[Path], info: ValidationInfo) -> Optional[Path]:
-        if value is None:
-            return None
-        base = (info.context or {}).get("base_dir")
-        value = value.expanduser()
-        if not value.is_absolute() and base is not None:
-            value = Path(base) / value
-        return value.resolve()
+        return case_relative_path(value, info)
 
     @field_validator("path", mode="after")
     @classmethod

@@ -46,7 +46,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from sciml.cases.data import DataSource
-from sciml.config import NumberExpr, Schema
+from sciml.config import NumberExpr, Schema, case_relative_path
 
 __all__ = ["Config", "run"]
 
@@ -81,18 +81,15 @@ class ModelSpec(Schema):
     @field_validator("checkpoint", mode="after")
     @classmethod
     def _exists(cls, value: Optional[Path], info) -> Optional[Path]:
+        value = case_relative_path(value, info)
         if value is None:
             return None
-        base = (info.context or {}).get("base_dir")
-        value = value.expanduser()
-        if not value.is_absolute() and base is not None:
-            value = Path(base) / value
         if value.is_dir():
             if not (value / "config.json").is_file() or not (value / "model.safetensors").is_file():
                 raise ValueError(f"{value}: a Poseidon checkpoint folder holds config.json and model.safetensors")
         elif not value.is_file():
             raise ValueError(f"no such checkpoint file: {value}")
-        return value.resolve()
+        return value
 
     def overrides(self) -> dict[str, Any]:
         """Fields replacing the preset's (new depths without skip_connections get the default skips)."""

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from .data import PairData, relative_l1
 
-__all__ = ["Trainer", "cosine_schedule", "predict", "evaluate", "rollout"]
+__all__ = ["Trainer", "cosine_schedule"]
 
 
 def cosine_schedule(step: int, total: int, warmup: int) -> float:
@@ -172,32 +172,3 @@ class Trainer:
         self.step = int(state["step"])
         self.history = list(state["history"])
         torch.set_rng_state(state["rng"])
-
-
-@torch.no_grad()
-def predict(model: Callable[[Tensor, Tensor], Tensor], x: Tensor, t: Tensor, batch_size: int = 16) -> Tensor:
-    """``model(x, t)`` in batches (evaluation mode)."""
-    if isinstance(model, nn.Module):
-        model.eval()
-    return torch.cat([model(x[i: i + batch_size], t[i: i + batch_size]) for i in range(0, len(x), batch_size)])
-
-
-def evaluate(model, fields: Tensor, pairs: Tensor, t_norm: float, groups=None, batch_size: int = 16) -> Tensor:
-    """Relative L1 of direct predictions for every trajectory and pair: ``(n_traj, P)``."""
-    n_traj = fields.shape[0]
-    out = torch.empty(n_traj, len(pairs), dtype=torch.float64)
-    for p, (i, j) in enumerate(pairs.tolist()):
-        t = torch.full((n_traj,), (j - i) / t_norm, dtype=fields.dtype, device=fields.device)
-        out[:, p] = relative_l1(predict(model, fields[:, i], t, batch_size), fields[:, j], groups).double().cpu()
-    return out
-
-
-@torch.no_grad()
-def rollout(model, x0: Tensor, lead: float, n_steps: int, batch_size: int = 16) -> Tensor:
-    """Autoregressive prediction: ``n_steps`` applications of lead time ``lead``; returns the final state."""
-    x = x0
-    t = torch.full((len(x0),), float(lead), dtype=x0.dtype, device=x0.device)
-    for _ in range(n_steps):
-        x = predict(model, x, t, batch_size)
-    return x
-
