@@ -41,7 +41,7 @@ from .fourier import (
 from .harmonics import azimuthal_basis, normalized_legendre
 from .layout import num_coefficients
 from .product import METHODS, GauntTensorProduct, WeightedGauntTensorProduct
-from .sphere_grid import DENSE_MAX_DEGREE, SphereGridGauntProduct
+from .sphere_grid import DENSE_MAX_DEGREE, SphereGridGauntProduct, dense_max_degree
 
 __all__ = [
     "GauntTensorProduct",
@@ -50,6 +50,7 @@ __all__ = [
     "FourierGauntProduct",
     "SphereGridGauntProduct",
     "DENSE_MAX_DEGREE",
+    "dense_max_degree",
     "gaunt_coefficients",
     "gaunt_product_reference",
     "wigner_3j_zero_m",

@@ -48,11 +48,12 @@ about 10 at :math:`L \le 5` to 5.5 at 14; 1 thread, smaller batches: 7 at 16,
 4.4 at 32, 2.3 at 48) but stays above 1 in every CPU measurement.
 
 Rule: ``"auto"`` is the grid path, with the dense transform up to degree
-:data:`~sciml.operators.gaunt.sphere_grid.DENSE_MAX_DEGREE` = 10 and the separable
-one above. With two threads on a quiet machine the dense transform wins through
-:math:`L = 11` (its GEMMs use both cores); with one thread, or under load, the
-separable one wins from :math:`L = 7` and ties at 9-10; 10 keeps the loss below
-20 % for two threads. On CUDA the rule is the same but *unmeasured* (no GPU was
+:func:`~sciml.operators.gaunt.sphere_grid.dense_max_degree` (10 with several threads,
+6 with one) and the separable one above, decided at construction from
+``torch.get_num_threads()``. With two threads on a quiet machine the dense transform
+wins through :math:`L = 11` (its GEMMs use both cores); with one thread the separable
+one wins from :math:`L = 7` (``benchmarks/gaunt.py --threads 1 --clock cpu`` confirms it
+at batch 1024 and 4096). On CUDA the rule is the same but *unmeasured* (no GPU was
 available when it was set): re-measure there before relying on it.
 """
 

@@ -48,11 +48,21 @@ from torch import Tensor
 from .harmonics import azimuthal_basis, normalized_legendre
 from .layout import check_coefficients, order_gather_index, order_merge_index
 
-__all__ = ["SphereGridGauntProduct", "DENSE_MAX_DEGREE"]
+__all__ = ["SphereGridGauntProduct", "DENSE_MAX_DEGREE", "DENSE_MAX_DEGREE_ONE_THREAD", "dense_max_degree"]
 
 #: Largest degree ``max(L_i, lmax_out)`` for which ``transform="auto"`` picks the
-#: dense matrices (measured, see the module docstring).
+#: dense matrices with several intra-op threads (measured, see the module docstring).
 DENSE_MAX_DEGREE = 10
+#: The same with one thread (CPU time: the separable transform wins from degree 7).
+DENSE_MAX_DEGREE_ONE_THREAD = 6
+
+
+def dense_max_degree(threads: int | None = None) -> int:
+    """Largest degree for which ``transform="auto"`` picks the dense matrices, for ``threads``
+    intra-op threads (default: ``torch.get_num_threads()`` now). The dense transform's GEMMs
+    use every thread; the separable one's small batched products do not."""
+    threads = torch.get_num_threads() if threads is None else int(threads)
+    return DENSE_MAX_DEGREE if threads > 1 else DENSE_MAX_DEGREE_ONE_THREAD
 
 
 class SphereGridGauntProduct(torch.nn.Module):
@@ -67,7 +77,7 @@ class SphereGridGauntProduct(torch.nn.Module):
     transform : {"auto", "separable", "dense"}
         How the grid is reached from the coefficients and back (same result to
         round-off); ``"auto"`` picks ``"dense"`` when every degree is at most
-        :data:`DENSE_MAX_DEGREE`.
+        :func:`dense_max_degree` for the thread count at construction.
 
     Shapes
     ------
@@ -90,7 +100,7 @@ class SphereGridGauntProduct(torch.nn.Module):
         if transform not in ("auto", "separable", "dense"):
             raise ValueError(f"expected transform in ('auto', 'separable', 'dense'), got {transform!r}")
         if transform == "auto":
-            transform = "dense" if max(degrees + (lmax_out,)) <= DENSE_MAX_DEGREE else "separable"
+            transform = "dense" if max(degrees + (lmax_out,)) <= dense_max_degree() else "separable"
         self.degrees, self.lmax_out, self.transform = degrees, int(lmax_out), transform
         total = sum(degrees) + lmax_out
         self.n_theta, self.n_phi = total // 2 + 1, total + 1

@@ -22,6 +22,7 @@ from sciml.operators.gaunt import (
     normalized_legendre,
     wigner_3j_zero_m,
 )
+from sciml.operators.gaunt.sphere_grid import DENSE_MAX_DEGREE_ONE_THREAD, dense_max_degree
 from sciml.operators.gaunt.fourier import next_smooth_size
 
 TOL = 1e-10
@@ -282,10 +283,17 @@ def test_bad_inputs_raise_with_expected_and_got():
         GauntTensorProduct(2, 2, 2, method="fft")
 
 
-def test_auto_picks_the_measured_fastest_transform():
-    assert GauntTensorProduct(3, 3, 3).method == "grid"
-    assert GauntTensorProduct(DENSE_MAX_DEGREE, 2, 4).path.transform == "dense"
-    assert GauntTensorProduct(DENSE_MAX_DEGREE + 1, 2, 4).path.transform == "separable"
+@pytest.mark.parametrize("threads, limit", [(1, DENSE_MAX_DEGREE_ONE_THREAD), (2, DENSE_MAX_DEGREE)])
+def test_auto_picks_the_measured_fastest_transform_for_the_thread_count(threads, limit):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert dense_max_degree() == limit
+        assert GauntTensorProduct(3, 3, 3).method == "grid"
+        assert GauntTensorProduct(limit, 2, 4).path.transform == "dense"
+        assert GauntTensorProduct(limit + 1, 2, 4).path.transform == "separable"
+    finally:
+        torch.set_num_threads(before)
 
 
 # --- the learnable parameterisation ---------------------------------------------------------------
