@@ -13,7 +13,8 @@ Reduced-order part (MPI-ready: rank-independent results, see :mod:`~sciml.solver
 
 * :mod:`~sciml.solvers.rom.pod`: POD (method of snapshots) and incremental POD over an
   abstract inner-product :class:`~sciml.solvers.rom.pod.Space`;
-* :mod:`~sciml.solvers.rom.ecm`: empirical cubature by non-negative OMP, warm-startable;
+* :mod:`~sciml.solvers.rom.ecm`: empirical cubature by non-negative OMP, and its incremental
+  update (:class:`~sciml.solvers.rom.ecm.StressCubature`);
 * :mod:`~sciml.solvers.rom.gappy`: QDEIM points, Gappy-POD and the error indicator;
 * :mod:`~sciml.solvers.rom.reduced`: the hyper-reduced model and its Newton solver;
 * :mod:`~sciml.solvers.rom.adaptive`: offline build and the indicator-driven adaptive loop;
@@ -25,7 +26,7 @@ from .fem import Dirichlet, Discretisation, HFModel, HFState, History, StepResul
 from .material import IDENTITY, P_DEV, MaterialState, ThermoViscoplasticJ2, mandel, mandel_to_tensor
 from .pod import EuclideanSpace, PODBasis, Space, orthonormalize, pod, pod_update, truncation_rank
 from .distributed import DofSpace, Partition, PartitionedHFModel, PointSpace
-from .ecm import DenseIntegrand, ECMResult, Integrand, StressIntegrand, ecm
+from .ecm import DenseIntegrand, ECMResult, Integrand, StressCubature, StressIntegrand, ecm
 from .gappy import GappyPOD, qdeim
 from .reduced import ReducedModel, ReducedState, mode_strains
 from .adaptive import (AdaptiveROM, ROMRun, Snapshots, StepRecord, Tolerances, distinct_temperature_times,
@@ -62,6 +63,7 @@ __all__ = [
     "DenseIntegrand",
     "ECMResult",
     "ecm",
+    "StressCubature",
     "GappyPOD",
     "qdeim",
     "ReducedModel",

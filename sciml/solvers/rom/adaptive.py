@@ -20,8 +20,10 @@ b. one high-fidelity step is solved from it;
 c. its :math:`u` and :math:`p` enter the bases by incremental POD (with
    ``tangent_snapshots``, also the consistent-tangent response of the converged state
    to a unit load increment, :func:`tangent_response`), its stresses the ECM rows, and
-   the ECM is updated warm-started from the current points and weights; new QDEIM
-   points join the reduced set; the reduced operators are rebuilt;
+   the ECM is updated incrementally (:class:`~sciml.solvers.rom.ecm.StressCubature`: only
+   the rows of the new snapshot and of the new basis directions are formed, the NNOMP
+   restarts from the current points and weights); new QDEIM points join the reduced
+   set; the reduced operators are rebuilt;
 d. the reduced state restarts from the high-fidelity one (:math:`q = \Psi^\top M u`,
    internal variables read at the reduced points).
 
@@ -55,10 +57,10 @@ import numpy as np
 from scipy.sparse.linalg import splu
 
 from .distributed import DofSpace, PartitionedHFModel, PointSpace
-from .ecm import StressIntegrand, ecm
+from .ecm import ECMResult, StressCubature
 from .fem import HFState
 from .gappy import GappyPOD, qdeim
-from .pod import pod, pod_update
+from .pod import orthonormalize, pod, pod_update
 from .reduced import ReducedModel, ReducedState, mode_strains
 
 __all__ = ["Tolerances", "Snapshots", "StepRecord", "ROMRun", "AdaptiveROM", "monitor_points",
@@ -106,13 +108,6 @@ class Snapshots:
     def n_snapshots(self) -> int:
         return self.u.shape[1]
 
-    def append(self, u: np.ndarray, sigma: np.ndarray, p: np.ndarray) -> None:
-        """Add one snapshot (``u (n_dof,)``, ``sigma (n_local, 6)``, ``p (n_local,)``) or several
-        (a trailing snapshot axis)."""
-        self.u = np.column_stack([self.u, u])
-        self.sigma = np.concatenate([self.sigma, sigma if sigma.ndim == 3 else sigma[:, :, None]], axis=2)
-        self.p = np.column_stack([self.p, p])
-
 
 @dataclass
 class StepRecord:
@@ -120,8 +115,8 @@ class StepRecord:
 
     ``q_pred``/``basis_pred``: the reduced prediction (displacement basis id), whose
     indicator is ``indicator``; ``q``/``basis``: the accepted state (the projection
-    of the HF solution after an HF step). ``seconds``: wall time of the parts of the
-    step (``rom``, ``replay``, ``hf``, ``update``).
+    of the HF solution after an HF step). ``seconds``: CPU time (:func:`time.process_time`) of the
+    parts of the step (``rom``, ``replay``, ``hf``, ``update``).
     """
 
     step: int
@@ -155,7 +150,7 @@ class ROMRun:
         return [r.step for r in self.records if r.hf]
 
     def seconds(self, part: str | None = None) -> float:
-        """Online wall time (this rank), of one part or of all."""
+        """Online CPU time (this rank), of one part or of all."""
         return float(sum(v for r in self.records for k, v in r.seconds.items() if part is None or k == part))
 
 
@@ -281,12 +276,17 @@ class AdaptiveROM:
     Attributes
     ----------
     basis, p_basis : PODBasis
+    ecm_directions : ndarray, shape ``(n_dof, n_E)``
+        :math:`M`-orthonormal directions whose strains the ECM integrates; their span holds
+        every basis so far.
+    cubature : StressCubature
+        The ECM, updated in place.
     ecm_result : ECMResult
     qdeim_points : ndarray
     model : ReducedModel
     gappy : GappyPOD
     build_seconds : dict
-        Wall time of the offline parts (``pod``, ``ecm``, ``gappy``, ``operators``).
+        CPU time of the offline parts (``pod``, ``ecm``, ``gappy``, ``operators``).
     """
 
     def __init__(self, hf: PartitionedHFModel, snapshots: Snapshots, tol: Tolerances,
@@ -296,27 +296,43 @@ class AdaptiveROM:
         self.uspace, self.pspace = DofSpace(self.partition), PointSpace(self.partition)
         self.lift = np.zeros(hf.disc.n_dof)
         self.lift[hf.fixed_dofs] = hf.fixed_values
-        self.snapshots = Snapshots(_homogeneous(snapshots.u, hf.fixed_dofs), snapshots.sigma.copy(),
-                                   snapshots.p.copy())
+        u = _homogeneous(snapshots.u, hf.fixed_dofs)
         self.monitor = np.zeros(0, np.int64) if monitor is None else np.asarray(monitor, dtype=np.int64)
         self.build_seconds: dict[str, float] = {}
-        t0 = time.perf_counter()
-        self.basis = pod(self.snapshots.u, self.uspace, tol.pod, tol.max_modes)
-        t1 = time.perf_counter()
-        self.ecm_result = ecm(self._integrand(), tol.ecm, batch=self.ecm_batch)
-        t2 = time.perf_counter()
-        self.p_basis = pod(self.snapshots.p, self.pspace, tol.gappy)
+        t0 = time.process_time()
+        self.basis = pod(u, self.uspace, tol.pod, tol.max_modes)
+        t1 = time.process_time()
+        self.ecm_directions = self.basis.modes
+        self.cubature = StressCubature(snapshots.sigma, mode_strains(self.partition, self.basis.modes,
+                                                                     self.partition.points),
+                                       self.partition, tol.ecm, batch=self.ecm_batch)
+        t2 = time.process_time()
+        self.p_basis = pod(snapshots.p, self.pspace, tol.gappy)
         self.qdeim_points = qdeim(self.p_basis.modes, self.partition)
-        t3 = time.perf_counter()
+        t3 = time.process_time()
         self._assemble()
-        t4 = time.perf_counter()
+        t4 = time.process_time()
         self.build_seconds = {"pod": t1 - t0, "ecm": t2 - t1, "gappy": t3 - t2, "operators": t4 - t3}
         self.bases, self.p_bases = [self.basis.modes], [self.p_basis.modes]
 
+    @property
+    def ecm_result(self) -> ECMResult:
+        """The current reduced quadrature."""
+        return self.cubature.result
+
     # -- building blocks -----------------------------------------------------------------------------
-    def _integrand(self) -> StressIntegrand:
-        BPsi = mode_strains(self.partition, self.basis.modes, self.partition.points)
-        return StressIntegrand(self.snapshots.sigma, BPsi, self.partition)
+    def _new_directions(self) -> np.ndarray:
+        r"""The part of the current basis outside the span of the ECM directions :math:`E`, as
+        :math:`M`-orthonormal columns ``(n_dof, j)`` (those of squared norm above 1e-12)."""
+        E, Psi, space = self.ecm_directions, self.basis.modes, self.uspace
+        D = Psi - space.lincomb(E, space.gram(E, Psi))
+        D = D - space.lincomb(E, space.gram(E, D))
+        lam, V = np.linalg.eigh(0.5 * (space.gram(D, D) + space.gram(D, D).T))
+        keep = lam > 1e-12
+        if not np.any(keep):
+            return np.zeros((E.shape[0], 0))
+        J = space.lincomb(D, V[:, keep] / np.sqrt(lam[keep]))
+        return orthonormalize(J - space.lincomb(E, space.gram(E, J)), space)
 
     def _assemble(self) -> None:
         """Reduced points = ECM points (their weights) + QDEIM and monitor points (weight 0)."""
@@ -351,22 +367,23 @@ class AdaptiveROM:
             W = np.column_stack([u, _homogeneous(tangent_response(self.hf, previous, state), self.hf.fixed_dofs)])
         self.basis = pod_update(self.basis, W, self.uspace, tol.pod, tol.max_modes)
         self.p_basis = pod_update(self.p_basis, state.p, self.pspace, tol.gappy)
-        self.snapshots.append(u, state.sigma, state.p)
-        self._refresh(new_qdeim=True)
+        self._refresh(state.sigma[:, :, None], new_qdeim=True)
 
     def enrich(self, u: np.ndarray, sigma: np.ndarray) -> None:
         """Add elastic snapshots (no plastic strain): ``u (n_dof, k)``, ``sigma (n_local, 6, k)``;
-        displacement basis by incremental POD, ECM warm-started, operators rebuilt."""
+        displacement basis by incremental POD, ECM updated, operators rebuilt."""
         u = _homogeneous(u, self.hf.fixed_dofs)
         self.basis = pod_update(self.basis, u, self.uspace, self.tol.pod, self.tol.max_modes)
-        self.snapshots.append(u, sigma, np.zeros((self.partition.n_local, u.shape[1])))
-        self._refresh(new_qdeim=False)
+        self._refresh(sigma, new_qdeim=False)
 
-    def _refresh(self, new_qdeim: bool) -> None:
-        self.ecm_result = ecm(self._integrand(), self.tol.ecm, initial=self.ecm_result, batch=self.ecm_batch)
+    def _refresh(self, sigma: np.ndarray, new_qdeim: bool) -> None:
+        """ECM update with the stress snapshots ``sigma (n_local, 6, k)`` and the new directions of the
+        basis (:class:`~sciml.solvers.rom.ecm.StressCubature`), QDEIM points, operators."""
+        J = self._new_directions()
+        self.ecm_directions = np.hstack([self.ecm_directions, J])
+        self.cubature.update(sigma, mode_strains(self.partition, J, self.partition.points))
         if new_qdeim:
-            self.qdeim_points = np.unique(np.concatenate([self.qdeim_points,
-                                                          qdeim(self.p_basis.modes, self.partition)]))
+            self.qdeim_points = np.unique(qdeim(self.p_basis.modes, self.partition, initial=self.qdeim_points))
         self._assemble()
         self.bases.append(self.basis.modes)
         self.p_bases.append(self.p_basis.modes)
@@ -409,23 +426,23 @@ class AdaptiveROM:
         records: list[StepRecord] = []
         hf_states: dict[int, HFState] = {}
         for k, (t, lam) in enumerate(zip(times.tolist(), load_factors.tolist())):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             new, its = self.model.solve_step(rstate, t, lam)
             p_hat = self.model.sampled(new.material.p)
             E = self.gappy.indicator(p_hat)
             gamma = self.gappy.coefficients(p_hat)
             bid, pid = len(self.bases) - 1, len(self.p_bases) - 1
             rec = StepRecord(k, t, lam, E, False, new.q, bid, new.q, bid, gamma, pid, its,
-                             {"rom": time.perf_counter() - t0})
+                             {"rom": time.process_time() - t0})
             if adaptive and E > self.tol.indicator:
-                t1 = time.perf_counter()
+                t1 = time.process_time()
                 full = self.replay(sync, pending)
-                t2 = time.perf_counter()
+                t2 = time.process_time()
                 hf_state = self.hf.solve_step(full, t, lam).state
-                t3 = time.perf_counter()
+                t3 = time.process_time()
                 self.update(hf_state, full)
                 rstate = self.reduced_state(hf_state, lam)
-                t4 = time.perf_counter()
+                t4 = time.process_time()
                 sync, pending = hf_state, []
                 hf_states[k] = hf_state
                 rec.hf, rec.q, rec.basis = True, rstate.q, len(self.bases) - 1

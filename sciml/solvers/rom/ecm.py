@@ -48,7 +48,10 @@ adaptive ROM: the previous points keep their weights as the feasible starting po
 (the least-squares problem is not re-solved on them alone), the greedy loop adds the
 points the new rows need, and the inner loop drops the old points that the new
 solution no longer wants. Nothing is recomputed from scratch but the right-hand side
-and the column norms (one pass over the points).
+and the column norms (one pass over the points). :class:`StressCubature` goes further
+for the adaptive ROM: its rows never rotate, so an update forms only the rows of the new
+snapshots and of the new basis directions, and the NNLS keeps its columns and Gram
+matrix, grown by those rows.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ import scipy.linalg as sla
 
 from .distributed import Partition
 
-__all__ = ["Integrand", "StressIntegrand", "DenseIntegrand", "ECMResult", "ecm"]
+__all__ = ["Integrand", "StressIntegrand", "DenseIntegrand", "ECMResult", "ecm", "StressCubature"]
 
 
 class Integrand(ABC):
@@ -309,6 +312,37 @@ class _NNLS:
         self.n = n1
         self.w = np.concatenate([self.w, np.zeros(k)])
 
+    def add_rows(self, rows: np.ndarray, b: np.ndarray) -> None:
+        """New rows ``rows (k, n)`` of the stored candidates, with their right-hand side ``b (k,)``:
+        the Gram matrix and :math:`A^\top b` gain :math:`R^\top R` and :math:`R^\top b_R` (no pass over
+        the old rows). The passive set must be refactorised (:meth:`start`) before it is used."""
+        k, n = rows.shape[0], self.n
+        self._A = np.vstack([self._A, np.zeros((k, self._A.shape[1]))])
+        self._A[-k:, :n] = rows
+        self._G[:n, :n] += rows.T @ rows
+        self._Ab[:n] += rows.T @ b
+        self.b = np.concatenate([self.b, b])
+
+    def set_row(self, i: int, row: np.ndarray, b_i: float) -> None:
+        """Replace row ``i`` of the stored candidates by ``row (n,)`` and its right-hand side by ``b_i``
+        (a rank-2 change of the Gram matrix). Refactorise (:meth:`start`) before use."""
+        n, old = self.n, self._A[i, :self.n].copy()
+        self._G[:n, :n] += np.outer(row, row) - np.outer(old, old)
+        self._Ab[:n] += row * b_i - old * self.b[i]
+        self._A[i, :n] = row
+        self.b = self.b.copy()
+        self.b[i] = b_i
+
+    def keep(self, idx: np.ndarray) -> None:
+        """Keep the candidates ``idx`` only (in that order), with their weights."""
+        idx = np.asarray(idx, dtype=np.int64)
+        k = idx.size
+        cap = max(64, 2 * k)
+        A, G, Ab = np.zeros((self.b.size, cap)), np.zeros((cap, cap)), np.zeros(cap)
+        A[:, :k], G[:k, :k], Ab[:k] = self._A[:, idx], self._G[np.ix_(idx, idx)], self._Ab[idx]
+        self._A, self._G, self._Ab, self.n = A, G, Ab, k
+        self.start(self.w[idx])
+
     def residual(self) -> np.ndarray:
         """:math:`b - A w`, from the stored columns."""
         return self.b - self.A @ self.w
@@ -389,6 +423,52 @@ class _NNLS:
             self._inner()
 
 
+def _greedy(nnls: _NNLS, candidates: np.ndarray, score, column, part: Partition, tol: float, cap: int,
+            batch: int) -> tuple[np.ndarray, int]:
+    r"""The NNOMP loop (module docstring, steps 1-3) on ``nnls``, whose stored columns are those of
+    the global points ``candidates``; returns the candidates (grown) and the number of
+    correlation passes. ``score(r)`` gives the normalised correlations
+    :math:`G_q^\top r / \|G_q\|` at the owned points (``-inf``: never a candidate). A pass whose
+    residual is unchanged (a re-admission after a stall) reuses the previous scores.
+    """
+    nb = float(np.linalg.norm(nnls.b))
+    r = nnls.residual()
+    iterations, readmit, stalls = 0, False, 0
+    cached = None  # scores of the current residual
+    while np.linalg.norm(r) > tol * nb and len(nnls.passive) < cap and stalls < 3:
+        before = float(np.linalg.norm(r))
+        if cached is None:
+            cached = score(r)
+            iterations += 1
+        scores = cached.copy()
+        # candidates that left the support stay out (no cycling) until the greedy stalls without them
+        excluded = candidates[nnls.passive] if readmit else candidates
+        mine = part.owned_mask(excluded)
+        scores[part.local_index(excluded[mine])] = -np.inf
+        best = part.top(scores, batch, column)
+        if not best or not best[0][1] > 1e-13 * nb:
+            if readmit:
+                break  # no point can lower the residual: the NNLS optimum over all points
+            readmit = True
+            continue
+        readmit = False
+        fresh = [(point, col) for point, score_, col in best
+                 if score_ > 1e-13 * nb and not np.any(candidates == point)]
+        if fresh:  # one product with all stored columns for the whole batch
+            candidates = np.append(candidates, [p for p, _ in fresh])
+            nnls.add(np.column_stack([c for _, c in fresh]))
+        for point, score_, col in best:
+            if not score_ > 1e-13 * nb or len(nnls.passive) >= cap:
+                break
+            nnls.enter(int(np.flatnonzero(candidates == point)[0]))
+            if nnls.residual_norm() <= tol * nb:
+                break
+        r = nnls.residual()
+        cached = None
+        stalls = stalls + 1 if np.linalg.norm(r) >= (1.0 - 1e-9) * before else 0
+    return candidates, iterations
+
+
 def ecm(
     integrand: Integrand,
     tol: float,
@@ -437,35 +517,179 @@ def ecm(
         candidates = np.asarray(initial.points, dtype=np.int64)
         nnls.add(integrand.columns(candidates))
         nnls.start(np.asarray(initial.weights, dtype=np.float64))
+
+    def score(r: np.ndarray) -> np.ndarray:
+        return np.where(usable, integrand.correlations(r) * inv, -np.inf)
+
+    candidates, iterations = _greedy(nnls, candidates, score, integrand.column, part, tol, cap, batch)
     r = nnls.residual()
-    iterations, readmit, stalls = 0, False, 0
-    while np.linalg.norm(r) > tol * nb and len(nnls.passive) < cap and stalls < 3:
-        before = float(np.linalg.norm(r))
-        scores = np.where(usable, integrand.correlations(r) * inv, -np.inf)
-        # candidates that left the support stay out (no cycling) until the greedy stalls without them
-        excluded = candidates[nnls.passive] if readmit else candidates
-        mine = part.owned_mask(excluded)
-        scores[part.local_index(excluded[mine])] = -np.inf
-        best = part.top(scores, batch, integrand.column)
-        iterations += 1
-        if not best or not best[0][1] > 1e-13 * nb:
-            if readmit:
-                break  # no point can lower the residual: the NNLS optimum over all points
-            readmit = True
-            continue
-        readmit = False
-        fresh = [(point, col) for point, score, col in best
-                 if score > 1e-13 * nb and not np.any(candidates == point)]
-        if fresh:  # one product with all stored columns for the whole batch
-            candidates = np.append(candidates, [p for p, _ in fresh])
-            nnls.add(np.column_stack([c for _, c in fresh]))
-        for point, score, col in best:
-            if not score > 1e-13 * nb or len(nnls.passive) >= cap:
-                break
-            nnls.enter(int(np.flatnonzero(candidates == point)[0]))
-            if nnls.residual_norm() <= tol * nb:
-                break
-        r = nnls.residual()
-        stalls = stalls + 1 if np.linalg.norm(r) >= (1.0 - 1e-9) * before else 0
     P = np.asarray(sorted(nnls.passive), dtype=np.int64)
     return ECMResult(candidates[P], nnls.w[P], float(np.linalg.norm(r) / nb), iterations)
+
+
+@final
+class StressCubature:
+    r"""The ECM of the stress integrand, kept up to date as stress snapshots and basis directions
+    are added (the update of the adaptive ROM).
+
+    The rows are :math:`g_{se}(x_q) = \sigma_s(x_q)\cdot(B_q e_e)` for the stress snapshots
+    :math:`\sigma_s` and an :math:`M`-orthonormal set of directions :math:`e_e` that only grows
+    (the initial POD modes, then the part of each new basis outside their span), and the
+    constant row :math:`c` of :class:`StressIntegrand` (:math:`c^2|\Omega|` the sum of the
+    rows' squared :math:`L^2` norms). Because old rows are never rotated, an update adds two
+    row blocks only: (old snapshots :math:`\times` new directions) and (new snapshots
+    :math:`\times` all directions). For them :meth:`update` forms the explicit block
+    :math:`G_\mathrm{new}` ``(n_local, R)`` once (:math:`6 m j + 6 k n` flops per point); then
+
+    * :math:`b`, :math:`c`, the column norms and the stored NNLS columns at the current points
+      grow by those rows only (:meth:`_NNLS.add_rows`: the Gram matrix gains
+      :math:`G_{\mathrm{new},S}^\top G_{\mathrm{new},S}`; the old rows and their Gram entries
+      are reused as they are, nothing is recomputed over the old snapshots);
+    * the NNOMP restarts from the current points and weights (:func:`ecm`'s loop); its
+      correlation passes lay the residual out on the (snapshot, direction) grid, one product
+      per block of points, in single precision (they only rank points); a pass whose
+      residual did not change is not repeated;
+    * the weights are re-solved by the incremental NNLS (Cholesky appended to and
+      downdated, see :class:`_NNLS`), and points whose weight drops to 0 leave.
+
+    Most of the cost of an update is that NNLS: with :math:`10^{-5}` and some hundred points,
+    each point that enters makes others leave (the least-squares solution on the support
+    swings to negative weights), and the loop climbs back point by point. Scoring points by
+    the new rows alone, or freeing only the old weights the new rows pull on most, was
+    tried and made it worse (more exchanges).
+
+    For any basis :math:`\Psi` whose span lies in that of the directions, the force
+    integrands :math:`\sigma_s : \varepsilon(\psi_k)` are orthonormal combinations of the
+    rows, so their residual is at most the one reached here.
+
+    Parameters
+    ----------
+    sigma : ndarray, shape ``(n_local, 6, m)``
+        Stress snapshots at the owned points.
+    BE : ndarray, shape ``(n_local, 6, n)``
+        :math:`B_q E` of the initial directions (:func:`~sciml.solvers.rom.reduced.mode_strains`).
+    partition : Partition
+    tol : float
+        Relative residual of every call (:func:`ecm`).
+    batch : int
+        Points per correlation pass.
+
+    Attributes
+    ----------
+    result : ECMResult
+        The current points and weights (``iterations``: correlation passes of the last call).
+    """
+
+    def __init__(self, sigma: np.ndarray, BE: np.ndarray, partition: Partition, tol: float, batch: int = 1) -> None:
+        integrand = StressIntegrand(sigma, BE, partition)
+        self.partition, self.tol, self.batch = partition, float(tol), int(batch)
+        self.sigma, self.BE = sigma, BE
+        self._sigma32, self._BE32 = sigma.astype(np.float32), BE.astype(np.float32)
+        self.weights = integrand.weights
+        self.blocks = [(0, integrand.m, 0, integrand.n)]  # (s0, s1, e0, e1), rows snapshot-major
+        self._grid = self._grid_rows()
+        self.volume = integrand.volume
+        self._force2 = integrand.constant**2 * integrand.volume
+        self._norms2 = np.maximum(integrand.column_norms() ** 2 - integrand.constant**2, 0.0)
+        first = ecm(integrand, tol, batch=batch)
+        b = integrand.integrals()
+        self._nnls = _NNLS(np.concatenate([b[-1:], b[:-1]]))  # the constant row first, then the blocks
+        self.points = first.points
+        if first.n_points:
+            cols = integrand.columns(first.points)
+            self._nnls.add(np.vstack([cols[-1:], cols[:-1]]))
+            self._nnls.start(first.weights)
+        self.result = first
+
+    @property
+    def constant(self) -> float:
+        return float(np.sqrt(self._force2 / self.volume)) if self.volume > 0 else 1.0
+
+    def _block_values(self, sig: np.ndarray, be: np.ndarray, blocks) -> np.ndarray:
+        """Rows of ``blocks`` at the points of ``sig (q, 6, m)``, ``be (q, 6, n)``: ``(q, rows)``."""
+        out = [np.matmul(sig[:, :, s0:s1].transpose(0, 2, 1), be[:, :, e0:e1]).reshape(sig.shape[0], -1)
+               for s0, s1, e0, e1 in blocks]
+        return np.concatenate(out, axis=1) if out else np.zeros((sig.shape[0], 0))
+
+    def _grid_rows(self) -> np.ndarray:
+        """Position ``s n + e`` in the full (snapshot, direction) grid of each force row, ``(n_rows - 1,)``.
+        The blocks tile the grid exactly once."""
+        n = self.BE.shape[2]
+        return np.concatenate([(np.arange(s0, s1)[:, None] * n + np.arange(e0, e1)[None, :]).ravel()
+                               for s0, s1, e0, e1 in self.blocks])
+
+    def column(self, i: int) -> np.ndarray:
+        """All rows at local point ``i``, ``(n_rows,)``."""
+        full = (self.sigma[i].T @ self.BE[i]).ravel()
+        return np.concatenate([[self.constant], full[self._grid]])
+
+    def _correlations(self, r: np.ndarray) -> np.ndarray:
+        r""":math:`G^\top r` over all rows at the owned points: one product per block of points with
+        the residual laid out on the (snapshot, direction) grid, ``(m, n)``.
+
+        In single precision: the scores only rank the points (the residual, the weights and the
+        stopping test use the float64 columns); rounding is :math:`\sim 10^{-7}\|G_q\|\|r\|`,
+        far below the scores that still matter (:math:`\sim 10^{-8}\|G_q\|\|b\|` at
+        :math:`\|r\| \approx 10^{-5}\|b\|`), and the pass, which dominates an update, costs half."""
+        m, n = self.sigma.shape[2], self.BE.shape[2]
+        R = np.zeros(m * n)
+        R[self._grid] = r[1:]
+        R = R.reshape(m, n).astype(np.float32)
+
+        def block(sig: np.ndarray, be: np.ndarray) -> np.ndarray:
+            Y = (sig.reshape(-1, m) @ R).reshape(be.shape)
+            return np.einsum("qij,qij->q", Y, be).astype(np.float64)
+
+        return self.partition.blockwise(block, self._sigma32, self._BE32) + self.constant * r[0]
+
+    def update(self, sigma: np.ndarray, BJ: np.ndarray) -> ECMResult:
+        """Add stress snapshots ``sigma (n_local, 6, k)`` and directions with strains ``BJ (n_local, 6, j)``
+        (orthonormal to the previous ones); update the points and weights (see the class docstring)."""
+        part, nnls = self.partition, self._nnls
+        m, n = self.sigma.shape[2], self.BE.shape[2]
+        k, j = sigma.shape[2], BJ.shape[2]
+        if sigma.shape[:2] != self.sigma.shape[:2] or BJ.shape[:2] != self.BE.shape[:2]:
+            raise ValueError(f"StressCubature.update: expected sigma (n_local, 6, k) and BJ (n_local, 6, j) with "
+                             f"n_local = {self.sigma.shape[0]}, got {sigma.shape} and {BJ.shape}")
+        self.sigma = np.concatenate([self.sigma, sigma], axis=2)
+        self.BE = np.concatenate([self.BE, BJ], axis=2)
+        self._sigma32 = np.concatenate([self._sigma32, sigma.astype(np.float32)], axis=2)
+        self._BE32 = np.concatenate([self._BE32, BJ.astype(np.float32)], axis=2)
+        new = ([(0, m, n, n + j)] if m and j else []) + ([(m, m + k, 0, n + j)] if k else [])
+        if not new:
+            return self.result
+        self.blocks.extend(new)
+        self._grid = self._grid_rows()
+        G = part.blockwise(lambda s, e: self._block_values(s, e, new), self.sigma, self.BE)  # (n_local, R)
+        R = G.shape[1]
+        w = self.weights
+        mom = part.sum(lambda _, s: np.concatenate([G[s].T @ w[s], (G[s] * G[s]).T @ w[s]]))
+        b_new = mom[:R]
+        self._force2 += float(mom[R:].sum())
+        self._norms2 = self._norms2 + (G * G).sum(axis=1)
+        c = self.constant
+
+        # the stored columns gain the new rows; the constant row takes the new c
+        candidates = np.asarray(self.points, dtype=np.int64)
+        keep = np.asarray(sorted(nnls.passive), dtype=np.int64)
+        nnls.keep(keep)
+        candidates = candidates[keep] if candidates.size else candidates
+        mine = np.flatnonzero(part.owned_mask(candidates))
+        rows = {int(i): G[part.local_index(candidates[i])] for i in mine}
+        merged: dict[int, np.ndarray] = {}
+        for chunk in part.comm.allgather(rows):
+            merged.update(chunk)
+        A_new = np.stack([merged[i] for i in range(candidates.size)], axis=1) if candidates.size else \
+            np.zeros((R, 0))
+        nnls.add_rows(A_new, b_new)
+        nnls.set_row(0, np.full(candidates.size, c), c * self.volume)
+        nnls.start(nnls.w)
+
+        inv = 1.0 / np.sqrt(self._norms2 + c * c)
+        candidates, iterations = _greedy(nnls, candidates, lambda r: self._correlations(r) * inv, self.column, part,
+                                         self.tol, nnls.b.size, self.batch)
+        P = np.asarray(sorted(nnls.passive), dtype=np.int64)
+        nb = float(np.linalg.norm(nnls.b))
+        self.points = candidates
+        self.result = ECMResult(candidates[P], nnls.w[P], float(np.linalg.norm(nnls.residual()) / nb), iterations)
+        return self.result

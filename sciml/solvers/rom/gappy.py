@@ -44,11 +44,18 @@ from .distributed import Partition
 __all__ = ["qdeim", "GappyPOD"]
 
 
-def qdeim(basis: np.ndarray, partition: Partition, n_points: int | None = None) -> np.ndarray:
+def qdeim(basis: np.ndarray, partition: Partition, n_points: int | None = None,
+          initial: np.ndarray | None = None) -> np.ndarray:
     """QDEIM points of the distributed ``basis (n_local, n)``: global point indices ``(k,)``.
 
     ``k = min(n_points, n)`` (default ``n``); fewer when the residual vanishes first
     (rank-deficient basis). Identical on every rank and for any number of ranks.
+
+    With ``initial`` (global indices, e.g. the points of a previous basis that the new one
+    extends), the pivoted QR starts with those rows as its first pivots: one block
+    projection removes their span from all rows (one product, instead of one pass per
+    point), and the search goes on for the directions left; the result is ``initial``
+    followed by at most ``min(n_points, n - rank)`` new points.
 
     Examples
     --------
@@ -58,6 +65,8 @@ def qdeim(basis: np.ndarray, partition: Partition, n_points: int | None = None) 
     >>> basis = np.zeros((32, 2)); basis[7, 0] = 2.0; basis[20, 1] = 1.0; basis[3] = 0.1
     >>> qdeim(basis, part).tolist()
     [7, 20]
+    >>> qdeim(basis, part, initial=np.array([20])).tolist()
+    [20, 7]
     """
     X = np.array(basis, dtype=np.float64, copy=True)
     if X.ndim != 2 or X.shape[0] != partition.n_local:
@@ -65,6 +74,14 @@ def qdeim(basis: np.ndarray, partition: Partition, n_points: int | None = None) 
     k = X.shape[1] if n_points is None else min(int(n_points), X.shape[1])
     chosen: list[int] = []
     scale = None
+    if initial is not None and len(initial):
+        chosen = [int(i) for i in dict.fromkeys(np.asarray(initial, dtype=np.int64).tolist())]
+        rows = partition.gather_selected(X, np.asarray(chosen, dtype=np.int64))  # (p, n)
+        scale = partition.comm.allreduce_max(float(np.max((X * X).sum(axis=1), initial=0.0)))
+        _, sv, Vt = np.linalg.svd(rows, full_matrices=False)
+        Q = Vt[:int(np.count_nonzero(sv > 1e-12 * np.sqrt(scale)))]  # orthonormal basis of the rows' span
+        X = X - partition.blockwise(lambda x: (x @ Q.T) @ Q, X)
+        k = min(k, X.shape[1] - Q.shape[0])
     for _ in range(k):
         scores = (X * X).sum(axis=1)
         if chosen:

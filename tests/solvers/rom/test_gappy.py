@@ -50,3 +50,28 @@ def test_indicator_sees_what_the_basis_misses_and_is_zero_when_elastic(setting):
     outside = np.where((x > 1.2) & (y < 0.3), 1.0, 0.0)  # a plastic zone the basis has never seen
     assert gp.indicator(outside[sample]) > 0.3
     assert gp.indicator(1e-12 * outside[sample]) == 0.0  # below the floor: an elastic step
+
+
+def test_warm_started_qdeim_is_the_pivoted_qr_with_the_given_first_pivots(setting):
+    """QDEIM of an enlarged basis from the points of the smaller one: the same points as pivoted
+    Gram-Schmidt forced through those rows first (an independent, slow loop), and a
+    well-conditioned sampled basis."""
+    disc, part, basis = setting
+    n0 = basis.n_modes - 2
+    first = qdeim(basis.modes[:, :n0], part)
+    points = qdeim(basis.modes, part, initial=first)
+    assert points[:n0].tolist() == first.tolist() and points.size == basis.n_modes
+    X = basis.modes.copy()
+    ref = list(first)
+    for i in ref:
+        v = X[i] / np.linalg.norm(X[i])
+        X = X - np.outer(X @ v, v)
+    while len(ref) < basis.n_modes:
+        norms = np.einsum("ij,ij->i", X, X)
+        norms[ref] = -np.inf
+        i = int(np.argmax(norms))
+        v = X[i] / np.linalg.norm(X[i])
+        X = X - np.outer(X @ v, v)
+        ref.append(i)
+    assert points.tolist() == ref
+    assert np.linalg.cond(basis.modes[points]) < 1e3
