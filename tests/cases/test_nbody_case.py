@@ -103,3 +103,20 @@ def test_shipped_presets_are_valid(name):
 
     case = load_case(CASES / name)
     assert case.kind == "nbody" and case.config.model.products == ["gaunt", "cg"]
+
+
+def test_two_ranks_train_the_same_network_as_one(tmp_path, reference):
+    """Data-parallel training (mpiexec -n 2, the same global batches) ends where the serial run does."""
+    import torch
+
+    out = tmp_path / "mpi"
+    res = run_sciml("run", str(case(tmp_path, epochs=6)), "--out", str(out), ranks=2)
+    assert res.returncode == 0, res.stderr
+    serial = torch.load(reference / "checkpoints" / "latest.pt", weights_only=False)["state"]["model"]
+    parallel = torch.load(out / "checkpoints" / "latest.pt", weights_only=False)["state"]["model"]
+    worst = max(float((serial[k] - parallel[k]).abs().max()) for k in serial)
+    assert worst <= 1e-5, worst  # float32, 18 Adam steps: summation order only
+    a, b = (json.loads((p / "metrics.json").read_text()) for p in (reference, out))
+    for key in ("test_mse_gaunt", "test_mse_cg"):
+        assert b[key] == pytest.approx(a[key], rel=1e-3), key
+    assert "on 2 rank(s)" in (out / "log.txt").read_text()

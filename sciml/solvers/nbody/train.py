@@ -42,19 +42,41 @@ def batch_indices(n: int, batch_size: int, generator: torch.Generator | None = N
 
 
 def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: NBodyData, batch_size: int,
-                generator: torch.Generator, grad_clip: float | None = None) -> float:
-    """One pass over ``data`` in shuffled mini-batches; returns the sample-weighted mean training loss."""
+                generator: torch.Generator, grad_clip: float | None = None,
+                module: torch.nn.Module | None = None) -> float:
+    """One pass over ``data`` in shuffled mini-batches; returns the sample-weighted mean training loss.
+
+    Data parallel under ``torch.distributed`` (``module``: the ``DistributedDataParallel``
+    wrapper of ``model``): every rank draws the same batches, rank ``r`` of ``W`` computes
+    samples ``r, r + W, ...`` of each, and its squared-error sum is scaled by ``W / n`` (``n``
+    the entries of the whole batch), so that DDP's average of the gradients is the gradient
+    of the whole batch's mean squared error: the serial update, up to summation order.
+    Every batch must hold at least ``W`` samples.
+    """
+    import torch.distributed as dist
+
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() \
+        else (0, 1)
+    module = model if module is None else module
+    per_sample = data.target[0].numel()
     model.train()
     total, count = 0.0, 0
     for index in batch_indices(len(data), batch_size, generator):
-        b = data.subset(index)
+        if len(index) < world:
+            raise ValueError(f"a batch of {len(index)} samples cannot be shared by {world} ranks "
+                             f"(choose batch_size and n_train so that every batch has at least {world})")
+        b = data.subset(index[rank::world])
         optimizer.zero_grad(set_to_none=True)
-        loss = mse(model(b.pos, b.vel, b.charge), b.target)
+        squared = (module(b.pos, b.vel, b.charge) - b.target).square().sum()
+        loss = squared * (world / (len(index) * per_sample))
         loss.backward()
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
-        total += float(loss.detach()) * len(index)
+        squared = squared.detach()
+        if world > 1:
+            dist.all_reduce(squared)
+        total += float(squared) / per_sample
         count += len(index)
     return total / max(count, 1)
 
