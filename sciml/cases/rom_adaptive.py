@@ -22,6 +22,11 @@ the error of the reduced prediction it judged, adaptive run),
 ``speedup_online_total`` (whole adaptive run, enrichment, HF steps, replays and
 updates included, against the reference HF run), ``offline_s``, ``world_size``.
 
+Checkpoints (``checkpoints/latest.pt``) follow every HF step of both HF runs, the offline ROM,
+the plain ROM run, the online setup and every step of the adaptive run (with the ROM's whole
+adaptive state); ``sciml resume`` continues from the last one to the same metrics, timings
+aside (the HF runs on any number of ranks, the ROM stages on the number they were saved on).
+
 Times are CPU times of the process (:func:`time.process_time`, maximum over ranks), so that
 the speed-ups do not depend on the load of a shared machine; run single-threaded
 (``OMP_NUM_THREADS=1``) for a fair count.
@@ -76,6 +81,7 @@ class ROM(Schema):
 class Output(Schema):
     paraview: bool = True
     plots: bool = True
+    keep_checkpoints: bool = Field(False, description="also keep every checkpoint as checkpoints/step_*.pt")
 
 
 class Config(Schema):
@@ -100,35 +106,84 @@ def _model(cfg: Config, spot: HotSpot, comm):
     return PartitionedHFModel(model, Partition(model.disc, comm, cfg.mesh.block_size)), times, lf
 
 
-def _hf_history(hf, times, lf, run, name: str, stages: dict) -> dict[str, Any]:
-    """HF run (or its checkpoint): ``u (n_dof, n)``, local ``sigma (n_local, 6, n)``, ``p (n_local, n)``, ``seconds``.
+class _Checkpoint:
+    """The case's checkpoint: one dictionary, saved whole after every HF step, every stage and every
+    online step (``checkpoints/latest.pt``, atomically; ``output.keep_checkpoints`` keeps each).
 
-    ``stages`` holds the HF runs done so far (global arrays); a new one is added to it and
-    the whole is checkpointed, so that ``sciml resume`` skips the HF runs already done.
+    Keys: ``hf`` (finished HF runs, global arrays: any number of ranks resumes them), ``hf_partial``
+    (the HF run under way: its steps so far and the plastic strain of the last), ``build``,
+    ``plain``, ``setup`` (the stages done, with their numbers), ``world_size`` and ``ranks`` (each
+    rank's ROM state and online state, :meth:`AdaptiveROM.state_dict` and
+    :class:`~sciml.solvers.rom.OnlineState`: the ROM stages resume on the same number of ranks).
     """
+
+    def __init__(self, run, keep: bool) -> None:
+        self.run, self.keep, self.comm = run, keep, run.comm
+        ckpt = run.load_checkpoint() if run.resume else None
+        self.state: dict[str, Any] = dict(ckpt["state"]) if ckpt is not None else {"hf": {}}
+        if "hf" not in self.state:
+            raise RuntimeError(f"{run.latest_checkpoint}: a checkpoint of an older version of the case "
+                               f"(keys {sorted(self.state)}); start the run again with `sciml run`")
+        if "ranks" in self.state and self.state["world_size"] != self.comm.size:
+            raise RuntimeError(f"{run.latest_checkpoint}: the ROM stages were checkpointed on "
+                               f"{self.state['world_size']} rank(s); resume them on as many, not {self.comm.size}")
+
+    def mine(self, key: str):
+        """This rank's part ``key`` (``rom`` or ``online``) of the checkpoint, or None."""
+        ranks = self.state.get("ranks")
+        return ranks[self.comm.rank].get(key) if ranks is not None else None
+
+    def save(self, step: int, rom=None, online=None) -> None:
+        """Checkpoint as step ``step``, with every rank's ROM and online state when given (collective)."""
+        if rom is not None:
+            ranks = self.comm.gather({"rom": rom.state_dict(), "online": online})
+            self.state.update(world_size=self.comm.size, ranks=ranks)
+        self.run.save_checkpoint(self.state, step=step, keep=self.keep)
+
+
+def _hf_history(hf, times, lf, run, name: str, ckpt: _Checkpoint, step0: int) -> dict[str, Any]:
+    """HF run: ``u (n_dof, n)``, local ``sigma (n_local, 6, n)``, ``p (n_local, n)``, ``seconds``,
+    ``step_seconds`` (per step, max over ranks; ``seconds`` is their sum).
+
+    Every step is checkpointed (as step ``step0 + k``) with the global fields so far, so that
+    ``sciml resume`` continues the run from its last step, on any number of ranks.
+    """
+    from sciml.solvers.rom import HFState, MaterialState
+
     part = hf.partition
-    if name in stages:
-        g = stages[name]
-        run.log(f"{name}: HF run read from the checkpoint")
-        return {"u": np.asarray(g["u"]), "sigma": np.asarray(g["sigma"])[part.points],
-                "p": np.asarray(g["p"])[part.points], "seconds": float(g["seconds"]), "step_seconds": g["step_seconds"]}
-    state = hf.initial_state(0.0)
-    U, S, P, step_s = [], [], [], []
-    for t, lam in run.progress(list(zip(times.tolist(), lf.tolist())), total=len(times), desc=f"HF {name}"):
-        t0 = time.process_time()
-        state = hf.solve_step(state, t, lam).state
-        step_s.append(time.process_time() - t0)
-        U.append(state.u)
-        S.append(state.sigma)
-        P.append(state.p)
-    out = {"u": np.column_stack(U), "sigma": np.stack(S, axis=2), "p": np.column_stack(P),
-           "seconds": part.comm.allreduce_max(float(sum(step_s))),
-           "step_seconds": [part.comm.allreduce_max(s) for s in step_s]}
-    sig_g, p_g = part.gather_points(out["sigma"]), part.gather_points(out["p"])
-    stages[name] = {"u": out["u"], "sigma": sig_g, "p": p_g, "seconds": out["seconds"],
-                    "step_seconds": out["step_seconds"]}
-    run.save_checkpoint(stages, step=len(stages))
-    return out
+    done = ckpt.state["hf"]
+    if name not in done:
+        h = ckpt.state.get("hf_partial")
+        if h is not None and h["name"] == name:
+            k0 = len(h["u"])
+            state = HFState(float(times[k0 - 1]), h["u"][-1],
+                            MaterialState(h["eps_p"][part.points], h["p"][-1][part.points]),
+                            h["sigma"][-1][part.points])
+            run.log(f"HF {name}: resumed after step {k0}/{len(times)}")
+        else:
+            k0, state = 0, hf.initial_state(0.0)
+            h = {"name": name, "u": [], "sigma": [], "p": [], "eps_p": None, "step_seconds": []}
+        steps = list(zip(times.tolist(), lf.tolist()))[k0:]
+        for k, (t, lam) in enumerate(run.progress(steps, total=len(times), desc=f"HF {name}", initial=k0), k0):
+            t0 = time.process_time()
+            state = hf.solve_step(state, t, lam).state
+            seconds = part.comm.allreduce_max(time.process_time() - t0)
+            h = {"name": name, "u": h["u"] + [state.u], "sigma": h["sigma"] + [part.gather_points(state.sigma)],
+                 "p": h["p"] + [part.gather_points(state.p)], "eps_p": part.gather_points(state.material.eps_p),
+                 "step_seconds": h["step_seconds"] + [seconds]}
+            if k + 1 == len(times):
+                done[name] = {"u": np.column_stack(h["u"]), "sigma": np.stack(h["sigma"], axis=2),
+                              "p": np.column_stack(h["p"]), "seconds": float(sum(h["step_seconds"])),
+                              "step_seconds": h["step_seconds"]}
+                ckpt.state.pop("hf_partial", None)
+            else:
+                ckpt.state["hf_partial"] = h
+            ckpt.save(step0 + k + 1)
+    else:
+        run.log(f"HF {name}: read from the checkpoint")
+    g = done[name]
+    return {"u": g["u"], "sigma": g["sigma"][part.points], "p": g["p"][part.points], "seconds": g["seconds"],
+            "step_seconds": g["step_seconds"]}
 
 
 def _errors(rom, rom_run, ref: dict, uspace, pspace, p_floor: float) -> dict[str, Any]:
@@ -178,38 +233,62 @@ def run(cfg: Config, run) -> dict:
     run.log(f"plate {cfg.mesh.nx}x{cfg.mesh.ny}: {hf_new.disc.n_dof} dofs, {hf_new.disc.n_qp} integration points, "
             f"{part.n_blocks} blocks of {cfg.mesh.block_size} cells on {comm.size} rank(s)")
 
-    ckpt = run.load_checkpoint() if run.resume else None
-    stages = dict(ckpt["state"]) if ckpt is not None else {}
-    train = _hf_history(hf_train, times, lf, run, "training", stages)
-    ref = _hf_history(hf_new, times, lf, run, "reference", stages)
+    ckpt = _Checkpoint(run, cfg.output.keep_checkpoints)
+    n = len(times)
+    train = _hf_history(hf_train, times, lf, run, "training", ckpt, 0)
+    ref = _hf_history(hf_new, times, lf, run, "reference", ckpt, n)
     run.log(f"HF runs: training {train['seconds']:.2f} s, reference {ref['seconds']:.2f} s")
 
-    tol = Tolerances(pod=r.pod_tol, ecm=r.ecm_tol, gappy=r.gappy_tol, indicator=r.indicator_tol,
-                     p_floor=r.p_floor, max_modes=r.max_modes)
-    t0 = time.process_time()
-    rom = AdaptiveROM(hf_new, Snapshots(train["u"], train["sigma"], train["p"]), tol, ecm_batch=r.ecm_batch,
-                      tangent_snapshots=r.tangent_snapshots)
-    build_s = comm.allreduce_max(time.process_time() - t0)
-    n_modes0, n_ecm0 = rom.n_modes, rom.ecm_result.n_points
-    run.log(f"offline ROM: {n_modes0} modes, {n_ecm0} ECM points (residual {rom.ecm_result.residual:.2e}), "
-            f"{rom.p_basis.n_modes} p modes, {rom.qdeim_points.size} QDEIM points; {build_s:.2f} s")
+    # offline ROM: checkpoint step 2n + 1
+    if "build" in ckpt.state:
+        rom = AdaptiveROM.from_state_dict(hf_new, ckpt.mine("rom"))
+        run.log("offline ROM: read from the checkpoint")
+    else:
+        tol = Tolerances(pod=r.pod_tol, ecm=r.ecm_tol, gappy=r.gappy_tol, indicator=r.indicator_tol,
+                         p_floor=r.p_floor, max_modes=r.max_modes)
+        t0 = time.process_time()
+        rom = AdaptiveROM(hf_new, Snapshots(train["u"], train["sigma"], train["p"]), tol, ecm_batch=r.ecm_batch,
+                          tangent_snapshots=r.tangent_snapshots)
+        ckpt.state["build"] = {"seconds": comm.allreduce_max(time.process_time() - t0), "n_modes": rom.n_modes,
+                               "n_ecm_points": rom.ecm_result.n_points}
+        ckpt.save(2 * n + 1, rom)
+        run.log(f"offline ROM: {rom.n_modes} modes, {rom.ecm_result.n_points} ECM points (residual "
+                f"{rom.ecm_result.residual:.2e}), {rom.p_basis.n_modes} p modes, {rom.qdeim_points.size} QDEIM "
+                f"points; {ckpt.state['build']['seconds']:.2f} s")
+    build_s, n_modes0, n_ecm0 = (ckpt.state["build"][k] for k in ("seconds", "n_modes", "n_ecm_points"))
     uspace, pspace = DofSpace(part), PointSpace(part)
 
-    plain = rom.run(times, lf, adaptive=False)
-    err_plain = _errors(rom, plain, ref, uspace, pspace, r.p_floor)
+    # plain ROM: step 2n + 2
+    if "plain" not in ckpt.state:
+        plain = rom.run(times, lf, adaptive=False)
+        err = _errors(rom, plain, ref, uspace, pspace, r.p_floor)
+        ckpt.state["plain"] = {"err": {k: v for k, v in err.items() if k != "states"},
+                               "indicator": np.array([rec.indicator for rec in plain.records])}
+        ckpt.save(2 * n + 2, rom)
+    err_plain, indicator_plain = ckpt.state["plain"]["err"], ckpt.state["plain"]["indicator"]
 
-    # online: everything from here on counts in the adaptive ROM's time
-    t0 = time.process_time()
-    rom.add_monitor_points(monitor_points(hf_new, times, r.monitor_points))
-    levels = distinct_temperature_times(hf_new, times, r.thermoelastic_levels)
-    if levels:
-        rom.enrich(*thermoelastic_snapshots(hf_new, levels))
-    setup_s = comm.allreduce_max(time.process_time() - t0)
-    run.log(f"online setup: {rom.monitor.size} monitor points, thermo-elastic enrichment at t = {levels} "
-            f"-> {rom.n_modes} modes, {rom.ecm_result.n_points} ECM points; {setup_s:.2f} s")
-    enriched = rom.run(times, lf, adaptive=False)
-    err_enriched = _errors(rom, enriched, ref, uspace, pspace, r.p_floor)
-    adaptive = rom.run(times, lf, adaptive=True, log=run.log)
+    # online: everything from here on counts in the adaptive ROM's time. Setup and enriched ROM: step 2n + 3
+    if "setup" not in ckpt.state:
+        t0 = time.process_time()
+        rom.add_monitor_points(monitor_points(hf_new, times, r.monitor_points))
+        levels = distinct_temperature_times(hf_new, times, r.thermoelastic_levels)
+        if levels:
+            rom.enrich(*thermoelastic_snapshots(hf_new, levels))
+        setup_s = comm.allreduce_max(time.process_time() - t0)
+        run.log(f"online setup: {rom.monitor.size} monitor points, thermo-elastic enrichment at t = {levels} "
+                f"-> {rom.n_modes} modes, {rom.ecm_result.n_points} ECM points; {setup_s:.2f} s")
+        enriched = rom.run(times, lf, adaptive=False)
+        err = _errors(rom, enriched, ref, uspace, pspace, r.p_floor)
+        ckpt.state["setup"] = {"seconds": setup_s, "err": {k: v for k, v in err.items() if k != "states"}}
+        ckpt.save(2 * n + 3, rom)
+    setup_s, err_enriched = ckpt.state["setup"]["seconds"], ckpt.state["setup"]["err"]
+
+    # adaptive ROM: step 2n + 3 + k after its step k
+    start = ckpt.mine("online")
+    if start is not None:
+        run.log(f"adaptive ROM: resumed after step {start.step}/{n}")
+    adaptive = rom.run(times, lf, adaptive=True, log=run.log, start=start,
+                       on_step=lambda st: ckpt.save(2 * n + 3 + st.step, rom, st))
     err = _errors(rom, adaptive, ref, uspace, pspace, r.p_floor)
 
     secs = {k: comm.allreduce_max(adaptive.seconds(k)) for k in ("rom", "replay", "hf", "update")}
@@ -218,7 +297,6 @@ def run(cfg: Config, run) -> dict:
     rom_step_s = comm.allreduce_max(float(np.mean(rom_steps))) if rom_steps else float("nan")
     hf_step_s = float(np.mean(ref["step_seconds"]))
     indicator = np.array([rec.indicator for rec in adaptive.records])
-    indicator_plain = np.array([rec.indicator for rec in plain.records])
 
     metrics: dict[str, Any] = {
         "max_rel_error_u": float(err["u"].max()),

@@ -1,9 +1,11 @@
-"""The rom_adaptive case end to end: run folder, metrics, ParaView pieces per rank, and the
-same ROM results on 1 and 2 MPI ranks (timings aside) to 1e-10."""
+"""The rom_adaptive case end to end: run folder, metrics, ParaView pieces per rank, the
+same ROM results on 1 and 2 MPI ranks (timings aside) to 1e-10, and the same metrics
+after a kill in an HF run or in the adaptive online run and ``sciml resume``."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ kind: rom_adaptive
 mesh: {nx: 8, ny: 4, block_size: 4}
 loading: {n_steps: 8, n_cycles: 1, ramp_time: 3.0}
 rom: {indicator_tol: 0.02, monitor_points: 4, thermoelastic_levels: 2, ecm_batch: 4}
-output: {plots: false}
+output: {plots: false, keep_checkpoints: true}
 """
 
 TIMING = ("speedup_online_step", "speedup_online_total", "hf_s", "online_s", "online_parts_s", "offline_s",
@@ -66,6 +68,26 @@ def test_two_ranks_give_the_same_rom(runs):
     pieces = sorted(p.name for p in (runs[2] / "fields").glob("fields_0_*.vtu"))
     assert pieces == ["fields_0_0.vtu", "fields_0_1.vtu"]
     assert (runs[2] / "fields" / "fields_0.pvtu").is_file()
+
+
+@pytest.mark.parametrize("stage", ["hf_reference", "online"])
+def test_resume_after_a_kill_gives_the_same_metrics(runs, tmp_path, stage):
+    """A kill after step 4 of the reference HF run or of the adaptive run (checkpoint steps:
+    training 1..n, reference n+1..2n, offline ROM 2n+1, plain ROM 2n+2, online setup 2n+3,
+    adaptive step k 2n+3+k): `sciml resume` from that checkpoint ends with the same metrics."""
+    done = runs[1]
+    n = json.loads((done / "metrics.json").read_text())["n_steps"]
+    step = {"hf_reference": n + 4, "online": 2 * n + 3 + 4}[stage]
+    folder = tmp_path / "killed"
+    shutil.copytree(done, folder)
+    shutil.copy(folder / "checkpoints" / f"step_{step:08d}.pt", folder / "checkpoints" / "latest.pt")
+    (folder / "metrics.json").unlink()
+    res = run_sciml("resume", str(folder), timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resumed after step 4/8" in res.stdout
+    a = json.loads((done / "metrics.json").read_text())
+    b = json.loads((folder / "metrics.json").read_text())
+    assert {k: v for k, v in b.items() if k not in TIMING} == {k: v for k, v in a.items() if k not in TIMING}
 
 
 def test_invalid_key_is_reported_before_any_work(tmp_path):

@@ -29,8 +29,8 @@ from .distributed import DofSpace, Partition, PartitionedHFModel, PointSpace
 from .ecm import DenseIntegrand, ECMResult, Integrand, StressCubature, StressIntegrand, ecm
 from .gappy import GappyPOD, qdeim
 from .reduced import ReducedModel, ReducedState, mode_strains
-from .adaptive import (AdaptiveROM, ROMRun, Snapshots, StepRecord, Tolerances, distinct_temperature_times,
-                       monitor_points, tangent_response, thermoelastic_snapshots)
+from .adaptive import (AdaptiveROM, OnlineState, ROMRun, Snapshots, StepRecord, Tolerances,
+                       distinct_temperature_times, monitor_points, tangent_response, thermoelastic_snapshots)
 
 __all__ = [
     "ThermoViscoplasticJ2",
@@ -71,6 +71,7 @@ __all__ = [
     "mode_strains",
     "AdaptiveROM",
     "ROMRun",
+    "OnlineState",
     "Snapshots",
     "StepRecord",
     "Tolerances",

@@ -63,7 +63,7 @@ from .gappy import GappyPOD, qdeim
 from .pod import orthonormalize, pod, pod_update
 from .reduced import ReducedModel, ReducedState, mode_strains
 
-__all__ = ["Tolerances", "Snapshots", "StepRecord", "ROMRun", "AdaptiveROM", "monitor_points",
+__all__ = ["Tolerances", "Snapshots", "StepRecord", "ROMRun", "OnlineState", "AdaptiveROM", "monitor_points",
            "thermoelastic_snapshots", "distinct_temperature_times", "tangent_response"]
 
 
@@ -152,6 +152,21 @@ class ROMRun:
     def seconds(self, part: str | None = None) -> float:
         """Online CPU time (this rank), of one part or of all."""
         return float(sum(v for r in self.records for k, v in r.seconds.items() if part is None or k == part))
+
+
+@dataclass
+class OnlineState:
+    """Where an online run (:meth:`AdaptiveROM.run`) stands before step ``step``: the last
+    synchronised full state ``sync``, the reduced steps ``pending`` since (``(t, load_factor, q,
+    basis id)``), the reduced state, the records and HF states so far. With the ROM's
+    :meth:`AdaptiveROM.state_dict` it is all a resumed run needs (this rank's part)."""
+
+    step: int
+    sync: HFState
+    pending: list[tuple[float, float, np.ndarray, int]]
+    rstate: ReducedState
+    records: list[StepRecord]
+    hf_states: dict[int, HFState]
 
 
 def monitor_points(hf: PartitionedHFModel, times: Sequence[float], n_points: int) -> np.ndarray:
@@ -320,6 +335,26 @@ class AdaptiveROM:
         """The current reduced quadrature."""
         return self.cubature.result
 
+    _STATE = ("tol", "ecm_batch", "tangent_snapshots", "lift", "monitor", "build_seconds", "basis", "p_basis",
+              "ecm_directions", "qdeim_points", "bases", "p_bases")
+
+    def state_dict(self) -> dict:
+        """This rank's adaptive state (bases and their history, ECM, QDEIM and monitor points), without
+        the HF model: :meth:`from_state_dict` continues from it bit-for-bit."""
+        return {**{k: getattr(self, k) for k in self._STATE}, "cubature": self.cubature.state_dict()}
+
+    @classmethod
+    def from_state_dict(cls, hf: PartitionedHFModel, state: dict) -> "AdaptiveROM":
+        """The ROM of :meth:`state_dict` on ``hf`` (the same model and partition); operators rebuilt."""
+        rom = cls.__new__(cls)
+        rom.hf, rom.partition = hf, hf.partition
+        rom.uspace, rom.pspace = DofSpace(rom.partition), PointSpace(rom.partition)
+        for k in cls._STATE:
+            setattr(rom, k, state[k])
+        rom.cubature = StressCubature.from_state_dict(state["cubature"], rom.partition)
+        rom._assemble()
+        return rom
+
     # -- building blocks -----------------------------------------------------------------------------
     def _new_directions(self) -> np.ndarray:
         r"""The part of the current basis outside the span of the ECM directions :math:`E`, as
@@ -409,23 +444,26 @@ class AdaptiveROM:
 
     # -- online ----------------------------------------------------------------------------------------
     def run(self, times: Sequence[float], load_factors: Sequence[float], adaptive: bool = True,
-            log=None) -> ROMRun:
+            log=None, start: OnlineState | None = None, on_step=None) -> ROMRun:
         """Run the reduced model over the steps ending at ``times`` from the virgin state at ``t = 0``.
 
         With ``adaptive=False`` the indicator is computed but never acted on (the plain
-        POD-ECM ROM). ``log(message)`` is told about each HF step.
+        POD-ECM ROM). ``log(message)`` is told about each HF step. ``on_step(state)`` gets the
+        :class:`OnlineState` after each step (to checkpoint it with :meth:`state_dict`);
+        ``start``, such a state, continues a run from it (this ROM in the state it had then).
         """
         times = np.asarray(times, dtype=np.float64)
         load_factors = np.asarray(load_factors, dtype=np.float64)
         if times.ndim != 1 or times.shape != load_factors.shape:
             raise ValueError(f"run: expected times and load_factors of one shape (n_steps,), got {times.shape} "
                              f"and {load_factors.shape}")
-        sync = self.hf.initial_state(0.0)
-        pending: list[tuple[float, float, np.ndarray, np.ndarray]] = []
-        rstate = self.model.initial_state()
-        records: list[StepRecord] = []
-        hf_states: dict[int, HFState] = {}
+        if start is None:
+            start = OnlineState(0, self.hf.initial_state(0.0), [], self.model.initial_state(), [], {})
+        k0, sync, pending, rstate = start.step, start.sync, list(start.pending), start.rstate
+        records, hf_states = list(start.records), dict(start.hf_states)
         for k, (t, lam) in enumerate(zip(times.tolist(), load_factors.tolist())):
+            if k < k0:
+                continue
             t0 = time.process_time()
             new, its = self.model.solve_step(rstate, t, lam)
             p_hat = self.model.sampled(new.material.p)
@@ -436,7 +474,7 @@ class AdaptiveROM:
                              {"rom": time.process_time() - t0})
             if adaptive and E > self.tol.indicator:
                 t1 = time.process_time()
-                full = self.replay(sync, pending)
+                full = self.replay(sync, [(tp, lp, qp, self.bases[b]) for tp, lp, qp, b in pending])
                 t2 = time.process_time()
                 hf_state = self.hf.solve_step(full, t, lam).state
                 t3 = time.process_time()
@@ -454,8 +492,10 @@ class AdaptiveROM:
                         f"{self.model.n_points} reduced points")
             else:
                 rstate = new
-                pending.append((t, lam, new.q, self.basis.modes))
+                pending.append((t, lam, new.q, bid))
             records.append(rec)
+            if on_step is not None:
+                on_step(OnlineState(k + 1, sync, list(pending), rstate, list(records), dict(hf_states)))
         return ROMRun(records, hf_states, list(self.bases), list(self.p_bases), rstate)
 
     def reconstruct(self, run: ROMRun) -> Iterator[HFState]:

@@ -605,6 +605,21 @@ class StressCubature:
     def constant(self) -> float:
         return float(np.sqrt(self._force2 / self.volume)) if self.volume > 0 else 1.0
 
+    def state_dict(self) -> dict:
+        """Everything an update depends on (this rank's rows, the NNLS factors, the points), without
+        the partition and the single-precision copies: with :meth:`from_state_dict` the next
+        updates are bit-for-bit the same."""
+        return {k: v for k, v in vars(self).items() if k not in ("partition", "_sigma32", "_BE32")}
+
+    @classmethod
+    def from_state_dict(cls, state: dict, partition: Partition) -> "StressCubature":
+        """The cubature of :meth:`state_dict`, on ``partition`` (the one it was made on)."""
+        out = cls.__new__(cls)
+        out.__dict__.update(state)
+        out.partition = partition
+        out._sigma32, out._BE32 = out.sigma.astype(np.float32), out.BE.astype(np.float32)
+        return out
+
     def _block_values(self, sig: np.ndarray, be: np.ndarray, blocks) -> np.ndarray:
         """Rows of ``blocks`` at the points of ``sig (q, 6, m)``, ``be (q, 6, n)``: ``(q, rows)``."""
         out = [np.matmul(sig[:, :, s0:s1].transpose(0, 2, 1), be[:, :, e0:e1]).reshape(sig.shape[0], -1)
