@@ -103,6 +103,8 @@ class Optimiser(Schema):
         "exact", description="exact: closed-form U update (linear problems); joint: U moved by the optimisers"
     )
     u_update_every: int = Field(1, ge=1, description="Adam steps between exact U updates")
+    u_tol: float = Field(1e-8, gt=0, lt=1, description="CG tolerance of the exact U updates inside a phase")
+    u_max_iter: int = Field(60, ge=1, description="CG iteration cap of the exact U updates inside a phase")
     adam: Adam = Adam()
     lbfgs: LBFGS = LBFGS()
 
@@ -214,13 +216,14 @@ def _run_phase(solver, cfg: Config, phase: str, first_lbfgs: bool) -> list[float
 
     opt = cfg.optimiser
     every = opt.u_update_every if opt.u_update == "exact" else None
+    u_solve = {"u_tol": opt.u_tol, "u_max_iter": opt.u_max_iter}
     if phase == "adam":
-        return solver.fit(n_adam=opt.adam.steps, lr=opt.adam.lr, u_update_every=every)
+        return solver.fit(n_adam=opt.adam.steps, lr=opt.adam.lr, u_update_every=every, **u_solve)
     if not first_lbfgs:
         with torch.no_grad():
             solver.log_tau_residual += opt.lbfgs.precision_step
             solver.log_tau_boundary += opt.lbfgs.precision_step
-    return solver.fit(n_adam=0, u_update_every=every, n_lbfgs=opt.lbfgs.iterations, lbfgs_rounds=1)
+    return solver.fit(n_adam=0, u_update_every=every, n_lbfgs=opt.lbfgs.iterations, lbfgs_rounds=1, **u_solve)
 
 
 # --------------------------------------------------------------------------- the case

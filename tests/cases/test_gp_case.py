@@ -66,6 +66,7 @@ def test_bad_expression_exits_2_with_file_line_and_key(tmp_path):
         (lambda t: t.replace("n_points: [30]", "n_points: [30, 30]"), "(top level)"),
         (lambda t: t.replace("equation: poisson", "equation: allen_cahn"), "(top level)"),
         (lambda t: t.replace("equation: poisson", "equation: poisson\n  beta: 3"), "problem"),
+        (lambda t: t.replace("optimiser:", "optimiser:\n  u_tol: 0"), "optimiser.u_tol"),
     ],
 )
 def test_inconsistent_configs_are_config_errors(tmp_path, edit, where):

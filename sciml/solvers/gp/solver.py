@@ -45,7 +45,17 @@ precisions have grown) leaves nothing of double precision:
   block of the normal matrix is a Kronecker product plus the square of a Kronecker
   sum, inverted approximately by per-axis eigendecompositions (2D Poisson, 24²:
   21 iterations against 468 with the exact Jacobi preconditioner of
-  :class:`_WhitenedNormalEquations`, 62 at 100² for ``sin(100x) sin(100y)``).
+  :class:`_WhitenedNormalEquations`; 42 at 300² for ``sin(100x) sin(100y)``).
+
+Why not a direct solve by per-axis eigendecompositions: on the full grid,
+:math:`E_d = G_d (K_d + \varepsilon I)^{-1} = T_d \Lambda_d T_d^{-1}` from the
+generalized problem :math:`G_d t = \lambda (K_d + \varepsilon I) t`, and the prior
+becomes :math:`\|V\|^2` with :math:`U = (\otimes_d T_d) V`; but the residual
+likelihood is white, :math:`\|(\otimes_d T_d)\Lambda_\oplus V - f\|^2`, and
+:math:`T_d^T T_d` is not diagonal (three per-axis matrices, :math:`K_d`, :math:`G_d`
+and the identity, have no common congruence), before even the restriction of the
+equation to the interior. The CG is exact to its tolerance, and a test checks it
+against the dense QR solve.
 
 An earlier design substituted :math:`U = C^{-1}(h + e)` to solve the collocation
 system exactly by per-axis eigendecompositions; it fails because :math:`C` is
@@ -437,6 +447,8 @@ class GPPDESolver(nn.Module):
         lbfgs_learn_precisions: bool = False,
         lbfgs_rounds: int = 1,
         lbfgs_precision_step: float = 1.0,
+        u_tol: float = 1e-8,
+        u_max_iter: int = 60,
         callback: Callable[["GPPDESolver", int, float], bool | None] | None = None,
     ) -> list[float]:
         r"""Minimise :math:`\mathcal J`: Adam, then optionally L-BFGS-B.
@@ -474,6 +486,18 @@ class GPPDESolver(nn.Module):
             by e ends between 1.5e-10 and 1.5e-8 (5 runs each).
         lbfgs_precision_step : float, default 1.0
             Increment of :math:`\log\tau_r` and :math:`\log\tau_b` between rounds.
+        u_tol : float, default 1e-8
+            CG tolerance of the U updates inside the loop (Kronecker path); the
+            update after each phase uses :meth:`solve_u`'s 1e-10. CG's residual
+            oscillates by orders of magnitude on the way down: 2D Poisson
+            ``sin(100x) sin(100y)`` at 300², warm-started from the previous step,
+            reaches 1e-8 in 6-11 iterations and 1e-10 in 35-50.
+        u_max_iter : int, default 60
+            CG iteration cap of those updates. An unconverged U still gives an
+            upper bound of the profile loss, :math:`\mathcal J(U) \ge \min_U
+            \mathcal J`, so a line search backs off from it; without the cap one
+            L-BFGS-B trial point far from the current kernels (the same 2D case)
+            took 500 iterations (24 s) to return a loss of 4e12.
         callback : callable ``(solver, step, loss) -> bool | None``, optional
             Called after every Adam step and L-BFGS-B evaluation (steps continue
             counting); returning ``True`` stops the optimisation.
@@ -505,11 +529,22 @@ class GPPDESolver(nn.Module):
         params = [p for p in (self.hyperparameters() if alternate else self.parameters()) if p.requires_grad]
         history: list[float] = []
 
+        # The CG warm start is the U of the best evaluation so far, not of the last one:
+        # a rejected line-search trial (kernels far off) would leave a U far from the next
+        # trial's, and its CG would run into the cap.
+        best: dict = {"loss": math.inf, "u": None}
+
         def evaluate() -> Tensor:
             ops = self._operators()
             if alternate:
-                self._solve_u(ops)
-            return self.loss_terms(ops=ops)["loss"]
+                if best["u"] is not None:
+                    with torch.no_grad():
+                        self.u.copy_(best["u"])
+                self._solve_u(ops, cg_tol=u_tol, cg_max_iter=u_max_iter)
+            loss = self.loss_terms(ops=ops)["loss"]
+            if alternate and float(loss.detach()) < best["loss"]:
+                best.update(loss=float(loss.detach()), u=self.u.detach().clone())
+            return loss
 
         adam = torch.optim.Adam(params, lr=lr)
         for step in range(n_adam):
@@ -524,10 +559,11 @@ class GPPDESolver(nn.Module):
             history.append(float(loss.detach()))
             if callback is not None and callback(self, step, history[-1]):
                 return history
-        if alternate:
+        lbfgs_follows = n_lbfgs > 0 and bool(params)
+        if alternate and not lbfgs_follows:  # else L-BFGS-B's first evaluation solves for U
             self.solve_u()
 
-        if n_lbfgs > 0 and params:
+        if lbfgs_follows:
             self._project_to_resolved()
             precisions = {id(self.log_tau_residual), id(self.log_tau_boundary)}
             lbfgs_params = [p for p in params if lbfgs_learn_precisions or id(p) not in precisions]
@@ -537,10 +573,14 @@ class GPPDESolver(nn.Module):
                         with torch.no_grad():
                             self.log_tau_residual += lbfgs_precision_step
                             self.log_tau_boundary += lbfgs_precision_step
+                    best["loss"] = math.inf  # the loss changes with the precisions
                     self._lbfgs_b(lbfgs_params, n_lbfgs, evaluate, history, callback)
             except _StopOptimisation:
                 pass
             if alternate:
+                if best["u"] is not None:
+                    with torch.no_grad():
+                        self.u.copy_(best["u"])
                 self.solve_u()
         return history
 
@@ -662,6 +702,8 @@ class _WhitenedNormalEquations:
             self.r_inv.append(q.mT / s.sqrt()[:, None])
             self.b.append(None if g is None else (g @ q) / s.sqrt())
         self.interior, self.mask, self.w_sqrt = interior, mask, w_sqrt
+        self.r_t = [r.mT for r in self.r]
+        self.blocks = _BoundaryBlock.partition(interior, mask.shape, mask.device)
         terms = [d for d, b in enumerate(self.b) if b is not None]
         dim = len(self.r)
 
@@ -688,18 +730,24 @@ class _WhitenedNormalEquations:
         return kron_matmul(self.r, v)
 
     def _m(self, v: Tensor) -> Tensor:
-        u = kron_matmul(self.r, v)
-        au = torch.zeros_like(u)
+        # Collocation rows: A R V on the whole grid; Dirichlet rows: (R V) on the boundary
+        # blocks only (thin products, O(N * boundary) instead of a full Kronecker product).
+        au = torch.zeros_like(v)
         for d in self._terms:
             au = au + kron_matmul([self.b[a] if a == d else r for a, r in enumerate(self.r)], v)
-        return self.w_sqrt * torch.where(self.mask, au, u)
+        out = torch.where(self.mask, self.w_sqrt * au, torch.zeros_like(au))
+        for block in self.blocks:
+            out[block.index] = self.w_sqrt[block.index] * block.rows(self.r, v)
+        return out
 
     def _mt(self, y: Tensor) -> Tensor:
         z = self.w_sqrt * y
         zi = torch.where(self.mask, z, torch.zeros_like(z))
-        out = kron_matmul([r.mT for r in self.r], z - zi)
+        out = torch.zeros_like(z)
         for d in self._terms:
             out = out + kron_matmul([self.b[a].mT if a == d else r.mT for a, r in enumerate(self.r)], zi)
+        for block in self.blocks:
+            out = out + block.cols(self.r_t, z[block.index])
         return out
 
     def normal_matvec(self, v: Tensor) -> Tensor:
@@ -732,16 +780,28 @@ class _FastDiagonalisationPreconditioner:
     matrices, so for even-order terms nearly symmetric), :math:`\hat E^T\hat E \approx
     \hat Q (\oplus_d \Lambda_d)^2 \hat Q^T` with :math:`\hat Q = \otimes_d \hat Q_d`, and
     :math:`\otimes_d P_d` is replaced by its diagonal in that basis: the inverse is then
-    two axis-wise basis changes and a division. The Dirichlet rows get the diagonal
-    :math:`\lambda_b\tau_b + \mathrm{diag}\,\mathcal K^{-1}`; the coupling between the
-    two blocks is left to CG. A preconditioner in :math:`V` follows as
+    two axis-wise basis changes and a division. The Dirichlet rows get the exact
+    diagonal of the normal matrix, :math:`\lambda_b\tau_b + \mathrm{diag}\,\mathcal K^{-1}
+    + \tau_r\,\mathrm{diag}(A^T P_I A)` (:func:`_equation_diagonal`; the last term, the
+    equation rows next to the boundary, was left out at first and put eigenvalues of
+    the preconditioned matrix up to 68 on a 40² grid, 3 with it); the coupling between
+    the two blocks is left to CG. A preconditioner in :math:`V` follows as
     :math:`R^{-1} \Pi_U R^{-T}`.
 
     Measured (2D Poisson, Gaussian mixture, 30 components, tolerance 1e-10, cold start):
     24 x 24 ``sin(2x) sin(3y)``: 21 CG iterations against 468 with Jacobi, and the
-    same U as the dense QR solve to 2e-12; ``sin(100x) sin(100y)``: 37 iterations at
-    64², 62 at 100². It is built for second-order terms; a first-order term
-    (advection) has a nearly antisymmetric :math:`\hat E_d` and gains less.
+    same U as the dense QR solve to 2e-12; ``sin(100x) sin(100y)`` at 300², initial
+    kernels: 42 iterations (62 without the equation term in the boundary diagonal).
+    It is built for second-order terms; a first-order term (advection) has a nearly
+    antisymmetric :math:`\hat E_d` and gains less.
+
+    What keeps it from being exact (dense study, 40² and 50² grids): the interior
+    block alone is approximated well (preconditioned spectrum in [0.49, 2.04], 98 %
+    of it in [0.96, 1.04]); the rest is the interior–boundary coupling. The exact
+    Schur complement on the boundary is :math:`\approx \lambda_b\tau_b I` (the
+    equation alone leaves the boundary values free), so a block elimination with the
+    exact interior inverse is exact; with this approximate interior inverse the
+    elimination leaves 9–24 outlying eigenvalues and was no faster than CG here.
     """
 
     def __init__(self, system: "_WhitenedNormalEquations", chols, axis_ops, interior, mask, tau_r, tau_b):
@@ -758,17 +818,95 @@ class _FastDiagonalisationPreconditioner:
         total = lams[0]
         for lam in lams[1:]:
             total = total[..., None] + lam
-        self.bases = bases
         self.interior_diag = _outer(p_diag) + tau_r * total.square()
-        self.boundary_diag = tau_b + _outer(kinv_diag)
-        self.mask = mask
+        self.boundary_diag = tau_b + _outer(kinv_diag) + tau_r * _equation_diagonal(axis_ops, interior)
+        # R^{-T} restricted to the collocation rows and followed by the basis change, and
+        # back, as one matrix per axis; the boundary rows go through thin products.
+        r_inv = system.r_inv
+        self.to_basis = [q.mT @ ri.mT[rng] for q, ri, rng in zip(bases, r_inv, interior)]
+        self.from_basis = [ri[:, rng] @ q for q, ri, rng in zip(bases, r_inv, interior)]
+        self.r_inv, self.r_inv_t = r_inv, [ri.mT for ri in r_inv]
+        self.blocks = system.blocks
 
     def __call__(self, r: Tensor) -> Tensor:
-        y = kron_matmul([a.mT for a in self.system.r_inv], r)  # R^{-T} r
-        x = y / self.boundary_diag
-        z = kron_matmul([q.mT for q in self.bases], y[self.interior]) / self.interior_diag
-        x[self.interior] = kron_matmul(self.bases, z)
-        return kron_matmul(self.system.r_inv, x)
+        z = kron_matmul(self.to_basis, r) / self.interior_diag
+        out = kron_matmul(self.from_basis, z)
+        for block in self.blocks:
+            y = block.rows(self.r_inv_t, r) / self.boundary_diag[block.index]
+            out = out + block.cols(self.r_inv, y)
+        return out
+
+
+@dataclass(frozen=True)
+class _BoundaryBlock:
+    r"""One tensor-product block :math:`J = J_1 \times \dots \times J_D` of the Dirichlet points.
+
+    The complement of the collocation block :math:`I = I_1 \times \dots \times I_D` is
+    the disjoint union over axes a of :math:`I_1 \times \dots \times I_{a-1} \times
+    (\text{ends of axis } a) \times \text{all} \times \dots`, so Kronecker products
+    restricted to it (rows) or applied to fields supported on it (columns) are thin.
+    """
+
+    axes: tuple[Tensor, ...]  # index vector per axis
+    index: tuple[Tensor, ...]  # the same, shaped to index a grid tensor (open mesh)
+
+    @staticmethod
+    def partition(interior: Sequence[slice], sizes: Sequence[int], device) -> list["_BoundaryBlock"]:
+        blocks = []
+        full = [torch.arange(n, device=device) for n in sizes]
+        inner = [f[rng] for f, rng in zip(full, interior)]
+        for a, n in enumerate(sizes):
+            keep = torch.ones(n, dtype=torch.bool, device=device)
+            keep[interior[a]] = False
+            ends = full[a][keep]
+            if ends.numel() == 0:
+                continue
+            axes = tuple(inner[:a]) + (ends,) + tuple(full[a + 1 :])
+            index = tuple(
+                ix.reshape([-1 if k == j else 1 for k in range(len(sizes))]) for j, ix in enumerate(axes)
+            )
+            blocks.append(_BoundaryBlock(axes, index))
+        return blocks
+
+    def rows(self, mats: Sequence[Tensor], u: Tensor) -> Tensor:
+        r""":math:`[(\otimes_d A_d) U]_J`, the shrinking axes first."""
+        sub = [m[ix] for m, ix in zip(mats, self.axes)]
+        return _kron_ordered(sub, u)
+
+    def cols(self, mats: Sequence[Tensor], x: Tensor) -> Tensor:
+        r""":math:`(\otimes_d A_d) X` for X supported on J (given as its block values)."""
+        sub = [m[:, ix] for m, ix in zip(mats, self.axes)]
+        return _kron_ordered(sub, x)
+
+
+def _kron_ordered(mats: Sequence[Tensor], u: Tensor) -> Tensor:
+    """:func:`kron_matmul` with the axes taken in order of growth (rows / columns): cheapest first."""
+    order = sorted(range(len(mats)), key=lambda d: mats[d].shape[0] / mats[d].shape[1])
+    for d in order:
+        u = apply_along(d, mats[d], u)
+    return u
+
+
+def _equation_diagonal(axis_ops: Sequence[Tensor], interior: Sequence[slice]) -> Tensor:
+    r"""The diagonal of :math:`A^T P_I A` on the whole grid, :math:`A = \bigoplus_d E_d`, :math:`P_I` the collocation mask.
+
+    :math:`A^T P_I A = \sum_{d,e} \bigotimes_a X^{(d)T}_a P_a X^{(e)}_a` with
+    :math:`X^{(d)}_a = E_a` if :math:`a = d` else :math:`I`, and :math:`P_a` the mask of
+    axis a's collocation range: its diagonal is a sum of outer products of per-axis
+    column sums over the collocation rows.
+    """
+    eyes = [torch.eye(e.shape[0], dtype=e.dtype, device=e.device) for e in axis_ops]
+    dim = len(axis_ops)
+    out = 0.0
+    for d in range(dim):
+        for e in range(dim):
+            cols = []
+            for a in range(dim):
+                x = axis_ops[a] if a == d else eyes[a]
+                y = axis_ops[a] if a == e else eyes[a]
+                cols.append((x[interior[a]] * y[interior[a]]).sum(0))
+            out = out + _outer(cols)
+    return out
 
 
 def _preconditioned_cg(matvec, rhs: Tensor, precond, x0: Tensor, tol: float, max_iter: int):
