@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sciml import __version__
 from sciml.config import ConfigError, LoadedCase, load_case
-from sciml.parallel import env_rank
+from sciml.parallel import env_rank, settle_before_exit
 
 __all__ = ["main"]
 
@@ -29,6 +29,8 @@ class _Parser(argparse.ArgumentParser):
         if env_rank() == 0:
             self.print_usage(sys.stderr)
             print(f"sciml: {message}", file=sys.stderr)
+            sys.stderr.flush()
+        settle_before_exit()
         sys.exit(EXIT_INVALID)
 
 
@@ -60,6 +62,8 @@ def _report_invalid(err: ConfigError) -> int:
     if env_rank() == 0:
         for line in err.problems:
             print(line, file=sys.stderr)
+        sys.stderr.flush()
+    settle_before_exit()  # no rank exits (and ends the job) before rank 0 has printed
     return EXIT_INVALID
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "world",
     "launched_under_mpi",
     "launched_by_torchrun",
+    "settle_before_exit",
     "TorchDistComm",
     "env_rank",
     "chunk_ranges",
@@ -258,6 +259,31 @@ class TorchDistComm(Comm):
 
     def allreduce_min(self, value: float) -> float:
         return min(self.allgather(float(value)))
+
+
+def settle_before_exit(timeout: float = 10.0) -> None:
+    """Let every rank of a launched job reach this point before any exits (at most ``timeout`` s).
+
+    Launchers end the whole job when the first rank exits with an error, which can cut
+    off rank 0 while it is still printing the message the user needs (invalid input is
+    reported by rank 0 only). Under MPI a non-blocking barrier is polled, so a rank that
+    never arrives costs ``timeout`` seconds, not a hang; under ``torchrun`` the other
+    ranks simply wait ``timeout / 5`` seconds. A plain process returns at once.
+    """
+    import time
+
+    if launched_under_mpi():
+        try:
+            from mpi4py import MPI
+
+            request = MPI.COMM_WORLD.Ibarrier()
+            deadline = time.monotonic() + timeout
+            while not request.Test() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        except Exception:  # noqa: BLE001 - best effort on an error path
+            pass
+    elif launched_by_torchrun() and env_rank() != 0:
+        time.sleep(timeout / 5)
 
 
 def resolve_device(name: str, comm: "Comm | None" = None):
