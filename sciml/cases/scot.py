@@ -212,12 +212,12 @@ def _fields(path, cfg: Config, n_traj: Optional[int], resolution: int, where: st
     from sciml.solvers.scot.data import velocity_channels
 
     s = cfg.snapshots
-    with _h5_shape(path) as (count, frames):
-        if n_traj is not None and count < n_traj:
-            raise ValueError(f"{where}: {path} holds {count} trajectories, {n_traj} are needed")
-        if frames < (s.n - 1) * s.every + 1:
-            raise ValueError(f"{where}: {path} holds {frames} frames, snapshots.n={s.n} every={s.every} need "
-                             f"{(s.n - 1) * s.every + 1}")
+    count, frames = _vorticity_shape(path)[:2]
+    if n_traj is not None and count < n_traj:
+        raise ValueError(f"{where}: {path} holds {count} trajectories, {n_traj} are needed")
+    if frames < (s.n - 1) * s.every + 1:
+        raise ValueError(f"{where}: {path} holds {frames} frames, snapshots.n={s.n} every={s.every} need "
+                         f"{(s.n - 1) * s.every + 1}")
     data = read_trajectories(path, dtype=torch.float64,
                              indices=None if n_traj is None else list(range(n_traj)))
     w = data.vorticity[:, : (s.n - 1) * s.every + 1: s.every]
@@ -226,21 +226,12 @@ def _fields(path, cfg: Config, n_traj: Optional[int], resolution: int, where: st
     return velocity_channels(w, data.domain_length, four_channels=s.four_channels).float(), data
 
 
-class _h5_shape:
-    """``with _h5_shape(path) as (n_traj, n_frames)``: the vorticity shape without reading it."""
+def _vorticity_shape(path) -> tuple[int, ...]:
+    """Shape of a dataset's vorticity, ``(n_traj, n_t, N, N)``, without reading it."""
+    import h5py
 
-    def __init__(self, path):
-        self.path = path
-
-    def __enter__(self):
-        import h5py
-
-        self._h5 = h5py.File(self.path, "r")
-        shape = self._h5["vorticity"].shape
-        return shape[0], shape[1]
-
-    def __exit__(self, *exc):
-        self._h5.close()
+    with h5py.File(path, "r") as h5:
+        return tuple(h5["vorticity"].shape)
 
 
 def _groups(cfg: Config) -> list[list[int]]:
