@@ -13,6 +13,7 @@ on a shared machine, the CPU time is not. The last line is the final iterate.
 
     OMP_NUM_THREADS=1 python benchmarks/gp_poisson_2d.py [--solution "sin(100*x)*sin(100*y)"]
         [--n-points 300] [--adam 60] [--lbfgs 150] [--rounds 2] [--u-max-iter 60] [--every 10]
+        [--trust C] [--trust-every 20]
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--u-tol", type=float, default=1e-8)
     parser.add_argument("--u-max-iter", type=int, default=60)
+    parser.add_argument("--trust", type=float, default=None,
+                        help="trust box of the L-BFGS-B phase, in spectral standard deviations (default: none)")
+    parser.add_argument("--trust-every", type=int, default=20, help="L-BFGS-B iterations per trust box")
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -73,7 +77,8 @@ def main() -> None:
 
     history = solver.fit(
         n_adam=args.adam, lr=1e-2, u_update_every=1, n_lbfgs=args.lbfgs, lbfgs_rounds=args.rounds,
-        u_tol=args.u_tol, u_max_iter=args.u_max_iter, callback=callback,
+        u_tol=args.u_tol, u_max_iter=args.u_max_iter, lbfgs_trust=args.trust, lbfgs_trust_every=args.trust_every,
+        callback=callback,
     )
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     err = solver.relative_error(n + 7)

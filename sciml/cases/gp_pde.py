@@ -96,6 +96,10 @@ class LBFGS(Schema):
     iterations: int = Field(300, ge=0, description="iteration cap of each L-BFGS-B run")
     rounds: int = Field(2, ge=1, description="L-BFGS-B runs")
     precision_step: float = Field(1.0, description="log-precision raise between runs")
+    trust: Optional[float] = Field(
+        None, gt=0, description="trust box for the kernels, in spectral standard deviations per component (none: off)"
+    )
+    trust_every: int = Field(20, ge=1, description="L-BFGS-B iterations between re-centrings of the trust box")
 
 
 class Optimiser(Schema):
@@ -223,7 +227,8 @@ def _run_phase(solver, cfg: Config, phase: str, first_lbfgs: bool) -> list[float
         with torch.no_grad():
             solver.log_tau_residual += opt.lbfgs.precision_step
             solver.log_tau_boundary += opt.lbfgs.precision_step
-    return solver.fit(n_adam=0, u_update_every=every, n_lbfgs=opt.lbfgs.iterations, lbfgs_rounds=1, **u_solve)
+    return solver.fit(n_adam=0, u_update_every=every, n_lbfgs=opt.lbfgs.iterations, lbfgs_rounds=1,
+                      lbfgs_trust=opt.lbfgs.trust, lbfgs_trust_every=opt.lbfgs.trust_every, **u_solve)
 
 
 # --------------------------------------------------------------------------- the case

@@ -449,6 +449,8 @@ class GPPDESolver(nn.Module):
         lbfgs_precision_step: float = 1.0,
         u_tol: float = 1e-8,
         u_max_iter: int = 60,
+        lbfgs_trust: float | None = None,
+        lbfgs_trust_every: int = 20,
         callback: Callable[["GPPDESolver", int, float], bool | None] | None = None,
     ) -> list[float]:
         r"""Minimise :math:`\mathcal J`: Adam, then optionally L-BFGS-B.
@@ -498,6 +500,18 @@ class GPPDESolver(nn.Module):
             \mathcal J`, so a line search backs off from it; without the cap one
             L-BFGS-B trial point far from the current kernels (the same 2D case)
             took 500 iterations (24 s) to return a loss of 4e12.
+        lbfgs_trust : float, optional
+            A trust box for the kernels in the L-BFGS-B phase: every
+            ``lbfgs_trust_every`` iterations L-BFGS-B restarts inside the box
+            :math:`|\mu_q - \mu_q^0| \le c\,\rho_q^0 / (\sqrt2\pi)` (``c = lbfgs_trust``
+            times the spectral standard deviation of component q at the restart) and
+            :math:`|\log\rho_q - \log\rho_q^0| \le \log 2`, intersected with the
+            resolved box. ``None``: one unrestricted run. A quasi-Newton trial point
+            that moves a sharp component by more than its bandwidth leaves the source
+            outside the kernels' band, where the U problem is nearly singular and its
+            CG stops at the cap with an inexact loss and gradient.
+        lbfgs_trust_every : int, default 20
+            L-BFGS-B iterations between re-centrings of the trust box.
         callback : callable ``(solver, step, loss) -> bool | None``, optional
             Called after every Adam step and L-BFGS-B evaluation (steps continue
             counting); returning ``True`` stops the optimisation.
@@ -574,7 +588,14 @@ class GPPDESolver(nn.Module):
                             self.log_tau_residual += lbfgs_precision_step
                             self.log_tau_boundary += lbfgs_precision_step
                     best["loss"] = math.inf  # the loss changes with the precisions
-                    self._lbfgs_b(lbfgs_params, n_lbfgs, evaluate, history, callback)
+                    if lbfgs_trust is None:
+                        self._lbfgs_b(lbfgs_params, n_lbfgs, evaluate, history, callback)
+                        continue
+                    done = 0
+                    while done < n_lbfgs:
+                        chunk = min(lbfgs_trust_every, n_lbfgs - done)
+                        self._lbfgs_b(lbfgs_params, chunk, evaluate, history, callback, trust=lbfgs_trust)
+                        done += chunk
             except _StopOptimisation:
                 pass
             if alternate:
@@ -584,19 +605,27 @@ class GPPDESolver(nn.Module):
                 self.solve_u()
         return history
 
-    def _bounds(self, param: nn.Parameter) -> list[tuple[float | None, float | None]]:
-        """L-BFGS-B bounds per entry of ``param``: the grid-resolved box of :meth:`is_resolved`."""
+    def _bounds(self, param: nn.Parameter, trust: float | None = None) -> list[tuple[float | None, float | None]]:
+        """L-BFGS-B bounds per entry of ``param``: the grid-resolved box of :meth:`is_resolved`,
+        intersected with the trust box of :meth:`fit` (``lbfgs_trust``) around the current values."""
         for k, fmax, rmax in zip(self.kernels, self.max_abs_frequency, self.max_rho):
             if param is k.mu:
-                return [(-fmax, fmax)] * param.numel()
+                if trust is None:
+                    return [(-fmax, fmax)] * param.numel()
+                mu = k.mu.detach().double().cpu()
+                width = trust * k.log_rho.detach().double().cpu().exp() / (math.sqrt(2.0) * math.pi)
+                return [(max(-fmax, float(m - w)), min(fmax, float(m + w))) for m, w in zip(mu, width)]
             if param is k.log_rho:
-                return [(None, math.log(rmax))] * param.numel()
+                if trust is None:
+                    return [(None, math.log(rmax))] * param.numel()
+                return [(float(r) - math.log(2.0), min(math.log(rmax), float(r) + math.log(2.0)))
+                        for r in k.log_rho.detach().double().cpu()]
         return [(None, None)] * param.numel()
 
-    def _lbfgs_b(self, params, max_iter, evaluate, history, callback) -> None:
+    def _lbfgs_b(self, params, max_iter, evaluate, history, callback, trust: float | None = None) -> None:
         """scipy's L-BFGS-B on ``params`` (float64 vector round trip; a handful of numbers)."""
         sizes = [p.numel() for p in params]
-        bounds = [b for p in params for b in self._bounds(p)]
+        bounds = [b for p in params for b in self._bounds(p, trust)]
 
         def assign(x: np.ndarray) -> None:
             with torch.no_grad():
@@ -607,8 +636,10 @@ class GPPDESolver(nn.Module):
             assign(x)
             try:
                 loss = evaluate()
-            except NotPositiveDefiniteError:
-                # Outside the admissible set: a large loss makes the line search back off.
+            except (NotPositiveDefiniteError, FloatingPointError):
+                # Outside the admissible set (a kernel matrix not positive definite, or a
+                # collocation system so near singular that the U update overflows): a
+                # large loss makes the line search back off.
                 return _INADMISSIBLE_LOSS, np.zeros_like(x)
             grads = torch.autograd.grad(loss, params)
             history.append(float(loss.detach()))

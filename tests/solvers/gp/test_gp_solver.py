@@ -153,6 +153,33 @@ def test_lbfgs_phase_decreases_the_profile_loss_within_bounds():
     assert s.is_resolved()
 
 
+def test_lbfgs_trust_box_bounds_each_restart_and_lowers_the_loss():
+    s = GPPDESolver(Poisson("sin(2*x)", [(0, 3)]), [30], n_components=5)
+    s.solve_u()
+    start = float(s.loss().detach())
+    k = s.kernels[0]
+    trust, seen, restarts = 0.3, [], []
+    run = s._lbfgs_b
+
+    def checked_run(params, max_iter, evaluate, history, callback, trust=None):
+        # Every point a restart evaluates lies in the box around the point it started from:
+        # |mu - mu0| <= trust * rho0 / (sqrt(2) pi), |log rho - log rho0| <= log 2.
+        mu0, log_rho0, first = k.mu.detach().clone(), k.log_rho.detach().clone(), len(seen)
+        run(params, max_iter, evaluate, history, callback, trust=trust)
+        width = trust * log_rho0.exp() / (math.sqrt(2) * math.pi)
+        for mu, log_rho in seen[first:]:
+            assert ((mu - mu0).abs() <= width * (1 + 1e-12)).all()
+            assert ((log_rho - log_rho0).abs() <= math.log(2) * (1 + 1e-12)).all()
+        restarts.append(len(seen) - first)
+
+    s._lbfgs_b = checked_run
+    history = s.fit(n_adam=0, u_update_every=1, n_lbfgs=12, lbfgs_trust=trust, lbfgs_trust_every=4,
+                    callback=lambda solver, step, loss: seen.append((k.mu.detach().clone(), k.log_rho.detach().clone())))
+    assert len(restarts) == 3 and all(n > 0 for n in restarts)
+    assert min(history) < start and float(s.loss().detach()) < start
+    assert s.is_resolved()
+
+
 def test_kernels_are_kept_where_the_grid_resolves_them():
     s = GPPDESolver(Poisson("sin(2*x)", [(0, 3)]), [31], n_components=3)
     nyquist = 30 / (2 * 3)
