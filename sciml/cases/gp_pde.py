@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PositiveFloat, ValidationInfo, field_validator, model_validator
 
 from sciml.config import NumberExpr, Schema
 
@@ -92,12 +92,17 @@ class Adam(Schema):
     lr: float = Field(1e-2, gt=0)
 
 
+AUTO_TRUST = 0.5  # L-BFGS-B trust box (``lbfgs.trust: auto``) where the U update is iterative
+
+
 class LBFGS(Schema):
     iterations: int = Field(300, ge=0, description="iteration cap of each L-BFGS-B run")
     rounds: int = Field(2, ge=1, description="L-BFGS-B runs")
     precision_step: float = Field(1.0, description="log-precision raise between runs")
-    trust: Optional[float] = Field(
-        None, gt=0, description="trust box for the kernels, in spectral standard deviations per component (none: off)"
+    trust: Union[Literal["auto"], PositiveFloat, None] = Field(
+        "auto",
+        description="trust box for the kernels, in spectral standard deviations per component; "
+        f"null: off; auto: {AUTO_TRUST} where the U update is iterative (grids past dense_limit), off where it is dense",
     )
     trust_every: int = Field(20, ge=1, description="L-BFGS-B iterations between re-centrings of the trust box")
 
@@ -228,7 +233,23 @@ def _run_phase(solver, cfg: Config, phase: str, first_lbfgs: bool) -> list[float
             solver.log_tau_residual += opt.lbfgs.precision_step
             solver.log_tau_boundary += opt.lbfgs.precision_step
     return solver.fit(n_adam=0, u_update_every=every, n_lbfgs=opt.lbfgs.iterations, lbfgs_rounds=1,
-                      lbfgs_trust=opt.lbfgs.trust, lbfgs_trust_every=opt.lbfgs.trust_every, **u_solve)
+                      lbfgs_trust=lbfgs_trust(cfg), lbfgs_trust_every=opt.lbfgs.trust_every, **u_solve)
+
+
+def lbfgs_trust(cfg: Config) -> float | None:
+    """The L-BFGS-B trust box of ``cfg``, ``auto`` resolved.
+
+    Where the U update is an iterative (CG) solve, a quasi-Newton trial point that moves
+    a sharp kernel component past its bandwidth makes the U problem nearly singular, CG
+    stops at its cap, and L-BFGS-B sees an inexact loss and gradient; the box prevents
+    those trials. The dense solve is exact at any trial point and the box only slows
+    it down (benchmarks/RESULTS.md, GP section).
+    """
+    trust = cfg.optimiser.lbfgs.trust
+    if trust != "auto":
+        return trust
+    iterative = cfg.optimiser.u_update == "exact" and math.prod(cfg.n_points) > cfg.dense_limit
+    return AUTO_TRUST if iterative else None
 
 
 # --------------------------------------------------------------------------- the case

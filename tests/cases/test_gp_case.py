@@ -67,6 +67,8 @@ def test_bad_expression_exits_2_with_file_line_and_key(tmp_path):
         (lambda t: t.replace("equation: poisson", "equation: allen_cahn"), "(top level)"),
         (lambda t: t.replace("equation: poisson", "equation: poisson\n  beta: 3"), "problem"),
         (lambda t: t.replace("optimiser:", "optimiser:\n  u_tol: 0"), "optimiser.u_tol"),
+        (lambda t: t.replace("rounds: 2", "rounds: 2, trust: wide"), "optimiser.lbfgs.trust"),
+        (lambda t: t.replace("rounds: 2", "rounds: 2, trust: 0"), "optimiser.lbfgs.trust"),
     ],
 )
 def test_inconsistent_configs_are_config_errors(tmp_path, edit, where):
@@ -75,6 +77,19 @@ def test_inconsistent_configs_are_config_errors(tmp_path, edit, where):
     with pytest.raises(ConfigError) as err:
         load_case(path)
     assert f": {where}: " in str(err.value)
+
+
+def test_lbfgs_trust_auto_is_on_exactly_where_the_u_update_is_iterative(tmp_path):
+    def trust(text):
+        path = tmp_path / "case.yaml"
+        path.write_text(text)
+        return gp_pde.lbfgs_trust(load_case(path).config)
+
+    tiny = TINY.format(solution="sin(2*x)")
+    assert trust(tiny) is None  # 30 points: dense U update
+    assert trust(tiny + "dense_limit: 20\n") == gp_pde.AUTO_TRUST  # past the limit: CG
+    assert trust(tiny.replace("rounds: 2", "rounds: 2, trust: 0.25") + "dense_limit: 20\n") == 0.25
+    assert trust(tiny.replace("rounds: 2", "rounds: 2, trust: null") + "dense_limit: 20\n") is None
 
 
 @pytest.mark.parametrize("path", sorted(CASES.glob("gp_*.yaml")), ids=lambda p: p.stem)
