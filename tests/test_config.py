@@ -164,6 +164,18 @@ def _mutate(text: str, muts) -> str:
     return text
 
 
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_resolved_config_of_every_shipped_case_reloads_to_itself(tmp_path, path):
+    """`sciml resume` reloads the resolved config.yaml (every key written, defaults included):
+    it must validate and resolve to the same configuration."""
+    from sciml.config import dump_yaml
+
+    first = load_case(path).resolved()
+    again = tmp_path / "config.yaml"
+    again.write_text(dump_yaml(first))
+    assert load_case(again).resolved() == first
+
+
 @pytest.mark.skipif(not SHIPPED, reason="no shipped case files")
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(which=st.integers(0, 100), muts=st.lists(mutation, min_size=1, max_size=4))

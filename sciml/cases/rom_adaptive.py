@@ -1,6 +1,10 @@
-"""Error-indicator adaptive POD-ROM on the academic thermo-viscoplastic plate (Casenave & Akkari, 2019).
+"""Error-indicator adaptive POD-ROM on the academic thermo-viscoplastic plate or blade (Casenave & Akkari, 2019).
 
-Case kind ``rom_adaptive``. A high-fidelity run of a *training* loading gives the
+Case kind ``rom_adaptive``. Two bodies (``mesh.geometry``): the plane-strain plate
+(:func:`~sciml.solvers.rom.academic_plate`, imposed displacement cycles) and the 3D
+blade-like body (:func:`~sciml.solvers.rom.academic_blade`: a twisted, tapered aerofoil
+extrusion of hexahedra, clamped root, centrifugal load in spin-up/spin-down cycles; its
+shape and rotation in the ``blade`` block). A high-fidelity run of a *training* loading gives the
 snapshots; POD, ECM and the Gappy-POD of the plastic strain make the reduced model;
 it is then run on a *new* loading (another hot spot) three ways: as trained (plain
 POD-ECM ROM), and adaptively (thermo-elastic enrichment of the new temperature field
@@ -9,7 +13,9 @@ A high-fidelity run of the new loading is the reference for the errors.
 
 Under MPI the cells are cut into blocks of ``mesh.block_size`` (independent of the
 number of ranks) and every reduction is a block-ordered sum, so the metrics other
-than timings agree on any number of ranks.
+than timings agree on any number of ranks. ``hf.linear_solver`` picks the linear solve of
+the HF Newton: ``direct`` (SuperLU, redundant on every rank) or ``cg`` (block-Jacobi CG on
+the row-distributed tangent, blocks of ``hf.row_block`` rows, also rank-independent).
 
 Metrics: ``max_rel_error_u`` (mass-weighted, max over steps, accepted states of the
 adaptive run), ``max_rel_error_p`` (L2, over the steps whose reference max p exceeds ``rom.p_floor``,
@@ -35,34 +41,103 @@ the speed-ups do not depend on the load of a shared machine; run single-threaded
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sciml.config import NumberExpr, Schema
 
-__all__ = ["Config", "run"]
+__all__ = ["Config", "run", "hf_model"]
 
 
 # --------------------------------------------------------------------------- schema
+_PLATE_KEYS = ("nx", "ny")
+_BLADE_KEYS = ("n_chord", "n_thickness", "n_span")
+_CELL_DEFAULTS = {"nx": 80, "ny": 40, "n_chord": 16, "n_thickness": 4, "n_span": 16}
+
+
 class Mesh(Schema):
-    nx: int = Field(80, ge=2, le=2000, description="Q4 cells along x on [0, 2] mm")
-    ny: int = Field(40, ge=2, le=2000, description="Q4 cells along y on [0, 1] mm")
+    # The cell counts of the other geometry stay null (the resolved config.yaml writes every
+    # key, so "set by the user" must be "not null" for `sciml resume` to reload it).
+    geometry: Literal["plate", "blade"] = Field("plate", description="plane-strain plate or 3D blade")
+    nx: Optional[int] = Field(None, ge=2, le=2000, description="plate: Q4 cells along x on [0, 2] mm (default 80)")
+    ny: Optional[int] = Field(None, ge=2, le=2000, description="plate: Q4 cells along y on [0, 1] mm (default 40)")
+    n_chord: Optional[int] = Field(None, ge=2, le=2000, description="blade: hexahedra along the chord (default 16)")
+    n_thickness: Optional[int] = Field(None, ge=1, le=200,
+                                       description="blade: hexahedra through the thickness (default 4)")
+    n_span: Optional[int] = Field(None, ge=1, le=2000, description="blade: hexahedra along the span (default 16)")
     block_size: int = Field(128, ge=1, description="cells per block of the ordered reductions (fixed, not per rank)")
+
+    @model_validator(mode="after")
+    def _keys_of_the_geometry(self) -> "Mesh":
+        other = _BLADE_KEYS if self.geometry == "plate" else _PLATE_KEYS
+        wrong = [k for k in other if getattr(self, k) is not None]
+        if wrong:
+            raise ValueError(f"'{wrong[0]}' is not a key of geometry {self.geometry!r} (its cell counts: "
+                             f"{', '.join(_PLATE_KEYS if self.geometry == 'plate' else _BLADE_KEYS)})")
+        return self
+
+    def cells(self) -> tuple[int, ...]:
+        """The geometry's cell counts, defaults filled in: ``(nx, ny)`` or ``(n_chord, n_thickness, n_span)``."""
+        keys = _PLATE_KEYS if self.geometry == "plate" else _BLADE_KEYS
+        return tuple(getattr(self, k) if getattr(self, k) is not None else _CELL_DEFAULTS[k] for k in keys)
+
+
+class Blade(Schema):
+    """Shape (mm) and rotation of the blade (:func:`~sciml.solvers.rom.academic_blade`)."""
+
+    span: NumberExpr = Field(40.0, gt=0, description="length along z, root at z = 0")
+    chord_root: NumberExpr = Field(20.0, gt=0)
+    chord_tip: NumberExpr = Field(14.0, gt=0)
+    thickness: NumberExpr = Field(0.2, gt=0, le=0.4, description="NACA relative thickness")
+    camber: NumberExpr = Field(0.04, ge=0, le=0.1, description="NACA relative camber")
+    twist_deg: NumberExpr = Field(30.0, ge=-90, le=90, description="tip twist about z (degrees, linear in z)")
+    hub_radius: NumberExpr = Field(100.0, ge=0, description="distance of the root from the rotation axis (along x)")
+    omega: NumberExpr = Field(3000.0, ge=0, description="rotation speed at load factor 1 (rad/s)")
+    density: NumberExpr = Field(8.2e-9, gt=0, description="t/mm^3")
 
 
 class Loading(Schema):
     n_steps: int = Field(40, ge=2, le=100000)
     n_cycles: int = Field(2, ge=1)
-    amplitude: NumberExpr = Field(0.01, gt=0, description="imposed u_x on x = 2 at load factor 1 (mm)")
+    amplitude: Optional[NumberExpr] = Field(
+        None, gt=0, description="plate: imposed u_x on x = 2 at load factor 1 (mm; default 0.01)")
     dt: NumberExpr = Field(1.0, gt=0, description="time step (s)")
     ramp_time: NumberExpr = Field(10.0, gt=0, description="time for the temperature rise to its peak (s)")
 
 
 class HotSpot(Schema):
-    centre: tuple[float, float] = Field(..., description="x_c of T = 293 + dT(t) exp(-|x - x_c|^2 / 0.3^2)")
+    centre: tuple[float, ...] = Field(..., description="x_c of T = 293 + dT(t) exp(-|x - x_c|^2 / radius^2)")
     peak: NumberExpr = Field(..., ge=0, description="peak temperature rise dT (K)")
+    radius: NumberExpr = Field(0.3, gt=0, description="radius of the hot spot (mm)")
+
+
+class HF(Schema):
+    # The cg keys stay null with the direct solver (see Mesh); cg_settings() fills in defaults.
+    linear_solver: Literal["direct", "cg"] = Field("direct", description="SuperLU (redundant) or distributed CG")
+    cg_rtol: Optional[NumberExpr] = Field(
+        None, gt=0, lt=1, description="cg: largest relative residual of one linear solve; "
+        "inside Newton it follows the Newton residual (default 1e-2)")
+    row_block: Optional[int] = Field(
+        None, ge=1, description="cg: rows per block of the distribution and of block-Jacobi (default 4096)")
+    preconditioner: Optional[Literal["block_lu", "block_amg"]] = Field(
+        None, description="cg: SuperLU of each diagonal block, or one pyamg V-cycle on it (default block_lu)")
+    cg_max_iter: Optional[int] = Field(None, ge=1, description="cg: iteration limit (default 5000)")
+
+    @model_validator(mode="after")
+    def _cg_keys(self) -> "HF":
+        wrong = [k for k in _CG_DEFAULTS if getattr(self, k) is not None]
+        if self.linear_solver == "direct" and wrong:
+            raise ValueError(f"'{wrong[0]}' is a key of linear_solver: cg, not of direct")
+        return self
+
+    def cg_settings(self) -> dict[str, Any]:
+        """The cg keys, defaults filled in."""
+        return {k: getattr(self, k) if getattr(self, k) is not None else v for k, v in _CG_DEFAULTS.items()}
+
+
+_CG_DEFAULTS = {"cg_rtol": 1e-2, "row_block": 4096, "preconditioner": "block_lu", "cg_max_iter": 5000}
 
 
 class ROM(Schema):
@@ -91,19 +166,51 @@ class Config(Schema):
     loading: Loading = Loading()
     training: HotSpot = HotSpot(centre=(0.5, 0.5), peak=700.0)
     online: HotSpot = HotSpot(centre=(1.4, 0.3), peak=750.0)
+    blade: Blade | None = Field(None, description="geometry blade: shape and rotation (defaults when omitted)")
+    hf: HF = HF()
     rom: ROM = ROM()
     output: Output = Output()
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "Config":
+        dim = 2 if self.mesh.geometry == "plate" else 3
+        for name in ("training", "online"):
+            centre = getattr(self, name).centre
+            if len(centre) != dim:
+                raise ValueError(f"{name}.centre: expected {dim} coordinates for geometry {self.mesh.geometry!r}, "
+                                 f"got {len(centre)}")
+        if self.blade is not None and self.mesh.geometry != "blade":
+            raise ValueError("blade: only with mesh.geometry: blade")
+        if self.mesh.geometry == "blade" and self.loading.amplitude is not None:
+            raise ValueError("loading.amplitude: the blade has no imposed displacement (its load is blade.omega)")
+        return self
+
 
 # --------------------------------------------------------------------------- pieces
-def _model(cfg: Config, spot: HotSpot, comm):
-    from sciml.solvers.rom import Partition, PartitionedHFModel, academic_plate
+def hf_model(cfg: Config, spot: HotSpot, comm):
+    """The partitioned HF model of the case for the loading ``spot`` (``cfg.training`` or ``cfg.online``),
+    with the step times and load factors."""
+    from sciml.solvers.rom import (CGSolver, DirectSolver, Partition, PartitionedHFModel, academic_blade,
+                                   academic_plate)
 
-    ld = cfg.loading
-    model, times, lf = academic_plate(cfg.mesh.nx, cfg.mesh.ny, n_steps=ld.n_steps, n_cycles=ld.n_cycles,
-                                      amplitude=ld.amplitude, peak=spot.peak, ramp_time=ld.ramp_time, dt=ld.dt,
-                                      centre=tuple(spot.centre))
-    return PartitionedHFModel(model, Partition(model.disc, comm, cfg.mesh.block_size)), times, lf
+    ld, m = cfg.loading, cfg.mesh
+    if m.geometry == "plate":
+        amplitude = ld.amplitude if ld.amplitude is not None else 0.01
+        model, times, lf = academic_plate(*m.cells(), n_steps=ld.n_steps, n_cycles=ld.n_cycles,
+                                          amplitude=amplitude, peak=spot.peak, ramp_time=ld.ramp_time, dt=ld.dt,
+                                          centre=tuple(spot.centre), radius=spot.radius)
+    else:
+        b = cfg.blade or Blade()
+        model, times, lf = academic_blade(*m.cells(), n_steps=ld.n_steps,
+                                          n_cycles=ld.n_cycles, peak=spot.peak, ramp_time=ld.ramp_time, dt=ld.dt,
+                                          centre=tuple(spot.centre), radius=spot.radius, omega=b.omega,
+                                          density=b.density, hub_radius=b.hub_radius, span=b.span,
+                                          chord_root=b.chord_root, chord_tip=b.chord_tip, thickness=b.thickness,
+                                          camber=b.camber, twist=np.radians(b.twist_deg))
+    h = cfg.hf.cg_settings()
+    solver = (DirectSolver() if cfg.hf.linear_solver == "direct"
+              else CGSolver(h["cg_rtol"], h["row_block"], h["cg_max_iter"], amg=h["preconditioner"] == "block_amg"))
+    return PartitionedHFModel(model, Partition(model.disc, comm, m.block_size), solver), times, lf
 
 
 class _Checkpoint:
@@ -227,11 +334,13 @@ def run(cfg: Config, run) -> dict:
     comm = run.comm
     r = cfg.rom
     comm.barrier()  # ranks start their clocks together
-    hf_train, times, lf = _model(cfg, cfg.training, comm)
-    hf_new, _, _ = _model(cfg, cfg.online, comm)
+    hf_train, times, lf = hf_model(cfg, cfg.training, comm)
+    hf_new, _, _ = hf_model(cfg, cfg.online, comm)
     part = hf_new.partition
-    run.log(f"plate {cfg.mesh.nx}x{cfg.mesh.ny}: {hf_new.disc.n_dof} dofs, {hf_new.disc.n_qp} integration points, "
-            f"{part.n_blocks} blocks of {cfg.mesh.block_size} cells on {comm.size} rank(s)")
+    m = cfg.mesh
+    body = f"plate {m.nx}x{m.ny}" if m.geometry == "plate" else f"blade {m.n_chord}x{m.n_thickness}x{m.n_span}"
+    run.log(f"{body} ({cfg.hf.linear_solver} HF solve): {hf_new.disc.n_dof} dofs, {hf_new.disc.n_qp} integration "
+            f"points, {part.n_blocks} blocks of {cfg.mesh.block_size} cells on {comm.size} rank(s)")
 
     ckpt = _Checkpoint(run, cfg.output.keep_checkpoints)
     n = len(times)
@@ -343,7 +452,8 @@ def _paraview(run, hf, rom, rom_run, err, ref) -> None:
 
     part, disc = hf.partition, hf.disc
     nodes, local_cells = np.unique(disc.cells[part.cells], return_inverse=True)
-    mesh = UnstructuredMesh(disc.points[nodes], local_cells.reshape(-1, disc.cells.shape[1]).astype(np.int64), "quad")
+    mesh = UnstructuredMesh(disc.points[nodes], local_cells.reshape(-1, disc.cells.shape[1]).astype(np.int64),
+                            disc.kind)
     nq = disc.n_qp_cell
     dim = disc.dim
     r2 = np.sqrt(0.5)

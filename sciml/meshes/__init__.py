@@ -13,6 +13,7 @@ from sciml.meshes.paraview import (
     write_vtu,
 )
 from sciml.meshes.structured import box_mesh_2d, box_mesh_3d, nodes_on_plane
+from sciml.meshes.blade import blade_mesh, naca_camber, naca_thickness
 
 __all__ = [
     "CELL_TYPES",
@@ -28,4 +29,7 @@ __all__ = [
     "box_mesh_2d",
     "box_mesh_3d",
     "nodes_on_plane",
+    "blade_mesh",
+    "naca_thickness",
+    "naca_camber",
 ]

@@ -7,7 +7,9 @@ High-fidelity part:
   consistent tangent);
 * :mod:`~sciml.solvers.rom.fem`: Q4 plane-strain and hex8 kinematics with per
   integration point B matrices and weights, assembly on element subsets, and the
-  Newton solver of the quasi-static problem with imposed displacements.
+  Newton solver of the quasi-static problem with imposed displacements and body forces
+  (centrifugal); the academic plate and the rotating blade
+  (:func:`~sciml.solvers.rom.academic_blade`, mesh from :mod:`sciml.meshes.blade`).
 
 Reduced-order part (MPI-ready: rank-independent results, see :mod:`~sciml.solvers.rom.distributed`):
 
@@ -19,13 +21,17 @@ Reduced-order part (MPI-ready: rank-independent results, see :mod:`~sciml.solver
 * :mod:`~sciml.solvers.rom.reduced`: the hyper-reduced model and its Newton solver;
 * :mod:`~sciml.solvers.rom.adaptive`: offline build and the indicator-driven adaptive loop;
 * :mod:`~sciml.solvers.rom.distributed`: element blocks, ordered reductions, the
-  partitioned high-fidelity model.
+  partitioned high-fidelity model;
+* :mod:`~sciml.solvers.rom.krylov`: its linear solvers, redundant SuperLU or block-Jacobi
+  CG on the row-distributed tangent.
 """
 
-from .fem import Dirichlet, Discretisation, HFModel, HFState, History, StepResult, academic_plate, run_history
+from .fem import (Dirichlet, Discretisation, HFModel, HFState, History, StepResult, academic_blade, academic_plate,
+                  centrifugal, hot_spot, run_history)
 from .material import IDENTITY, P_DEV, MaterialState, ThermoViscoplasticJ2, mandel, mandel_to_tensor
 from .pod import EuclideanSpace, PODBasis, Space, orthonormalize, pod, pod_update, truncation_rank
-from .distributed import DofSpace, Partition, PartitionedHFModel, PointSpace
+from .krylov import BlockJacobi, CGResult, CGSolver, DirectSolver, DistributedMatrix, RowBlocks, forcing_term, pcg
+from .distributed import DofSpace, Linearisation, Partition, PartitionedHFModel, PointSpace
 from .ecm import DenseIntegrand, ECMResult, Integrand, StressCubature, StressIntegrand, ecm
 from .gappy import GappyPOD, qdeim
 from .reduced import ReducedModel, ReducedState, mode_strains
@@ -47,6 +53,9 @@ __all__ = [
     "History",
     "run_history",
     "academic_plate",
+    "academic_blade",
+    "centrifugal",
+    "hot_spot",
     "Space",
     "EuclideanSpace",
     "PODBasis",
@@ -58,6 +67,15 @@ __all__ = [
     "DofSpace",
     "PointSpace",
     "PartitionedHFModel",
+    "Linearisation",
+    "DirectSolver",
+    "CGSolver",
+    "RowBlocks",
+    "DistributedMatrix",
+    "BlockJacobi",
+    "CGResult",
+    "pcg",
+    "forcing_term",
     "Integrand",
     "StressIntegrand",
     "DenseIntegrand",

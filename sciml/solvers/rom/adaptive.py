@@ -54,7 +54,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 
 import numpy as np
-from scipy.sparse.linalg import splu
 
 from .distributed import DofSpace, PartitionedHFModel, PointSpace
 from .ecm import ECMResult, StressCubature
@@ -203,9 +202,9 @@ def thermoelastic_snapshots(hf: PartitionedHFModel, times: Sequence[float]) -> t
     r"""Linear thermo-elastic responses of the loading of ``hf`` at ``times``, known before it is run.
 
     At each time :math:`t`, with the elasticity :math:`\mathbb C(T(t))` of the virgin
-    material: the response to the imposed displacements at load factor 1 without
-    thermal strain, and the response to the thermal strain with the imposed
-    displacements at 0 (one factorisation, two solves). Returns ``u (n_dof, 2 k)`` and
+    material: the response to the mechanical load at load factor 1 (imposed displacements
+    and body forces) without thermal strain, and the response to the thermal strain with
+    no mechanical load (one linearisation, two solves). Returns ``u (n_dof, 2 k)`` and
     ``sigma (n_local, 6, 2 k)``. The adaptive ROM adds them to its bases before the
     online run (:meth:`AdaptiveROM.enrich`): they carry what the training loading
     cannot, the elastic response of the new temperature field and of the softened
@@ -217,15 +216,15 @@ def thermoelastic_snapshots(hf: PartitionedHFModel, times: Sequence[float]) -> t
     for t in times:
         T = hf.temperature_at(float(t))
         C = mat.elastic_tangent(T)
-        K = hf.tangent(C)
-        lu = splu(K[free][:, free].tocsc(), permc_spec="MMD_AT_PLUS_A")
+        op = hf.linearise(C)
         eps_th = mat.thermal_strain(T)
         f_th = hf.internal_forces(np.einsum("qij,qj->qi", C, eps_th))
+        sol = op.solve(np.column_stack([hf.external[free] - op.coupling(hf.fixed_values), f_th[free]]))
         u_mech = np.zeros(disc.n_dof)
         u_mech[fixed] = hf.fixed_values
-        u_mech[free] = -lu.solve(K[free][:, fixed] @ hf.fixed_values)
+        u_mech[free] = sol[:, 0]
         u_th = np.zeros(disc.n_dof)
-        u_th[free] = lu.solve(f_th[free])
+        u_th[free] = sol[:, 1]
         for u, th in ((u_mech, 0.0), (u_th, 1.0)):
             us.append(u)
             sigmas.append(np.einsum("qij,qj->qi", C, hf.strain(u) - th * eps_th))
@@ -234,16 +233,16 @@ def thermoelastic_snapshots(hf: PartitionedHFModel, times: Sequence[float]) -> t
 
 def tangent_response(hf: PartitionedHFModel, previous: HFState, state: HFState) -> np.ndarray:
     """:math:`\\delta u = \\partial u / \\partial\\lambda` at a converged HF step ``previous -> state``:
-    :math:`K_{ff}\\,\\delta u_f = -K_{fd}\\,\\ell_d`, :math:`\\delta u_d = \\ell_d`, with the consistent
-    tangent of the converged state (one assembly, one factorisation). It is the direction
+    :math:`K_{ff}\\,\\delta u_f = f^\\mathrm{ext}_f - K_{fd}\\,\\ell_d`, :math:`\\delta u_d = \\ell_d`, with the
+    consistent tangent of the converged state (one linearisation, one solve). It is the direction
     the next steps take under continued loading, which one snapshot alone does not give."""
     dt = state.t - previous.t
     _, _, C = hf.material.update(hf.strain(state.u), previous.material, hf.temperature_at(state.t), dt)
-    K = hf.tangent(C)
+    op = hf.linearise(C)
     free, fixed = hf.free_dofs, hf.fixed_dofs
     du = np.zeros(hf.disc.n_dof)
     du[fixed] = hf.fixed_values
-    du[free] = -splu(K[free][:, free].tocsc(), permc_spec="MMD_AT_PLUS_A").solve(K[free][:, fixed] @ hf.fixed_values)
+    du[free] = op.solve(hf.external[free] - op.coupling(hf.fixed_values))
     return du
 
 
@@ -376,7 +375,7 @@ class AdaptiveROM:
         weights = np.zeros(points.size)
         weights[np.searchsorted(points, e.points)] = e.weights
         self.model = ReducedModel(self.partition, self.hf.material, self.hf.model.temperature, self.basis.modes,
-                                  self.lift, points, weights)
+                                  self.lift, points, weights, external=self.hf.external)
         self.gappy = GappyPOD(self.partition.gather_selected(self.p_basis.modes, points), self.tol.p_floor)
 
     def add_monitor_points(self, points: np.ndarray) -> None:

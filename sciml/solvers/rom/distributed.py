@@ -15,7 +15,8 @@ The rule that makes results independent of the number of MPI ranks (DESIGN.md,
   (:meth:`Partition.argmax`).
 
 Data layout: displacement-like vectors ``(n_dof,)`` are replicated on every rank
-(the high-fidelity solve here is redundant, see :class:`PartitionedHFModel`);
+(the linear solve of the high-fidelity Newton is redundant SuperLU or a row-distributed
+CG, see :class:`PartitionedHFModel`);
 integration-point fields are *local*, ``(n_local, ...)`` over the owned points in
 increasing global index; reduced quantities are replicated.
 
@@ -36,10 +37,11 @@ from scipy.sparse.linalg import splu
 from sciml.parallel import Comm, SerialComm
 
 from .fem import Discretisation, HFModel, HFState, StepResult
+from .krylov import BlockJacobi, CGSolver, DirectSolver, DistributedMatrix, RowBlocks, alltoall, forcing_term, pcg
 from .material import MaterialState
 from .pod import Space
 
-__all__ = ["Partition", "DofSpace", "PointSpace", "PartitionedHFModel"]
+__all__ = ["Partition", "DofSpace", "PointSpace", "PartitionedHFModel", "Linearisation"]
 
 
 @final
@@ -240,30 +242,115 @@ class PointSpace(Space):
 
 
 @final
+class Linearisation:
+    r"""The tangent :math:`K` of one state, ready to solve with: ``solve`` gives
+    :math:`K_{ff}^{-1} b` for replicated ``b (n_free,)`` or ``(n_free, k)`` (replicated result),
+    ``coupling`` gives :math:`K_{fd} v` for values ``v (n_fixed,)`` on the Dirichlet dofs.
+    Built by :meth:`PartitionedHFModel.linearise`; ``iterations`` counts the CG iterations
+    of the solves so far (0 for the direct solver)."""
+
+    def __init__(self, hf: "PartitionedHFModel", C_alg: np.ndarray) -> None:
+        self.hf, self.C_alg, self.iterations = hf, C_alg, 0
+        free, fixed = hf.free_dofs, hf.fixed_dofs
+        if isinstance(hf.linear_solver, DirectSolver):
+            K = hf.tangent(C_alg)
+            Kf = K[free]
+            self._K_fd = Kf[:, fixed]
+            self._lu = splu(Kf[:, free].tocsc(), permc_spec="MMD_AT_PLUS_A")
+        else:
+            self.A = hf.tangent_rows(C_alg)
+            rows = self.A.rows
+            amg = hf.linear_solver.amg
+            self._M = BlockJacobi(self.A, amg, hf.rigid_modes()[rows.lo:rows.hi] if amg else None, hf.node_size)
+
+    def coupling(self, values: np.ndarray) -> np.ndarray:
+        r""":math:`K_{fd} v`, ``(n_free,)`` replicated (CG: the internal forces of the stress
+        :math:`\mathbb C\,\varepsilon(\tilde u)`, :math:`\tilde u` = ``values`` on the fixed dofs, 0 elsewhere)."""
+        hf = self.hf
+        if isinstance(hf.linear_solver, DirectSolver):
+            return self._K_fd @ values
+        u = np.zeros(hf.disc.n_dof)
+        u[hf.fixed_dofs] = values
+        return hf.internal_forces(np.einsum("qij,qj->qi", self.C_alg, hf.strain(u)))[hf.free_dofs]
+
+    def solve(self, rhs: np.ndarray, rtol: float = 1e-10) -> np.ndarray:
+        """:math:`K_{ff}^{-1}` ``rhs`` (CG: each column to relative residual ``rtol``)."""
+        if isinstance(self.hf.linear_solver, DirectSolver):
+            return self._lu.solve(rhs)
+        rows, cg = self.A.rows, self.hf.linear_solver
+        cols = rhs[:, None] if rhs.ndim == 1 else rhs
+        out = np.empty(cols.shape)
+        for j in range(cols.shape[1]):
+            res = pcg(self.A, cols[rows.lo:rows.hi, j], self._M, rtol, cg.max_iter)
+            self.iterations += res.iterations
+            out[:, j] = rows.gather(res.x)
+        return out[:, 0] if rhs.ndim == 1 else out
+
+
+@final
 class PartitionedHFModel:
     """The high-fidelity model of :class:`~sciml.solvers.rom.fem.HFModel` with partitioned assembly.
 
     Each rank updates the material at its own points and assembles its blocks'
-    partial internal forces and tangent; the partials are added in block order
-    (:meth:`Partition.sparse_sum`), so every rank holds the same global residual and
-    matrix, and factorises it redundantly (SuperLU). Displacements are replicated,
-    material states and stresses local. The result is bitwise the same on any
-    number of ranks. (A distributed Krylov solve with block-Jacobi preconditioning
-    would remove the redundant factorisation; it is not written yet.)
+    partial internal forces and tangent; the partials are added in block order, so the
+    result is bitwise the same on any number of ranks. Displacements are replicated,
+    material states and stresses local. The Newton correction is solved by
+
+    * :class:`~sciml.solvers.rom.krylov.DirectSolver` (default): every rank holds the whole
+      :math:`K_{ff}` (:meth:`tangent`, :meth:`Partition.sparse_sum`) and factorises it (SuperLU);
+    * :class:`~sciml.solvers.rom.krylov.CGSolver`: rank ``r`` assembles only its rows of
+      :math:`K_{ff}` (:meth:`tangent_rows`: element blocks send each owner the entries of its
+      rows, the owner adds them in block order) and block-Jacobi CG solves with a relative
+      tolerance that follows the Newton residual
+      (:func:`~sciml.solvers.rom.krylov.forcing_term`: inexact Newton, still quadratic).
 
     States are :class:`~sciml.solvers.rom.fem.HFState` whose ``material`` and
     ``sigma`` hold the *owned* points only.
     """
 
-    def __init__(self, model: HFModel, partition: Partition) -> None:
+    def __init__(self, model: HFModel, partition: Partition,
+                 linear_solver: DirectSolver | CGSolver | None = None) -> None:
         if model.disc is not partition.disc:
             raise ValueError("PartitionedHFModel: the model and the partition must share one Discretisation")
+        linear_solver = DirectSolver() if linear_solver is None else linear_solver
+        if not isinstance(linear_solver, (DirectSolver, CGSolver)):
+            raise TypeError(f"PartitionedHFModel: expected a DirectSolver or a CGSolver, got {linear_solver!r}")
         self.model, self.partition, self.disc = model, partition, model.disc
+        self.linear_solver = linear_solver
         self.material = model.material
         self.free_dofs, self.fixed_dofs, self.fixed_values = model.free_dofs, model.fixed_dofs, model.fixed_values
+        self.external = model.external  # replicated: the same serial computation on every rank
         self._block_dofs = {b: np.unique(self.disc.cell_dofs[partition.block_cells(b)])
                             for b in partition.owned_blocks}
         self._coords = self.disc.qp_coords[partition.points]
+        self._rows: dict | None = None
+        self._layouts: dict | None = None
+        self._rigid: np.ndarray | None = None
+        dim, free = self.disc.dim, self.free_dofs
+        nodes = free // dim
+        whole = free.size % dim == 0 and bool(np.all(nodes.reshape(-1, dim) == nodes[::dim, None]))
+        #: dofs per node in the free numbering (``dim`` when every node is wholly free or fixed, else 1);
+        #: CG row blocks are rounded up to a multiple of it, so that no block cuts a node
+        self.node_size = dim if whole else 1
+
+    def rigid_modes(self) -> np.ndarray:
+        """Rigid-body motions restricted to the free dofs, ``(n_free, 3)`` in 2D, ``(n_free, 6)`` in 3D
+        (translations, then rotations about the coordinate axes through the origin)."""
+        if self._rigid is not None:
+            return self._rigid
+        dim, X = self.disc.dim, self.disc.points
+        n = X.shape[0]
+        modes = []
+        for c in range(dim):
+            t = np.zeros((n, dim))
+            t[:, c] = 1.0
+            modes.append(t)
+        for i, j in ((0, 1),) if dim == 2 else ((0, 1), (1, 2), (2, 0)):
+            r = np.zeros((n, dim))
+            r[:, i], r[:, j] = -X[:, j], X[:, i]
+            modes.append(r)
+        self._rigid = np.column_stack([m.reshape(-1) for m in modes])[self.free_dofs]
+        return self._rigid
 
     def temperature_at(self, t: float) -> np.ndarray:
         """Temperature at the owned points, ``(n_local,)``."""
@@ -287,21 +374,76 @@ class PartitionedHFModel:
             parts[b] = (dofs, f[dofs])
         return self.partition.sparse_sum(parts, self.disc.n_dof)
 
+    def _block_entries(self, C_alg: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        if self._layouts is None:  # the pattern slots of each block, kept: the pattern never changes
+            self._layouts = {b: self.disc.entry_layout(self.partition.block_cells(b))
+                             for b in self.partition.owned_blocks}
+        return {b: self.disc.tangent_entries(C_alg[s], self.partition.block_cells(b), self._layouts[b])
+                for b, s in self.partition.block_slices.items()}
+
     def tangent(self, C_alg: np.ndarray) -> sp.csr_matrix:
-        """Global tangent from local consistent tangents ``(n_local, 6, 6)``, summed in block order."""
-        parts, template = {}, None
-        for b, s in self.partition.block_slices.items():
-            K = self.disc.tangent(C_alg[s], elements=self.partition.block_cells(b))
-            nz = np.flatnonzero(K.data)
-            parts[b] = (nz, K.data[nz])
-            template = K
-        if template is None:  # a rank without blocks still needs the pattern
-            template = self.disc.tangent(np.zeros((0, 6, 6)), elements=np.zeros(0, np.int64))
-        data = self.partition.sparse_sum(parts, template.data.size)
-        return sp.csr_matrix((data, template.indices, template.indptr), shape=template.shape)
+        """Global tangent from local consistent tangents ``(n_local, 6, 6)``, summed in block order,
+        replicated on every rank."""
+        indptr, indices = self.disc.pattern
+        data = self.partition.sparse_sum(self._block_entries(C_alg), indices.size)
+        return sp.csr_matrix((data, indices, indptr), shape=(self.disc.n_dof, self.disc.n_dof))
+
+    def _row_layout(self) -> dict:
+        """Rows of :math:`K_{ff}` per rank (:class:`RowBlocks` of ``row_block`` free dofs), the range of
+        pattern slots each rank's rows span, and the map from those slots to the local CSR."""
+        if self._rows is None:
+            free = self.free_dofs
+            k = self.node_size
+            rows = RowBlocks(free.size, -(-self.linear_solver.row_block // k) * k, self.partition.comm)
+            indptr, indices = self.disc.pattern
+            ranges = [(int(indptr[free[lo]]), int(indptr[free[hi - 1] + 1])) if hi > lo else (0, 0)
+                      for lo, hi in rows.ranges]
+            s0, s1 = ranges[self.partition.comm.rank]
+            index = np.full(self.disc.n_dof, -1, dtype=np.int64)
+            index[free] = np.arange(free.size)
+            g0 = int(free[rows.lo]) if rows.n_local else 0
+            g1 = int(free[rows.hi - 1]) + 1 if rows.n_local else 0
+            row = np.repeat(np.arange(g0, g1), np.diff(indptr[g0:g1 + 1]))
+            col = indices[s0:s1]
+            keep = (index[row] >= 0) & (index[col] >= 0)
+            local_indptr = np.concatenate([[0], np.cumsum(np.bincount(index[row[keep]] - rows.lo,
+                                                                      minlength=rows.n_local))])
+            self._rows = {"rows": rows, "ranges": ranges, "keep": keep, "indices": index[col[keep]],
+                          "indptr": local_indptr, "size": s1 - s0}
+        return self._rows
+
+    def tangent_rows(self, C_alg: np.ndarray) -> DistributedMatrix:
+        """This rank's rows of :math:`K_{ff}` (free dofs renumbered ``0..n_free-1``), bitwise the rows of
+        :meth:`tangent`: each element block sends every rank the entries in its rows, owners add
+        them in block order."""
+        lay = self._row_layout()
+        comm = self.partition.comm
+        sends: list[dict] = [{} for _ in range(comm.size)]
+        for b, (slots, vals) in self._block_entries(C_alg).items():
+            for r, (s0, s1) in enumerate(lay["ranges"]):
+                i0, i1 = np.searchsorted(slots, [s0, s1])
+                if i1 > i0:
+                    sends[r][b] = (slots[i0:i1] - s0, vals[i0:i1])
+        merged: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for part in alltoall(comm, sends):
+            merged.update(part)
+        data = np.zeros(lay["size"])
+        for b in sorted(merged):
+            idx, val = merged[b]
+            data[idx] += val
+        rows = lay["rows"]
+        local = sp.csr_matrix((data[lay["keep"]], lay["indices"], lay["indptr"]), shape=(rows.n_local, rows.n))
+        return DistributedMatrix(rows, local)
+
+    def linearise(self, C_alg: np.ndarray) -> Linearisation:
+        """The tangent of local consistent tangents ``C_alg (n_local, 6, 6)``, assembled and
+        factorised (direct) or distributed with its preconditioner (CG)."""
+        return Linearisation(self, C_alg)
 
     def solve_step(self, state: HFState, t: float, load_factor: float) -> StepResult:
-        """Newton from ``state`` to time ``t`` (the algorithm of :meth:`HFModel.solve_step`)."""
+        """Newton from ``state`` to time ``t`` (the algorithm of :meth:`HFModel.solve_step`); with
+        :class:`CGSolver` each correction is solved to the relative residual
+        :func:`~sciml.solvers.rom.krylov.forcing_term` of the current Newton residual."""
         dt = t - state.t
         if not dt > 0.0:
             raise ValueError(f"solve_step: expected t > state.t = {state.t}, got {t}")
@@ -309,22 +451,31 @@ class PartitionedHFModel:
         u = state.u.copy()
         free, fixed = self.free_dofs, self.fixed_dofs
         du_fixed = load_factor * self.fixed_values - u[fixed]
+        f_ext = load_factor * self.external[free]
         residuals: list[float] = []
+        iterations: list[int] = []
         rtol, max_iter = self.model.rtol, self.model.max_iter
         for it in range(max_iter + 1):
             sigma, mat, C_alg = self.material.update(self.strain(u), state.material, T, dt)
             f = self.internal_forces(sigma)
-            r = f[free]
+            r = f[free] - f_ext
             residuals.append(float(np.linalg.norm(r)))
+            target = rtol * max(float(np.linalg.norm(f)), max(residuals))
             if it > 0 or not du_fixed.any():
-                if residuals[-1] <= rtol * max(float(np.linalg.norm(f)), max(residuals)):
-                    return StepResult(HFState(t, u, mat, sigma), residuals)
+                if residuals[-1] <= target:
+                    return StepResult(HFState(t, u, mat, sigma), residuals, iterations)
             if it == max_iter:
                 break
-            K = self.tangent(C_alg)
+            op = self.linearise(C_alg)
             if it == 0 and du_fixed.any():
-                r = r + K[free][:, fixed] @ du_fixed
+                r = r + op.coupling(du_fixed)
                 u[fixed] += du_fixed
-            u[free] -= splu(K[free][:, free].tocsc(), permc_spec="MMD_AT_PLUS_A").solve(r)
+            eta = 0.0
+            if isinstance(self.linear_solver, CGSolver):
+                norm = float(np.linalg.norm(r))
+                eta = forcing_term(self.linear_solver.rtol, norm, max(max(residuals), norm), target)
+            u[free] -= op.solve(r, eta)
+            if isinstance(self.linear_solver, CGSolver):
+                iterations.append(op.iterations)
         raise RuntimeError(f"PartitionedHFModel.solve_step: Newton did not converge in {max_iter} iterations "
                            f"at t = {t}; residual norms {residuals}")

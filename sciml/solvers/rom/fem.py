@@ -55,14 +55,48 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import splu
 
+from sciml.meshes.blade import blade_mesh
 from sciml.meshes.structured import box_mesh_2d, nodes_on_plane
 
 from .material import MaterialState, ThermoViscoplasticJ2
 
-__all__ = ["Discretisation", "Dirichlet", "HFModel", "HFState", "StepResult", "History", "run_history", "academic_plate"]
+__all__ = ["Discretisation", "Dirichlet", "HFModel", "HFState", "StepResult", "History", "run_history",
+           "academic_plate", "academic_blade", "centrifugal", "hot_spot"]
 
 Temperature = Callable[[np.ndarray, float], np.ndarray]
 """Temperature field ``T(x, t)``: points ``(Q, dim)`` and a time -> ``(Q,)``."""
+
+BodyForce = Callable[[np.ndarray], np.ndarray]
+"""Body force density ``b(x)`` at load factor 1 (force per volume): points ``(Q, dim)`` -> ``(Q, dim)``."""
+
+
+def centrifugal(density: float, omega: float, axis_point: Sequence[float],
+                axis_direction: Sequence[float]) -> BodyForce:
+    r"""The centrifugal body force of a rotation at ``omega`` (rad/s) about the axis through
+    ``axis_point`` along ``axis_direction``: :math:`b(x) = \rho\,\omega^2\, r_\perp(x)`,
+    :math:`r_\perp = (x - a) - ((x - a)\cdot e)\,e` (units: with MPa, mm, s, ``density`` in t/mm³).
+
+    A load factor :math:`\lambda` scales it: :math:`\lambda = (\omega(t)/\omega)^2`.
+
+    Examples
+    --------
+    >>> b = centrifugal(2.0, 3.0, (0.0, 0.0, 0.0), (1.0, 0.0, 0.0))
+    >>> b(np.array([[5.0, 0.0, 2.0]])).tolist()
+    [[0.0, 0.0, 36.0]]
+    """
+    a = np.asarray(axis_point, dtype=np.float64)
+    e = np.asarray(axis_direction, dtype=np.float64)
+    if a.shape != e.shape or a.ndim != 1 or not np.linalg.norm(e) > 0.0:
+        raise ValueError(f"centrifugal: expected an axis point and a nonzero direction of one dimension, "
+                         f"got {a.tolist()} and {e.tolist()}")
+    e = e / np.linalg.norm(e)
+    scale = float(density) * float(omega) ** 2
+
+    def force(x: np.ndarray) -> np.ndarray:
+        d = np.asarray(x, dtype=np.float64) - a
+        return scale * (d - (d @ e)[:, None] * e)
+
+    return force
 
 #: Supported kinds: name -> (dimension, nodes per cell, corner signs ``(nodes, dim)`` in VTK order).
 _KINDS: dict[str, tuple[int, int, np.ndarray]] = {
@@ -253,6 +287,50 @@ class Discretisation:
         kq = np.matmul(np.swapaxes(B, 1, 2), w[:, None, None] * C_alg) @ B
         return self._assemble(kq.reshape(cells.size, self.n_qp_cell, *kq.shape[1:]).sum(axis=1), cells)
 
+    def entry_layout(self, elements: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Where the cell-matrix entries of ``elements`` go: increasing pattern slots ``(s,)`` and, for
+        each entry of the cells' ``(c, nd, nd)`` matrices in order, its index among them (int32)."""
+        cells, _ = self._select(elements)
+        slots, inverse = np.unique(self._pattern[2][cells].ravel(), return_inverse=True)
+        return slots, inverse.astype(np.int32)
+
+    def tangent_entries(
+        self, C_alg: np.ndarray, elements: np.ndarray | None = None,
+        layout: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`tangent` over ``elements`` as its nonzero entries of the global pattern: increasing
+        slots into ``pattern[1]`` (the CSR ``indices``) ``(s,)`` and their values ``(s,)``.
+
+        Each value is added in the order :meth:`tangent` adds it, so scattering the entries of
+        several element sets into one array in a fixed order gives the bits of the dense sums.
+        ``layout``: :meth:`entry_layout` of ``elements``, when the caller keeps it.
+        """
+        cells, qp = self._select(elements)
+        C_alg = np.asarray(C_alg, dtype=np.float64)
+        if C_alg.shape != (qp.size, 6, 6):
+            raise ValueError(f"expected C_alg of shape ({qp.size}, 6, 6), got {C_alg.shape}")
+        B = self.B[qp]
+        kq = np.matmul(np.swapaxes(B, 1, 2), self.qp_weights[qp, None, None] * C_alg) @ B
+        ke = kq.reshape(cells.size, self.n_qp_cell, *kq.shape[1:]).sum(axis=1)
+        slots, inverse = self.entry_layout(cells) if layout is None else layout
+        return slots, np.bincount(inverse, weights=ke.ravel(), minlength=slots.size)
+
+    @property
+    def pattern(self) -> tuple[np.ndarray, np.ndarray]:
+        """CSR ``indptr (n_dof + 1,)`` and ``indices (nnz,)`` of the global stiffness pattern."""
+        return self._pattern[0], self._pattern[1]
+
+    def body_forces(self, density: np.ndarray, elements: np.ndarray | None = None) -> np.ndarray:
+        r""":math:`f_{ai} = \sum_q w_q N_a(x_q) b_i(x_q)`, the load of a body force density ``b``
+        (``(Q_sel, dim)`` at the points of ``elements``), shape ``(n_dof,)``."""
+        cells, qp = self._select(elements)
+        density = np.asarray(density, dtype=np.float64)
+        if density.shape != (qp.size, self.dim):
+            raise ValueError(f"expected a body force density of shape ({qp.size}, {self.dim}), got {density.shape}")
+        wb = (self.qp_weights[qp, None] * density).reshape(cells.size, self.n_qp_cell, self.dim)
+        fe = np.einsum("ga,cgi->cai", self.shape_values, wb).reshape(cells.size, -1)
+        return np.bincount(self.cell_dofs[cells].ravel(), weights=fe.ravel(), minlength=self.n_dof)
+
     def mass_matrix(self) -> sp.csr_matrix:
         """Vector mass matrix :math:`\\int N_a N_b \\delta_{ij}` (unit density), CSR ``(n_dof, n_dof)``.
 
@@ -330,11 +408,13 @@ class HFState:
 
 @dataclass(frozen=True)
 class StepResult:
-    """One converged time step: the new state and the Newton residual norms ``||R_free||``
-    (before each update, the last one at convergence)."""
+    """One converged time step: the new state, the Newton residual norms ``||R_free||``
+    (before each update, the last one at convergence) and, with an iterative linear
+    solver, the iterations of each linear solve."""
 
     state: HFState
     residuals: list[float]
+    linear_iterations: list[int] = field(default_factory=list)
 
 
 @final
@@ -348,6 +428,9 @@ class HFModel:
     dirichlet : Dirichlet or sequence of Dirichlet
         Imposed displacements; the dofs of all of them must be distinct.
     temperature : callable ``T(x (n_qp, dim), t) -> (n_qp,)``
+    body_force : callable ``b(x (n_qp, dim)) -> (n_qp, dim)``, optional
+        Body force density at load factor 1 (e.g. :func:`centrifugal`); the external load
+        ``load_factor * f_ext`` with ``f_ext`` (:attr:`external`) its consistent nodal forces.
     rtol : float
         Newton stops when ``||R_free|| <= rtol * max(||f_int||, largest ||R_free|| of the step)``
         (``f_int`` over all dofs, reactions included).
@@ -370,6 +453,7 @@ class HFModel:
         temperature: Temperature,
         rtol: float = 1e-10,
         max_iter: int = 25,
+        body_force: BodyForce | None = None,
     ) -> None:
         bcs = [dirichlet] if isinstance(dirichlet, Dirichlet) else list(dirichlet)
         dofs = np.concatenate([np.asarray(b.dofs, dtype=np.int64) for b in bcs]) if bcs else np.zeros(0, np.int64)
@@ -384,6 +468,9 @@ class HFModel:
         self.rtol, self.max_iter = rtol, max_iter
         self.fixed_dofs, self.fixed_values = dofs, values
         self.free_dofs = np.setdiff1d(np.arange(disc.n_dof), dofs)
+        self.body_force = body_force
+        self.external = (np.zeros(disc.n_dof) if body_force is None
+                         else disc.body_forces(body_force(disc.qp_coords)))
 
     def temperature_at(self, t: float) -> np.ndarray:
         """Temperature at the integration points at time ``t``, ``(n_qp,)``."""
@@ -405,7 +492,8 @@ class HFModel:
         ``state.material`` with the new temperature and ``dt``) *including* the
         Dirichlet increment, ``K_ff du_f = -(R_f + K_fd du_d)``, so that the imposed
         displacement is spread over the body instead of straining the boundary cells
-        alone; later iterations solve ``K_ff du_f = -R_f`` (SuperLU). The first entry
+        alone; later iterations solve ``K_ff du_f = -R_f`` (SuperLU), with
+        ``R = f_int - load_factor * f_ext`` (:attr:`external`). The first entry
         of the residual history is taken at ``state.u``, before the increment.
         """
         dt = t - state.t
@@ -419,7 +507,7 @@ class HFModel:
         for it in range(self.max_iter + 1):
             sigma, mat, C_alg = self.material.update(self.disc.strain(u), state.material, T, dt)
             f = self.disc.internal_forces(sigma)
-            r = f[free]
+            r = f[free] - load_factor * self.external[free]
             residuals.append(float(np.linalg.norm(r)))
             if it > 0 or not du_fixed.any():
                 if residuals[-1] <= self.rtol * max(float(np.linalg.norm(f)), max(residuals)):
@@ -494,6 +582,7 @@ def academic_plate(
     ramp_time: float = 10.0,
     dt: float = 1.0,
     centre: tuple[float, float] = (0.5, 0.5),
+    radius: float = 0.3,
 ) -> tuple[HFModel, np.ndarray, np.ndarray]:
     """The academic plane-strain plate (MPa, mm, K, s).
 
@@ -501,7 +590,7 @@ def academic_plate(
     ``u_y = 0`` on ``y = 0``, ``u_x = amplitude * lambda(t)`` on ``x = 2`` with
     ``lambda`` fully reversed triangle cycles ``0 -> 1 -> 0 -> -1 -> 0``
     (``n_cycles`` in ``n_steps`` steps of ``dt``); temperature
-    ``T = 293 + dT(t) exp(-|x - x_c|^2 / 0.3^2)`` with ``dT`` rising linearly
+    ``T = 293 + dT(t) exp(-|x - x_c|^2 / radius^2)`` (:func:`hot_spot`) with ``dT`` rising linearly
     to ``peak`` over ``ramp_time`` and held, ``x_c = centre`` (the training loading
     of the ROM case is ``(0.5, 0.5)``, peak 700 K; its new loading ``(1.4, 0.3)``,
     peak 750 K); law :meth:`ThermoViscoplasticJ2.academic`.
@@ -523,11 +612,80 @@ def academic_plate(
     centre = np.asarray(centre, dtype=np.float64)
     if centre.shape != (2,):
         raise ValueError(f"academic_plate: expected centre (x, y), got {centre.tolist()}")
-
-    def temperature(x: np.ndarray, t: float) -> np.ndarray:
-        return 293.0 + peak * min(t / ramp_time, 1.0) * np.exp(-((x - centre) ** 2).sum(axis=1) / 0.3**2)
+    temperature = hot_spot(centre, peak, radius, ramp_time)
 
     times = dt * np.arange(1, n_steps + 1)
     phase = (times / (times[-1] / n_cycles)) % 1.0
     load_factors = np.where(phase <= 0.25, 4 * phase, np.where(phase <= 0.75, 2 - 4 * phase, 4 * phase - 4))
     return HFModel(disc, ThermoViscoplasticJ2.academic(), bcs, temperature), times, load_factors
+
+
+def hot_spot(centre: Sequence[float], peak: float, radius: float, ramp_time: float) -> Temperature:
+    """``T(x, t) = 293 + dT(t) exp(-|x - x_c|^2 / radius^2)`` K, ``dT`` rising linearly to ``peak``
+    over ``ramp_time``, then held; ``x_c = centre`` (2 or 3 coordinates)."""
+    c = np.asarray(centre, dtype=np.float64)
+    if not float(radius) > 0.0 or not float(ramp_time) > 0.0:
+        raise ValueError(f"hot_spot: expected radius > 0 and ramp_time > 0, got {radius} and {ramp_time}")
+
+    def temperature(x: np.ndarray, t: float) -> np.ndarray:
+        return 293.0 + peak * min(t / ramp_time, 1.0) * np.exp(-((x - c) ** 2).sum(axis=1) / radius**2)
+
+    return temperature
+
+
+def academic_blade(
+    n_chord: int = 16,
+    n_thickness: int = 4,
+    n_span: int = 16,
+    n_steps: int = 20,
+    n_cycles: int = 1,
+    peak: float = 700.0,
+    ramp_time: float = 5.0,
+    dt: float = 1.0,
+    centre: Sequence[float] = (-4.0, 0.0, 26.0),
+    radius: float = 4.0,
+    omega: float = 3000.0,
+    density: float = 8.2e-9,
+    hub_radius: float = 100.0,
+    span: float = 40.0,
+    chord_root: float = 20.0,
+    chord_tip: float = 14.0,
+    thickness: float = 0.2,
+    camber: float = 0.04,
+    twist: float = math.pi / 6,
+) -> tuple[HFModel, np.ndarray, np.ndarray]:
+    r"""A rotating turbine-blade-like body (MPa, mm, K, s): :func:`~sciml.meshes.blade.blade_mesh`
+    hexahedra, root face ``z = 0`` clamped (all three components), centrifugal load of a rotation
+    at ``omega`` about the axis ``{(s, 0, -hub_radius)}`` along x (:func:`centrifugal`,
+    ``density`` in t/mm³; 8.2e-9 is a nickel superalloy), scaled by the load factor
+    :math:`\lambda = (\omega(t)/\omega)^2` in one-sided triangle cycles ``0 -> 1 -> 0`` (spin up,
+    spin down; ``n_cycles`` in ``n_steps`` steps of ``dt``), hot spot :func:`hot_spot` of
+    ``peak``, ``radius`` at ``centre``; law :meth:`ThermoViscoplasticJ2.academic`.
+
+    Returns
+    -------
+    model : HFModel
+    times : ndarray, shape ``(n_steps,)``
+    load_factors : ndarray, shape ``(n_steps,)``
+
+    Examples
+    --------
+    >>> model, times, lf = academic_blade(n_chord=4, n_thickness=1, n_span=2, n_steps=4)
+    >>> model.disc.n_dof, lf.tolist()
+    (90, [0.5, 1.0, 0.5, 0.0])
+    """
+    points, cells = blade_mesh(n_chord, n_thickness, n_span, span=span, chord_root=chord_root, chord_tip=chord_tip,
+                               thickness=thickness, camber=camber, twist=twist)
+    disc = Discretisation(points, cells, "hexahedron")
+    root = nodes_on_plane(points, 2, 0.0)
+    bcs = [Dirichlet.on_nodes(root, k, 3) for k in range(3)]
+    centre = np.asarray(centre, dtype=np.float64)
+    if centre.shape != (3,):
+        raise ValueError(f"academic_blade: expected centre (x, y, z), got {centre.tolist()}")
+    times = dt * np.arange(1, n_steps + 1)
+    phase = (times / (times[-1] / n_cycles)) % 1.0
+    load_factors = 1.0 - np.abs(2.0 * phase - 1.0)
+    body = centrifugal(density, omega, (0.0, 0.0, -hub_radius), (1.0, 0.0, 0.0))
+    model = HFModel(disc, ThermoViscoplasticJ2.academic(), bcs, hot_spot(centre, peak, radius, ramp_time),
+                    body_force=body)
+    return model, times, load_factors

@@ -4,11 +4,12 @@ Displacements are sought as :math:`u = \lambda\,\ell + \Psi q`: :math:`\ell` the
 lift at load factor 1 (the imposed values on the fixed dofs, zero elsewhere),
 :math:`\Psi` ``(n_dof, n)`` POD modes vanishing on the fixed dofs, :math:`q` ``(n,)``.
 Galerkin projection of the internal forces, integrated by the reduced quadrature
-:math:`(x_q, \hat w_q)_{q\in\mathcal R}`:
+:math:`(x_q, \hat w_q)_{q\in\mathcal R}`, minus the projected external load
+:math:`\lambda\,\Psi^\top f^\mathrm{ext}` (body forces; exact, precomputed once per basis):
 
 .. math::
 
-    r(q) = \sum_{q\in\mathcal R} \hat w_q (B_q\Psi)^\top \sigma_q, \qquad
+    r(q) = \sum_{q\in\mathcal R} \hat w_q (B_q\Psi)^\top \sigma_q - \lambda\Psi^\top f^\mathrm{ext}, \qquad
     K(q) = \sum_{q\in\mathcal R} \hat w_q (B_q\Psi)^\top \mathbb C_q (B_q\Psi),
     \qquad \varepsilon_q = \lambda B_q\ell + (B_q\Psi) q,
 
@@ -20,8 +21,8 @@ updated like the others (the indicator reads their plastic strain) and add nothi
 to the sums.
 
 The first iteration of a step linearises at the previous state with the new
-temperature, including the load increment (:math:`K\,\delta q = -(r + k_\lambda \Delta\lambda)`,
-:math:`k_\lambda = \sum \hat w_q (B_q\Psi)^\top \mathbb C_q B_q\ell`), as the
+temperature, including the load increment (:math:`K\,\delta q = -(r + (k_\lambda - \Psi^\top f^\mathrm{ext})
+\Delta\lambda)`, :math:`k_\lambda = \sum \hat w_q (B_q\Psi)^\top \mathbb C_q B_q\ell`), as the
 high-fidelity Newton does.
 
 Under MPI each rank updates the reduced points it owns; per-block partial sums of
@@ -95,6 +96,8 @@ class ReducedModel:
         Newton stops when :math:`\|r\| \le` ``rtol``
         :math:`\max(\max_i \|r_i\|, \|\sum \hat w_q |B_q\Psi|^\top|\sigma_q|\|)`.
     max_iter : int
+    external : ndarray, shape ``(n_dof,)``, optional
+        External nodal load at load factor 1 (replicated); default none.
 
     Notes
     -----
@@ -104,7 +107,8 @@ class ReducedModel:
 
     def __init__(self, partition: Partition, material: ThermoViscoplasticJ2,
                  temperature: Callable[[np.ndarray, float], np.ndarray], modes: np.ndarray, lift: np.ndarray,
-                 points: np.ndarray, weights: np.ndarray, rtol: float = 1e-9, max_iter: int = 25) -> None:
+                 points: np.ndarray, weights: np.ndarray, rtol: float = 1e-9, max_iter: int = 25,
+                 external: np.ndarray | None = None) -> None:
         points = np.asarray(points, dtype=np.int64)
         weights = np.asarray(weights, dtype=np.float64)
         if points.ndim != 1 or points.shape != weights.shape or np.any(np.diff(points) <= 0):
@@ -113,6 +117,8 @@ class ReducedModel:
         self.partition, self.material, self.temperature = partition, material, temperature
         self.points, self.weights = points, weights
         self.n_modes = modes.shape[1]
+        self.f_ext = (np.zeros(self.n_modes) if external is None
+                      else np.asarray(modes, dtype=np.float64).T @ np.asarray(external, dtype=np.float64))
         self.rtol, self.max_iter = rtol, max_iter
         mine = partition.owned_mask(points)
         self.slots = np.flatnonzero(mine)  # positions of the owned points in `points`
@@ -175,9 +181,9 @@ class ReducedModel:
             predictor = it == 0 and dlam != 0.0
             CBlift = np.einsum("qij,qj->qi", C, self.Blift) if predictor else None
             total = self._assemble(sigma, np.matmul(C, self.BPsi), CBlift)
-            f, K = total[:n], total[n:n + n * n].reshape(n, n)
+            f, K = total[:n] - lam * self.f_ext, total[n:n + n * n].reshape(n, n)
             scale = float(np.linalg.norm(total[n + n * n:n + n * n + n]))
-            rhs = f + dlam * total[n + n * n + n:] if predictor else f
+            rhs = f + dlam * (total[n + n * n + n:] - self.f_ext) if predictor else f
             history.append(float(np.linalg.norm(rhs)))
             if not predictor and history[-1] <= self.rtol * max(max(history), scale):
                 return ReducedState(t, load_factor, q, mat, sigma), it
