@@ -63,6 +63,10 @@ def study(case: Path, out: Path, rerun: bool) -> None:
     seen, unseen = m.get("median_rel_l1_seen_lead_times"), m.get("median_rel_l1_unseen_lead_times")
     print(f"\nat M* = {m['m_star']}: AG = {ag:.3g} (goal >= 2: {goal(ag, 2)}), EG = {eg:.3g} "
           f"(goal >= 4: {goal(eg, 4)}{', extrapolated beyond the FNO sizes' if m.get('efficiency_gain_extrapolated') else ''})")
+    if m.get("efficiency_gain_measured") is not None:
+        egm, bound = m["efficiency_gain_measured"], m.get("efficiency_gain_measured_is_lower_bound")
+        verdict = "unknown" if bound and egm < 4 else goal(egm, 4)
+        print(f"EG from the measured FNO errors, no fit: {'> ' if bound else ''}{egm:.3g} (goal >= 4: {verdict})")
     if seen is not None and unseen is not None:
         print(f"lead times ({m.get('lead_time_model')}): seen {seen:.3f} %, unseen {unseen:.3f} % "
               f"(ratio {unseen / seen:.3f}, goal <= 1.5: {'met' if unseen <= 1.5 * seen else 'not met'}); "

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from sciml.cases.scot import fit_power_law, gains_at
+from sciml.cases.scot import fit_power_law, gains_at, measured_efficiency_gain
 from sciml.solvers.scot import ScOT, ScOTConfig
 from sciml.solvers.scot.baseline import TimeFNO
 from sciml.solvers.scot.data import ChannelScaler, PairData, all2all_pairs, relative_l1, velocity_channels
@@ -156,3 +156,14 @@ def test_power_law_fit_and_gains_on_exact_curves():
     assert g["accuracy_gain"] == pytest.approx(4.0) and g["efficiency_gain"] == pytest.approx(16.0)
     assert g["efficiency_gain_extrapolated"] is False
     assert gains_at((2.0, 0.5), (8.0, 0.0), 16, [2, 512])["efficiency_gain"] == math.inf
+
+
+def test_measured_efficiency_gain_reads_the_baseline_points_without_a_fit():
+    fno = {2: 8.0, 8: 4.0, 32: 2.0}  # E = 8 (M/2)^-1/2 at the measured sizes
+    # 4.0 is measured at M = 8: M_FNO / M* = 8 / 4
+    assert measured_efficiency_gain(4.0, fno, 4) == (pytest.approx(2.0), False)
+    # 2.828 lies halfway (log-log) between M = 8 and M = 32: M_FNO = 16
+    eg, bound = measured_efficiency_gain(8.0 / 8**0.5, fno, 4)
+    assert eg == pytest.approx(4.0) and bound is False
+    assert measured_efficiency_gain(9.0, fno, 4) == (0.5, False)  # the smallest size already reaches it
+    assert measured_efficiency_gain(1.0, fno, 4) == (8.0, True)  # never reached: only EG > 32 / 4
