@@ -338,7 +338,7 @@ def run(cfg: Config, run) -> dict:
     hf_new, _, _ = hf_model(cfg, cfg.online, comm)
     part = hf_new.partition
     m = cfg.mesh
-    body = f"plate {m.nx}x{m.ny}" if m.geometry == "plate" else f"blade {m.n_chord}x{m.n_thickness}x{m.n_span}"
+    body = f"{m.geometry} {'x'.join(map(str, m.cells()))}"
     run.log(f"{body} ({cfg.hf.linear_solver} HF solve): {hf_new.disc.n_dof} dofs, {hf_new.disc.n_qp} integration "
             f"points, {part.n_blocks} blocks of {cfg.mesh.block_size} cells on {comm.size} rank(s)")
 

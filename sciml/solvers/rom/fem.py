@@ -278,6 +278,13 @@ class Discretisation:
 
         ``C_alg`` is ``(Q_sel, 6, 6)`` (Mandel) for the points of ``elements``.
         """
+        cells, ke = self._cell_tangents(C_alg, weights, elements)
+        return self._assemble(ke, cells)
+
+    def _cell_tangents(
+        self, C_alg: np.ndarray, weights: np.ndarray | None, elements: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The selected cells and their matrices :math:`\sum_{q \in c} w_q B_q^\top \mathbb C_q B_q`, ``(c, nd, nd)``."""
         cells, qp = self._select(elements)
         C_alg = np.asarray(C_alg, dtype=np.float64)
         if C_alg.shape != (qp.size, 6, 6):
@@ -285,7 +292,7 @@ class Discretisation:
         w = self._point_weights(weights, qp)
         B = self.B[qp]
         kq = np.matmul(np.swapaxes(B, 1, 2), w[:, None, None] * C_alg) @ B
-        return self._assemble(kq.reshape(cells.size, self.n_qp_cell, *kq.shape[1:]).sum(axis=1), cells)
+        return cells, kq.reshape(cells.size, self.n_qp_cell, *kq.shape[1:]).sum(axis=1)
 
     def entry_layout(self, elements: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Where the cell-matrix entries of ``elements`` go: increasing pattern slots ``(s,)`` and, for
@@ -305,13 +312,7 @@ class Discretisation:
         several element sets into one array in a fixed order gives the bits of the dense sums.
         ``layout``: :meth:`entry_layout` of ``elements``, when the caller keeps it.
         """
-        cells, qp = self._select(elements)
-        C_alg = np.asarray(C_alg, dtype=np.float64)
-        if C_alg.shape != (qp.size, 6, 6):
-            raise ValueError(f"expected C_alg of shape ({qp.size}, 6, 6), got {C_alg.shape}")
-        B = self.B[qp]
-        kq = np.matmul(np.swapaxes(B, 1, 2), self.qp_weights[qp, None, None] * C_alg) @ B
-        ke = kq.reshape(cells.size, self.n_qp_cell, *kq.shape[1:]).sum(axis=1)
+        cells, ke = self._cell_tangents(C_alg, None, elements)
         slots, inverse = self.entry_layout(cells) if layout is None else layout
         return slots, np.bincount(inverse, weights=ke.ravel(), minlength=slots.size)
 
