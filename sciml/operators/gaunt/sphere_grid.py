@@ -24,7 +24,12 @@ Two implementations of the same maps (choose with ``transform``):
     :math:`O(L^3)` per product.
 ``"dense"``
     one ``(grid, coefficients)`` matrix each way, :math:`O(L^4)` per product, but
-    three plain GEMMs.
+    plain GEMMs. The Gauss–Legendre nodes come in mirror pairs :math:`\pm t` and
+    :math:`\bar P_l^{m}(-t) = (-1)^{l+m} \bar P_l^{m}(t)`, so each input is split
+    into its even and odd parts :math:`E, O` (by :math:`l + |m|`) evaluated on the
+    northern half only, the two hemispheres are :math:`E \pm O`, and the projection
+    takes the sum (even outputs) or difference (odd outputs) of the hemispheres'
+    products: every GEMM is half as long as on the whole grid.
 
 The separable transform keeps the batch last, ``(2(L+1), N_\theta, B)``, so
 that the per-order Legendre step is one ``bmm`` and the :math:`\varphi` step one
@@ -131,10 +136,25 @@ class SphereGridGauntProduct(torch.nn.Module):
             self.register_buffer("azimuth_out", a_out.flatten(0, 1).to(dtype))
             self._dtype_ref = "legendre_out"
         else:
+            # northern nodes t >= 0 (the equator, for odd N_theta, is its own mirror:
+            # half its weight in the analysis, which adds both hemispheres)
+            north = np.arange(self.n_theta // 2, self.n_theta)
+            half = torch.ones(len(north), dtype=torch.float64)
+            if self.n_theta % 2:
+                half[0] = 0.5
             for i, l in enumerate(degrees):
-                self.register_buffer(f"synthesis_{i}", _dense(legendre_of(l), azimuth_of(l)).to(dtype))
-            self.register_buffer("analysis", _dense(p_out, a_out).T.contiguous().to(dtype))
-            self._dtype_ref = "analysis"
+                even, odd = _parity_split(l)
+                synthesis = _dense(legendre_of(l)[:, :, north], azimuth_of(l))
+                self.register_buffer(f"even_{i}", even, persistent=False)
+                self.register_buffer(f"odd_{i}", odd, persistent=False)
+                self.register_buffer(f"synthesis_even_{i}", synthesis[even].to(dtype))
+                self.register_buffer(f"synthesis_odd_{i}", synthesis[odd].to(dtype))
+            even, odd = _parity_split(lmax_out)
+            analysis = _dense(p_out[:, :, north] * half, a_out)
+            self.register_buffer("analysis_even", analysis[even].T.contiguous().to(dtype))
+            self.register_buffer("analysis_odd", analysis[odd].T.contiguous().to(dtype))
+            self.register_buffer("merge_parity", torch.argsort(torch.cat([even, odd])), persistent=False)
+            self._dtype_ref = "analysis_even"
 
     def extra_repr(self) -> str:
         return (
@@ -145,11 +165,17 @@ class SphereGridGauntProduct(torch.nn.Module):
     def to_grid(self, x: Tensor, i: int) -> Tensor:
         r"""Values of input ``i`` on the grid.
 
-        ``(..., (L_i+1)**2)`` -> ``(..., N_theta * N_phi)`` for ``transform="dense"``;
+        ``(..., (L_i+1)**2)`` -> the northern and the mirrored southern hemisphere,
+        two ``(..., ceil(N_theta/2) * N_phi)`` tensors, for ``transform="dense"``;
         ``(N_phi, N_theta, ...)`` (grid first, batch last) for ``"separable"``.
         """
         if self.transform == "dense":
-            return x @ getattr(self, f"synthesis_{i}")
+            e = x.index_select(-1, getattr(self, f"even_{i}")) @ getattr(self, f"synthesis_even_{i}")
+            odd = getattr(self, f"odd_{i}")
+            if not len(odd):  # degree 0: no odd part
+                return e, e
+            o = x.index_select(-1, odd) @ getattr(self, f"synthesis_odd_{i}")
+            return e + o, e - o
         batch = x.shape[:-1]
         xt = x.reshape(-1, x.shape[-1]).T  # (n, B)
         legendre = getattr(self, f"legendre_{i}")  # (2(L+1), N_theta, L+1), rows (m, s)
@@ -161,7 +187,9 @@ class SphereGridGauntProduct(torch.nn.Module):
     def from_grid(self, f: Tensor) -> Tensor:
         """Project grid values (layout of :meth:`to_grid`) onto SH, ``(..., (Lout+1)**2)``."""
         if self.transform == "dense":
-            return f @ self.analysis
+            north, south = f
+            z = torch.cat([(north + south) @ self.analysis_even, (north - south) @ self.analysis_odd], dim=-1)
+            return z.index_select(-1, self.merge_parity)
         batch = f.shape[2:]
         b = self.azimuth_out @ f.reshape(self.n_phi, -1)  # (2(Lout+1), N_theta * B)
         z = torch.bmm(self.legendre_out, b.view(b.shape[0], self.n_theta, -1))  # (2(Lout+1), Lout+1, B)
@@ -179,7 +207,8 @@ class SphereGridGauntProduct(torch.nn.Module):
             xs = tuple(x.reshape((1,) * (ndim - x.ndim) + x.shape) for x in xs)
         f = self.to_grid(xs[0], 0)
         for i in range(1, len(xs)):
-            f = f * self.to_grid(xs[i], i)
+            g = self.to_grid(xs[i], i)
+            f = (f[0] * g[0], f[1] * g[1]) if self.transform == "dense" else f * g
         return self.from_grid(f)
 
 
@@ -188,6 +217,12 @@ def _per_order(legendre: Tensor) -> Tensor:
     out = legendre[:, None].repeat(1, 2, 1, 1)
     out[0, 1] = 0.0
     return out.flatten(0, 1)
+
+
+def _parity_split(lmax: int) -> tuple[Tensor, Tensor]:
+    """Indices (e3nn layout) of the coefficients with ``l + |m|`` even, and odd."""
+    parity = torch.tensor([(l + abs(m)) % 2 for l in range(lmax + 1) for m in range(-l, l + 1)])
+    return torch.nonzero(parity == 0).flatten(), torch.nonzero(parity == 1).flatten()
 
 
 def _dense(legendre: Tensor, azimuth: Tensor) -> Tensor:
