@@ -109,7 +109,8 @@ class LBFGS(Schema):
 
 class Optimiser(Schema):
     u_update: Literal["exact", "joint"] = Field(
-        "exact", description="exact: closed-form U update (linear problems); joint: U moved by the optimisers"
+        "exact", description="exact: U minimised for the kernels at every step (a linear solve; Gauss-Newton for "
+        "nonlinear problems); joint: U moved by the optimisers"
     )
     u_update_every: int = Field(1, ge=1, description="Adam steps between exact U updates")
     u_tol: float = Field(1e-8, gt=0, lt=1, description="CG tolerance of the exact U updates inside a phase")
@@ -153,8 +154,6 @@ class Config(Schema):
             raise ValueError(
                 f"n_points has {len(self.n_points)} entries for a domain of {len(self.problem.domain)} intervals"
             )
-        if self.optimiser.u_update == "exact" and self.problem.equation == "allen_cahn":
-            raise ValueError("optimiser.u_update: exact needs a linear problem; allen_cahn is nonlinear (use joint)")
         return self
 
 

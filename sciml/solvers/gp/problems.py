@@ -285,6 +285,12 @@ class PDEProblem(abc.ABC):
         """Pointwise nonlinear term :math:`n(u)`; ``None`` for a linear problem."""
         return None
 
+    def nonlinearity_derivative(self, u: Tensor) -> Tensor:
+        """Pointwise derivative :math:`n'(u)` (by autograd unless a subclass gives it in closed form)."""
+        with torch.enable_grad():
+            v = u.detach().requires_grad_(True)
+            return torch.autograd.grad(self.nonlinearity(v).sum(), v)[0]
+
     @property
     def is_linear(self) -> bool:
         return type(self).nonlinearity is PDEProblem.nonlinearity
@@ -380,6 +386,9 @@ class AllenCahn(PDEProblem):
 
     def nonlinearity(self, u: Tensor) -> Tensor:
         return u * (u * u - 1.0)
+
+    def nonlinearity_derivative(self, u: Tensor) -> Tensor:
+        return 3.0 * u * u - 1.0
 
 
 @final

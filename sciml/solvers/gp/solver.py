@@ -115,11 +115,14 @@ class USolveInfo:
         Conjugate-gradient iterations on the whitened normal equations (0 when dense).
     cg_relative_residual : float
         Their final relative residual (0 when dense).
+    newton_iterations : int
+        Gauss–Newton steps (nonlinear problems; 0 for a linear one, solved in one go).
     """
 
     method: str
     cg_iterations: int
     cg_relative_residual: float
+    newton_iterations: int = 0
 
 
 @dataclass
@@ -351,7 +354,7 @@ class GPPDESolver(nn.Module):
         r"""The negative log joint :math:`\mathcal J` at the current parameters (differentiable)."""
         return self.loss_terms()["loss"]
 
-    # ------------------------------------------------------------------ exact U update (linear problems)
+    # ------------------------------------------------------------------ exact U update
 
     @torch.no_grad()
     def solve_u(
@@ -361,8 +364,18 @@ class GPPDESolver(nn.Module):
         cg_max_iter: int = 500,
         method: str | None = None,
         preconditioner: str = "fast_diagonalisation",
+        newton_tol: float = 1e-10,
+        newton_max_iter: int = 30,
     ) -> USolveInfo:
-        r"""Set :attr:`u` to the exact minimiser of :math:`\mathcal J` over U (linear problems only).
+        r"""Set :attr:`u` to the minimiser of :math:`\mathcal J` over U for the current kernels.
+
+        Linear problems: one linear solve (exact). Nonlinear problems (a pointwise
+        :math:`n(u)`): Gauss–Newton from the current :attr:`u` — each step is the linear
+        solve with the collocation operator :math:`A + \mathrm{diag}\,n'(u)` and source
+        :math:`f - n(u) + n'(u)\,u`, halved until :math:`\mathcal J` does not increase —
+        until the step is below ``newton_tol`` relative to U. A fixed point is a
+        stationary point of :math:`\mathcal J` in U (the Gauss–Newton model has the same
+        gradient there), so the hyper-parameter gradient at it is the profile's.
 
         Parameters
         ----------
@@ -373,45 +386,78 @@ class GPPDESolver(nn.Module):
         preconditioner : {"fast_diagonalisation", "jacobi"}
             Of the CG (Kronecker path): :class:`_FastDiagonalisationPreconditioner`
             or the diagonal of the whitened normal matrix.
+        newton_tol, newton_max_iter
+            Stopping rule of the Gauss–Newton iteration (nonlinear problems).
         """
         return self._solve_u(
-            self._operators(), cg_tol=cg_tol, cg_max_iter=cg_max_iter, method=method, preconditioner=preconditioner
+            self._operators(), cg_tol=cg_tol, cg_max_iter=cg_max_iter, method=method, preconditioner=preconditioner,
+            newton_tol=newton_tol, newton_max_iter=newton_max_iter,
         )
 
     @torch.no_grad()
     def _solve_u(
-        self, ops: _Operators, *, cg_tol=1e-10, cg_max_iter=500, method=None, preconditioner="fast_diagonalisation"
+        self, ops: _Operators, *, cg_tol=1e-10, cg_max_iter=500, method=None, preconditioner="fast_diagonalisation",
+        newton_tol=1e-10, newton_max_iter=30,
     ) -> USolveInfo:
-        if not self.problem.is_linear:
-            raise ValueError(f"{self.problem!r}: the exact U update needs a linear problem")
         mask = self.interior_mask
-        h = torch.where(mask, self.f, self.g)
         tau_r = self.log_tau_residual.detach().exp()
         tau_b = self.boundary_weight * self.log_tau_boundary.detach().exp()
         w_sqrt = torch.where(mask, tau_r, tau_b).sqrt()
         if method is None:
             method = "dense" if self.u.numel() <= self.dense_limit else "kronecker"
-        if method == "dense":
-            u, info = self._solve_u_dense(ops, h, w_sqrt)
-        elif method == "kronecker":
-            u, info = self._solve_u_kronecker(ops, h, w_sqrt, cg_tol, cg_max_iter, preconditioner)
-        else:
+        if method not in ("dense", "kronecker"):
             raise ValueError(f"method must be 'dense' or 'kronecker' (got {method!r})")
-        if not bool(torch.isfinite(u).all()):
-            raise FloatingPointError(
-                f"{self.problem!r}: the exact U update produced non-finite values; the collocation "
-                "system of the current kernels is singular"
-            )
-        self.u.copy_(u)
-        return info
 
-    def _solve_u_dense(self, ops, h, w_sqrt):
-        """Dense stacked least squares ``[W^½ C L; I] V = [W^½ h; 0]``, ``U = L V`` (QR based)."""
+        def linear_solve(h: Tensor, diag: Tensor | None, u0: Tensor) -> tuple[Tensor, USolveInfo]:
+            if method == "dense":
+                u, info = self._solve_u_dense(ops, h, w_sqrt, diag)
+            else:
+                u, info = self._solve_u_kronecker(ops, h, w_sqrt, cg_tol, cg_max_iter, preconditioner, diag, u0)
+            if not bool(torch.isfinite(u).all()):
+                raise FloatingPointError(
+                    f"{self.problem!r}: the exact U update produced non-finite values; the collocation "
+                    "system of the current kernels is singular"
+                )
+            return u, info
+
+        if self.problem.is_linear:
+            u, info = linear_solve(torch.where(mask, self.f, self.g), None, self.u.detach())
+            self.u.copy_(u)
+            return info
+        u = self.u.detach().clone()
+        loss = float(self.loss_terms(u, ops)["loss"])
+        cg_total, steps, info = 0, 0, USolveInfo(method, 0, 0.0)
+        for steps in range(1, newton_max_iter + 1):
+            d = self.problem.nonlinearity_derivative(u)
+            h = torch.where(mask, self.f - self.problem.nonlinearity(u) + d * u, self.g)
+            u_lin, info = linear_solve(h, torch.where(mask, d, torch.zeros_like(d)), u)
+            cg_total += info.cg_iterations
+            step, alpha = u_lin - u, 1.0
+            while True:  # damped: a full step may overshoot far from the solution
+                trial = u + alpha * step
+                trial_loss = float(self.loss_terms(trial, ops)["loss"])
+                if trial_loss <= loss or alpha < 1e-3:
+                    break
+                alpha *= 0.5
+            if not math.isfinite(trial_loss):
+                raise FloatingPointError(f"{self.problem!r}: the Gauss-Newton U update diverged")
+            u, loss = trial, trial_loss
+            if float((alpha * step).norm()) <= newton_tol * float(u.norm()):
+                break
+        self.u.copy_(u)
+        return USolveInfo(method, cg_total, info.cg_relative_residual, steps)
+
+    def _solve_u_dense(self, ops, h, w_sqrt, diag: Tensor | None = None):
+        """Dense stacked least squares ``[W^½ C L; I] V = [W^½ h; 0]``, ``U = L V`` (QR based).
+
+        ``diag``: a pointwise term added to the collocation operator (Gauss–Newton)."""
         n = self.u.numel()
         sizes = self.n_points
         axis_ops = [e.detach() for e in ops.axis_ops()]
         eyes = [torch.eye(s, dtype=h.dtype, device=h.device) for s in sizes]
         a = sum(kron_dense([axis_ops[k] if k == d else eyes[k] for k in range(len(sizes))]) for d in range(len(sizes)))
+        if diag is not None:
+            a = a + torch.diag(diag.reshape(-1))
         chol = kron_dense([c.detach() for c in ops.chol.chols])
         cl = torch.where(self.interior_mask.reshape(-1, 1), a @ chol, chol)
         w = w_sqrt.reshape(-1, 1)
@@ -420,21 +466,24 @@ class GPPDESolver(nn.Module):
         v = torch.linalg.lstsq(m, b[:, None]).solution[:, 0]
         return (chol @ v).reshape(sizes), USolveInfo("dense", 0, 0.0)
 
-    def _solve_u_kronecker(self, ops, h, w_sqrt, cg_tol, cg_max_iter, preconditioner="fast_diagonalisation"):
+    def _solve_u_kronecker(self, ops, h, w_sqrt, cg_tol, cg_max_iter, preconditioner="fast_diagonalisation",
+                           diag: Tensor | None = None, u0: Tensor | None = None):
         chols = [c.detach() for c in ops.chol.chols]
         grams = [None if g is None else g.detach() for g in ops.deriv_grams]
-        system = _WhitenedNormalEquations(chols, grams, self.interior, self.interior_mask, w_sqrt)
+        mask = self.interior_mask
+        system = _WhitenedNormalEquations(chols, grams, self.interior, mask, w_sqrt, diag)
         if preconditioner == "fast_diagonalisation":
-            mask = self.interior_mask
             tau_r = float(w_sqrt[mask].reshape(-1)[0] ** 2)
             tau_b = float(w_sqrt[~mask].reshape(-1)[0] ** 2) if bool((~mask).any()) else 0.0
             axis_ops = [e.detach() for e in ops.axis_ops()]
-            precond = _FastDiagonalisationPreconditioner(system, chols, axis_ops, self.interior, mask, tau_r, tau_b)
+            shift = 0.0 if diag is None else float(diag[mask].mean())
+            precond = _FastDiagonalisationPreconditioner(system, chols, axis_ops, self.interior, mask, tau_r, tau_b,
+                                                         shift)
         elif preconditioner == "jacobi":
             precond = system.jacobi
         else:
             raise ValueError(f"preconditioner must be 'fast_diagonalisation' or 'jacobi' (got {preconditioner!r})")
-        v0 = system.whiten(self.u.detach())
+        v0 = system.whiten(self.u.detach() if u0 is None else u0)
         v, iters, rel = _preconditioned_cg(system.normal_matvec, system.rhs(h), precond, v0, cg_tol, cg_max_iter)
         return system.unwhiten(v), USolveInfo("kronecker", iters, rel)
 
@@ -465,11 +514,12 @@ class GPPDESolver(nn.Module):
         lr : float
             Adam learning rate (paper: 1e-2).
         u_update_every : int, optional
-            Linear problems: Adam moves only the hyper-parameters, and :attr:`u` is
-            replaced by the exact minimiser (:meth:`solve_u`) before every
-            ``u_update_every``-th step and at the end; the L-BFGS-B phase then
-            minimises the profile :math:`\min_U \mathcal J` over the
-            hyper-parameters. ``None``: every parameter is moved by Adam and L-BFGS-B.
+            Adam moves only the hyper-parameters, and :attr:`u` is replaced by the
+            minimiser over U (:meth:`solve_u`: exact for linear problems, Gauss–Newton
+            for nonlinear ones) before every ``u_update_every``-th step and at the end;
+            the L-BFGS-B phase then minimises the profile :math:`\min_U \mathcal J`
+            over the hyper-parameters. ``None``: every parameter is moved by Adam and
+            L-BFGS-B.
         n_lbfgs : int
             Iteration cap of each L-BFGS-B run (0: no L-BFGS phase). L-BFGS-B
             (scipy) keeps the kernels in the box of :meth:`is_resolved`.
@@ -492,8 +542,9 @@ class GPPDESolver(nn.Module):
         lbfgs_precision_step : float, default 1.0
             Increment of :math:`\log\tau_r` and :math:`\log\tau_b` between rounds.
         u_tol : float, default 1e-8
-            CG tolerance of the U updates inside the loop (Kronecker path); the
-            update after each phase uses :meth:`solve_u`'s 1e-10. CG's residual
+            CG tolerance of the U updates inside the loop (Kronecker path), and the
+            Gauss–Newton step tolerance there (nonlinear problems); the update after
+            each phase uses :meth:`solve_u`'s 1e-10. CG's residual
             oscillates by orders of magnitude on the way down: 2D Poisson
             ``sin(100x) sin(100y)`` at 300², warm-started from the previous step,
             reaches 1e-8 in 6-11 iterations and 1e-10 in 35-50.
@@ -537,8 +588,6 @@ class GPPDESolver(nn.Module):
             The loss at every step.
         """
         alternate = u_update_every is not None
-        if alternate and not self.problem.is_linear:
-            raise ValueError(f"{self.problem!r}: u_update_every needs a linear problem")
         if alternate and u_update_every < 1:
             raise ValueError(f"u_update_every must be positive (got {u_update_every})")
         if lbfgs_rounds < 1:
@@ -557,7 +606,7 @@ class GPPDESolver(nn.Module):
                 if best["u"] is not None:
                     with torch.no_grad():
                         self.u.copy_(best["u"])
-                self._solve_u(ops, cg_tol=u_tol, cg_max_iter=u_max_iter)
+                self._solve_u(ops, cg_tol=u_tol, cg_max_iter=u_max_iter, newton_tol=u_tol)
             loss = self.loss_terms(ops=ops)["loss"]
             if alternate and float(loss.detach()) < best["loss"]:
                 best.update(loss=float(loss.detach()), u=self.u.detach().clone())
@@ -740,7 +789,8 @@ class _WhitenedNormalEquations:
     which is why this preconditioner works.
     """
 
-    def __init__(self, chols, grams, interior, mask, w_sqrt):
+    def __init__(self, chols, grams, interior, mask, w_sqrt, diag: Tensor | None = None):
+        self.diag = diag  # pointwise term of the collocation operator, A + diag(d) (Gauss-Newton); zero off I
         self.r, self.r_inv, self.b = [], [], []
         for c, g in zip(chols, grams):
             s, q = torch.linalg.eigh(c @ c.mT)
@@ -782,6 +832,8 @@ class _WhitenedNormalEquations:
         au = torch.zeros_like(v)
         for d in self._terms:
             au = au + kron_matmul([self.b[a] if a == d else r for a, r in enumerate(self.r)], v)
+        if self.diag is not None:
+            au = au + self.diag * kron_matmul(self.r, v)
         out = torch.where(self.mask, self.w_sqrt * au, torch.zeros_like(au))
         for block in self.blocks:
             out[block.index] = self.w_sqrt[block.index] * block.rows(self.r, v)
@@ -793,6 +845,8 @@ class _WhitenedNormalEquations:
         out = torch.zeros_like(z)
         for d in self._terms:
             out = out + kron_matmul([self.b[a].mT if a == d else r.mT for a, r in enumerate(self.r)], zi)
+        if self.diag is not None:
+            out = out + kron_matmul(self.r_t, self.diag * zi)
         for block in self.blocks:
             out = out + block.cols(self.r_t, z[block.index])
         return out
@@ -851,7 +905,8 @@ class _FastDiagonalisationPreconditioner:
     elimination leaves 9–24 outlying eigenvalues and was no faster than CG here.
     """
 
-    def __init__(self, system: "_WhitenedNormalEquations", chols, axis_ops, interior, mask, tau_r, tau_b):
+    def __init__(self, system: "_WhitenedNormalEquations", chols, axis_ops, interior, mask, tau_r, tau_b,
+                 shift: float = 0.0):
         self.system, self.interior = system, interior
         bases, lams, p_diag, kinv_diag = [], [], [], []
         for c, e, rng in zip(chols, axis_ops, interior):
@@ -865,6 +920,7 @@ class _FastDiagonalisationPreconditioner:
         total = lams[0]
         for lam in lams[1:]:
             total = total[..., None] + lam
+        total = total + shift  # a pointwise term of the operator, by its mean (Gauss-Newton)
         self.interior_diag = _outer(p_diag) + tau_r * total.square()
         self.boundary_diag = tau_b + _outer(kinv_diag) + tau_r * _equation_diagonal(axis_ops, interior)
         # R^{-T} restricted to the collocation rows and followed by the basis change, and

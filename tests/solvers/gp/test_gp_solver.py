@@ -119,12 +119,16 @@ def test_fast_diagonalisation_preconditioner_beats_jacobi_on_2d_poisson():
     assert iterations["fast_diagonalisation"] * 5 < iterations["jacobi"], iterations
 
 
-def test_exact_u_update_needs_a_linear_problem():
-    s = small_solvers()[3]
-    with pytest.raises(ValueError, match="linear problem"):
-        s.solve_u()
-    with pytest.raises(ValueError, match="linear problem"):
-        s.fit(n_adam=1, u_update_every=1)
+def test_allen_cahn_1d_end_to_end_with_gauss_newton_u_updates():
+    """Nonlinear: u'' + u(u² - 1) = f with sin(20 x) on [0, 2 pi], 100 points, the U
+    update by Gauss-Newton at every Adam step: the heaviest component within 1 % of
+    20 / 2 pi (measured 0.12 %), relative L2 6.9e-5 on 301 staggered points (asserted < 5e-4)."""
+    s = GPPDESolver(AllenCahn("sin(20*x)", [(0, 2 * math.pi)]), [100])
+    history = s.fit(n_adam=200, lr=1e-2, u_update_every=1)
+    assert history[-1] < history[0]
+    (freq,) = s.dominant_frequencies()
+    assert abs(freq - 20 / (2 * math.pi)) / (20 / (2 * math.pi)) < 0.01
+    assert s.relative_error(301) < 5e-4
 
 
 def test_poisson_1d_end_to_end():
@@ -200,6 +204,28 @@ def test_nonlinear_fit_moves_all_parameters_and_lowers_the_loss():
     history = s.fit(n_adam=30, lr=1e-2)
     assert history[-1] < history[0]
     assert not torch.equal(s.u.detach(), u0)
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_gauss_newton_u_update_is_a_stationary_point_and_the_same_dense_and_kronecker(dims):
+    """Nonlinear (Allen-Cahn) U update: dJ/dU vanishes at it (to the round-off level of a
+    linear problem's exact solve), and the CG path gives the dense path's U."""
+    problem = AllenCahn("sin(2*x)" if dims == 1 else "sin(2*x)*cos(y)", [(0, 2)] * dims)
+    shape = [24] if dims == 1 else [14, 12]
+    found = {}
+    for method in ("dense", "kronecker"):
+        s = GPPDESolver(problem, shape, n_components=4)
+        with torch.no_grad():
+            s.u.copy_(0.5 * s.g)  # a start away from the solution
+        u0 = s.u.detach().clone().requires_grad_(True)
+        g0 = torch.autograd.grad(s.loss_terms(u0)["loss"], u0)[0].norm()
+        info = s.solve_u(method=method, cg_tol=1e-12, cg_max_iter=2000)
+        assert info.newton_iterations >= 2
+        u = s.u.detach().clone().requires_grad_(True)
+        g = torch.autograd.grad(s.loss_terms(u)["loss"], u)[0].norm()
+        assert g < 1e-8 * g0, (method, float(g), float(g0))
+        found[method] = s.u.detach()
+    torch.testing.assert_close(found["kronecker"], found["dense"], rtol=0, atol=1e-9 * found["dense"].abs().max())
 
 
 def test_callback_can_stop():
