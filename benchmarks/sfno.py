@@ -48,6 +48,7 @@ def table(name: str, m: dict, goals: dict) -> str:
         return "n/a" if x is None else f"{x:.4g}"
 
     rows = [
+        ("persistence rel. L2 (last input frame held)", m.get("rel_l2_persistence"), None),
         ("SFNO rel. L2, training grid", m.get("rel_l2_train_res"), None),
         ("FNO3d rel. L2, training grid (peer)", m.get("rel_l2_fno"), None),
         ("  FNO3d / SFNO", _ratio(m.get("rel_l2_fno"), m.get("rel_l2_train_res")), "> 1"),

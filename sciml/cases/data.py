@@ -77,6 +77,8 @@ def generation_hash(gen: Generate) -> str:
     or on another device, round differently in the last bits.
     """
     cfg = gen.model_dump(mode="json", exclude={"output"})
+    if not cfg["time"].get("warmup"):  # added later: a zero warm-up keeps the hashes (caches) of before
+        cfg["time"].pop("warmup", None)
     blob = json.dumps({"format": DATASET_FORMAT, "config": cfg}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

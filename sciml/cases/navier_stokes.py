@@ -107,6 +107,8 @@ class Time(Schema):
     stepper: Literal[registry.names("stepper")] = "rk4_cn"  # type: ignore[valid-type]
     cfl: float = Field(0.5, gt=0, le=1.0)
     dt: Optional[NumberExpr] = Field(None, gt=0, description="fixed step; default: CFL-limited per frame interval")
+    warmup: NumberExpr = Field(0.0, ge=0, description="time simulated before the first stored frame (spin-up), "
+                               "stepped in frame_dt intervals")
 
     @model_validator(mode="after")
     def _cn_euler_needs_dt(self) -> "Time":
@@ -235,15 +237,21 @@ def generate(cfg: Config, comm: Comm, run=None, on_frame=None) -> dict | None:
             st.omega_hat[c] = s["omega_hat"][idx.start:idx.stop].to(device=grid.kx.device)
             st.frames[c] = [fr for fr in s["frames"][idx.start:idx.stop].unbind(1)]
         if run is not None:
-            run.log(f"resumed at frame {k0}/{cfg.time.n_frames} (t = {k0 * cfg.time.frame_dt:g})")
+            run.log(f"resumed at frame {k0}/{cfg.time.n_frames} (t = {cfg.time.warmup + k0 * cfg.time.frame_dt:g})")
     else:
         for c in mine:
-            w0 = initial_vorticity(cfg, grid, chunks[c])
-            st.omega_hat[c] = grid.rfft(w0)
-            st.frames[c] = [w0.detach().cpu()]
+            st.omega_hat[c] = grid.rfft(initial_vorticity(cfg, grid, chunks[c]))
+        t_spin = time.perf_counter()
+        spin_up(cfg, comm, eq, stepper, grid, st.omega_hat)
+        if run is not None and cfg.time.warmup > 0:
+            run.log(f"warm-up to t = {cfg.time.warmup:g} before the first stored frame "
+                    f"({time.perf_counter() - t_spin:.1f} s)")
+        for c in mine:
+            st.frames[c] = [grid.irfft(st.omega_hat[c]).detach().cpu()]
     frame_dt = cfg.time.frame_dt
+    t0 = float(cfg.time.warmup)
     if on_frame is not None and comm.is_root and ckpt is None:
-        on_frame(0, 0.0, _chunk0_frame(st, 0))
+        on_frame(0, t0, _chunk0_frame(st, 0))
 
     def checkpoint(k: int) -> None:
         gathered = comm.gather({c: (st.omega_hat[c].cpu(), torch.stack(st.frames[c], 1)) for c in mine})
@@ -274,7 +282,7 @@ def generate(cfg: Config, comm: Comm, run=None, on_frame=None) -> dict | None:
         if on_frame is not None:
             frame = _chunk0_frame(st, -1)
             if comm.is_root:
-                on_frame(k + 1, (k + 1) * frame_dt, frame)
+                on_frame(k + 1, t0 + (k + 1) * frame_dt, frame)
         if (k + 1) % cfg.output.checkpoint_every == 0 or k + 1 == cfg.time.n_frames:
             checkpoint(k + 1)
 
@@ -288,7 +296,7 @@ def generate(cfg: Config, comm: Comm, run=None, on_frame=None) -> dict | None:
     vort = torch.cat([merged[c] for c in range(len(chunks))]).numpy()
     return {
         "vorticity": vort,
-        "time": np.arange(cfg.time.n_frames + 1) * frame_dt,
+        "time": t0 + np.arange(cfg.time.n_frames + 1) * frame_dt,
         "seed": np.array([sample_seed(cfg.seed, i) for i in range(cfg.n_trajectories)], dtype=np.uint64),
         "n_substeps": np.array(n_substeps, dtype=np.int64),
         "steps": int(sum(n_substeps)),
@@ -296,6 +304,30 @@ def generate(cfg: Config, comm: Comm, run=None, on_frame=None) -> dict | None:
         "grid": grid,
         "equation": eq,
     }
+
+
+def spin_up(cfg: Config, comm: Comm, eq, stepper, grid, omega_hat: dict) -> None:
+    """Advance every owned chunk in place over ``cfg.time.warmup`` (nothing stored).
+
+    Stepped in intervals of ``frame_dt`` (the last one shorter), each with the step count
+    of the frames (fixed ``dt`` or CFL from the all-reduced largest speed), so the state
+    reached does not depend on the number of ranks.
+    """
+    from sciml.solvers.navier_stokes import advance, frame_substeps
+
+    t_end, frame_dt = float(cfg.time.warmup), float(cfg.time.frame_dt)
+    n_full = int(math.floor(t_end / frame_dt + 1e-9))
+    intervals = [frame_dt] * n_full
+    rest = t_end - n_full * frame_dt
+    if rest > 1e-9 * frame_dt:
+        intervals.append(rest)
+    for h in intervals:
+        umax = 0.0
+        if cfg.time.dt is None:
+            umax = comm.allreduce_max(max((float(eq.max_speed(w)) for w in omega_hat.values()), default=0.0))
+        n_sub = frame_substeps(h, umax, grid.dx, dt=cfg.time.dt, cfl=cfg.time.cfl)
+        for c in omega_hat:
+            omega_hat[c] = advance(eq, stepper, omega_hat[c], h, n_sub)
 
 
 def _chunk0_frame(st: _State, index: int):
@@ -319,6 +351,7 @@ def write_dataset(path: Path, cfg: Config, data: dict) -> None:
             h5.attrs["drag"] = cfg.physics.drag
             h5.attrs["domain_length"] = cfg.grid.length
             h5.attrs["frame_dt"] = cfg.time.frame_dt
+            h5.attrs["warmup"] = cfg.time.warmup
             h5.attrs["dt"] = cfg.time.dt if cfg.time.dt is not None else cfg.time.frame_dt / int(data["n_substeps"].max())
             h5.attrs["dt_mode"] = "fixed" if cfg.time.dt is not None else f"cfl={cfg.time.cfl} per frame interval"
             h5.attrs["forcing"] = _forcing_text(cfg)

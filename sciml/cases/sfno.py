@@ -273,6 +273,9 @@ def _run(cfg: Config, run, train_path, test_path) -> dict:
                 output_modes=m.output_modes, scale=scale).to(device)
     n_sfno = sum(p.numel() for p in sfno.parameters())
     metrics: dict[str, Any] = {"sfno_parameters": n_sfno}
+    # the forecast every model must beat: the last input frame held for all n_out frames
+    metrics["rel_l2_persistence"] = _median(relative_l2(x_test[:, -1:].expand_as(y_test), y_test))
+    run.log(f"persistence (last input frame held): test rel. L2 {metrics['rel_l2_persistence']:.4g}")
     trainers = {"sfno": Trainer(sfno, x_train, y_train, epochs=tr.epochs, batch_size=tr.batch_size, lr=tr.lr,
                                 weight_decay=tr.weight_decay, seed=cfg.seed)}
     if cfg.baseline.enabled:

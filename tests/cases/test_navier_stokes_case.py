@@ -85,6 +85,22 @@ def test_taylor_green_metric(tmp_path):
     assert err < 1e-6
 
 
+def test_warmup_continues_the_same_trajectory(tmp_path):
+    """Frames after a warm-up of two frame intervals are the frames 2.. of a run without one."""
+    cfg = case(tmp_path, n_traj=2, frames=4, every=10)
+    full, warm = tmp_path / "full", tmp_path / "warm"
+    assert run_sciml("run", str(cfg), "--out", str(full)).returncode == 0
+    res = run_sciml("run", str(cfg), "--out", str(warm), "--set", "time.warmup=0.2", "--set", "time.n_frames=2")
+    assert res.returncode == 0, res.stderr
+    a, _ = read_dataset(full)
+    b, attrs = read_dataset(warm)
+    assert b.shape == (2, 3, 32, 32) and attrs["warmup"] == pytest.approx(0.2)
+    assert np.array_equal(a[:, 2:], b)
+    with h5py.File(warm / "trajectories.h5", "r") as h5:
+        assert np.allclose(h5["time"][...], [0.2, 0.3, 0.4])
+    assert json.loads((warm / "metrics.json").read_text())["final_time"] == pytest.approx(0.4)
+
+
 def test_sigkill_then_resume_gives_identical_result(tmp_path):
     cfg = case(tmp_path, n_traj=2, n=48, frames=30, every=1, dt=", dt: 0.002")
     ref = tmp_path / "ref"
@@ -119,7 +135,8 @@ def test_dataset_bitwise_identical_on_1_and_2_ranks(tmp_path):
     outs = {}
     for ranks in (1, 2):
         out = tmp_path / f"r{ranks}"
-        res = run_sciml("run", str(cfg), "--out", str(out), "--set", "physics.forcing.type=fno", ranks=ranks)
+        res = run_sciml("run", str(cfg), "--out", str(out), "--set", "physics.forcing.type=fno",
+                        "--set", "time.warmup=0.15", ranks=ranks)
         assert res.returncode == 0, res.stderr
         outs[ranks] = read_dataset(out)[0]
         assert json.loads((out / "metrics.json").read_text())["world_size"] == ranks
