@@ -33,7 +33,10 @@ no gradcheck). Here the modes are placed explicitly:
 Transforms are pruned: the analysis transforms ``y`` (rfft), keeps :math:`K_y+1`
 columns, then ``x``, keeps :math:`2K_x+1` rows, then ``t``; the synthesis evaluates the
 time series at the output times by a small DFT matrix (any times, any count), then
-``x`` and ``y`` by inverse FFTs. The :math:`k_y = 0` column is made real right before
+``x`` and ``y`` by inverse FFTs. Where few modes are kept (up to
+:data:`MATRIX_DFT_MAX_FRACTION` of an axis, as in the body of a trained SFNO) every
+spatial transform is a truncated DFT matrix product instead: an FFT computes and drops
+the other modes, and its backward zero-fills and transforms the whole axis again. The :math:`k_y = 0` column is made real right before
 the last (``y``) inverse transform — the Hermitian projection
 :math:`c(k_t,k_x,0) \leftarrow \tfrac12[c(k_t,k_x,0) + \overline{c(-k_t,-k_x,0)}]`
 expressed after the ``t``, ``x`` syntheses. ``irfft`` would drop that imaginary part
@@ -50,6 +53,7 @@ Weights are stored as real tensors with a trailing ``(re, im)`` axis, so that
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import final
 
@@ -81,10 +85,74 @@ def _place(block: Tensor, k: int, n: int, dim: int) -> Tensor:
     return torch.cat([block.narrow(dim, k, k + 1), block.new_zeros(gap), block.narrow(dim, 0, k)], dim=dim)
 
 
+@functools.lru_cache(maxsize=64)
+def _dft(n: int, k: int, dtype: torch.dtype, device: torch.device, inverse: bool) -> Tensor:
+    r"""Complex DFT matrix between ``n`` samples and the modes ``-k..k`` (centred).
+
+    Forward: ``(2k+1, n)``, :math:`\frac1n e^{-2\pi i m j/n}` (series coefficients);
+    inverse: ``(n, 2k+1)``, :math:`e^{2\pi i m j/n}`.
+    """
+    m = torch.arange(-k, k + 1, dtype=torch.float64)
+    j = torch.arange(n, dtype=torch.float64)
+    if inverse:
+        return torch.exp(2j * math.pi * j[:, None] * m[None, :] / n).to(dtype=dtype, device=device)
+    return (torch.exp(-2j * math.pi * m[:, None] * j[None, :] / n) / n).to(dtype=dtype, device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def _real_dft(n: int, k: int, dtype: torch.dtype, device: torch.device, inverse: bool) -> Tensor:
+    r"""Real matrices of the rfft axis, modes ``0..k`` as interleaved ``(re, im)`` pairs.
+
+    Forward: ``(n, 2(k+1))``, so that ``x @ F`` viewed as complex is
+    :math:`\frac1n\sum_j x_j e^{-2\pi i m j/n}`; inverse: ``(2(k+1), n)`` with rows
+    :math:`c_m\cos(2\pi m j/n)` and :math:`-c_m\sin(2\pi m j/n)` (:math:`c_0 = 1`,
+    :math:`c_{m>0} = 2`), the real trigonometric polynomial of a Hermitian spectrum;
+    the ``sin`` row of :math:`m = 0` is zero (the Hermitian projection).
+    """
+    m = torch.arange(k + 1, dtype=torch.float64)
+    j = torch.arange(n, dtype=torch.float64)
+    phase = 2 * math.pi * m[:, None] * j[None, :] / n  # (k+1, n)
+    if inverse:
+        c = torch.where(m == 0, 1.0, 2.0)[:, None]
+        mat = torch.stack([c * torch.cos(phase), -c * torch.sin(phase)], dim=1).reshape(2 * (k + 1), n)
+    else:
+        mat = torch.stack([torch.cos(phase), -torch.sin(phase)], dim=-1).div(n).permute(1, 0, 2).reshape(n, -1)
+    return mat.to(dtype=dtype, device=device).contiguous()
+
+
+def _real_of(dtype: torch.dtype) -> torch.dtype:
+    return {torch.complex128: torch.float64, torch.complex64: torch.float32}.get(dtype, dtype)
+
+
+def _complex_of(dtype: torch.dtype) -> torch.dtype:
+    return {torch.float64: torch.complex128, torch.float32: torch.complex64}.get(dtype, dtype)
+
+
+def _along(mat: Tensor, z: Tensor, dim: int) -> Tensor:
+    """``mat @ z`` along axis ``dim`` of ``z`` (a matmul over a contiguous reshape, no permutes)."""
+    dim = dim % z.dim()
+    lead, n, rest = z.shape[:dim], z.shape[dim], z.shape[dim + 1:]
+    out = mat @ z.reshape(-1, n, math.prod(rest))
+    return out.reshape(*lead, mat.shape[0], *rest)
+
+
 def _time_synthesis(k: int, times: Tensor, dtype: torch.dtype) -> Tensor:
     r"""The matrix :math:`e^{2\pi i k s_j}`, shape ``(len(times), 2k+1)``, modes ``-k..k``."""
     kk = torch.arange(-k, k + 1, dtype=torch.float64, device=times.device)
     return torch.exp(2j * math.pi * times.to(torch.float64)[:, None] * kk[None, :]).to(dtype)
+
+
+#: The kept modes of an axis, as a fraction of its length, up to which the transforms
+#: are matrix products (truncated DFTs) instead of FFTs: a truncated FFT computes and
+#: discards every mode, and its backward zero-fills and transforms the whole axis again.
+MATRIX_DFT_MAX_FRACTION = 0.5
+
+
+def _use_matrices(kept: tuple[int, int, int], shape: tuple[int, int, int]) -> bool:
+    """Whether the spatial transforms of these kept modes on this grid go by matrices."""
+    _, kx, ky = kept
+    _, n_x, n_y = shape
+    return 2 * kx + 1 <= MATRIX_DFT_MAX_FRACTION * n_x and 2 * (ky + 1) <= MATRIX_DFT_MAX_FRACTION * n_y
 
 
 def _check_field(x: Tensor, channels: int, what: str) -> None:
@@ -174,9 +242,16 @@ class SpectralConv3d(nn.Module):
         Tensor, shape ``(B, C, 2K_t'+1, 2K_x'+1, K_y'+1)``, complex; modes in centred order.
         """
         kt, kx, ky = kept
-        h = torch.fft.rfft(x, dim=-1, norm="forward")[..., : ky + 1]
-        h = _take(torch.fft.fft(h, dim=-2, norm="forward"), kx, -2)
-        return _take(torch.fft.fft(h, dim=-3, norm="forward"), kt, -3)
+        t, n_x, n_y = x.shape[-3:]
+        if not _use_matrices(kept, (t, n_x, n_y)):
+            h = torch.fft.rfft(x, dim=-1, norm="forward")[..., : ky + 1]
+            h = _take(torch.fft.fft(h, dim=-2, norm="forward"), kx, -2)
+            return _take(torch.fft.fft(h, dim=-3, norm="forward"), kt, -3)
+        cdtype = _complex_of(x.dtype)
+        h = x @ _real_dft(n_y, ky, x.dtype, x.device, False)  # (..., X, 2(ky+1)) real
+        h = torch.view_as_complex(h.unflatten(-1, (ky + 1, 2)))
+        h = _along(_dft(n_x, kx, cdtype, x.device, False), h, -2)
+        return _along(_dft(t, kt, cdtype, x.device, False), h, -3)
 
     def mix(self, block: Tensor) -> Tensor:
         """Multiply the coefficients ``(B, C_in, 2kt+1, 2kx+1, ky+1)`` by the weights of those modes."""
@@ -216,10 +291,14 @@ class SpectralConv3d(nn.Module):
         Tensor, shape ``(B, C, T', X', Y')``, real
         """
         t_out, x_out, y_out = out_shape
-        kt, kx = (block.shape[-3] - 1) // 2, (block.shape[-2] - 1) // 2
+        kt, kx, ky = (block.shape[-3] - 1) // 2, (block.shape[-2] - 1) // 2, block.shape[-1] - 1
         times = t_start + torch.arange(t_out, dtype=torch.float64, device=block.device) * (t_span / t_out)
         g = _time_synthesis(kt, times, block.dtype)  # (T', 2kt+1)
-        z = torch.einsum("jk,bckxy->bcjxy", g, block)
+        z = _along(g, block, -3)
+        if _use_matrices((kt, kx, ky), (t_out, x_out, y_out)):
+            z = _along(_dft(x_out, kx, block.dtype, block.device, True), z, -2)
+            real = _real_of(block.dtype)
+            return torch.view_as_real(z).flatten(-2) @ _real_dft(y_out, ky, real, block.device, True)
         z = torch.fft.ifft(_place(z, kx, x_out, -2), dim=-2, norm="forward")
         z = torch.cat([z[..., :1].real.to(z.dtype), z[..., 1:]], dim=-1)  # Hermitian projection
         z = torch.nn.functional.pad(z, (0, y_out // 2 + 1 - z.shape[-1]))

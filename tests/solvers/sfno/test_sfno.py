@@ -46,9 +46,18 @@ def identity_layer(modes) -> SpectralConv3d:
 # -- SpectralConv3d -------------------------------------------------------------------------
 
 
+@pytest.fixture(params=["fft", "matrix"])
+def transform(request, monkeypatch):
+    """Run a test through both implementations of the spatial transforms (FFTs, truncated DFT matrices)."""
+    from sciml.solvers.sfno import layers
+
+    monkeypatch.setattr(layers, "MATRIX_DFT_MAX_FRACTION", 0.0 if request.param == "fft" else 100.0)
+    return request.param
+
+
 @pytest.mark.parametrize("out_shape, t_span", [((10, 16, 16), 1.0), ((40, 32, 32), 1.0), ((7, 10, 10), 1.0),
                                                 ((9, 48, 48), 1.0), ((33, 20, 20), 0.8), ((13, 16, 16), 5 / 6)])
-def test_resampling_reproduces_the_band_limited_function_on_the_new_grid(out_shape, t_span):
+def test_resampling_reproduces_the_band_limited_function_on_the_new_grid(out_shape, t_span, transform):
     layer = identity_layer((3, 4, 4))
     y = layer(band_limited(10, 16), out_shape=out_shape, t_span=t_span)
     exact = band_limited(out_shape[0], out_shape[1], t_span)
@@ -84,7 +93,7 @@ def dense_reference(layer: SpectralConv3d, x: torch.Tensor, out_shape, t_span: f
 
 @pytest.mark.parametrize("out_shape, t_span", [((6, 8, 8), 1.0), ((9, 10, 10), 1.0), ((4, 6, 6), 1.0),
                                                 ((7, 8, 8), 0.75)])
-def test_spectral_conv_equals_a_dense_dft_reference(out_shape, t_span):
+def test_spectral_conv_equals_a_dense_dft_reference(out_shape, t_span, transform):
     torch.manual_seed(0)
     layer = SpectralConv3d(2, 3, (2, 3, 2)).double()
     x = torch.randn(2, 2, 6, 8, 8, dtype=F64)  # not band-limited: the truncation is tested too
@@ -100,7 +109,7 @@ def test_kept_modes_stay_below_both_nyquist_frequencies():
     assert [max_mode(n) for n in (1, 2, 3, 4, 20, 21, 28.8)] == [0, 0, 1, 1, 9, 10, 14]
 
 
-def test_spectral_layers_gradcheck_in_float64():
+def test_spectral_layers_gradcheck_in_float64(transform):
     torch.manual_seed(1)
     conv = SpectralConv3d(2, 1, (1, 1, 1)).double()
     x = torch.randn(1, 2, 4, 4, 4, dtype=F64, requires_grad=True)
