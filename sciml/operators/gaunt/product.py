@@ -35,9 +35,11 @@ L   dense 2T   separ. 2T  Fourier    dense 1T   separ. 1T  Fourier
 14  22.90      18.02      100.7      66.8       28.9       167
 ==  =========  =========  =========  =========  =========  =========
 
-("dense" and "separable" are the two transforms of the sphere-grid path; the dense
-columns predate its hemisphere split, which made it 1.1–1.7× faster at L = 6–14 in CPU
-time with one thread, batch 1024–4096, fwd+bwd.) For
+("dense" and "separable" are the two transforms of the sphere-grid path. The dense
+columns predate its hemisphere split; with it, dense / separable CPU time at batch 1024,
+fwd+bwd, one thread went from 1.30 to 1.13 at L = 10 and from 1.82 to 1.43 at L = 14,
+and stayed ≈ 0.9 at L = 6: ``benchmarks/gaunt.py --threads 1 --clock cpu`` before and
+after, benchmarks/RESULTS.md.) For
 orientation, e3nn's ``o3.TensorProduct`` computing the same product (the even
 paths with the Gaunt path weights; equal to this module to 5e-6 in float32) took,
 at :math:`L = 8` in the same runs, 110 ms with 2 threads (grid 4.7-5.0, Fourier 39)
