@@ -115,6 +115,7 @@ class Optimiser(Schema):
     u_update_every: int = Field(1, ge=1, description="Adam steps between exact U updates")
     u_tol: float = Field(1e-8, gt=0, lt=1, description="CG tolerance of the exact U updates inside a phase")
     u_max_iter: int = Field(60, ge=1, description="CG iteration cap of the exact U updates inside a phase")
+    u_newton_max_iter: int = Field(3, ge=1, description="Gauss-Newton steps of those updates (nonlinear problems)")
     adam: Adam = Adam()
     lbfgs: LBFGS = LBFGS()
 
@@ -224,7 +225,7 @@ def _run_phase(solver, cfg: Config, phase: str, first_lbfgs: bool) -> list[float
 
     opt = cfg.optimiser
     every = opt.u_update_every if opt.u_update == "exact" else None
-    u_solve = {"u_tol": opt.u_tol, "u_max_iter": opt.u_max_iter}
+    u_solve = {"u_tol": opt.u_tol, "u_max_iter": opt.u_max_iter, "u_newton_max_iter": opt.u_newton_max_iter}
     if phase == "adam":
         return solver.fit(n_adam=opt.adam.steps, lr=opt.adam.lr, u_update_every=every, **u_solve)
     if not first_lbfgs:
