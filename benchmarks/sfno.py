@@ -62,6 +62,7 @@ def table(name: str, m: dict, goals: dict) -> str:
         ("residual H-1 of the true trajectories", m.get("residual_hm1_true"), None),
         ("  residual before / after (median of ratios)", m.get("finetune_residual_ratio"), ">= 10"),
         ("Spearman(residual, error) before fine-tuning", m.get("estimator_error_spearman"), ">= 0.8"),
+        ("Spearman(residual, error) after fine-tuning", m.get("estimator_error_spearman_after_ft"), None),
         ("fine-tuning s / trajectory", m.get("finetune_s_per_traj"), None),
         ("solver s / trajectory (same grid)", m.get("solver_s_per_traj"), None),
         ("  fine-tuning / solver", _ratio(m.get("finetune_s_per_traj"), m.get("solver_s_per_traj")), None),

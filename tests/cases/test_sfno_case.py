@@ -48,7 +48,7 @@ output: {{keep_checkpoints: true}}
 
 KEYS = ("rel_l2_train_res", "rel_l2_zero_shot_2x", "rel_l2_before_ft", "rel_l2_after_ft", "residual_hm1_before_ft",
         "residual_hm1_after_ft", "estimator_error_spearman", "finetune_s_per_traj", "solver_s_per_traj", "rel_l2_fno",
-        "rel_l2_persistence")
+        "rel_l2_persistence", "estimator_error_spearman_after_ft")
 
 
 def test_tiny_case_writes_every_metric_and_resumes_from_an_epoch_checkpoint(tmp_path):
