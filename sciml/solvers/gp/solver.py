@@ -917,20 +917,31 @@ class _FastDiagonalisationPreconditioner:
     def __init__(self, system: "_WhitenedNormalEquations", chols, axis_ops, interior, mask, tau_r, tau_b,
                  shift: float = 0.0):
         self.system, self.interior = system, interior
-        bases, lams, p_diag, kinv_diag = [], [], [], []
+        bases, signed, squares, p_diag, kinv_diag = [], [], [], [], []
         for c, e, rng in zip(chols, axis_ops, interior):
             kinv = torch.cholesky_inverse(c)
             kinv_diag.append(kinv.diagonal())
             block = e[rng, rng]
-            lam, q = torch.linalg.eigh(0.5 * (block + block.mT))
+            sym, skew = 0.5 * (block + block.mT), 0.5 * (block - block.mT)
+            zero = torch.zeros(block.shape[0], dtype=block.dtype, device=block.device)
+            if torch.linalg.matrix_norm(skew) <= torch.linalg.matrix_norm(sym):
+                lam, q = torch.linalg.eigh(sym)  # even order: E_d^T E_d ~ lam^2, cross terms 2 lam_d lam_e kept
+                signed.append(lam)
+                squares.append(zero)
+            else:
+                # odd order (advection): the symmetric part is ~0 and says nothing about
+                # E_d^T E_d; take its eigendecomposition (squared singular values) instead and
+                # drop this axis's cross terms
+                sq, q = torch.linalg.eigh(block.mT @ block)
+                signed.append(zero)
+                squares.append(sq.clamp_min(0.0))
             bases.append(q)
-            lams.append(lam)
             p_diag.append(((kinv[rng, rng] @ q) * q).sum(0))
-        total = lams[0]
-        for lam in lams[1:]:
-            total = total[..., None] + lam
+        total, total_sq = signed[0], squares[0]
+        for lam, sq in zip(signed[1:], squares[1:]):
+            total, total_sq = total[..., None] + lam, total_sq[..., None] + sq
         total = total + shift  # a pointwise term of the operator, by its mean (Gauss-Newton)
-        self.interior_diag = _outer(p_diag) + tau_r * total.square()
+        self.interior_diag = _outer(p_diag) + tau_r * (total.square() + total_sq)
         self.boundary_diag = tau_b + _outer(kinv_diag) + tau_r * _equation_diagonal(axis_ops, interior)
         # R^{-T} restricted to the collocation rows and followed by the basis change, and
         # back, as one matrix per axis; the boundary rows go through thin products.

@@ -119,6 +119,25 @@ def test_fast_diagonalisation_preconditioner_beats_jacobi_on_2d_poisson():
     assert iterations["fast_diagonalisation"] * 5 < iterations["jacobi"], iterations
 
 
+def test_fast_diagonalisation_preconditioner_converges_on_advection():
+    """A first-order operator has a nearly antisymmetric axis block, whose symmetric part
+    says nothing about E^T E: built from it the preconditioner was nearly singular and CG
+    diverged (u_t + 20 u_x, 12 x 10: relative residual 1.6 after 2000 iterations). Built
+    from E_d^T E_d on such axes: 54 iterations against Jacobi's 133 when measured."""
+    s = GPPDESolver(Advection("sin(x - 20*t)", 20.0, [(0, 1), (0, 1)]), [12, 10], n_components=4)
+    s.solve_u(method="dense")
+    u_dense = s.u.detach().clone()
+    iterations = {}
+    for pc in ("fast_diagonalisation", "jacobi"):
+        with torch.no_grad():
+            s.u.zero_()
+        info = s.solve_u(method="kronecker", cg_tol=1e-10, cg_max_iter=2000, preconditioner=pc)
+        iterations[pc] = info.cg_iterations
+        assert info.cg_relative_residual <= 1e-10, (pc, info)
+        torch.testing.assert_close(s.u.detach(), u_dense, rtol=0, atol=1e-7 * float(u_dense.abs().max()))
+    assert iterations["fast_diagonalisation"] < iterations["jacobi"], iterations
+
+
 def test_allen_cahn_1d_end_to_end_with_gauss_newton_u_updates():
     """Nonlinear: u'' + u(u² - 1) = f with sin(20 x) on [0, 2 pi], 100 points, the U
     update by Gauss-Newton at every Adam step: the heaviest component within 1 % of
