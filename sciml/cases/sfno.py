@@ -335,7 +335,7 @@ def _run(cfg: Config, run, train_path, test_path) -> dict:
         metrics["rel_l2_fno"] = _median(relative_l2(fno_pred, y_test))
     run.log("SFNO test rel. L2: {rel_l2_train_res:.4g} at the training grid, {rel_l2_zero_shot_2x:.4g} zero-shot at "
             "{zero_shot_grid}²".format(**metrics)
-            + (f"; FNO3d: {metrics['rel_l2_fno']:.4g}" if "fno" in metrics else ""))
+            + (f"; FNO3d: {metrics['rel_l2_fno']:.4g}" if "rel_l2_fno" in metrics else ""))
 
     # -- fine-tuning at the generation grid
     ft = None
