@@ -219,8 +219,6 @@ def generate(cfg: Config, comm: Comm, run=None, on_frame=None) -> dict | None:
     """
     import torch
 
-    from sciml.solvers.navier_stokes import advance, frame_substeps
-
     grid, eq, stepper = build_equation(cfg, comm)
     chunks = chunk_ranges(cfg.n_trajectories, cfg.chunk_size)
     mine = comm.owned(len(chunks))
@@ -269,13 +267,8 @@ def generate(cfg: Config, comm: Comm, run=None, on_frame=None) -> dict | None:
         frames_iter = run.progress(frames_iter, total=cfg.time.n_frames, desc="frames", initial=k0)
     for k in frames_iter:
         t_start = time.perf_counter()
-        umax = 0.0
-        if cfg.time.dt is None:
-            local = max((float(eq.max_speed(w)) for w in st.omega_hat.values()), default=0.0)
-            umax = comm.allreduce_max(local)
-        n_sub = frame_substeps(frame_dt, umax, grid.dx, dt=cfg.time.dt, cfl=cfg.time.cfl)
+        n_sub = _advance_interval(cfg, comm, eq, stepper, grid, st.omega_hat, frame_dt)
         for c in mine:
-            st.omega_hat[c] = advance(eq, stepper, st.omega_hat[c], frame_dt, n_sub)
             st.frames[c].append(grid.irfft(st.omega_hat[c]).detach().cpu())
         stepping += time.perf_counter() - t_start
         n_substeps.append(n_sub)
@@ -313,8 +306,6 @@ def spin_up(cfg: Config, comm: Comm, eq, stepper, grid, omega_hat: dict) -> None
     of the frames (fixed ``dt`` or CFL from the all-reduced largest speed), so the state
     reached does not depend on the number of ranks.
     """
-    from sciml.solvers.navier_stokes import advance, frame_substeps
-
     t_end, frame_dt = float(cfg.time.warmup), float(cfg.time.frame_dt)
     n_full = int(math.floor(t_end / frame_dt + 1e-9))
     intervals = [frame_dt] * n_full
@@ -322,12 +313,21 @@ def spin_up(cfg: Config, comm: Comm, eq, stepper, grid, omega_hat: dict) -> None
     if rest > 1e-9 * frame_dt:
         intervals.append(rest)
     for h in intervals:
-        umax = 0.0
-        if cfg.time.dt is None:
-            umax = comm.allreduce_max(max((float(eq.max_speed(w)) for w in omega_hat.values()), default=0.0))
-        n_sub = frame_substeps(h, umax, grid.dx, dt=cfg.time.dt, cfl=cfg.time.cfl)
-        for c in omega_hat:
-            omega_hat[c] = advance(eq, stepper, omega_hat[c], h, n_sub)
+        _advance_interval(cfg, comm, eq, stepper, grid, omega_hat, h)
+
+
+def _advance_interval(cfg: Config, comm: Comm, eq, stepper, grid, omega_hat: dict, h: float) -> int:
+    """Advance every owned chunk in place over ``h`` in equal steps (fixed ``dt``, or CFL from the
+    largest speed over all ranks); returns the number of steps."""
+    from sciml.solvers.navier_stokes import advance, frame_substeps
+
+    umax = 0.0
+    if cfg.time.dt is None:
+        umax = comm.allreduce_max(max((float(eq.max_speed(w)) for w in omega_hat.values()), default=0.0))
+    n_sub = frame_substeps(h, umax, grid.dx, dt=cfg.time.dt, cfl=cfg.time.cfl)
+    for c in omega_hat:
+        omega_hat[c] = advance(eq, stepper, omega_hat[c], h, n_sub)
+    return n_sub
 
 
 def _chunk0_frame(st: _State, index: int):

@@ -92,11 +92,8 @@ def _dft(n: int, k: int, dtype: torch.dtype, device: torch.device, inverse: bool
     Forward: ``(2k+1, n)``, :math:`\frac1n e^{-2\pi i m j/n}` (series coefficients);
     inverse: ``(n, 2k+1)``, :math:`e^{2\pi i m j/n}`.
     """
-    m = torch.arange(-k, k + 1, dtype=torch.float64)
-    j = torch.arange(n, dtype=torch.float64)
-    if inverse:
-        return torch.exp(2j * math.pi * j[:, None] * m[None, :] / n).to(dtype=dtype, device=device)
-    return (torch.exp(-2j * math.pi * m[:, None] * j[None, :] / n) / n).to(dtype=dtype, device=device)
+    synthesis = _time_synthesis(k, torch.arange(n, dtype=torch.float64) / n, dtype).to(device)  # (n, 2k+1)
+    return synthesis if inverse else (synthesis.mH / n).contiguous()
 
 
 @functools.lru_cache(maxsize=64)
@@ -118,10 +115,6 @@ def _real_dft(n: int, k: int, dtype: torch.dtype, device: torch.device, inverse:
     else:
         mat = torch.stack([torch.cos(phase), -torch.sin(phase)], dim=-1).div(n).permute(1, 0, 2).reshape(n, -1)
     return mat.to(dtype=dtype, device=device).contiguous()
-
-
-def _real_of(dtype: torch.dtype) -> torch.dtype:
-    return {torch.complex128: torch.float64, torch.complex64: torch.float32}.get(dtype, dtype)
 
 
 def _complex_of(dtype: torch.dtype) -> torch.dtype:
@@ -297,8 +290,7 @@ class SpectralConv3d(nn.Module):
         z = _along(g, block, -3)
         if _use_matrices((kt, kx, ky), (t_out, x_out, y_out)):
             z = _along(_dft(x_out, kx, block.dtype, block.device, True), z, -2)
-            real = _real_of(block.dtype)
-            return torch.view_as_real(z).flatten(-2) @ _real_dft(y_out, ky, real, block.device, True)
+            return torch.view_as_real(z).flatten(-2) @ _real_dft(y_out, ky, z.real.dtype, block.device, True)
         z = torch.fft.ifft(_place(z, kx, x_out, -2), dim=-2, norm="forward")
         z = torch.cat([z[..., :1].real.to(z.dtype), z[..., 1:]], dim=-1)  # Hermitian projection
         z = torch.nn.functional.pad(z, (0, y_out // 2 + 1 - z.shape[-1]))
