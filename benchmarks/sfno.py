@@ -12,6 +12,14 @@ reported, not enforced.
     python benchmarks/sfno.py [--cases cases/sfno_fno_cpu.yaml cases/sfno_mcwilliams_cpu.yaml]
         [--out runs/bench_sfno] [--set training.epochs=4 ...] [--threads 2]
 
+``--step-timing`` instead times one training step (forward + backward, batch
+``training.batch_size``, random input at ``training.resolution``) of each case's SFNO
+with the spatial transforms of its spectral layers as FFTs and as truncated DFT
+matrices (``sciml.solvers.sfno.layers.MATRIX_DFT_MAX_FRACTION``), interleaved in one
+process, CPU time, medians:
+
+    OMP_NUM_THREADS=1 python benchmarks/sfno.py --step-timing [--repeats 7] [--threads 1]
+
 Metrics are medians over the test trajectories (relative L²(0,T;L²); the residual in
 L²(0,T;H⁻¹)). A run folder that already holds metrics.json is reported, not rerun
 (delete it, or pass --rerun).
@@ -76,6 +84,40 @@ def table(name: str, m: dict, goals: dict) -> str:
     return "\n".join(lines)
 
 
+def step_timing(case: Path, repeats: int) -> str:
+    """One SFNO training step of ``case`` with FFT and with DFT-matrix transforms (CPU ms, medians)."""
+    import statistics
+    import time
+
+    import torch
+
+    from sciml.config import load_case
+    from sciml.solvers.sfno import SFNO, layers
+
+    cfg = load_case(case).config
+    m, w, tr = cfg.model, cfg.window, cfg.training
+    torch.manual_seed(0)
+    net = SFNO(modes=m.modes, width=m.width, n_layers=m.n_layers, out_steps=w.n_out, time_padding=m.time_padding,
+               output_modes=m.output_modes)
+    x = torch.randn(tr.batch_size, w.n_in, tr.resolution, tr.resolution)
+    default = layers.MATRIX_DFT_MAX_FRACTION
+    times: dict[str, list[float]] = {"fft": [], "matrix": []}
+    try:
+        for rep in range(repeats + 1):  # the first round warms up
+            for path, fraction in (("fft", 0.0), ("matrix", default)):
+                layers.MATRIX_DFT_MAX_FRACTION = fraction
+                net.zero_grad(set_to_none=True)
+                t0 = time.process_time()
+                net(x).square().mean().backward()
+                if rep:
+                    times[path].append(1e3 * (time.process_time() - t0))
+    finally:
+        layers.MATRIX_DFT_MAX_FRACTION = default
+    fft, mat = statistics.median(times["fft"]), statistics.median(times["matrix"])
+    return (f"| {case.stem} | {tr.batch_size} x {w.n_in} -> {w.n_out} at {tr.resolution}² | {fft:.0f} | {mat:.0f} "
+            f"| {fft / mat:.2f} |")
+
+
 def _ratio(a, b):
     return None if a is None or b in (None, 0) else a / b
 
@@ -89,6 +131,9 @@ def main() -> None:
                         help="override applied to every case (repeatable)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--rerun", action="store_true", help="rerun cases whose folder already has metrics.json")
+    parser.add_argument("--step-timing", action="store_true",
+                        help="only time one training step with FFT vs DFT-matrix spectral transforms")
+    parser.add_argument("--repeats", type=int, default=7, help="--step-timing: timed samples per path")
     args = parser.parse_args()
 
     import torch
@@ -98,6 +143,11 @@ def main() -> None:
     print(f"# {' '.join(shlex.quote(a) for a in sys.argv)}")
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
           f"load average {os.getloadavg()[0]:.1f}")
+    if args.step_timing:
+        print("| case | step | FFT CPU ms | DFT matrices CPU ms | FFT / matrices |\n|---|---|---:|---:|---:|")
+        for case in args.cases:
+            print(step_timing(case, args.repeats))
+        return
     tables = []
     for case in args.cases:
         metrics = run_case(case, args.out / case.stem, args.overrides, args.rerun)
