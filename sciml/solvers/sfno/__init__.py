@@ -17,7 +17,7 @@ Operator for Turbulent Flows", ICLR 2025.
 from .baseline import FNO3dBaseline, width_for_parameters
 from .finetune import FineTuneResult, enlarged_output_layer, finetune, residual_norm
 from .layers import SpectralConv3d, TemporalSpectralConv, max_mode
-from .model import SFNO, positional_features
+from .model import SFNO, full_output_modes, positional_features
 from .training import Trainer, predict, relative_l2, relative_l2_loss, reuse_freed_memory
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "max_mode",
     "SFNO",
     "positional_features",
+    "full_output_modes",
     "enlarged_output_layer",
     "residual_norm",
     "finetune",

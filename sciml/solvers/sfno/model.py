@@ -57,9 +57,9 @@ import torch.nn.functional as F
 from neuralop.layers.channel_mlp import ChannelMLP
 from torch import Tensor, nn
 
-from .layers import SpectralConv3d, TemporalSpectralConv
+from .layers import SpectralConv3d, TemporalSpectralConv, max_mode
 
-__all__ = ["SFNO", "positional_features"]
+__all__ = ["SFNO", "positional_features", "full_output_modes"]
 
 
 def positional_features(t: int, n: int, *, dtype=None, device=None) -> Tensor:
@@ -80,6 +80,16 @@ def positional_features(t: int, n: int, *, dtype=None, device=None) -> Tensor:
     time = (torch.arange(t, dtype=torch.float64, device=device) / t)[None, :, None, None].expand(1, t, n, n)
     out = torch.cat([space, time])[None]
     return out.to(dtype) if dtype is not None else out
+
+
+def full_output_modes(latent_steps: int, n: int) -> tuple[int, int, int]:
+    r"""Every mode below the Nyquist frequencies of a latent period of ``latent_steps`` samples and an ``n²`` grid.
+
+    The output layer has one channel, so keeping all of them costs few parameters; with
+    fewer, the *output* of the model is band-limited, whatever the body does (see
+    :meth:`SFNO.output_floor`).
+    """
+    return (max_mode(latent_steps), max_mode(n), max_mode(n))
 
 
 @final
@@ -231,6 +241,48 @@ class SFNO(nn.Module):
         y = layer(v, out_shape=(t_out + 1, n, n), t_span=self.window * (t_out + 1) / t_out)[:, 0]
         increment = y - y[:, :1]
         return last[:, None] + self.scale * (increment if include_start else increment[:, 1:])
+
+    @torch.no_grad()
+    def output_floor(self, last: Tensor, target: Tensor) -> Tensor:
+        r"""Per-sample relative :math:`L^2(0,T;L^2)` error of the best trajectory the output layer can produce.
+
+        Whatever the body computes, a prediction is :math:`\omega_{T_\mathrm{in}} + s\,[y(t_j) - y(t_0)]`
+        with :math:`y` holding only the output layer's kept modes :math:`(K_t', K_x', K_y')` on
+        this grid, and every set of coefficients on them is reachable. The best such
+        prediction in :math:`L^2` truncates the increment ``target - last`` to the kept spatial
+        modes and projects it in time onto
+        :math:`\mathrm{span}\{\cos 2\pi k s_j - 1, \sin 2\pi k s_j\}_{k=1}^{K_t'}` at the
+        output times :math:`s_j` (fractions of the latent period). A lower bound for the
+        model's error on these samples: if it is not well below the target accuracy, the
+        output modes, not the training, limit the model.
+
+        Parameters
+        ----------
+        last : Tensor, shape ``(B, N, N)``
+            The last input frame.
+        target : Tensor, shape ``(B, T_out, N, N)``
+
+        Returns
+        -------
+        Tensor, shape ``(B,)``
+        """
+        if target.dim() != 4 or last.shape != (target.shape[0], *target.shape[-2:]):
+            raise ValueError(f"expected last (B, N, N) and target (B, T_out, N, N), got {tuple(last.shape)}, "
+                             f"{tuple(target.shape)}")
+        t_out, n = target.shape[1], target.shape[-1]
+        kt, kx, ky = self.output.kept_modes((self.latent_steps, n, n), (t_out + 1, n, n),
+                                            self.window * (t_out + 1) / t_out)
+        spec = torch.fft.rfft2(target - last[:, None])
+        kx_abs = torch.fft.fftfreq(n, 1.0 / n, device=target.device).abs()
+        keep = (kx_abs[:, None] <= kx) & (torch.arange(n // 2 + 1, device=target.device)[None, :] <= ky)
+        increment = torch.fft.irfft2(spec * keep, s=(n, n))
+        s = torch.arange(1, t_out + 1, dtype=torch.float64, device=target.device) * (self.window / t_out)
+        k = torch.arange(1, kt + 1, dtype=torch.float64, device=target.device)
+        phase = 2.0 * math.pi * s[:, None] * k[None, :]
+        basis = torch.cat([phase.cos() - 1.0, phase.sin()], dim=1)  # (T_out, 2 K_t')
+        q = torch.linalg.qr(basis).Q.to(target.dtype)
+        best = last[:, None] + torch.einsum("tk,sk,bsxy->btxy", q, q, increment)
+        return (best - target).flatten(1).norm(dim=1) / target.flatten(1).norm(dim=1)
 
     def forward(self, omega: Tensor, out_steps: int | None = None, latent_steps: int | None = None) -> Tensor:
         """Predict ``out_steps`` frames following ``omega``.

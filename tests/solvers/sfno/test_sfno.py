@@ -16,6 +16,7 @@ from sciml.solvers.sfno import (
     Trainer,
     enlarged_output_layer,
     finetune,
+    full_output_modes,
     max_mode,
     relative_l2,
     residual_norm,
@@ -158,6 +159,38 @@ def test_any_output_length(out_steps):
     w = torch.randn(2, 4, 16, 16, dtype=F64)
     assert model(w, out_steps=out_steps).shape == (2, out_steps, 16, 16)
     assert model(w[:, :3]).shape == (2, 8, 16, 16)  # any number of input frames too
+
+
+@pytest.mark.parametrize("output_modes", [None, (2, 3, 3), (4, 7, 7)])
+def test_output_floor_bounds_every_prediction_and_is_exact_on_the_output_space(output_modes):
+    """The floor is the distance from the target to the set of trajectories the output
+    layer can produce: below the error of any model with those output modes, zero for a
+    target that a model produced, and a mode outside the kept ones adds exactly its norm."""
+    n, t_out = 16, 8
+    last = torch.randn(3, n, n, dtype=F64)
+    target = last[:, None] + torch.randn(3, t_out, n, n, dtype=F64)
+    w = torch.cat([torch.randn(3, 3, n, n, dtype=F64), last[:, None]], dim=1)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = SFNO(modes=(3, 5, 5), width=6, n_layers=2, out_steps=t_out, time_padding=2,
+                     output_modes=output_modes).double()
+        floor = model.output_floor(last, target)
+        assert (floor <= relative_l2(model(w), target) + 1e-12).all()
+    own = model(w)
+    assert model.output_floor(last, own).max() < 1e-10
+    kx = model.output.kept_modes((model.latent_steps, n, n), (t_out + 1, n, n), model.window * (t_out + 1) / t_out)[1]
+    x = torch.arange(n, dtype=F64) / n
+    outside = torch.cos(2 * math.pi * (kx + 1) * x)[:, None].expand(n, n)  # a mode no output layer keeps
+    bumped = own + 0.3 * torch.arange(1, t_out + 1, dtype=F64)[None, :, None, None] * outside
+    expected = (bumped - own).flatten(1).norm(dim=1) / bumped.flatten(1).norm(dim=1)
+    torch.testing.assert_close(model.output_floor(last, bumped), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_full_output_modes_keep_everything_below_nyquist():
+    model = small_sfno(output_modes=full_output_modes(10, 16))
+    kept = model.output.kept_modes((10, 16, 16), (9, 16, 16), model.window * 9 / 8)
+    assert kept == (4, 7, 7)
+    assert full_output_modes(24, 64) == (11, 31, 31)
 
 
 def test_zero_shot_super_resolution_keeps_the_shape_contract():
