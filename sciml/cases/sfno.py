@@ -52,6 +52,8 @@ class Model(Schema):
     width: int = Field(16, ge=1, le=1024)
     n_layers: int = Field(4, ge=0, le=64)
     time_padding: int = Field(4, ge=0, le=1000, description="frames of temporal padding in the latent period")
+    block_mlp_channels: int = Field(0, ge=0, le=4096, description="hidden channels of a pointwise MLP after each "
+                                    "body spectral convolution (0: none)")
     output_modes: Optional[tuple[int, int, int]] = Field(
         None, description="modes (t, x, y) of the output layer (default: all below the Nyquist frequencies of the "
                           "latent period and the training grid)")
@@ -274,7 +276,7 @@ def _run(cfg: Config, run, train_path, test_path) -> dict:
     m = cfg.model
     output_modes = m.output_modes or full_output_modes(w.n_out + m.time_padding, tr.resolution)
     sfno = SFNO(modes=m.modes, width=m.width, n_layers=m.n_layers, out_steps=w.n_out, time_padding=m.time_padding,
-                output_modes=output_modes, scale=scale).to(device)
+                output_modes=output_modes, block_mlp_channels=m.block_mlp_channels, scale=scale).to(device)
     n_sfno = sum(p.numel() for p in sfno.parameters())
     metrics: dict[str, Any] = {"sfno_parameters": n_sfno}
     # the best any SFNO with these output modes could do on the test windows (a lower bound)

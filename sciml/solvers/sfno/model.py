@@ -19,7 +19,9 @@ frames to the next :math:`T_\mathrm{out}` frames, for any :math:`T_\mathrm{out}`
   latent temporal layer, from :math:`T_\mathrm{in}` frames to ``latent_steps`` samples of
   the latent period (along time only, so no spatial detail of the input is truncated);
 * body: ``n_layers`` blocks of a :class:`~sciml.solvers.sfno.layers.SpectralConv3d`
-  over (t, x, y) plus a 1×1 skip :math:`W_\ell`, GELU between blocks;
+  over (t, x, y) plus a 1×1 skip :math:`W_\ell`, GELU between blocks; optionally
+  (``block_mlp_channels``) a pointwise MLP after each spectral convolution, as in the
+  authors' code;
 * :math:`Q`: pointwise projection MLP to one channel, the latent field :math:`v`
   ``(B, 1, latent_steps, N, N)``;
 * :math:`\mathcal K_\mathrm{out}`: the output spectral layer (one channel), evaluated at
@@ -117,6 +119,11 @@ class SFNO(nn.Module):
         :math:`K_t` of the latent temporal layer; default ``modes[0]``.
     output_modes : tuple, optional
         Modes of the output spectral layer; default ``modes``.
+    block_mlp_channels : int
+        Hidden channels of a pointwise two-layer MLP applied to each body block's spectral
+        convolution before the skip is added (the authors' SFNO body,
+        :math:`\sigma(W_\ell x + \mathrm{MLP}_\ell(\mathcal K_\ell x))`); 0: none,
+        :math:`\sigma(W_\ell x + \mathcal K_\ell x)`.
     lifting_channels, projection_channels : int, optional
         Hidden sizes of the lifting and projection MLPs; default ``2 * width`` each.
     scale : float
@@ -148,6 +155,7 @@ class SFNO(nn.Module):
         *,
         temporal_modes: int | None = None,
         output_modes: tuple[int, int, int] | None = None,
+        block_mlp_channels: int = 0,
         lifting_channels: int | None = None,
         projection_channels: int | None = None,
         scale: float = 1.0,
@@ -159,15 +167,17 @@ class SFNO(nn.Module):
         lifting_channels = 2 * width if lifting_channels is None else int(lifting_channels)
         projection_channels = 2 * width if projection_channels is None else int(projection_channels)
         latent_steps = out_steps + time_padding if latent_steps is None else int(latent_steps)
-        if width < 1 or n_layers < 0 or latent_steps < 1 or out_steps < 1 or time_padding < 0 or not scale > 0:
+        if (width < 1 or n_layers < 0 or latent_steps < 1 or out_steps < 1 or time_padding < 0 or not scale > 0
+                or block_mlp_channels < 0):
             raise ValueError(
                 f"expected width >= 1, n_layers >= 0, out_steps >= 1, time_padding >= 0, latent_steps >= 1, "
-                f"scale > 0; got {width}, {n_layers}, {out_steps}, {time_padding}, {latent_steps}, {scale}"
+                f"scale > 0, block_mlp_channels >= 0; got {width}, {n_layers}, {out_steps}, {time_padding}, "
+                f"{latent_steps}, {scale}, {block_mlp_channels}"
             )
         self.init_args: dict[str, Any] = dict(
             modes=modes, width=int(width), n_layers=int(n_layers), out_steps=int(out_steps),
             time_padding=int(time_padding), latent_steps=latent_steps, temporal_modes=temporal_modes,
-            output_modes=output_modes, lifting_channels=lifting_channels,
+            output_modes=output_modes, block_mlp_channels=int(block_mlp_channels), lifting_channels=lifting_channels,
             projection_channels=projection_channels, scale=float(scale),
         )
         self.latent_steps, self.out_steps, self.width = latent_steps, int(out_steps), int(width)
@@ -179,6 +189,9 @@ class SFNO(nn.Module):
         self.temporal = TemporalSpectralConv(width, width, temporal_modes)
         self.spectral = nn.ModuleList(SpectralConv3d(width, width, modes) for _ in range(n_layers))
         self.skips = nn.ModuleList(ChannelMLP(width, width, n_layers=1, n_dim=3) for _ in range(n_layers))
+        self.block_mlps = nn.ModuleList(
+            ChannelMLP(width, width, hidden_channels=block_mlp_channels, n_layers=2, n_dim=3) if block_mlp_channels
+            else nn.Identity() for _ in range(n_layers))
         self.projection = ChannelMLP(width, 1, hidden_channels=projection_channels, n_layers=2, n_dim=3)
         self.output = SpectralConv3d(1, 1, output_modes)
 
@@ -207,8 +220,8 @@ class SFNO(nn.Module):
         x = torch.cat([(omega / self.scale)[:, None], feats], dim=1)
         x = self.lifting(x)
         x = F.gelu(self.temporal(x, out_steps=latent_steps))
-        for i, (conv, skip) in enumerate(zip(self.spectral, self.skips)):
-            x = conv(x) + skip(x)
+        for i, (conv, mlp, skip) in enumerate(zip(self.spectral, self.block_mlps, self.skips)):
+            x = mlp(conv(x)) + skip(x)
             if i < len(self.spectral) - 1:
                 x = F.gelu(x)
         return self.projection(x)
