@@ -12,7 +12,7 @@ issue's benchmark size) in a temporary run folder and prints
   ``pod(..., product=M, l2_err=...)`` (method of snapshots), measured in the same run on
   the same snapshots: time, modes, and the distance between the two projectors.
 
-    python benchmarks/rom.py [--nx 160] [--ny 80] [--repeat 5] [--set rom.indicator_tol=0.03 ...]
+    python benchmarks/rom.py [--nx 160] [--ny 80] [--repeat 5] [--set rom.indicator_tol=0.03 ...] [--out DIR]
 
 pyMOR is optional (``pip install pymor``); without it the POD comparison is skipped.
 
@@ -66,7 +66,7 @@ def pod_comparison(folder: Path, nx: int, ny: int, block_size: int, tol: float, 
 
     state = torch.load(folder / "checkpoints" / "latest.pt", map_location="cpu", weights_only=False)["state"]
     model, _, _ = academic_plate(nx, ny)
-    U = np.asarray(state["training"]["u"]).copy()
+    U = np.asarray(state["hf"]["training"]["u"]).copy()
     U[model.fixed_dofs] = 0.0
     space = DofSpace(Partition(model.disc, block_size=block_size))
     t_ours, ours = best_of(lambda: pod(U, space, tol), repeat)
@@ -204,6 +204,9 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=4, help="--blade: HF steps of training and reference")
     parser.add_argument("--thermoelastic-levels", type=int, default=1, help="--blade: enrichment levels")
     parser.add_argument("--snapshots", type=Path, default=None, help="--blade: keep/reuse the HF snapshots here")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="plate: run the case in this folder (kept; resumed from its checkpoint when it has one) "
+                             "instead of a temporary one")
     args = parser.parse_args()
     if args.blade:
         blade_step_ratio(args.overrides, args.train_steps, args.thermoelastic_levels, args.snapshots)
@@ -214,8 +217,9 @@ def main() -> None:
     comm = world()
     from sciml.registry import case_module
 
-    with tempfile.TemporaryDirectory() as tmp:
-        run = Run(Path(tmp), comm)
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.out or Path(scratch)
+        run = Run(tmp, comm, resume=(tmp / "checkpoints" / "latest.pt").is_file())
         t0 = time.perf_counter()
         m = case_module("rom_adaptive").run(case.config, run)
         total = time.perf_counter() - t0
