@@ -92,13 +92,14 @@ def step_timing(case: Path, repeats: int) -> str:
     import torch
 
     from sciml.config import load_case
-    from sciml.solvers.sfno import SFNO, full_output_modes, layers
+    from sciml.cases.sfno import output_modes_of
+    from sciml.solvers.sfno import SFNO, layers
 
     cfg = load_case(case).config
     m, w, tr = cfg.model, cfg.window, cfg.training
     torch.manual_seed(0)
     net = SFNO(modes=m.modes, width=m.width, n_layers=m.n_layers, out_steps=w.n_out, time_padding=m.time_padding,
-               output_modes=m.output_modes or full_output_modes(w.n_out + m.time_padding, tr.resolution),
+               output_modes=output_modes_of(m, w.n_out, tr.resolution),
                block_mlp_channels=m.block_mlp_channels)
     x = torch.randn(tr.batch_size, w.n_in, tr.resolution, tr.resolution)
     default = layers.MATRIX_DFT_MAX_FRACTION

@@ -93,3 +93,16 @@ def test_validation_names_the_problem(tmp_path):
     res = run_sciml("validate", str(case))
     assert res.returncode == 2
     assert "must be a whole multiple of the dataset's frame_dt" in res.stderr
+
+
+def test_output_modes_accept_full_and_reject_other_words(tmp_path):
+    from sciml.cases.sfno import Model, output_modes_of
+
+    case = tmp_path / "tiny.yaml"
+    case.write_text(TINY.format(cache=tmp_path / "cache"))
+    assert run_sciml("validate", str(case), "--set", "model.output_modes=full").returncode == 0
+    res = run_sciml("validate", str(case), "--set", "model.output_modes=fool")
+    assert res.returncode == 2 and "model.output_modes" in res.stderr and "Traceback" not in res.stderr
+    # 'full': every mode below Nyquist of the latent period (n_out + padding) and the training grid
+    assert output_modes_of(Model(time_padding=4, output_modes="full"), 20, 64) == (11, 31, 31)
+    assert output_modes_of(Model(), 20, 64) is None  # the SFNO then uses the body's modes
