@@ -788,6 +788,19 @@ def _outer(vectors: Sequence[Tensor]) -> Tensor:
     return out
 
 
+def _outer_sum(vectors: Sequence[Tensor]) -> Tensor:
+    """Outer sum of per-axis vectors: the diagonal of a Kronecker sum of diagonal matrices."""
+    out = vectors[0]
+    for v in vectors[1:]:
+        out = out[..., None] + v
+    return out
+
+
+def _diagonal_in_basis(a: Tensor, x: Tensor) -> Tensor:
+    """The (real) diagonal of :math:`X^H A X` for a real symmetric ``a`` and a real or complex basis ``x``."""
+    return ((a.to(x.dtype) @ x) * x.conj()).sum(0).real
+
+
 class _WhitenedNormalEquations:
     r"""The U update as :math:`(I + M^T M) V = M^T W^{1/2} h` with :math:`U = (\otimes_d R_d) V`.
 
@@ -986,11 +999,8 @@ class _FastDiagonalisationPreconditioner:
             lam, q = torch.linalg.eigh(0.5 * (block + block.mT))  # E_d^T E_d ~ lam^2, cross terms 2 lam_d lam_e kept
             signed.append(lam)
             bases.append(q)
-            p_diag.append(((kinv[rng, rng] @ q) * q).sum(0))
-        total = signed[0]
-        for lam in signed[1:]:
-            total = total[..., None] + lam
-        total = total + shift  # a pointwise term of the operator, by its mean (Gauss-Newton)
+            p_diag.append(_diagonal_in_basis(kinv[rng, rng], q))
+        total = _outer_sum(signed) + shift  # a pointwise term of the operator, by its mean (Gauss-Newton)
         self.interior_diag = _outer(p_diag) + tau_r * total.square()
         self.boundary_diag = tau_b + kinv_diag + tau_r * _equation_diagonal(axis_ops, interior)
         # R^{-T} restricted to the collocation rows and followed by the basis change, and
@@ -1005,11 +1015,8 @@ class _FastDiagonalisationPreconditioner:
             lam, x = torch.linalg.eig(block)
             xs.append(x)
             values.append(lam)
-            p_diag.append(((kinv[rng, rng].to(x.dtype) @ x) * x.conj()).sum(0).real)
-        total = values[0]
-        for lam in values[1:]:
-            total = total[..., None] + lam
-        total = total + shift
+            p_diag.append(_diagonal_in_basis(kinv[rng, rng], x))
+        total = _outer_sum(values) + shift
         self.interior_diag = _outer(p_diag) + tau_r * total.abs().square()
         self.lift_filter = tau_r * total.conj() / self.interior_diag  # Tikhonov inverse of sum_d Lambda_d
         self.boundary_diag = tau_b + kinv_diag
@@ -1033,11 +1040,8 @@ class _FastDiagonalisationPreconditioner:
                 signed.append(lam)
                 squares.append(zero)
             qs.append(q)
-            q_diag.append(((kinv[rng, rng] @ q) * q).sum(0))
-        total, total_sq = signed[0], squares[0]
-        for lam, sq in zip(signed[1:], squares[1:]):
-            total, total_sq = total[..., None] + lam, total_sq[..., None] + sq
-        total = total + shift
+            q_diag.append(_diagonal_in_basis(kinv[rng, rng], q))
+        total, total_sq = _outer_sum(signed) + shift, _outer_sum(squares)
         self.q, self.q_t = qs, [q.mT for q in qs]
         self.q_diag = _outer(q_diag) + tau_r * (total.square() + total_sq)
 

@@ -50,8 +50,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .layers import SpectralConv3d, max_mode
-from .model import SFNO
+from .layers import SpectralConv3d
+from .model import SFNO, full_output_modes
 
 __all__ = ["enlarged_output_layer", "residual_norm", "residual_preconditioner", "FineTuneResult", "finetune"]
 
@@ -63,7 +63,7 @@ def enlarged_output_layer(model: SFNO, latent_steps: int, n: int) -> SpectralCon
     trained weights in the low modes, zeros elsewhere (see :meth:`SpectralConv3d.embedded`),
     so that it reproduces the model's prediction on any latent field.
     """
-    return model.output.embedded((max_mode(latent_steps), max_mode(n), max_mode(n)))
+    return model.output.embedded(full_output_modes(latent_steps, n))
 
 
 def residual_norm(eq, omega: Tensor, frame_dt: float, order: int = 2, alpha: float = 10**-1.5) -> Tensor:
