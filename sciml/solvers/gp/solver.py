@@ -930,8 +930,8 @@ class _FastDiagonalisationPreconditioner:
     elimination with the exact interior inverse is exact; with this approximate
     interior inverse, applied to the large coupling block, it left 9–24 outlying
     eigenvalues and was no faster than CG. The lifting below removes the coupling
-    without that amplification (24² ``sin(2x) sin(3y)``, forced on: 6 iterations
-    instead of 19 to 1e-10); it is not used here, to keep this path as it was.
+    without that amplification; it is not used here (not measured in the tree for
+    these problems), to keep this path as it was.
 
     **A first-order axis** (advection :math:`u_t + \beta u_x`). Its block is nearly
     antisymmetric and non-normal. Per axis the eigendecomposition of the whole block,
