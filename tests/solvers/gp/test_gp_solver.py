@@ -103,6 +103,65 @@ def test_exact_u_update_is_the_minimiser_and_paths_agree(index, preconditioner):
     assert relative_u_gradient(s) < 1e-9
 
 
+def hard_advection(method: str) -> GPPDESolver:
+    """Advection with the equation met to round-off: the precision far above what the prior resists."""
+    s = GPPDESolver(Advection("sin(x - 20*t)", beta=20.0, domain=[(0, 1), (0, 1)]), [16, 16], n_components=3,
+                    kernel_type=StudentTSpectralMixture, dense_limit=10**6 if method == "dense" else 0)
+    s.fit(n_adam=5, lr=1e-2, u_update_every=1)
+    with torch.no_grad():
+        s.log_tau_residual += 8.0
+    return s
+
+
+def profile_by_finite_differences(s: GPPDESolver, param, index: int, h: float = 1e-5) -> float:
+    values = []
+    for sign in (1.0, -1.0):
+        with torch.no_grad():
+            param.view(-1)[index] += sign * h
+        s.solve_u(cg_tol=1e-13, cg_max_iter=5000)
+        values.append(float(s.loss().detach()))
+        with torch.no_grad():
+            param.view(-1)[index] -= sign * h
+    return (values[0] - values[1]) / (2.0 * h)
+
+
+@pytest.mark.parametrize("method", ["dense", "kronecker"])
+def test_profile_gradient_equals_finite_differences_where_the_equation_is_met_to_round_off(method):
+    s = hard_advection(method)
+    params = [p for k in s.kernels for p in k.parameters()]
+    grads = torch.autograd.grad(s.profile_loss(cg_tol=1e-13, cg_max_iter=5000), params)
+    scale = max(float(g.abs().max()) for g in grads)
+    for p, g in zip(params, grads):
+        for i in (1, 2):
+            fd = profile_by_finite_differences(s, p, i)
+            assert abs(float(g.reshape(-1)[i]) - fd) <= 1e-5 * scale, (float(g.reshape(-1)[i]), fd)
+
+
+def test_refined_multipliers_solve_the_adjoint_collocation_system():
+    """At the minimiser, K^{-1} U + C^T lambda = 0: on the collocation block A_II^T lambda = -(K^{-1} U)_I,
+    solved here densely, independently of the refinement (which never uses A_II^T)."""
+    s = hard_advection("dense")
+    s.solve_u()
+    ops = s._operators()
+    lam = s._multipliers(ops).reshape(-1)
+    sizes = s.n_points
+    e = [m.detach() for m in ops.axis_ops()]
+    a = kron_dense([e[0], torch.eye(sizes[1], dtype=DT)]) + kron_dense([torch.eye(sizes[0], dtype=DT), e[1]])
+    mask = s.interior_mask.reshape(-1)
+    alpha = ops.chol.solve(s.u.detach()).reshape(-1)
+    ref = torch.linalg.solve(a[mask][:, mask].T, -alpha[mask])
+    torch.testing.assert_close(lam, ref, rtol=1e-7, atol=1e-7 * float(ref.abs().max().detach()))
+    # where the equation is soft, the computed tau_r r is exact and is kept (nonlinear: Gauss-Newton)
+    soft = small_solvers()[3]
+    with torch.no_grad():
+        soft.log_tau_residual.fill_(2.0)
+        soft.log_tau_boundary.fill_(2.0)
+    soft.solve_u(newton_tol=1e-14, newton_max_iter=100)
+    lam_soft = soft._multipliers(soft._operators())
+    torch.testing.assert_close(lam_soft, soft.log_tau_residual.exp().detach() * soft.residual().detach(),
+                               rtol=1e-9, atol=1e-12)
+
+
 def test_fast_diagonalisation_preconditioner_beats_jacobi_on_2d_poisson():
     """24 x 24, sin(2x) sin(3y), initial kernels and precisions: 21 CG iterations
     against 468 with Jacobi when measured; both reach the dense solution."""
