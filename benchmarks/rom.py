@@ -62,11 +62,12 @@ def best_of(fn, repeat: int) -> tuple[float, object]:
 def pod_comparison(folder: Path, nx: int, ny: int, block_size: int, tol: float, repeat: int) -> list[tuple]:
     import torch
 
+    from sciml.cases.rom_adaptive import load_hf_history
     from sciml.solvers.rom import DofSpace, Partition, academic_plate, pod
 
     state = torch.load(folder / "checkpoints" / "latest.pt", map_location="cpu", weights_only=False)["state"]
     model, _, _ = academic_plate(nx, ny)
-    U = np.asarray(state["hf"]["training"]["u"]).copy()
+    U = load_hf_history(folder / "checkpoints", "training", state["hf"]["training"]["steps"])["u"]
     U[model.fixed_dofs] = 0.0
     space = DofSpace(Partition(model.disc, block_size=block_size))
     t_ours, ours = best_of(lambda: pod(U, space, tol), repeat)

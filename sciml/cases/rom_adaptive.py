@@ -28,7 +28,8 @@ the error of the reduced prediction it judged, adaptive run),
 ``speedup_online_total`` (whole adaptive run, enrichment, HF steps, replays and
 updates included, against the reference HF run), ``offline_s``, ``world_size``.
 
-Checkpoints (``checkpoints/latest.pt``) follow every HF step of both HF runs, the offline ROM,
+Checkpoints (``checkpoints/latest.pt``; the HF fields of each step in ``checkpoints/hf_<run>/``,
+written once) follow every HF step of both HF runs, the offline ROM,
 the plain ROM run, the online setup and every step of the adaptive run (with the ROM's whole
 adaptive state); ``sciml resume`` continues from the last one to the same metrics, timings
 aside (the HF runs on any number of ranks, the ROM stages on the number they were saved on).
@@ -48,7 +49,7 @@ from pydantic import Field, model_validator
 
 from sciml.config import NumberExpr, Schema
 
-__all__ = ["Config", "run", "hf_model"]
+__all__ = ["Config", "run", "hf_model", "load_hf_history"]
 
 
 # --------------------------------------------------------------------------- schema
@@ -217,10 +218,11 @@ class _Checkpoint:
     """The case's checkpoint: one dictionary, saved whole after every HF step, every stage and every
     online step (``checkpoints/latest.pt``, atomically; ``output.keep_checkpoints`` keeps each).
 
-    Keys: ``hf`` (finished HF runs, global arrays: any number of ranks resumes them), ``hf_partial``
-    (the HF run under way: its steps so far and the plastic strain of the last), ``build``,
-    ``plain``, ``setup`` (the stages done, with their numbers), ``world_size`` and ``ranks`` (each
-    rank's ROM state and online state, :meth:`AdaptiveROM.state_dict` and
+    Keys: ``hf`` (per HF run, ``steps`` done and their ``step_seconds``; the fields of each step,
+    global arrays that any number of ranks resumes from, are written once, to
+    ``checkpoints/hf_<run>/step_<k>.pt``, not into every checkpoint), ``build``, ``plain``,
+    ``setup`` (the stages done, with their numbers), ``world_size`` and ``ranks`` (each rank's ROM
+    state and online state, :meth:`AdaptiveROM.state_dict` and
     :class:`~sciml.solvers.rom.OnlineState`: the ROM stages resume on the same number of ranks).
     """
 
@@ -228,7 +230,8 @@ class _Checkpoint:
         self.run, self.keep, self.comm = run, keep, run.comm
         ckpt = run.load_checkpoint() if run.resume else None
         self.state: dict[str, Any] = dict(ckpt["state"]) if ckpt is not None else {"hf": {}}
-        if "hf" not in self.state:
+        if ("hf" not in self.state or "hf_partial" in self.state
+                or any("steps" not in record for record in self.state["hf"].values())):
             raise RuntimeError(f"{run.latest_checkpoint}: a checkpoint of an older version of the case "
                                f"(keys {sorted(self.state)}); start the run again with `sciml run`")
         if "ranks" in self.state and self.state["world_size"] != self.comm.size:
@@ -247,50 +250,77 @@ class _Checkpoint:
             self.state.update(world_size=self.comm.size, ranks=ranks)
         self.run.save_checkpoint(self.state, step=step, keep=self.keep)
 
+    def save_hf_step(self, name: str, k: int, fields: dict[str, np.ndarray]) -> None:
+        """Write the global fields of step ``k`` (1-based) of HF run ``name`` (rank 0, atomically)."""
+        if self.comm.is_root:
+            import torch
+
+            from sciml.runs import atomic_write
+
+            with atomic_write(hf_step_file(self.run.checkpoint_dir, name, k)) as fh:
+                torch.save(fields, fh)
+        self.comm.barrier()
+
+
+def hf_step_file(checkpoint_dir, name: str, k: int):
+    """``checkpoints/hf_<name>/step_<k>.pt``: the global fields after step ``k`` (1-based) of HF run ``name``."""
+    from pathlib import Path
+
+    return Path(checkpoint_dir) / f"hf_{name}" / f"step_{k:05d}.pt"
+
+
+def load_hf_step(checkpoint_dir, name: str, k: int) -> dict[str, np.ndarray]:
+    """The fields ``u``, ``sigma``, ``p``, ``eps_p`` (global arrays) after step ``k`` of HF run ``name``."""
+    import torch
+
+    path = hf_step_file(checkpoint_dir, name, k)
+    if not path.is_file():
+        raise RuntimeError(f"{path}: missing; the checkpoint records {k} or more steps of HF run {name!r}")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load_hf_history(checkpoint_dir, name: str, n_steps: int) -> dict[str, np.ndarray]:
+    """Steps ``1..n_steps`` of HF run ``name`` stacked: ``u (n_dof, n)``, ``sigma (n_qp, 6, n)``, ``p (n_qp, n)``."""
+    steps = [load_hf_step(checkpoint_dir, name, k) for k in range(1, n_steps + 1)]
+    return {"u": np.column_stack([s["u"] for s in steps]), "sigma": np.stack([s["sigma"] for s in steps], axis=2),
+            "p": np.column_stack([s["p"] for s in steps])}
+
 
 def _hf_history(hf, times, lf, run, name: str, ckpt: _Checkpoint, step0: int) -> dict[str, Any]:
     """HF run: ``u (n_dof, n)``, local ``sigma (n_local, 6, n)``, ``p (n_local, n)``, ``seconds``,
     ``step_seconds`` (per step, max over ranks; ``seconds`` is their sum).
 
-    Every step is checkpointed (as step ``step0 + k``) with the global fields so far, so that
-    ``sciml resume`` continues the run from its last step, on any number of ranks.
+    Every step writes its global fields to their own file and checkpoints (as step ``step0 + k``)
+    the count, so that ``sciml resume`` continues the run from its last step, on any number of ranks.
     """
     from sciml.solvers.rom import HFState, MaterialState
 
     part = hf.partition
-    done = ckpt.state["hf"]
-    if name not in done:
-        h = ckpt.state.get("hf_partial")
-        if h is not None and h["name"] == name:
-            k0 = len(h["u"])
-            state = HFState(float(times[k0 - 1]), h["u"][-1],
-                            MaterialState(h["eps_p"][part.points], h["p"][-1][part.points]),
-                            h["sigma"][-1][part.points])
-            run.log(f"HF {name}: resumed after step {k0}/{len(times)}")
+    record = ckpt.state["hf"].setdefault(name, {"steps": 0, "step_seconds": []})
+    k0, n = record["steps"], len(times)
+    if k0 == n:
+        run.log(f"HF {name}: read from the checkpoint")
+    else:
+        if k0 > 0:
+            last = load_hf_step(run.checkpoint_dir, name, k0)
+            state = HFState(float(times[k0 - 1]), last["u"], MaterialState(last["eps_p"][part.points],
+                            last["p"][part.points]), last["sigma"][part.points])
+            run.log(f"HF {name}: resumed after step {k0}/{n}")
         else:
-            k0, state = 0, hf.initial_state(0.0)
-            h = {"name": name, "u": [], "sigma": [], "p": [], "eps_p": None, "step_seconds": []}
+            state = hf.initial_state(0.0)
         steps = list(zip(times.tolist(), lf.tolist()))[k0:]
-        for k, (t, lam) in enumerate(run.progress(steps, total=len(times), desc=f"HF {name}", initial=k0), k0):
+        for k, (t, lam) in enumerate(run.progress(steps, total=n, desc=f"HF {name}", initial=k0), k0 + 1):
             t0 = time.process_time()
             state = hf.solve_step(state, t, lam).state
             seconds = part.comm.allreduce_max(time.process_time() - t0)
-            h = {"name": name, "u": h["u"] + [state.u], "sigma": h["sigma"] + [part.gather_points(state.sigma)],
-                 "p": h["p"] + [part.gather_points(state.p)], "eps_p": part.gather_points(state.material.eps_p),
-                 "step_seconds": h["step_seconds"] + [seconds]}
-            if k + 1 == len(times):
-                done[name] = {"u": np.column_stack(h["u"]), "sigma": np.stack(h["sigma"], axis=2),
-                              "p": np.column_stack(h["p"]), "seconds": float(sum(h["step_seconds"])),
-                              "step_seconds": h["step_seconds"]}
-                ckpt.state.pop("hf_partial", None)
-            else:
-                ckpt.state["hf_partial"] = h
-            ckpt.save(step0 + k + 1)
-    else:
-        run.log(f"HF {name}: read from the checkpoint")
-    g = done[name]
-    return {"u": g["u"], "sigma": g["sigma"][part.points], "p": g["p"][part.points], "seconds": g["seconds"],
-            "step_seconds": g["step_seconds"]}
+            ckpt.save_hf_step(name, k, {"u": state.u, "sigma": part.gather_points(state.sigma),
+                                        "p": part.gather_points(state.p),
+                                        "eps_p": part.gather_points(state.material.eps_p)})
+            record.update(steps=k, step_seconds=record["step_seconds"] + [seconds])
+            ckpt.save(step0 + k)
+    g = load_hf_history(run.checkpoint_dir, name, n)
+    return {"u": g["u"], "sigma": g["sigma"][part.points], "p": g["p"][part.points],
+            "seconds": float(sum(record["step_seconds"])), "step_seconds": record["step_seconds"]}
 
 
 def _errors(rom, rom_run, ref: dict, uspace, pspace, p_floor: float) -> dict[str, Any]:

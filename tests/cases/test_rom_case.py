@@ -96,3 +96,13 @@ def test_invalid_key_is_reported_before_any_work(tmp_path):
     res = run_sciml("validate", str(case))
     assert res.returncode == 2
     assert "rom.ecm_bach" in res.stderr
+
+
+def test_hf_fields_are_written_once_not_into_every_checkpoint(runs):
+    """Each HF step's fields go to their own file; the checkpoints during the HF runs do not grow."""
+    ck = runs[1] / "checkpoints"
+    for name in ("training", "reference"):
+        assert len(list((ck / f"hf_{name}").glob("step_*.pt"))) == 8, name
+    sizes = [(ck / f"step_{k:08d}.pt").stat().st_size for k in range(1, 17)]
+    field_bytes = (ck / "hf_training" / "step_00001.pt").stat().st_size
+    assert max(sizes) - min(sizes) < field_bytes / 4, (sizes, field_bytes)
