@@ -121,6 +121,9 @@ class Run:
         if self.comm.is_root:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             self.plots_dir.mkdir(parents=True, exist_ok=True)
+            if resume:  # temporary files of a write the previous process was killed in (atomic_write)
+                for stale in self.checkpoint_dir.rglob(".*.tmp"):
+                    stale.unlink(missing_ok=True)
         self.comm.barrier()
         self._log = open(self.path / "log.txt", "a", encoding="utf-8") if self.comm.is_root else None
 
