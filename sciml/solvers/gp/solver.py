@@ -68,7 +68,9 @@ Optimisation (:meth:`GPPDESolver.fit`): Adam on all parameters (nonlinear
 problems), or for linear problems Adam on the hyper-parameters alternating with the
 exact U update; with the update at every step this is gradient descent on the
 profile :math:`\min_U \mathcal J` (envelope theorem: its gradient is
-:math:`\partial_\theta \mathcal J` at the minimiser). Then L-BFGS-B (scipy, the
+:math:`\partial_\theta \mathcal J` at the minimiser, :meth:`GPPDESolver.profile_loss`, with the
+equation's multipliers :math:`\tau_r r` refined where the equation is met to round-off and the
+computed residual is noise, :meth:`GPPDESolver._multipliers`). Then L-BFGS-B (scipy, the
 kernels boxed to what the grid resolves) on the same objective with the precisions
 held fixed, optionally in rounds with the precisions raised in between. 1D Poisson
 ``sin(100x)`` on 400 points, 100 Adam steps then two L-BFGS-B rounds: final-iterate
@@ -102,6 +104,12 @@ _LBFGS_RESTARTS = 5  # restarts of L-BFGS-B after a failed line search, per run
 # first-order axes: the preconditioner's interior uses the eigenvectors of the axis blocks up to this
 # condition number, else orthonormal bases (_FastDiagonalisationPreconditioner)
 _MAX_EIGVEC_COND = 10.0
+# the refinement of the equation's multipliers in profile_loss (_multipliers): CG tolerance and cap. Where
+# the refinement matters (the equation met to round-off, advection) CG reaches the tolerance in a few
+# iterations; where it needs many (2D Poisson), the computed tau_r r is already accurate and the
+# partial correction, a Krylov approximation of the exact one, changes the gradient by round-off only.
+_MULTIPLIER_CG_TOL = 1e-6
+_MULTIPLIER_CG_MAX_ITER = 20
 
 
 class _StopOptimisation(Exception):
@@ -383,7 +391,8 @@ class GPPDESolver(nn.Module):
         ops = self._operators() if ops is None else ops
         self._solve_u(ops, cg_tol=cg_tol, cg_max_iter=cg_max_iter, newton_tol=newton_tol,
                       newton_max_iter=newton_max_iter)
-        lam = self._multipliers(ops, cg_tol=cg_tol, cg_max_iter=cg_max_iter)
+        lam = self._multipliers(ops, cg_tol=max(cg_tol, _MULTIPLIER_CG_TOL),
+                                cg_max_iter=min(cg_max_iter, _MULTIPLIER_CG_MAX_ITER))
         return self.loss_terms(ops=ops, multipliers=lam)["loss"]
 
     # ------------------------------------------------------------------ exact U update
