@@ -82,7 +82,7 @@ paper's joint Adam, given the same time, is at 8e-2.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence, final
 
 import numpy as np
@@ -144,6 +144,8 @@ class _Operators:
 
     chol: KroneckerCholesky
     deriv_grams: list[Tensor | None]  # G_d = sum_t c_t K_d^(k_t), shapes (N_d, N_d); None: no term on axis d
+    # the dense path's factorisation of the linear U problem, shared by the U solve and the multipliers
+    dense_qr: tuple | None = field(default=None, repr=False)
 
     def axis_ops(self) -> list[Tensor]:
         r"""The matrices :math:`E_d = G_d K_d^{-1}` (zero where no term acts on axis d)."""
@@ -487,10 +489,14 @@ class GPPDESolver(nn.Module):
         self.u.copy_(u)
         return USolveInfo(method, cg_total, info.cg_relative_residual, steps)
 
-    def _dense_whitened(self, ops, w_sqrt, diag: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Dense ``M = W^½ C L`` and the Kronecker Cholesky factor ``L`` (flattened grid).
+    def _dense_whitened(self, ops, w_sqrt, diag: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Dense ``M = W^½ C L``, the Kronecker Cholesky factor ``L`` (flattened grid) and the QR
+        factors of the stacked ``[M; I]``, which solve ``min |M v - b|^2 + |v - c|^2`` without the
+        normal matrix ``I + M^T M`` (:meth:`_ridge_solve`). Kept on ``ops`` for a linear problem.
 
         ``diag``: a pointwise term added to the collocation operator (Gauss–Newton)."""
+        if diag is None and ops.dense_qr is not None and torch.equal(ops.dense_qr[0], w_sqrt):
+            return ops.dense_qr[1:]
         sizes = self.n_points
         axis_ops = [e.detach() for e in ops.axis_ops()]
         eyes = [torch.eye(s, dtype=w_sqrt.dtype, device=w_sqrt.device) for s in sizes]
@@ -498,22 +504,24 @@ class GPPDESolver(nn.Module):
         if diag is not None:
             a = a + torch.diag(diag.reshape(-1))
         chol = kron_dense([c.detach() for c in ops.chol.chols])
-        cl = torch.where(self.interior_mask.reshape(-1, 1), a @ chol, chol)
-        return w_sqrt.reshape(-1, 1) * cl, chol
+        m = w_sqrt.reshape(-1, 1) * torch.where(self.interior_mask.reshape(-1, 1), a @ chol, chol)
+        q, r = torch.linalg.qr(torch.cat([m, torch.eye(m.shape[1], dtype=m.dtype, device=m.device)]))
+        if diag is None:
+            ops.dense_qr = (w_sqrt, m, chol, q, r)
+        return m, chol, q, r
 
     @staticmethod
-    def _ridge_lstsq(m: Tensor, b: Tensor, prior_mean: Tensor | None = None) -> Tensor:
-        """``argmin_v |M v - b|^2 + |v - prior_mean|^2`` (default mean 0) by QR least squares on
-        ``[M; I]``, never forming the normal matrix ``I + M^T M``."""
-        n = m.shape[1]
-        stacked = torch.cat([m, torch.eye(n, dtype=m.dtype, device=m.device)])
-        bottom = torch.zeros(n, dtype=m.dtype, device=m.device) if prior_mean is None else prior_mean
-        return torch.linalg.lstsq(stacked, torch.cat([b, bottom])[:, None]).solution[:, 0]
+    def _ridge_solve(q: Tensor, r: Tensor, b: Tensor, prior_mean: Tensor | None = None) -> Tensor:
+        """``argmin_v |M v - b|^2 + |v - prior_mean|^2`` (default mean 0) from the QR factors of ``[M; I]``."""
+        n = r.shape[0]
+        bottom = torch.zeros(n, dtype=r.dtype, device=r.device) if prior_mean is None else prior_mean
+        rhs = q.mT @ torch.cat([b, bottom])
+        return torch.linalg.solve_triangular(r, rhs[:, None], upper=True)[:, 0]
 
     def _solve_u_dense(self, ops, h, w_sqrt, diag: Tensor | None = None):
-        """Dense stacked least squares ``[W^½ C L; I] V = [W^½ h; 0]``, ``U = L V`` (QR based)."""
-        m, chol = self._dense_whitened(ops, w_sqrt, diag)
-        v = self._ridge_lstsq(m, w_sqrt.reshape(-1) * h.reshape(-1))
+        """Dense stacked least squares ``[W^½ C L; I] V = [W^½ h; 0]``, ``U = L V`` (QR)."""
+        m, chol, q, r = self._dense_whitened(ops, w_sqrt, diag)
+        v = self._ridge_solve(q, r, w_sqrt.reshape(-1) * h.reshape(-1))
         return (chol @ v).reshape(self.n_points), USolveInfo("dense", 0, 0.0)
 
     def _kronecker_system(self, ops, w_sqrt, preconditioner="fast_diagonalisation", diag: Tensor | None = None):
@@ -579,11 +587,11 @@ class GPPDESolver(nn.Module):
         if method is None:
             method = "dense" if u.numel() <= self.dense_limit else "kronecker"
         if method == "dense":
-            m, chol = self._dense_whitened(ops, w_sqrt, diag)
+            m, chol, q, r = self._dense_whitened(ops, w_sqrt, diag)
             v = torch.linalg.solve_triangular(chol, u.reshape(-1, 1), upper=False)[:, 0]
             b = v + m.mT @ y0.reshape(-1)
             # (I + M^T M) z = b: the normal equation of min |M z|^2 + |z - b|^2
-            z = self._ridge_lstsq(m, torch.zeros(m.shape[0], dtype=u.dtype, device=u.device), b)
+            z = self._ridge_solve(q, r, torch.zeros(m.shape[0], dtype=u.dtype, device=u.device), b)
             y = (y0.reshape(-1) - m @ z).reshape(u.shape)
         else:
             system, precond = self._kronecker_system(ops, w_sqrt, diag=diag)
