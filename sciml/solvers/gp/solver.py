@@ -106,10 +106,11 @@ _LBFGS_RESTARTS = 5  # restarts of L-BFGS-B after a failed line search, per run
 _MAX_EIGVEC_COND = 10.0
 # the refinement of the equation's multipliers in profile_loss (_multipliers): CG tolerance and cap. Where
 # the refinement matters (the equation met to round-off, advection) CG reaches the tolerance in a few
-# iterations; where it needs many (2D Poisson), the computed tau_r r is already accurate and the
-# partial correction, a Krylov approximation of the exact one, changes the gradient by round-off only.
+# iterations; where it does not within the cap (2D Poisson) the computed tau_r r is kept. It gives up early
+# when the residual is still above 10 % after 5 iterations.
 _MULTIPLIER_CG_TOL = 1e-6
 _MULTIPLIER_CG_MAX_ITER = 20
+_MULTIPLIER_CG_GIVE_UP = (5, 0.1)
 
 
 class _StopOptimisation(Exception):
@@ -144,8 +145,10 @@ class _Operators:
 
     chol: KroneckerCholesky
     deriv_grams: list[Tensor | None]  # G_d = sum_t c_t K_d^(k_t), shapes (N_d, N_d); None: no term on axis d
-    # the dense path's factorisation of the linear U problem, shared by the U solve and the multipliers
+    # the linear U problem's factorisation (dense path) or system and preconditioner (Kronecker path),
+    # shared by the U solve and the multipliers
     dense_qr: tuple | None = field(default=None, repr=False)
+    kronecker_system: tuple | None = field(default=None, repr=False)
 
     def axis_ops(self) -> list[Tensor]:
         r"""The matrices :math:`E_d = G_d K_d^{-1}` (zero where no term acts on axis d)."""
@@ -525,7 +528,12 @@ class GPPDESolver(nn.Module):
         return (chol @ v).reshape(self.n_points), USolveInfo("dense", 0, 0.0)
 
     def _kronecker_system(self, ops, w_sqrt, preconditioner="fast_diagonalisation", diag: Tensor | None = None):
-        """The whitened normal equations of the U update and their preconditioner (Kronecker path)."""
+        """The whitened normal equations of the U update and their preconditioner (Kronecker path);
+        kept on ``ops`` for a linear problem."""
+        cached = ops.kronecker_system
+        if (diag is None and cached is not None and cached[0] == preconditioner
+                and torch.equal(cached[1], w_sqrt)):
+            return cached[2], cached[3]
         chols = [c.detach() for c in ops.chol.chols]
         grams = [None if g is None else g.detach() for g in ops.deriv_grams]
         mask = self.interior_mask
@@ -541,6 +549,8 @@ class GPPDESolver(nn.Module):
             precond = system.jacobi
         else:
             raise ValueError(f"preconditioner must be 'fast_diagonalisation' or 'jacobi' (got {preconditioner!r})")
+        if diag is None:
+            ops.kronecker_system = (preconditioner, w_sqrt, system, precond)
         return system, precond
 
     def _solve_u_kronecker(self, ops, h, w_sqrt, cg_tol, cg_max_iter, preconditioner="fast_diagonalisation",
@@ -558,7 +568,7 @@ class GPPDESolver(nn.Module):
 
     @torch.no_grad()
     def _multipliers(self, ops: _Operators, *, method: str | None = None, cg_tol: float = 1e-10,
-                     cg_max_iter: int = 500) -> Tensor:
+                     cg_max_iter: int = 500) -> Tensor | None:
         r"""The equation's multipliers :math:`\lambda = \tau_r r` at the minimiser over U, refined.
 
         In whitened variables the minimiser satisfies :math:`V + M^T y = 0` with the scaled
@@ -573,7 +583,11 @@ class GPPDESolver(nn.Module):
         round-off). It also corrects an inexact U: with :math:`V = V^* + \delta V` the
         formula returns :math:`y^*`. One more solve with the U update's operator, from zero.
 
-        Returns :math:`\lambda` on the collocation block (the shape of :meth:`residual`).
+        Returns :math:`\lambda` on the collocation block (the shape of :meth:`residual`), or None
+        when the CG (Kronecker path) stops at ``cg_max_iter`` above ``cg_tol``: a partial
+        correction is worse than none (2D Poisson, where :math:`y_0` is accurate and the
+        correction would take a hundred iterations: final errors 10x larger in two of two runs
+        with the partial one).
         """
         u = self.u.detach()
         mask = self.interior_mask
@@ -596,7 +610,10 @@ class GPPDESolver(nn.Module):
         else:
             system, precond = self._kronecker_system(ops, w_sqrt, diag=diag)
             b = system.whiten(u) + system._mt(y0)
-            z, _, _ = _preconditioned_cg(system.normal_matvec, b, precond, torch.zeros_like(b), cg_tol, cg_max_iter)
+            z, _, rel = _preconditioned_cg(system.normal_matvec, b, precond, torch.zeros_like(b), cg_tol, cg_max_iter,
+                                           give_up=_MULTIPLIER_CG_GIVE_UP)
+            if rel > cg_tol:
+                return None
             y = y0 - system._m(z)
         return (w_sqrt * y)[self.interior]
 
@@ -1267,8 +1284,12 @@ def _equation_diagonal(axis_ops: Sequence[Tensor], interior: Sequence[slice]) ->
     return out
 
 
-def _preconditioned_cg(matvec, rhs: Tensor, precond, x0: Tensor, tol: float, max_iter: int):
+def _preconditioned_cg(matvec, rhs: Tensor, precond, x0: Tensor, tol: float, max_iter: int,
+                       give_up: tuple[int, float] | None = None):
     """Preconditioned CG on grid-shaped tensors; returns (solution, iterations, relative residual).
+
+    ``give_up = (k, level)``: stop after iteration ``k`` if the relative residual is still above
+    ``level`` (a solve that will not converge in ``max_iter``, for a caller with a fallback).
 
     Hand-written rather than ``linear_operator.utils.linear_cg`` because that one
     works on flat ``(N, k)`` columns, takes defaults from global settings and does
@@ -1292,7 +1313,7 @@ def _preconditioned_cg(matvec, rhs: Tensor, precond, x0: Tensor, tol: float, max
         x = x + alpha * p
         r = r - alpha * ap
         rel = float(r.norm()) / b_norm
-        if rel <= tol:
+        if rel <= tol or (give_up is not None and it >= give_up[0] and rel > give_up[1]):
             break
         z = precond(r)
         rz_new = (r * z).sum()
