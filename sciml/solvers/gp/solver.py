@@ -592,12 +592,12 @@ class GPPDESolver(nn.Module):
         u = self.u.detach()
         mask = self.interior_mask
         w_sqrt = self._weights_sqrt()
-        lu = self.apply_linear(u, ops)
         diag = None
         if not self.problem.is_linear:
-            lu = lu + self.problem.nonlinearity(u)
             diag = torch.where(mask, self.problem.nonlinearity_derivative(u), torch.zeros_like(u))
-        y0 = w_sqrt * torch.where(mask, lu - self.f, u - self.g)
+        r = u - self.g  # the boundary rows; the collocation rows are the equation's residual
+        r[self.interior] = self.residual(u, ops)
+        y0 = w_sqrt * r
         if method is None:
             method = "dense" if u.numel() <= self.dense_limit else "kronecker"
         if method == "dense":
