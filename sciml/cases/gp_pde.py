@@ -85,6 +85,20 @@ class Kernel(Schema):
     family: Literal["gaussian", "student_t"] = "gaussian"
     n_components: int = Field(30, ge=1, le=500)
     jitter: float = Field(1e-6, ge=0)
+    init: Literal["uniform", "spectrum"] = Field(
+        "uniform", description="uniform: frequencies spread over [0, Nyquist] (the paper's start); spectrum: the "
+        "strongest peaks of the source's and the boundary data's spectra lead, the rest spread as in uniform",
+    )
+    max_peaks: Optional[int] = Field(None, ge=0, description="init: spectrum: at most this many peak components "
+                                     "per axis (default n_components // 3)")
+    peak_share: Optional[float] = Field(None, gt=0, lt=1, description="init: spectrum: the peaks' share of the "
+                                        "initial kernel weight (default: equal weights for all components)")
+
+    @model_validator(mode="after")
+    def _peaks_fit(self) -> "Kernel":
+        if self.max_peaks is not None and self.max_peaks >= self.n_components:
+            raise ValueError(f"max_peaks must be below n_components = {self.n_components} (got {self.max_peaks})")
+        return self
 
 
 class Adam(Schema):
@@ -183,6 +197,9 @@ def build_solver(cfg: Config):
         cfg.n_points,
         kernel_type=kernel_type,
         n_components=cfg.kernel.n_components,
+        init=cfg.kernel.init,
+        max_peaks=cfg.kernel.max_peaks,
+        peak_share=cfg.kernel.peak_share,
         jitter=cfg.kernel.jitter,
         boundary_weight=cfg.boundary_weight,
         dense_limit=cfg.dense_limit,

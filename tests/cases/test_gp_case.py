@@ -68,6 +68,9 @@ def test_bad_expression_exits_2_with_file_line_and_key(tmp_path):
         (lambda t: t.replace("optimiser:", "optimiser:\n  u_tol: 0"), "optimiser.u_tol"),
         (lambda t: t.replace("rounds: 2", "rounds: 2, trust: wide"), "optimiser.lbfgs.trust"),
         (lambda t: t.replace("rounds: 2", "rounds: 2, trust: 0"), "optimiser.lbfgs.trust"),
+        (lambda t: t.replace("n_components: 6", "n_components: 6, init: peaks"), "kernel.init"),
+        (lambda t: t.replace("n_components: 6", "n_components: 6, init: spectrum, max_peaks: 6"), "kernel"),
+        (lambda t: t.replace("n_components: 6", "n_components: 6, peak_share: 1"), "kernel.peak_share"),
     ],
 )
 def test_inconsistent_configs_are_config_errors(tmp_path, edit, where):

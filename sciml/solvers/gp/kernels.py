@@ -102,6 +102,9 @@ class SpectralMixture1D(nn.Module, abc.ABC):
         *,
         rho: float | None = None,
         total_weight: float = 1.0,
+        peaks: Tensor | None = None,
+        peak_rho: float | None = None,
+        peak_share: float | None = None,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str | None = None,
     ) -> "SpectralMixture1D":
@@ -111,15 +114,39 @@ class SpectralMixture1D(nn.Module, abc.ABC):
         ``rho`` makes the spectral width of a component comparable to the spacing
         :math:`\Delta\mu` of the frequencies, :math:`\rho = \pi \Delta\mu`, so that
         the initial spectrum covers the band without holes.
+
+        ``peaks`` (frequencies, e.g. from :func:`~sciml.solvers.gp.spectrum.spectral_peaks`)
+        take the first ``len(peaks)`` components, each with scale ``peak_rho``; the
+        other ``n_components - len(peaks)`` are spread as above. ``peak_share``: the
+        fraction of ``total_weight`` the peaks share equally, the spread components
+        sharing the rest (default: equal weights for all).
         """
         if n_components < 1:
             raise ValueError(f"n_components must be positive (got {n_components})")
         if not max_frequency > 0:
             raise ValueError(f"max_frequency must be positive (got {max_frequency})")
-        mu = torch.linspace(0.0, max_frequency, n_components, dtype=dtype, device=device)
+        peaks = torch.zeros(0, dtype=dtype, device=device) if peaks is None else torch.as_tensor(
+            peaks, dtype=dtype, device=device).flatten()
+        n_peaks = peaks.numel()
+        if n_peaks >= n_components:
+            raise ValueError(f"expected fewer peaks than components (got {n_peaks} for {n_components})")
+        if n_peaks and (peak_rho is None or not peak_rho > 0):
+            raise ValueError(f"peaks need a positive peak_rho (got {peak_rho})")
+        if peak_share is not None and not 0.0 < peak_share < 1.0:
+            raise ValueError(f"peak_share must be in (0, 1) (got {peak_share})")
+        n_spread = n_components - n_peaks
+        mu = torch.linspace(0.0, max_frequency, n_spread, dtype=dtype, device=device)
         if rho is None:
-            rho = math.pi * max_frequency / max(n_components - 1, 1)
-        return cls(mu, rho=rho, weight=total_weight / n_components)
+            rho = math.pi * max_frequency / max(n_spread - 1, 1)
+        rhos = torch.full((n_spread,), float(rho), dtype=dtype, device=device)
+        weights = torch.full((n_components,), total_weight / n_components, dtype=dtype, device=device)
+        if n_peaks:
+            mu = torch.cat([peaks, mu])
+            rhos = torch.cat([torch.full((n_peaks,), float(peak_rho), dtype=dtype, device=device), rhos])
+            if peak_share is not None:
+                weights[:n_peaks] = total_weight * peak_share / n_peaks
+                weights[n_peaks:] = total_weight * (1.0 - peak_share) / n_spread
+        return cls(mu, rho=rhos, weight=weights)
 
     @property
     def n_components(self) -> int:

@@ -91,6 +91,7 @@ import torch
 from torch import Tensor, nn
 
 from .kernels import GaussianSpectralMixture, SpectralMixture1D
+from .spectrum import empirical_spectrum, merge_spectra, spectral_peaks
 from .kronecker import KroneckerCholesky, NotPositiveDefiniteError, apply_along, kron_dense, kron_matmul
 from .problems import PDEProblem
 
@@ -98,6 +99,10 @@ __all__ = ["GPPDESolver", "USolveInfo"]
 
 _INADMISSIBLE_LOSS = 1e30
 _RELATIVE_NOISE = 1e-4
+# init="spectrum": a peak component's spectral standard deviation rho / (sqrt(2) pi), in
+# frequency bins 1 / L of its axis; peaks closer than the window's main lobe (bins) merge.
+_PEAK_RHO_BINS = 0.5
+_WINDOW_LOBE_BINS = 4.0
 
 
 _LBFGS_RESTARTS = 5  # restarts of L-BFGS-B after a failed line search, per run
@@ -180,6 +185,18 @@ class GPPDESolver(nn.Module):
     max_frequency : float or sequence of float, optional
         Upper end of the initial frequencies per axis, cycles per unit length.
         Default: the grid's Nyquist frequency, :math:`(N_d - 1) / (2 L_d)`.
+    init : {"uniform", "spectrum"}, default "uniform"
+        Start of the default kernels. ``"uniform"``: frequencies spread evenly over
+        ``[0, max_frequency]`` (the paper's start). ``"spectrum"``: per axis, the
+        strongest peaks of the data's spectra (:meth:`data_peaks`) take the first
+        components, each with a spectral standard deviation of half a frequency bin
+        (:math:`\rho = \pi / (\sqrt2 L_d)`), the rest spread as in ``"uniform"``.
+    max_peaks : int, optional
+        ``init="spectrum"``: at most this many peak components per axis (default
+        ``n_components // 3``).
+    peak_share : float, optional
+        ``init="spectrum"``: the peaks' share of the initial weight (default: equal
+        weights for all components).
     jitter : float, default 1e-6
         Added to each kernel factor.
     boundary_weight : float, default 200
@@ -230,6 +247,9 @@ class GPPDESolver(nn.Module):
         kernel_type: type[SpectralMixture1D] = GaussianSpectralMixture,
         n_components: int = 30,
         max_frequency: float | Sequence[float] | None = None,
+        init: str = "uniform",
+        max_peaks: int | None = None,
+        peak_share: float | None = None,
         jitter: float = 1e-6,
         boundary_weight: float = 200.0,
         log_precision: float | None = None,
@@ -273,13 +293,25 @@ class GPPDESolver(nn.Module):
         self.register_buffer("g", g)
 
         nyquist = [(n - 1) / (2.0 * (b - a)) for (a, b), n in zip(problem.domain, n_points)]
+        if init not in ("uniform", "spectrum"):
+            raise ValueError(f"init must be 'uniform' or 'spectrum' (got {init!r})")
         if kernels is None:
             if max_frequency is None:
                 max_frequency = nyquist
             elif isinstance(max_frequency, (int, float)):
                 max_frequency = [float(max_frequency)] * problem.dim
+            if init == "spectrum":
+                n_peaks = n_components // 3 if max_peaks is None else int(max_peaks)
+                if not 0 <= n_peaks < n_components:
+                    raise ValueError(f"max_peaks must be in [0, n_components) (got {n_peaks})")
+                peaks = self.data_peaks(n_peaks, max_frequency) if n_peaks else [None] * problem.dim
+            else:
+                peaks = [None] * problem.dim
             kernels = [
-                kernel_type.initialised(n_components, fmax, dtype=dtype, device=device) for fmax in max_frequency
+                kernel_type.initialised(n_components, fmax, peaks=p, peak_share=peak_share if p is not None and p.numel()
+                                        else None, peak_rho=_PEAK_RHO_BINS * math.sqrt(2.0) * math.pi / (b - a),
+                                        dtype=dtype, device=device)
+                for fmax, p, (a, b) in zip(max_frequency, peaks, problem.domain)
             ]
         if len(kernels) != problem.dim:
             raise ValueError(f"{name}: expected {problem.dim} kernels, got {len(kernels)}")
@@ -297,6 +329,43 @@ class GPPDESolver(nn.Module):
             log_precision = -2.0 * math.log(_RELATIVE_NOISE * scale)
         self.log_tau_residual = nn.Parameter(torch.tensor(float(log_precision), dtype=dtype, device=device))
         self.log_tau_boundary = nn.Parameter(torch.tensor(float(log_precision), dtype=dtype, device=device))
+
+    @torch.no_grad()
+    def data_peaks(self, max_peaks: int, max_frequency: Sequence[float] | None = None) -> list[Tensor]:
+        r"""Per axis, the frequencies of the strongest peaks in the spectra of the problem data.
+
+        The spectra (:mod:`~sciml.solvers.gp.spectrum`) along axis d: of the source
+        :math:`f` on the collocation block, and of the Dirichlet data on every face
+        normal to another axis, each scaled to a peak of one and summed. Peaks within
+        the window's main lobe of 0 or of a stronger peak (four frequency bins,
+        :math:`4/L_d`) or above ``max_frequency[d]`` (default: the Nyquist frequency)
+        are dropped, and so are peaks below 1e-6 of the strongest.
+        """
+        if max_frequency is None:
+            max_frequency = self.max_abs_frequency
+        out = []
+        for d, (n, h, (a, b)) in enumerate(zip(self.n_points, self.spacings, self.problem.domain)):
+            n_fft = 16 * n
+            spectra = []
+            source = self.f[self.interior]
+            if source.shape[d] >= 3 and bool(source.ne(0).any()):
+                spectra.append(empirical_spectrum(source, d, h, n_fft=n_fft))
+            for e, sides in enumerate(self.problem.boundary_sides):
+                if e == d:
+                    continue
+                for side, index in zip(sides, (0, self.n_points[e] - 1)):
+                    if side:
+                        spectra.append(empirical_spectrum(self.g.select(e, index), d - (e < d), h, n_fft=n_fft))
+            merged = merge_spectra(spectra)
+            if merged is None:
+                out.append(self.f.new_zeros(0))
+                continue
+            freqs, power = merged
+            keep = freqs <= max_frequency[d]
+            lobe = _WINDOW_LOBE_BINS / (b - a)
+            out.append(spectral_peaks(freqs[keep], power[keep], max_peaks=max_peaks, rel_power=1e-6,
+                                      min_frequency=lobe, min_separation=lobe))
+        return out
 
     # ------------------------------------------------------------------ operators and loss
 

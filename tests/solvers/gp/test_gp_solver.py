@@ -56,8 +56,12 @@ def small_solvers():
 @pytest.mark.parametrize("index", range(4))
 def test_loss_equals_dense_reference(index):
     s = small_solvers()[index]
+    s.jitter = 1e-3  # large enough to show in the gradients
+    gen = torch.Generator().manual_seed(index)
     with torch.no_grad():
-        s.u.copy_(torch.randn(s.n_points, generator=torch.Generator().manual_seed(index), dtype=DT))
+        s.u.copy_(torch.randn(s.n_points, generator=gen, dtype=DT))
+        for k in s.kernels:
+            k.log_weight.add_(torch.randn(k.n_components, generator=gen, dtype=DT))
         s.log_tau_residual.fill_(1.3)
         s.log_tau_boundary.fill_(-0.4)
     got = s.loss_terms()
