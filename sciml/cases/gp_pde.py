@@ -130,6 +130,10 @@ class Optimiser(Schema):
     u_tol: float = Field(1e-8, gt=0, lt=1, description="CG tolerance of the exact U updates inside a phase")
     u_max_iter: int = Field(60, ge=1, description="CG iteration cap of the exact U updates inside a phase")
     u_newton_max_iter: int = Field(3, ge=1, description="Gauss-Newton steps of those updates (nonlinear problems)")
+    final_jitter: Optional[float] = Field(
+        None, gt=0, lt=1, description="after the phases, U is solved once more with the jitter lowered to this "
+        "times the smallest kernel scale (sum of its weights); null: no such step")
+    final_max_iter: int = Field(3000, ge=1, description="CG iteration cap of that solve")
     adam: Adam = Adam()
     lbfgs: LBFGS = LBFGS()
 
@@ -301,6 +305,14 @@ def run(cfg: Config, run) -> dict:
         run.save_checkpoint(state, step=iterations)
     if not phases and solver.problem.is_linear and cfg.optimiser.u_update == "exact":
         solver.solve_u()
+    final: dict[str, Any] = {}
+    if cfg.optimiser.final_jitter is not None:
+        # Not checkpointed: after a resume past the last phase it is simply run again.
+        info = solver.final_solve(cfg.optimiser.final_jitter, cg_max_iter=cfg.optimiser.final_max_iter)
+        final = {"final_jitter": solver.jitter, "final_cg_iterations": info.cg_iterations,
+                 "final_cg_relative_residual": info.cg_relative_residual}
+        run.log(f"final U solve at jitter {solver.jitter:.3g}: {info.method}, {info.cg_iterations} CG iterations, "
+                f"relative residual {info.cg_relative_residual:.2g}")
     wall = elapsed + time.perf_counter() - t0
 
     n_test = n_test_points(solver, cfg)
@@ -317,6 +329,7 @@ def run(cfg: Config, run) -> dict:
         "test_points": n_test,
         "max_abs_error": float((mean - exact).abs().max()),
         "n_points": list(cfg.n_points),
+        **final,
     }
     run.log(f"final iterate: relative L2 {err:.3e}, dominant frequencies {metrics['dominant_frequencies']}")
     if run.comm.is_root:

@@ -71,6 +71,7 @@ def test_bad_expression_exits_2_with_file_line_and_key(tmp_path):
         (lambda t: t.replace("n_components: 6", "n_components: 6, init: peaks"), "kernel.init"),
         (lambda t: t.replace("n_components: 6", "n_components: 6, init: spectrum, max_peaks: 6"), "kernel"),
         (lambda t: t.replace("n_components: 6", "n_components: 6, peak_share: 1"), "kernel.peak_share"),
+        (lambda t: t.replace("optimiser:", "optimiser:\n  final_jitter: 0"), "optimiser.final_jitter"),
     ],
 )
 def test_inconsistent_configs_are_config_errors(tmp_path, edit, where):
@@ -121,3 +122,16 @@ def test_resume_continues_after_the_last_finished_phase(tmp_path, monkeypatch):
     assert resumed["iterations"] > saved["step"]
     assert resumed["wall_time_s"] >= saved["state"]["elapsed_s"]
     assert resumed["relative_l2"] < 1e-3
+
+
+def test_final_jitter_solve_runs_after_the_phases_and_again_after_a_resume(tmp_path):
+    path = write_case(tmp_path)
+    path.write_text(path.read_text().replace("optimiser:", "optimiser:\n  final_jitter: 1.0e-9"))
+    cfg = load_case(path).config
+    first = gp_pde.run(cfg, Run(tmp_path / "run"))
+    scale = first["final_jitter"] / 1e-9  # the smallest kernel scale, sum of the weights
+    assert 0 < scale < 10 and first["relative_l2"] < 1e-2
+    again = gp_pde.run(cfg, Run(tmp_path / "run", resume=True))  # all phases done: only the final solve
+    assert again["iterations"] == first["iterations"]
+    assert again["final_jitter"] == first["final_jitter"]
+    assert again["relative_l2"] == pytest.approx(first["relative_l2"], rel=1e-6)

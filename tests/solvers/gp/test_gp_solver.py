@@ -306,6 +306,22 @@ def test_poisson_1d_end_to_end():
     assert s.relative_error(301) < 5e-4
 
 
+@pytest.mark.parametrize("index", [0, 1])
+def test_final_solve_sets_the_relative_jitter_and_the_minimiser_for_it(index):
+    s = small_solvers()[index]
+    with torch.no_grad():
+        for k, c in zip(s.kernels, (0.03, 0.2)):
+            k.log_weight.add_(math.log(c))
+        s.log_tau_residual.fill_(2.0)
+    info = s.final_solve(1e-8, cg_tol=1e-13)
+    assert s.jitter == pytest.approx(1e-8 * min(float(k.weight.sum()) for k in s.kernels), rel=1e-12)
+    assert info.cg_relative_residual <= 1e-13
+    assert relative_u_gradient(s) < 1e-9  # the loss (and predict) use the new jitter
+    torch.testing.assert_close(s.predict(*s.axes), s.u.detach(), rtol=0, atol=1e-6 * float(s.u.abs().max()))
+    with pytest.raises(ValueError, match="relative_jitter"):
+        s.final_solve(1.5)
+
+
 def test_lbfgs_phase_decreases_the_profile_loss_within_bounds():
     s = GPPDESolver(Poisson("sin(2*x)", [(0, 3)]), [30], n_components=5)
     s.solve_u()
