@@ -5,8 +5,7 @@ step, then L-BFGS-B rounds on the profile loss, the precisions raised by e betwe
 rounds) on a uniform grid of ``--n-points`` per axis over [0, 2 pi]^D, with the
 default solver settings (30 Gaussian components per axis initialised over
 [0, Nyquist] — a broadband start; ``--init spectrum`` puts the first ones at the
-peaks of the data's spectra —, jitter 1e-6,
-lambda_b = 200, float64). Every
+peaks of the data's spectra —, jitter 1e-6, lambda_b = 200, float64). Every
 ``--every`` evaluations it prints the loss, the CG iterations and CPU seconds of
 that evaluation's U update, the relative L2 error of the current iterate on a
 staggered grid of ``n + 7`` points per axis, the heaviest frequency per axis, and
@@ -100,7 +99,7 @@ def main() -> None:
         print(f"final U solve at jitter {solver.jitter:.3g} ({info.cg_iterations} CG iterations, relative residual "
               f"{info.cg_relative_residual:.2g}): relative L2 {solver.relative_error(n + 7):.3e}, "
               f"{wall:.1f} s wall, {cpu:.1f} s CPU")
-    print(f"log tau_r {float(solver.log_tau_residual):.3f}, log tau_b {float(solver.log_tau_boundary):.3f}; "
+    print(f"log tau_r {solver.log_tau_residual.item():.3f}, log tau_b {solver.log_tau_boundary.item():.3f}; "
           "heaviest components per axis (mu, rho, weight):")
     with torch.no_grad():
         for d, k in enumerate(solver.kernels):

@@ -119,7 +119,7 @@ class SpectralMixture1D(nn.Module, abc.ABC):
         take the first ``len(peaks)`` components, each with scale ``peak_rho``; the
         other ``n_components - len(peaks)`` are spread as above. ``peak_share``: the
         fraction of ``total_weight`` the peaks share equally, the spread components
-        sharing the rest (default: equal weights for all).
+        sharing the rest (default, and without peaks: equal weights for all).
         """
         if n_components < 1:
             raise ValueError(f"n_components must be positive (got {n_components})")

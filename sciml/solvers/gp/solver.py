@@ -300,16 +300,16 @@ class GPPDESolver(nn.Module):
                 max_frequency = nyquist
             elif isinstance(max_frequency, (int, float)):
                 max_frequency = [float(max_frequency)] * problem.dim
+            peaks = [None] * problem.dim
             if init == "spectrum":
                 n_peaks = n_components // 3 if max_peaks is None else int(max_peaks)
                 if not 0 <= n_peaks < n_components:
                     raise ValueError(f"max_peaks must be in [0, n_components) (got {n_peaks})")
-                peaks = self.data_peaks(n_peaks, max_frequency) if n_peaks else [None] * problem.dim
-            else:
-                peaks = [None] * problem.dim
+                if n_peaks:
+                    peaks = self.data_peaks(n_peaks, max_frequency)
             kernels = [
-                kernel_type.initialised(n_components, fmax, peaks=p, peak_share=peak_share if p is not None and p.numel()
-                                        else None, peak_rho=_PEAK_RHO_BINS * math.sqrt(2.0) * math.pi / (b - a),
+                kernel_type.initialised(n_components, fmax, peaks=p, peak_share=peak_share,
+                                        peak_rho=_PEAK_RHO_BINS * math.sqrt(2.0) * math.pi / (b - a),
                                         dtype=dtype, device=device)
                 for fmax, p, (a, b) in zip(max_frequency, peaks, problem.domain)
             ]
@@ -343,12 +343,13 @@ class GPPDESolver(nn.Module):
         """
         if max_frequency is None:
             max_frequency = self.max_abs_frequency
+        source = self.f[self.interior]
+        has_source = bool(source.ne(0).any())
         out = []
         for d, (n, h, (a, b)) in enumerate(zip(self.n_points, self.spacings, self.problem.domain)):
-            n_fft = 16 * n
+            n_fft = 16 * n  # one frequency grid for the source's and the faces' lines
             spectra = []
-            source = self.f[self.interior]
-            if source.shape[d] >= 3 and bool(source.ne(0).any()):
+            if has_source and source.shape[d] >= 3:
                 spectra.append(empirical_spectrum(source, d, h, n_fft=n_fft))
             for e, sides in enumerate(self.problem.boundary_sides):
                 if e == d:
