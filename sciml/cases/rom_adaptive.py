@@ -42,6 +42,7 @@ the speed-ups do not depend on the load of a shared machine; run single-threaded
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Literal, Optional
 
 import numpy as np
@@ -215,15 +216,22 @@ def hf_model(cfg: Config, spot: HotSpot, comm):
 
 
 class _Checkpoint:
-    """The case's checkpoint: one dictionary, saved whole after every HF step, every stage and every
-    online step (``checkpoints/latest.pt``, atomically; ``output.keep_checkpoints`` keeps each).
+    """The case's checkpoint: ``checkpoints/latest.pt`` (atomically, rank 0) after every HF step, every
+    stage and every online step (``output.keep_checkpoints`` keeps each as ``step_*.pt``), and files
+    it refers to, each written once.
 
-    Keys: ``hf`` (per HF run, ``steps`` done and their ``step_seconds``; the fields of each step,
-    global arrays that any number of ranks resumes from, are written once, to
-    ``checkpoints/hf_<run>/step_<k>.pt``, not into every checkpoint), ``build``, ``plain``,
-    ``setup`` (the stages done, with their numbers), ``world_size`` and ``ranks`` (each rank's ROM
-    state and online state, :meth:`AdaptiveROM.state_dict` and
-    :class:`~sciml.solvers.rom.OnlineState`: the ROM stages resume on the same number of ranks).
+    Keys of ``latest.pt``: ``hf`` (per HF run, ``steps`` done and their ``step_seconds``; the fields of
+    each step, global arrays that any number of ranks resumes from, are in
+    ``checkpoints/hf_<run>/step_<k>.pt``), ``build``, ``plain``, ``setup`` (the stages done, with their
+    numbers), ``world_size`` and ``ranks``: per rank the name of its ROM state file and its online
+    state. Each rank writes its :meth:`AdaptiveROM.state_dict` to ``checkpoints/rom_rank<r>/rev_<k>.pt``
+    only when the ROM's revision changes (build, monitor points, enrichment, an update after an HF
+    step) and each full state of an HF step of the online run to ``hf_step_<k>.pt`` there, once; the
+    online state in ``latest.pt`` is the small rest (reduced state, records, the pending reduced steps)
+    with the HF states by step number. A ROM step between HF steps thus writes kilobytes, not the
+    bases and cubature. A revision file no checkpoint refers to any more is removed after
+    ``latest.pt`` has moved on (kept with ``keep_checkpoints``). The ROM stages resume on as many
+    ranks as they were saved on.
     """
 
     def __init__(self, run, keep: bool) -> None:
@@ -231,24 +239,78 @@ class _Checkpoint:
         ckpt = run.load_checkpoint() if run.resume else None
         self.state: dict[str, Any] = dict(ckpt["state"]) if ckpt is not None else {"hf": {}}
         if ("hf" not in self.state or "hf_partial" in self.state
-                or any("steps" not in record for record in self.state["hf"].values())):
+                or any("steps" not in record for record in self.state["hf"].values())
+                or any("rom_file" not in r for r in self.state.get("ranks") or [])):
             raise RuntimeError(f"{run.latest_checkpoint}: a checkpoint of an older version of the case "
                                f"(keys {sorted(self.state)}); start the run again with `sciml run`")
         if "ranks" in self.state and self.state["world_size"] != self.comm.size:
             raise RuntimeError(f"{run.latest_checkpoint}: the ROM stages were checkpointed on "
                                f"{self.state['world_size']} rank(s); resume them on as many, not {self.comm.size}")
+        self.dir = Path(run.checkpoint_dir) / f"rom_rank{self.comm.rank:04d}"
+        mine = self.state["ranks"][self.comm.rank] if "ranks" in self.state else None
+        self.rom_file: str | None = mine["rom_file"] if mine else None
+        self._resumed_online: dict | None = mine["online"] if mine else None  # this rank's, as loaded
+        self.hf_files: dict[int, str] = dict(mine["online"]["hf_files"]) if mine and mine["online"] else {}
 
-    def mine(self, key: str):
-        """This rank's part ``key`` (``rom`` or ``online``) of the checkpoint, or None."""
-        ranks = self.state.get("ranks")
-        return ranks[self.comm.rank].get(key) if ranks is not None else None
+    def _write(self, name: str, obj) -> str:
+        import torch
+
+        from sciml.runs import atomic_write
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with atomic_write(self.dir / name) as fh:
+            torch.save(obj, fh)
+        return name
+
+    def _read(self, name: str):
+        import torch
+
+        path = self.dir / name
+        if not path.is_file():
+            raise RuntimeError(f"{path}: missing; {self.run.latest_checkpoint} refers to it")
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+    def rom(self) -> dict | None:
+        """This rank's checkpointed :meth:`AdaptiveROM.state_dict`, or None."""
+        return self._read(self.rom_file) if self.rom_file is not None else None
+
+    def online(self, hf) -> "OnlineState | None":
+        """This rank's online state in the checkpoint resumed from (``hf`` gives the initial state), or None."""
+        from sciml.solvers.rom import OnlineState
+
+        mine = self._resumed_online
+        if mine is None:
+            return None
+        hf_states = {k: self._read(name) for k, name in mine["hf_files"].items()}
+        sync = hf.initial_state(0.0) if mine["sync"] is None else hf_states[mine["sync"]]
+        return OnlineState(mine["step"], sync, mine["pending"], mine["rstate"], mine["records"], hf_states)
 
     def save(self, step: int, rom=None, online=None) -> None:
         """Checkpoint as step ``step``, with every rank's ROM and online state when given (collective)."""
         if rom is not None:
-            ranks = self.comm.gather({"rom": rom.state_dict(), "online": online})
-            self.state.update(world_size=self.comm.size, ranks=ranks)
+            previous = self.rom_file
+            name = f"rev_{rom.revision:04d}.pt"
+            if name != previous:
+                self.rom_file = self._write(name, rom.state_dict())
+            mine = {"rom_file": self.rom_file, "online": None if online is None else self._online(online)}
+            ranks = self.comm.gather(mine)
+            self.state.update(world_size=self.comm.size, ranks=ranks)  # (None but on rank 0, which writes)
+            self.comm.barrier()  # every rank's files are in place before latest.pt refers to them
         self.run.save_checkpoint(self.state, step=step, keep=self.keep)
+        if rom is not None:
+            self.comm.barrier()
+            if previous is not None and previous != self.rom_file and not self.keep:
+                (self.dir / previous).unlink(missing_ok=True)
+
+    def _online(self, online) -> dict:
+        for k, state in online.hf_states.items():
+            if k not in self.hf_files:
+                self.hf_files[k] = self._write(f"hf_step_{k + 1:05d}.pt", state)
+        sync = next((k for k, state in online.hf_states.items() if state is online.sync), None)
+        if sync is None and online.hf_states:
+            raise RuntimeError("online state: the synchronised state is none of the run's HF states")
+        return {"step": online.step, "sync": sync, "pending": online.pending, "rstate": online.rstate,
+                "records": online.records, "hf_files": {k: self.hf_files[k] for k in online.hf_states}}
 
     def save_hf_step(self, name: str, k: int, fields: dict[str, np.ndarray]) -> None:
         """Write the global fields of step ``k`` (1-based) of HF run ``name`` (rank 0, atomically)."""
@@ -264,8 +326,6 @@ class _Checkpoint:
 
 def hf_step_file(checkpoint_dir, name: str, k: int):
     """``checkpoints/hf_<name>/step_<k>.pt``: the global fields after step ``k`` (1-based) of HF run ``name``."""
-    from pathlib import Path
-
     return Path(checkpoint_dir) / f"hf_{name}" / f"step_{k:05d}.pt"
 
 
@@ -380,7 +440,7 @@ def run(cfg: Config, run) -> dict:
 
     # offline ROM: checkpoint step 2n + 1
     if "build" in ckpt.state:
-        rom = AdaptiveROM.from_state_dict(hf_new, ckpt.mine("rom"))
+        rom = AdaptiveROM.from_state_dict(hf_new, ckpt.rom())
         run.log("offline ROM: read from the checkpoint")
     else:
         tol = Tolerances(pod=r.pod_tol, ecm=r.ecm_tol, gappy=r.gappy_tol, indicator=r.indicator_tol,
@@ -423,7 +483,7 @@ def run(cfg: Config, run) -> dict:
     setup_s, err_enriched = ckpt.state["setup"]["seconds"], ckpt.state["setup"]["err"]
 
     # adaptive ROM: step 2n + 3 + k after its step k
-    start = ckpt.mine("online")
+    start = ckpt.online(hf_new)
     if start is not None:
         run.log(f"adaptive ROM: resumed after step {start.step}/{n}")
     adaptive = rom.run(times, lf, adaptive=True, log=run.log, start=start,

@@ -106,3 +106,44 @@ def test_hf_fields_are_written_once_not_into_every_checkpoint(runs):
     sizes = [(ck / f"step_{k:08d}.pt").stat().st_size for k in range(1, 17)]
     field_bytes = (ck / "hf_training" / "step_00001.pt").stat().st_size
     assert max(sizes) - min(sizes) < field_bytes / 4, (sizes, field_bytes)
+
+
+def test_rom_state_is_written_at_revisions_only(runs):
+    """Each rank writes its ROM state at the checkpoints where the ROM has changed (after the build, after
+    the online setup, after each HF step's update), not into every checkpoint: the adaptive run's
+    checkpoints stay small."""
+    for ranks, folder in runs.items():
+        ck = folder / "checkpoints"
+        m = json.loads((folder / "metrics.json").read_text())
+        dirs = sorted(p.name for p in ck.glob("rom_rank*"))
+        assert dirs == [f"rom_rank{r:04d}" for r in range(ranks)]
+        for d in dirs:
+            revs = sorted((ck / d).glob("rev_*.pt"))
+            # keep_checkpoints: none removed. Revisions: build 0, monitor points 1, enrichment 2, updates 3, ...
+            want = [0] + list(range(2, 3 + m["hf_steps_used"]))
+            assert [p.name for p in revs] == [f"rev_{k:04d}.pt" for k in want]
+            assert len(list((ck / d).glob("hf_step_*.pt"))) == m["hf_steps_used"]
+        n = m["n_steps"]
+        online = [(ck / f"step_{2 * n + 3 + k:08d}.pt").stat().st_size for k in range(1, n + 1)]
+        rev = min(p.stat().st_size for p in (ck / "rom_rank0000").glob("rev_*.pt"))
+        assert max(online) < rev / 4, (online, rev)
+
+
+def test_superseded_rom_states_are_removed_and_the_last_one_resumes(runs, tmp_path):
+    """Without keep_checkpoints only the revision the latest checkpoint refers to stays; resuming
+    from that checkpoint (after the last online step) gives the same metrics."""
+    case = tmp_path / "tiny.yaml"
+    case.write_text(TINY.replace("keep_checkpoints: true", "keep_checkpoints: false"))
+    folder = tmp_path / "nokeep"
+    res = run_sciml("run", str(case), "--out", str(folder), timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = json.loads((folder / "metrics.json").read_text())
+    revs = [p.name for p in (folder / "checkpoints" / "rom_rank0000").glob("rev_*.pt")]
+    assert revs == [f"rev_{2 + m['hf_steps_used']:04d}.pt"]
+    (folder / "metrics.json").unlink()
+    res = run_sciml("resume", str(folder), timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"resumed after step {m['n_steps']}/{m['n_steps']}" in res.stdout
+    b = json.loads((folder / "metrics.json").read_text())
+    a = json.loads((runs[1] / "metrics.json").read_text())
+    assert {k: v for k, v in b.items() if k not in TIMING} == {k: v for k, v in a.items() if k not in TIMING}

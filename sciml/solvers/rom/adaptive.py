@@ -328,6 +328,7 @@ class AdaptiveROM:
         t4 = time.process_time()
         self.build_seconds = {"pod": t1 - t0, "ecm": t2 - t1, "gappy": t3 - t2, "operators": t4 - t3}
         self.bases, self.p_bases = [self.basis.modes], [self.p_basis.modes]
+        self.revision = 0
 
     @property
     def ecm_result(self) -> ECMResult:
@@ -335,11 +336,13 @@ class AdaptiveROM:
         return self.cubature.result
 
     _STATE = ("tol", "ecm_batch", "tangent_snapshots", "lift", "monitor", "build_seconds", "basis", "p_basis",
-              "ecm_directions", "qdeim_points", "bases", "p_bases")
+              "ecm_directions", "qdeim_points", "bases", "p_bases", "revision")
 
     def state_dict(self) -> dict:
         """This rank's adaptive state (bases and their history, ECM, QDEIM and monitor points), without
-        the HF model: :meth:`from_state_dict` continues from it bit-for-bit."""
+        the HF model: :meth:`from_state_dict` continues from it bit-for-bit. It changes only where
+        :attr:`revision` (0 after the build, one more per :meth:`add_monitor_points`, :meth:`update`
+        and :meth:`enrich`) does, so a checkpoint needs to write it only then."""
         return {**{k: getattr(self, k) for k in self._STATE}, "cubature": self.cubature.state_dict()}
 
     @classmethod
@@ -382,6 +385,7 @@ class AdaptiveROM:
         """Weight-0 monitor points (global indices) join the reduced set; operators rebuilt."""
         self.monitor = np.unique(np.concatenate([self.monitor, np.asarray(points, dtype=np.int64)]))
         self._assemble()
+        self.revision += 1
 
     @property
     def n_modes(self) -> int:
@@ -421,6 +425,7 @@ class AdaptiveROM:
         self._assemble()
         self.bases.append(self.basis.modes)
         self.p_bases.append(self.p_basis.modes)
+        self.revision += 1
 
     def reduced_state(self, state: HFState, load_factor: float) -> ReducedState:
         r"""The reduced state closest to an HF state at ``load_factor``:
