@@ -226,7 +226,8 @@ class _Checkpoint:
     numbers), ``world_size`` and ``ranks``: per rank the name of its ROM state file and its online
     state. Each rank writes its :meth:`AdaptiveROM.state_dict` to ``checkpoints/rom_rank<r>/rev_<k>.pt``
     only when the ROM's revision changes (build, monitor points, enrichment, an update after an HF
-    step) and each full state of an HF step of the online run to ``hf_step_<k>.pt`` there, once; the
+    step) — the bases of each revision once, to ``bases_<i>.pt`` — and each full state of an HF step
+    of the online run to ``hf_step_<k>.pt`` there, once; the
     online state in ``latest.pt`` is the small rest (reduced state, records, the pending reduced steps)
     with the HF states by step number. A ROM step between HF steps thus writes kilobytes, not the
     bases and cubature. A revision file no checkpoint refers to any more is removed after
@@ -249,6 +250,7 @@ class _Checkpoint:
         self.dir = Path(run.checkpoint_dir) / f"rom_rank{self.comm.rank:04d}"
         mine = self.state["ranks"][self.comm.rank] if "ranks" in self.state else None
         self.rom_file: str | None = mine["rom_file"] if mine else None
+        self._bases_written = 0  # bases files in place (those of the checkpoint once :meth:`rom` read it)
         self._resumed_online: dict | None = mine["online"] if mine else None  # this rank's, as loaded
         self.hf_files: dict[int, str] = dict(mine["online"]["hf_files"]) if mine and mine["online"] else {}
 
@@ -272,7 +274,26 @@ class _Checkpoint:
 
     def rom(self) -> dict | None:
         """This rank's checkpointed :meth:`AdaptiveROM.state_dict`, or None."""
-        return self._read(self.rom_file) if self.rom_file is not None else None
+        if self.rom_file is None:
+            return None
+        state = self._read(self.rom_file)
+        self._bases_written = state.pop("history")
+        history = [self._read(self._history_file(i)) for i in range(self._bases_written)]
+        return {**state, "bases": [b for b, _ in history], "p_bases": [p for _, p in history]}
+
+    @staticmethod
+    def _history_file(i: int) -> str:
+        return f"bases_{i:04d}.pt"
+
+    def _write_rom(self, rom) -> str:
+        """The ROM's state: the bases of each revision (``bases_<i>.pt``, kept for the replays of
+        the reduced steps taken with them) each once, the rest to ``rev_<k>.pt``."""
+        state = rom.state_dict()
+        bases, p_bases = state.pop("bases"), state.pop("p_bases")
+        for i in range(self._bases_written, len(bases)):
+            self._write(self._history_file(i), (bases[i], p_bases[i]))
+        self._bases_written = len(bases)
+        return self._write(f"rev_{rom.revision:04d}.pt", {**state, "history": len(bases)})
 
     def online(self, hf) -> "OnlineState | None":
         """This rank's online state in the checkpoint resumed from (``hf`` gives the initial state), or None."""
@@ -289,9 +310,8 @@ class _Checkpoint:
         """Checkpoint as step ``step``, with every rank's ROM and online state when given (collective)."""
         if rom is not None:
             previous = self.rom_file
-            name = f"rev_{rom.revision:04d}.pt"
-            if name != previous:
-                self.rom_file = self._write(name, rom.state_dict())
+            if f"rev_{rom.revision:04d}.pt" != previous:
+                self.rom_file = self._write_rom(rom)
             mine = {"rom_file": self.rom_file, "online": None if online is None else self._online(online)}
             ranks = self.comm.gather(mine)
             self.state.update(world_size=self.comm.size, ranks=ranks)  # (None but on rank 0, which writes)

@@ -123,6 +123,8 @@ def test_rom_state_is_written_at_revisions_only(runs):
             want = [0] + list(range(2, 3 + m["hf_steps_used"]))
             assert [p.name for p in revs] == [f"rev_{k:04d}.pt" for k in want]
             assert len(list((ck / d).glob("hf_step_*.pt"))) == m["hf_steps_used"]
+            # the bases of each revision that made new ones, once: build, enrichment, one per HF step
+            assert len(list((ck / d).glob("bases_*.pt"))) == 2 + m["hf_steps_used"]
         n = m["n_steps"]
         online = [(ck / f"step_{2 * n + 3 + k:08d}.pt").stat().st_size for k in range(1, n + 1)]
         rev = min(p.stat().st_size for p in (ck / "rom_rank0000").glob("rev_*.pt"))
