@@ -211,6 +211,10 @@ class GPPDESolver(nn.Module):
         100x worse one.
     dense_limit : int, default 1024
         :meth:`solve_u` uses dense linear algebra up to this many grid points.
+    lift_boundary : bool, optional
+        Past ``dense_limit``: lift the Dirichlet values in the CG preconditioner
+        (:class:`_FastDiagonalisationPreconditioner`); default where an axis is first-order
+        or the grid has three or more axes.
     dtype, device
         Of the grid, data and default kernels (float64 recommended).
 
@@ -254,6 +258,7 @@ class GPPDESolver(nn.Module):
         boundary_weight: float = 200.0,
         log_precision: float | None = None,
         dense_limit: int = 1024,
+        lift_boundary: bool | None = None,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str | None = None,
     ):
@@ -271,6 +276,7 @@ class GPPDESolver(nn.Module):
         self.jitter = float(jitter)
         self.boundary_weight = float(boundary_weight)
         self.dense_limit = int(dense_limit)
+        self.lift_boundary = lift_boundary
         self.axes = [torch.linspace(a, b, n, dtype=dtype, device=device) for (a, b), n in zip(problem.domain, n_points)]
         self.spacings = [(b - a) / (n - 1) for (a, b), n in zip(problem.domain, n_points)]
 
@@ -632,7 +638,7 @@ class GPPDESolver(nn.Module):
             axis_ops = [e.detach() for e in ops.axis_ops()]
             shift = 0.0 if diag is None else float(diag[mask].mean())
             precond = _FastDiagonalisationPreconditioner(system, chols, axis_ops, self.interior, mask, tau_r, tau_b,
-                                                         shift)
+                                                         shift, lift=self.lift_boundary)
         elif preconditioner == "jacobi":
             precond = system.jacobi
         else:
@@ -1157,8 +1163,13 @@ class _FastDiagonalisationPreconditioner:
     elimination with the exact interior inverse is exact; with this approximate
     interior inverse, applied to the large coupling block, it left 9–24 outlying
     eigenvalues and was no faster than CG. The lifting below removes the coupling
-    without that amplification; it is not used here (not measured in the tree for
-    these problems), to keep this path as it was.
+    without that amplification, and in 3D it is needed (``benchmarks/gp_preconditioner.py``:
+    CG to 1e-8 from U = 0): 3D Poisson ``sin(20x) sin(20y) sin(20z)``, 64³, spectrum
+    start: 27 iterations, lifted 7; with the kernels sharpened as a fit leaves them (one
+    component per axis, weight 0.03, ρ = 0.005, the rest 1e-30): 965 iterations (89 s
+    CPU), lifted 4 (0.8 s). In 2D the plain variant holds (300², ``sin(100x)
+    sin(100y)``: 23 / 7 iterations at the start, 1.0 / 0.9 s; sharpened 5 / 6, 0.3 /
+    0.8 s), so the lifted variant is the default from three axes on (``lift``).
 
     **A first-order axis** (advection :math:`u_t + \beta u_x`). Its block is nearly
     antisymmetric and non-normal. Per axis the eigendecomposition of the whole block,
@@ -1204,10 +1215,11 @@ class _FastDiagonalisationPreconditioner:
     """
 
     def __init__(self, system: "_WhitenedNormalEquations", chols, axis_ops, interior, mask, tau_r, tau_b,
-                 shift: float = 0.0, interior_basis: str = "auto"):
+                 shift: float = 0.0, interior_basis: str = "auto", lift: bool | None = None):
         """``shift``: a pointwise term of the operator, by its mean (Gauss-Newton). ``interior_basis``
-        (problems with a first-order axis): ``"eig"``, ``"orthonormal"`` or ``"auto"`` (by the
-        eigenvectors' condition number)."""
+        (lifted variant): ``"eig"``, ``"orthonormal"`` or ``"auto"`` (by the eigenvectors' condition
+        number). ``lift``: use the lifted variant; default (None) where an axis is first-order or
+        the grid has three or more axes."""
         if interior_basis not in ("auto", "eig", "orthonormal"):
             raise ValueError(f"interior_basis must be 'auto', 'eig' or 'orthonormal' (got {interior_basis!r})")
         self.system, self.interior, self.mask = system, interior, mask
@@ -1217,7 +1229,8 @@ class _FastDiagonalisationPreconditioner:
         odd = [bool(torch.linalg.matrix_norm(b - b.mT) > torch.linalg.matrix_norm(b + b.mT)) for b in blocks]
         kinvs = [torch.cholesky_inverse(c) for c in chols]
         kinv_diag = _outer([k.diagonal() for k in kinvs])
-        self.lifted = any(odd)  # an odd-order block is nearly antisymmetric: |skew part| > |symmetric part|
+        # an odd-order block is nearly antisymmetric: |skew part| > |symmetric part|
+        self.lifted = (any(odd) or len(blocks) >= 3) if lift is None else bool(lift)
         if self.lifted:
             self._init_lifted(kinvs, kinv_diag, axis_ops, blocks, odd, tau_r, tau_b, shift, interior_basis)
             return

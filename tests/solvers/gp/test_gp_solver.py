@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from sciml.solvers.gp import Advection, AllenCahn, GPPDESolver, Poisson, StudentTSpectralMixture, kron_dense
+from sciml.solvers.gp import (Advection, AllenCahn, GPPDESolver, Poisson, StudentTSpectralMixture, kron_dense,
+                             kron_matmul)
 
 DT = torch.float64
 
@@ -278,6 +279,57 @@ def test_fast_diagonalisation_preconditioner_is_spd_on_advection(sharp, basis):
         normal = torch.stack([system.normal_matvec(e) for e in basis_vectors]).reshape(n, n)
         spectrum = torch.linalg.eigvalsh(root.T @ normal @ root)
         assert 0.5 < float(spectrum.min()) and float(spectrum.max()) < 2.0, (spectrum.min(), spectrum.max())
+
+
+def sharpen_to_first_component(s: GPPDESolver, weight: float = 0.03, rho: float = 0.005) -> None:
+    """What a fit leaves: per axis one component (the first, a spectral peak with ``init="spectrum"``)
+    at ``weight`` and ``rho``, the others at weight 1e-30."""
+    with torch.no_grad():
+        for k in s.kernels:
+            log_w = torch.full_like(k.log_weight, math.log(1e-30))
+            log_w[0] = math.log(weight)
+            k.log_weight.copy_(log_w)
+            k.log_rho.fill_(math.log(rho))
+
+
+def test_lifted_preconditioner_converges_on_sharp_3d_kernels():
+    """3D Poisson, 24^3, sharpened kernels: the plain preconditioner leaves the interior-boundary
+    coupling to CG and stalls (600 iterations to 2.7e-6 when measured); the lifted one, the 3D
+    default, reaches 1e-8 in a few (4 when measured), at a stationary point of the loss: its
+    gradient (autograd) in the whitened unknowns V, U = (C_1 x C_2 x C_3) V with K_d + eps I =
+    C_d C_d^T, is below 1e-6 of its value at U = 0."""
+    s = GPPDESolver(Poisson("sin(6*x)*sin(6*y)*sin(6*z)", [(0, 2 * math.pi)] * 3), [24] * 3, init="spectrum")
+    sharpen_to_first_component(s)
+
+    def whitened_gradient():
+        chols_t = [c.detach().mT for c in s._operators().chol.chols]
+        return kron_matmul(chols_t, torch.autograd.grad(s.loss(), s.u)[0]).norm()
+
+    gradient_at_zero = whitened_gradient()
+    s.lift_boundary = False
+    plain = s.solve_u(cg_tol=1e-8, cg_max_iter=100)
+    assert plain.cg_relative_residual > 1e-6, plain
+    s.lift_boundary = None
+    with torch.no_grad():
+        s.u.zero_()
+    lifted = s.solve_u(cg_tol=1e-8, cg_max_iter=100)
+    assert lifted.cg_iterations <= 20 and lifted.cg_relative_residual <= 1e-8, lifted
+    gradient = whitened_gradient()
+    assert gradient <= 1e-6 * gradient_at_zero, (float(gradient), float(gradient_at_zero))
+
+
+def test_lifted_preconditioner_is_spd_on_3d_poisson():
+    """The lifted variant on even-order axes (complex per-axis eigenbases of nearly symmetric
+    blocks, real part taken), as a dense matrix on 6 x 5 x 4: symmetric and positive definite."""
+    s = GPPDESolver(Poisson("sin(x)*sin(2*y)*sin(z)", [(0, 2 * math.pi)] * 3), [6, 5, 4], n_components=4)
+    ops = s._operators()
+    w_sqrt = s._weights_sqrt()
+    _, pc = s._kronecker_system(ops, w_sqrt)
+    assert pc.lifted
+    n = s.interior_mask.numel()
+    p = torch.stack([pc(e) for e in torch.eye(n, dtype=DT).reshape(n, *s.n_points)]).reshape(n, n)
+    assert float((p - p.T).abs().max()) <= 1e-12 * float(p.abs().max())
+    torch.linalg.cholesky(0.5 * (p + p.T))  # raises unless positive definite
 
 
 def test_allen_cahn_1d_end_to_end_with_gauss_newton_u_updates():
