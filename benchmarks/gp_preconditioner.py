@@ -11,11 +11,17 @@ manufactured solution on [0, 2 pi]^D:
 * ``sharp``: what a fit leaves (one component per axis, at the first peak, weight ``--weight`` and
   rho ``--rho``; the others at weight 1e-30).
 
+``--run DIR`` takes the problem, grid and kernels a ``gp_pde`` run ended its last phase with (its
+``config.yaml`` and last checkpoint) instead: one state, ``run`` (a nonlinear problem's U update is
+Gauss–Newton; the iterations are summed over its steps).
+
 Prints the iterations, the final relative residual, the CPU seconds of the solve and the relative
-L2 error of U against the exact solution, per (state, variant).
+L2 error of U against the exact solution, per (state, variant). ``--spectrum`` (grids up to 4096
+points) adds the extreme eigenvalues of the preconditioned normal matrix of the linear part (dense)
+and the share of them outside [0.5, 2].
 
     OMP_NUM_THREADS=1 python benchmarks/gp_preconditioner.py [--solution "sin(20*x)*sin(20*y)*sin(20*z)"]
-        [--n-points 64] [--tol 1e-8] [--max-iter 1500] [--weight 0.03] [--rho 0.005]
+        [--n-points 64] [--tol 1e-8] [--max-iter 1500] [--weight 0.03] [--rho 0.005] [--run DIR] [--spectrum]
 """
 
 from __future__ import annotations
@@ -23,9 +29,13 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from pathlib import Path
 
 import torch
 
+from sciml.cases import gp_pde
+from sciml.config import load_case
+from sciml.runs import Run
 from sciml.solvers.gp import GPPDESolver, Poisson
 
 
@@ -39,6 +49,32 @@ def sharpen(solver: GPPDESolver, weight: float, rho: float) -> None:
             k.log_rho.fill_(math.log(rho))
 
 
+def from_run(folder: Path) -> GPPDESolver:
+    """The solver of the ``gp_pde`` run in ``folder`` as its last checkpoint left it."""
+    cfg = load_case(folder / "config.yaml").config
+    checkpoint = Run(folder, resume=True).load_checkpoint()
+    if checkpoint is None:
+        raise SystemExit(f"{folder}: no checkpoint")
+    solver = gp_pde.build_solver(cfg)
+    solver.load_state_dict(checkpoint["state"]["solver"])
+    return solver
+
+
+@torch.no_grad()
+def preconditioned_spectrum(solver: GPPDESolver) -> tuple[float, float, float]:
+    """Smallest and largest eigenvalue of P^1/2 N P^1/2 (N the whitened normal matrix of the linear
+    part, P the preconditioner, both formed densely) and the share of eigenvalues outside [0.5, 2]."""
+    ops = solver._operators()
+    system, pc = solver._kronecker_system(ops, solver._weights_sqrt())
+    n = solver.u.numel()
+    unit = torch.eye(n, dtype=solver.u.dtype).reshape(n, *solver.n_points)
+    normal = torch.stack([system.normal_matvec(e) for e in unit]).reshape(n, n)
+    p = torch.stack([pc(e) for e in unit]).reshape(n, n)
+    root = torch.linalg.cholesky(0.5 * (p + p.T))
+    ev = torch.linalg.eigvalsh(root.T @ normal @ root)
+    return float(ev.min()), float(ev.max()), float(((ev < 0.5) | (ev > 2.0)).double().mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--solution", default="sin(20*x)*sin(20*y)*sin(20*z)", help="in x, y (and z for 3D)")
@@ -47,16 +83,26 @@ def main() -> None:
     parser.add_argument("--max-iter", type=int, default=1500)
     parser.add_argument("--weight", type=float, default=0.03)
     parser.add_argument("--rho", type=float, default=0.005)
+    parser.add_argument("--run", type=Path, default=None, help="a gp_pde run folder: its problem, grid and kernels")
+    parser.add_argument("--spectrum", action="store_true", help="also the preconditioned spectrum (dense)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    dim = 3 if "z" in args.solution else 2
-    n = args.n_points
-    solver = GPPDESolver(Poisson(args.solution, [(0.0, 2 * math.pi)] * dim), [n] * dim, init="spectrum")
-    print(f"Poisson u = {args.solution}, {n}^{dim} points, CG from U = 0 to {args.tol:g} (cap {args.max_iter})")
-    print(f"{'kernels':>8} {'preconditioner':>15} {'CG it':>6} {'rel. residual':>14} {'CPU s':>7} {'rel. L2':>10}")
-    for state in ("start", "sharp"):
+    if args.run is not None:
+        solver, states = from_run(args.run), ("run",)
+    else:
+        dim = 3 if "z" in args.solution else 2
+        solver = GPPDESolver(Poisson(args.solution, [(0.0, 2 * math.pi)] * dim), [args.n_points] * dim,
+                             init="spectrum")
+        states = ("start", "sharp")
+    if args.spectrum and solver.u.numel() > 4096:
+        raise SystemExit(f"--spectrum: {solver.u.numel()} grid points, at most 4096")
+    grid = "x".join(map(str, solver.n_points))
+    print(f"{solver.problem!r}, {grid} points, CG from U = 0 to {args.tol:g} (cap {args.max_iter})")
+    print(f"{'kernels':>8} {'preconditioner':>15} {'CG it':>6} {'rel. residual':>14} {'CPU s':>7} {'rel. L2':>10}"
+          + (f" {'min eig':>9} {'max eig':>9} {'outside':>8}" if args.spectrum else ""))
+    for state in states:
         if state == "sharp":
             sharpen(solver, args.weight, args.rho)
         for lift in (False, True):
@@ -66,8 +112,13 @@ def main() -> None:
             cpu = time.process_time()
             info = solver.solve_u(cg_tol=args.tol, cg_max_iter=args.max_iter)
             cpu = time.process_time() - cpu
-            print(f"{state:>8} {'lifted' if lift else 'plain':>15} {info.cg_iterations:>6} "
-                  f"{info.cg_relative_residual:>14.2e} {cpu:>7.2f} {solver.relative_error(n + 7):>10.3e}", flush=True)
+            line = (f"{state:>8} {'lifted' if lift else 'plain':>15} {info.cg_iterations:>6} "
+                    f"{info.cg_relative_residual:>14.2e} {cpu:>7.2f} "
+                    f"{solver.relative_error([n + 7 for n in solver.n_points]):>10.3e}")
+            if args.spectrum:
+                low, high, outside = preconditioned_spectrum(solver)
+                line += f" {low:>9.2e} {high:>9.2e} {outside:>8.1%}"
+            print(line, flush=True)
 
 
 if __name__ == "__main__":
