@@ -146,6 +146,7 @@ class Test(Schema):
 class Output(Schema):
     plots: bool = True
     paraview: bool = True
+    progress_s: float = Field(60.0, ge=0, description="log a line on the running phase at most this often (s)")
 
 
 class Config(Schema):
@@ -241,12 +242,13 @@ def _phases(cfg: Config) -> list[str]:
     return phases
 
 
-def _run_phase(solver, cfg: Config, phase: str, first_lbfgs: bool) -> list[float]:
+def _run_phase(solver, cfg: Config, phase: str, first_lbfgs: bool, callback=None) -> list[float]:
     import torch
 
     opt = cfg.optimiser
     every = opt.u_update_every if opt.u_update == "exact" else None
-    u_solve = {"u_tol": opt.u_tol, "u_max_iter": opt.u_max_iter, "u_newton_max_iter": opt.u_newton_max_iter}
+    u_solve = {"u_tol": opt.u_tol, "u_max_iter": opt.u_max_iter, "u_newton_max_iter": opt.u_newton_max_iter,
+               "callback": callback}
     if phase == "adam":
         return solver.fit(n_adam=opt.adam.steps, lr=opt.adam.lr, u_update_every=every, **u_solve)
     if not first_lbfgs:
@@ -255,6 +257,21 @@ def _run_phase(solver, cfg: Config, phase: str, first_lbfgs: bool) -> list[float
             solver.log_tau_boundary += opt.lbfgs.precision_step
     return solver.fit(n_adam=0, u_update_every=every, n_lbfgs=opt.lbfgs.iterations, lbfgs_rounds=1,
                       lbfgs_trust=lbfgs_trust(cfg), lbfgs_trust_every=opt.lbfgs.trust_every, **u_solve)
+
+
+def _progress(run, phase: str, every_s: float):
+    """A :meth:`GPPDESolver.fit` callback logging the phase's evaluation count and loss at most every
+    ``every_s`` seconds (a phase can run for an hour; checkpoints come at phase ends only)."""
+    last = time.perf_counter()
+
+    def callback(solver, step: int, loss: float) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        if now - last >= every_s:
+            last = now
+            run.log(f"phase {phase}: evaluation {step + 1}, loss {loss:.6g}")
+
+    return callback
 
 
 def lbfgs_trust(cfg: Config) -> float | None:
@@ -292,7 +309,8 @@ def run(cfg: Config, run) -> dict:
     t0 = time.perf_counter()
     for i in range(done, len(phases)):
         phase = phases[i]
-        history = _run_phase(solver, cfg, phase, first_lbfgs=phase == "lbfgs_1")
+        history = _run_phase(solver, cfg, phase, first_lbfgs=phase == "lbfgs_1",
+                             callback=_progress(run, phase, cfg.output.progress_s))
         iterations += len(history)
         spent = elapsed + time.perf_counter() - t0
         n_test = n_test_points(solver, cfg)

@@ -105,11 +105,11 @@ def test_resume_continues_after_the_last_finished_phase(tmp_path, monkeypatch):
     real = gp_pde._run_phase
     ran: list[str] = []
 
-    def interrupt(solver, cfg, phase, first_lbfgs):
+    def interrupt(solver, cfg, phase, first_lbfgs, callback=None):
         if phase == "lbfgs_2" and "interrupted" not in ran:
             raise KeyboardInterrupt
         ran.append(phase)
-        return real(solver, cfg, phase, first_lbfgs)
+        return real(solver, cfg, phase, first_lbfgs, callback)
 
     monkeypatch.setattr(gp_pde, "_run_phase", interrupt)
     with pytest.raises(KeyboardInterrupt):
@@ -135,3 +135,17 @@ def test_final_jitter_solve_runs_after_the_phases_and_again_after_a_resume(tmp_p
     assert again["iterations"] == first["iterations"]
     assert again["final_jitter"] == first["final_jitter"]
     assert again["relative_l2"] == pytest.approx(first["relative_l2"], rel=1e-6)
+
+
+def test_phases_log_their_progress(tmp_path):
+    """With ``output.progress_s: 0`` every evaluation of a phase logs a line (default: once a minute)."""
+    path = write_case(tmp_path)
+    path.write_text(path.read_text() + "output: {plots: false, paraview: false, progress_s: 0}\n")
+    run = Run(tmp_path / "run")
+    metrics = gp_pde.run(load_case(path).config, run)
+    run.close()
+    lines = (tmp_path / "run" / "log.txt").read_text().splitlines()
+    for phase in ("adam", "lbfgs_1", "lbfgs_2"):
+        evaluations = [line for line in lines if f"phase {phase}: evaluation " in line]
+        assert evaluations, phase
+    assert sum("evaluation" in line for line in lines) == metrics["iterations"]
