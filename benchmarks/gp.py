@@ -470,10 +470,7 @@ def restored_solver(cfg, run: Run) -> GPPDESolver:
     checkpoint = run.load_checkpoint()
     if checkpoint is not None:
         solver.load_state_dict(checkpoint["state"]["solver"])
-    elif solver.problem.is_linear and cfg.optimiser.u_update == "exact":
-        solver.solve_u()
-    if cfg.optimiser.final_jitter is not None:
-        solver.final_solve(cfg.optimiser.final_jitter, cg_max_iter=cfg.optimiser.final_max_iter)
+    gp_pde.after_phases(solver, cfg)
     return solver
 
 

@@ -30,7 +30,8 @@ import time
 
 import torch
 
-from sciml.solvers.gp import Advection, GaussianSpectralMixture, GPPDESolver, Poisson, StudentTSpectralMixture
+from sciml.cases.gp_pde import kernel_type
+from sciml.solvers.gp import Advection, GPPDESolver, Poisson
 
 
 def main() -> None:
@@ -71,8 +72,7 @@ def main() -> None:
         problem = Poisson(solution, [(0.0, 2 * math.pi)] * dim)
     n = args.n_points
     start, cpu_start = time.perf_counter(), time.process_time()
-    kernel_type = {"gaussian": GaussianSpectralMixture, "student_t": StudentTSpectralMixture}[args.family]
-    solver = GPPDESolver(problem, [n] * dim, kernel_type=kernel_type, init=args.init, n_components=args.components,
+    solver = GPPDESolver(problem, [n] * dim, kernel_type=kernel_type(args.family), init=args.init, n_components=args.components,
                          jitter=args.jitter)
     last_u = {"evals": 0}
     solve = solver._solve_u

@@ -189,18 +189,24 @@ def build_problem(cfg: Config):
     return {"poisson": Poisson, "allen_cahn": AllenCahn}[p.equation](p.solution, domain)
 
 
+def kernel_type(family: str):
+    """The kernel class of ``kernel.family``."""
+    from sciml.solvers.gp import GaussianSpectralMixture, StudentTSpectralMixture
+
+    return {"gaussian": GaussianSpectralMixture, "student_t": StudentTSpectralMixture}[family]
+
+
 def build_solver(cfg: Config):
     """A fresh :class:`~sciml.solvers.gp.GPPDESolver` for ``cfg`` (seeded; float64, CPU)."""
     import torch
 
-    from sciml.solvers.gp import GaussianSpectralMixture, GPPDESolver, StudentTSpectralMixture
+    from sciml.solvers.gp import GPPDESolver
 
     torch.manual_seed(cfg.seed)
-    kernel_type = {"gaussian": GaussianSpectralMixture, "student_t": StudentTSpectralMixture}[cfg.kernel.family]
     return GPPDESolver(
         build_problem(cfg),
         cfg.n_points,
-        kernel_type=kernel_type,
+        kernel_type=kernel_type(cfg.kernel.family),
         n_components=cfg.kernel.n_components,
         init=cfg.kernel.init,
         max_peaks=cfg.kernel.max_peaks,
@@ -247,16 +253,28 @@ def _run_phase(solver, cfg: Config, phase: str, first_lbfgs: bool, callback=None
 
     opt = cfg.optimiser
     every = opt.u_update_every if opt.u_update == "exact" else None
-    u_solve = {"u_tol": opt.u_tol, "u_max_iter": opt.u_max_iter, "u_newton_max_iter": opt.u_newton_max_iter,
-               "callback": callback}
+    common = {"u_tol": opt.u_tol, "u_max_iter": opt.u_max_iter, "u_newton_max_iter": opt.u_newton_max_iter,
+              "callback": callback}
     if phase == "adam":
-        return solver.fit(n_adam=opt.adam.steps, lr=opt.adam.lr, u_update_every=every, **u_solve)
+        return solver.fit(n_adam=opt.adam.steps, lr=opt.adam.lr, u_update_every=every, **common)
     if not first_lbfgs:
         with torch.no_grad():
             solver.log_tau_residual += opt.lbfgs.precision_step
             solver.log_tau_boundary += opt.lbfgs.precision_step
     return solver.fit(n_adam=0, u_update_every=every, n_lbfgs=opt.lbfgs.iterations, lbfgs_rounds=1,
-                      lbfgs_trust=lbfgs_trust(cfg), lbfgs_trust_every=opt.lbfgs.trust_every, **u_solve)
+                      lbfgs_trust=lbfgs_trust(cfg), lbfgs_trust_every=opt.lbfgs.trust_every, **common)
+
+
+def after_phases(solver, cfg: Config):
+    """The U solves the case takes after its phases, not checkpointed (after a resume past the last
+    phase they are simply run again): U for the initial kernels when there are no phases (a linear
+    problem with the exact update), then the final solve at ``optimiser.final_jitter``, whose
+    :class:`~sciml.solvers.gp.solver.USolveInfo` is returned (None without it)."""
+    if not _phases(cfg) and solver.problem.is_linear and cfg.optimiser.u_update == "exact":
+        solver.solve_u()
+    if cfg.optimiser.final_jitter is None:
+        return None
+    return solver.final_solve(cfg.optimiser.final_jitter, cg_max_iter=cfg.optimiser.final_max_iter)
 
 
 def _progress(run, phase: str, every_s: float):
@@ -321,12 +339,9 @@ def run(cfg: Config, run) -> dict:
         )
         state = {"solver": solver.state_dict(), "phases_done": i + 1, "elapsed_s": spent, "phase": phase}
         run.save_checkpoint(state, step=iterations)
-    if not phases and solver.problem.is_linear and cfg.optimiser.u_update == "exact":
-        solver.solve_u()
     final: dict[str, Any] = {}
-    if cfg.optimiser.final_jitter is not None:
-        # Not checkpointed: after a resume past the last phase it is simply run again.
-        info = solver.final_solve(cfg.optimiser.final_jitter, cg_max_iter=cfg.optimiser.final_max_iter)
+    info = after_phases(solver, cfg)
+    if info is not None:
         final = {"final_jitter": solver.jitter, "final_cg_iterations": info.cg_iterations,
                  "final_cg_relative_residual": info.cg_relative_residual}
         run.log(f"final U solve at jitter {solver.jitter:.3g}: {info.method}, {info.cg_iterations} CG iterations, "

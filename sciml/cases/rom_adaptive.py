@@ -227,9 +227,8 @@ class _Checkpoint:
     state. Each rank writes its :meth:`AdaptiveROM.state_dict` to ``checkpoints/rom_rank<r>/rev_<k>.pt``
     only when the ROM's revision changes (build, monitor points, enrichment, an update after an HF
     step) — the bases of each revision once, to ``bases_<i>.pt`` — and each full state of an HF step
-    of the online run to ``hf_step_<k>.pt`` there, once; the
-    online state in ``latest.pt`` is the small rest (reduced state, records, the pending reduced steps)
-    with the HF states by step number. A ROM step between HF steps thus writes kilobytes, not the
+    of the online run to ``hf_step_<k>.pt`` there, once; the online state in ``latest.pt`` is the
+    small rest (reduced state, records, the pending reduced steps) with the HF states by step number. A ROM step between HF steps thus writes kilobytes, not the
     bases and cubature. A revision file no checkpoint refers to any more is removed after
     ``latest.pt`` has moved on (kept with ``keep_checkpoints``). The ROM stages resume on as many
     ranks as they were saved on.
@@ -255,13 +254,7 @@ class _Checkpoint:
         self.hf_files: dict[int, str] = dict(mine["online"]["hf_files"]) if mine and mine["online"] else {}
 
     def _write(self, name: str, obj) -> str:
-        import torch
-
-        from sciml.runs import atomic_write
-
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with atomic_write(self.dir / name) as fh:
-            torch.save(obj, fh)
+        _save(self.dir / name, obj)
         return name
 
     def _read(self, name: str):
@@ -278,11 +271,11 @@ class _Checkpoint:
             return None
         state = self._read(self.rom_file)
         self._bases_written = state.pop("history")
-        history = [self._read(self._history_file(i)) for i in range(self._bases_written)]
+        history = [self._read(self._bases_file(i)) for i in range(self._bases_written)]
         return {**state, "bases": [b for b, _ in history], "p_bases": [p for _, p in history]}
 
     @staticmethod
-    def _history_file(i: int) -> str:
+    def _bases_file(i: int) -> str:
         return f"bases_{i:04d}.pt"
 
     def _write_rom(self, rom) -> str:
@@ -291,7 +284,7 @@ class _Checkpoint:
         state = rom.state_dict()
         bases, p_bases = state.pop("bases"), state.pop("p_bases")
         for i in range(self._bases_written, len(bases)):
-            self._write(self._history_file(i), (bases[i], p_bases[i]))
+            self._write(self._bases_file(i), (bases[i], p_bases[i]))
         self._bases_written = len(bases)
         return self._write(f"rev_{rom.revision:04d}.pt", {**state, "history": len(bases)})
 
@@ -335,13 +328,18 @@ class _Checkpoint:
     def save_hf_step(self, name: str, k: int, fields: dict[str, np.ndarray]) -> None:
         """Write the global fields of step ``k`` (1-based) of HF run ``name`` (rank 0, atomically)."""
         if self.comm.is_root:
-            import torch
-
-            from sciml.runs import atomic_write
-
-            with atomic_write(hf_step_file(self.run.checkpoint_dir, name, k)) as fh:
-                torch.save(fields, fh)
+            _save(hf_step_file(self.run.checkpoint_dir, name, k), fields)
         self.comm.barrier()
+
+
+def _save(path: Path, obj) -> None:
+    """``torch.save`` to ``path`` atomically (:func:`sciml.runs.atomic_write`)."""
+    import torch
+
+    from sciml.runs import atomic_write
+
+    with atomic_write(path) as fh:
+        torch.save(obj, fh)
 
 
 def hf_step_file(checkpoint_dir, name: str, k: int):
