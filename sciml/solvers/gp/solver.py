@@ -116,6 +116,11 @@ _MAX_EIGVEC_COND = 10.0
 _MULTIPLIER_CG_TOL = 1e-6
 _MULTIPLIER_CG_MAX_ITER = 20
 _MULTIPLIER_CG_GIVE_UP = (5, 0.1)
+# preconditioner="auto": CG iterations each candidate runs before the one with the lower CG objective goes
+# on; the choice is then kept for this many more Kronecker U solves (unless one misses its tolerance)
+_PROBE_ITERATIONS = 20
+_PROBE_EVERY = 10
+PRECONDITIONERS = ("auto", "fast_diagonalisation", "jacobi")
 
 
 class _StopOptimisation(Exception):
@@ -136,12 +141,16 @@ class USolveInfo:
         Their final relative residual (0 when dense).
     newton_iterations : int
         Gauss–Newton steps (nonlinear problems; 0 for a linear one, solved in one go).
+    preconditioner : str
+        The CG's preconditioner (Kronecker path; with ``"auto"`` the one the probe chose, of
+        the last Gauss–Newton step); empty when dense.
     """
 
     method: str
     cg_iterations: int
     cg_relative_residual: float
     newton_iterations: int = 0
+    preconditioner: str = ""
 
 
 @dataclass
@@ -277,6 +286,7 @@ class GPPDESolver(nn.Module):
         self.boundary_weight = float(boundary_weight)
         self.dense_limit = int(dense_limit)
         self.lift_boundary = lift_boundary
+        self._reset_cg_choice()
         self.axes = [torch.linspace(a, b, n, dtype=dtype, device=device) for (a, b), n in zip(problem.domain, n_points)]
         self.spacings = [(b - a) / (n - 1) for (a, b), n in zip(problem.domain, n_points)]
 
@@ -485,7 +495,7 @@ class GPPDESolver(nn.Module):
         cg_tol: float = 1e-10,
         cg_max_iter: int = 500,
         method: str | None = None,
-        preconditioner: str = "fast_diagonalisation",
+        preconditioner: str = "auto",
         newton_tol: float = 1e-10,
         newton_max_iter: int = 30,
     ) -> USolveInfo:
@@ -505,9 +515,13 @@ class GPPDESolver(nn.Module):
             Relative residual tolerance and iteration cap of the CG (Kronecker path).
         method : {"dense", "kronecker"}, optional
             Default: dense up to ``dense_limit`` grid points.
-        preconditioner : {"fast_diagonalisation", "jacobi"}
-            Of the CG (Kronecker path): :class:`_FastDiagonalisationPreconditioner`
-            or the diagonal of the whitened normal matrix.
+        preconditioner : {"auto", "fast_diagonalisation", "jacobi"}
+            Of the CG (Kronecker path): :class:`_FastDiagonalisationPreconditioner`,
+            the diagonal of the whitened normal matrix, or (``"auto"``) whichever of the two
+            lowers the CG objective more in a short probe (:func:`_probed_cg`). Neither wins
+            everywhere: the fast diagonalisation is nearly exact for the broadband kernels a fit
+            starts from, and stalls on the near-low-rank-plus-jitter kernels a fit ends with, where
+            the diagonal does well (``benchmarks/gp_preconditioner.py``).
         newton_tol, newton_max_iter
             Stopping rule of the Gauss–Newton iteration (nonlinear problems).
         """
@@ -516,8 +530,10 @@ class GPPDESolver(nn.Module):
             newton_tol=newton_tol, newton_max_iter=newton_max_iter,
         )
 
-    def final_solve(self, relative_jitter: float, *, cg_tol: float = 1e-10, cg_max_iter: int = 3000) -> USolveInfo:
-        r"""Lower the jitter to ``relative_jitter`` times the smallest kernel scale and re-solve U.
+    def final_solve(self, relative_jitter: float | None = None, *, cg_tol: float = 1e-10,
+                    cg_max_iter: int = 3000) -> USolveInfo:
+        r"""Re-solve U for the current kernels to ``cg_tol``, with the jitter lowered to ``relative_jitter``
+        times the smallest kernel scale if given.
 
         Sets :attr:`jitter` to :math:`r \min_d k_d(0)` (:math:`k_d(0) = \sum_q w_q`) and
         :attr:`u` to the minimiser of :math:`\mathcal J` for the current kernels at that
@@ -525,18 +541,21 @@ class GPPDESolver(nn.Module):
         the jitter conditions the U problem during the optimisation, and once the weights
         have shrunk (2D Poisson ``sin(100x) sin(100y)`` at 300²: to 0.017-0.05) the fixed
         absolute jitter is a sizeable part of the kernel and sets the error
-        (``benchmarks/RESULTS.md``, GP section).
+        (``benchmarks/RESULTS.md``, GP section). ``relative_jitter=None`` keeps the jitter: a tight
+        solve of U alone (the U updates inside a fit stop early).
         """
-        if not 0.0 < relative_jitter < 1.0:
-            raise ValueError(f"relative_jitter must be in (0, 1) (got {relative_jitter})")
-        with torch.no_grad():
-            scale = min(float(k.weight.sum()) for k in self.kernels)
-        self.jitter = relative_jitter * scale
+        self._reset_cg_choice()
+        if relative_jitter is not None:
+            if not 0.0 < relative_jitter < 1.0:
+                raise ValueError(f"relative_jitter must be in (0, 1) (got {relative_jitter})")
+            with torch.no_grad():
+                scale = min(float(k.weight.sum()) for k in self.kernels)
+            self.jitter = relative_jitter * scale
         return self.solve_u(cg_tol=cg_tol, cg_max_iter=cg_max_iter)
 
     @torch.no_grad()
     def _solve_u(
-        self, ops: _Operators, *, cg_tol=1e-10, cg_max_iter=500, method=None, preconditioner="fast_diagonalisation",
+        self, ops: _Operators, *, cg_tol=1e-10, cg_max_iter=500, method=None, preconditioner="auto",
         newton_tol=1e-10, newton_max_iter=30,
     ) -> USolveInfo:
         mask = self.interior_mask
@@ -584,7 +603,7 @@ class GPPDESolver(nn.Module):
             if float((alpha * step).norm()) <= newton_tol * float(u.norm()):
                 break
         self.u.copy_(u)
-        return USolveInfo(method, cg_total, info.cg_relative_residual, steps)
+        return USolveInfo(method, cg_total, info.cg_relative_residual, steps, info.preconditioner)
 
     def _dense_whitened(self, ops, w_sqrt, diag: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Dense ``M = W^½ C L``, the Kronecker Cholesky factor ``L`` (flattened grid) and the QR
@@ -647,12 +666,30 @@ class GPPDESolver(nn.Module):
             ops.kronecker_system = (preconditioner, w_sqrt, system, precond)
         return system, precond
 
-    def _solve_u_kronecker(self, ops, h, w_sqrt, cg_tol, cg_max_iter, preconditioner="fast_diagonalisation",
+    def _solve_u_kronecker(self, ops, h, w_sqrt, cg_tol, cg_max_iter, preconditioner="auto",
                            diag: Tensor | None = None, u0: Tensor | None = None):
-        system, precond = self._kronecker_system(ops, w_sqrt, preconditioner, diag)
+        if preconditioner not in PRECONDITIONERS:
+            raise ValueError(f"preconditioner must be one of {PRECONDITIONERS} (got {preconditioner!r})")
+        auto = preconditioner == "auto"
+        system, precond = self._kronecker_system(ops, w_sqrt, "fast_diagonalisation" if auto else preconditioner, diag)
         v0 = system.whiten(self.u.detach() if u0 is None else u0)
-        v, iters, rel = _preconditioned_cg(system.normal_matvec, system.rhs(h), precond, v0, cg_tol, cg_max_iter)
-        return system.unwhiten(v), USolveInfo("kronecker", iters, rel)
+        candidates = {"fast_diagonalisation": precond, "jacobi": system.jacobi} if auto else {preconditioner: precond}
+        probe = auto and (self._cg_choice is None or self._cg_choice_uses >= _PROBE_EVERY)
+        if auto and not probe:
+            candidates = {self._cg_choice: candidates[self._cg_choice]}
+        v, iters, rel, chosen = _probed_cg(system.normal_matvec, system.rhs(h), candidates, v0, cg_tol, cg_max_iter)
+        if auto:
+            self._cg_choice, self._cg_choice_uses = chosen, (0 if probe else self._cg_choice_uses + 1)
+            if rel > cg_tol:  # the kept choice may no longer be the better one
+                self._cg_choice = None
+        return system.unwhiten(v), USolveInfo("kronecker", iters, rel, preconditioner=chosen)
+
+    def _reset_cg_choice(self) -> None:
+        """Forget the preconditioner ``"auto"`` chose: the next Kronecker U solve probes again. Called
+        where a fit or the final solve starts, so that a resumed run (new solver) and an uninterrupted
+        one take the same path."""
+        self._cg_choice: str | None = None
+        self._cg_choice_uses = 0
 
     def _weights_sqrt(self) -> Tensor:
         r""":math:`W^{1/2}` on the grid: :math:`\sqrt{\tau_r}` on the collocation points, :math:`\sqrt{\lambda_b\tau_b}` elsewhere."""
@@ -704,6 +741,8 @@ class GPPDESolver(nn.Module):
             y = (y0.reshape(-1) - m @ z).reshape(u.shape)
         else:
             system, precond = self._kronecker_system(ops, w_sqrt, diag=diag)
+            if self._cg_choice == "jacobi":  # what the last U solve's probe chose
+                precond = system.jacobi
             b = system.whiten(u) + system._mt(y0)
             z, _, rel = _preconditioned_cg(system.normal_matvec, b, precond, torch.zeros_like(b), cg_tol, cg_max_iter,
                                            give_up=_MULTIPLIER_CG_GIVE_UP)
@@ -826,6 +865,7 @@ class GPPDESolver(nn.Module):
             raise ValueError(f"lbfgs_rounds must be positive (got {lbfgs_rounds})")
         params = [p for p in (self.hyperparameters() if alternate else self.parameters()) if p.requires_grad]
         history: list[float] = []
+        self._reset_cg_choice()
 
         # The CG warm start is the U of the best evaluation so far, not of the last one:
         # a rejected line-search trial (kernels far off) would leave a U far from the next
@@ -1384,6 +1424,36 @@ def _equation_diagonal(axis_ops: Sequence[Tensor], interior: Sequence[slice]) ->
                 cols.append((x[interior[a]] * y[interior[a]]).sum(0))
             out = out + _outer(cols)
     return out
+
+
+def _probed_cg(matvec, rhs: Tensor, preconds: dict, x0: Tensor, tol: float, max_iter: int,
+               probe: int = _PROBE_ITERATIONS) -> tuple[Tensor, int, float, str]:
+    r"""Preconditioned CG with the better of several preconditioners; returns (solution,
+    iterations of all candidates, relative residual, the chosen one's name).
+
+    Each candidate runs ``probe`` iterations from ``x0``; the one whose iterate has the lower CG
+    objective :math:`\phi(x) = \tfrac12 x^T N x - b^T x = -\tfrac12 x^T (b + r)` goes on from
+    its iterate (a restart) for the rest of ``max_iter``. :math:`\phi` decreases monotonically
+    in CG and :math:`\phi(x) - \phi(x^*) = \tfrac12 \|x - x^*\|_N^2`, so it compares the
+    candidates' errors in the norm CG minimises; the residual norm, dominated by the largest
+    eigenvalues of :math:`N`, does not.
+    """
+    best = None
+    spent = 0
+    for name, precond in preconds.items():
+        if len(preconds) == 1:
+            x, it, rel = _preconditioned_cg(matvec, rhs, precond, x0, tol, max_iter)
+            return x, it, rel, name
+        x, it, rel = _preconditioned_cg(matvec, rhs, precond, x0, tol, min(probe, max_iter))
+        spent += it
+        if rel <= tol:
+            return x, spent, rel, name
+        objective = -0.5 * float((x * (2.0 * rhs - matvec(x))).sum())
+        if best is None or objective < best[0]:
+            best = (objective, name, x)
+    _, name, x = best
+    x, it, rel = _preconditioned_cg(matvec, rhs, preconds[name], x, tol, max(max_iter - probe, 0))
+    return x, spent + it, rel, name
 
 
 def _preconditioned_cg(matvec, rhs: Tensor, precond, x0: Tensor, tol: float, max_iter: int,

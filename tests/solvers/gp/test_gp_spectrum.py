@@ -95,16 +95,19 @@ def test_data_peaks_of_advection_come_from_the_boundary_data():
 
 
 def test_spectrum_start_recovers_the_frequency_where_the_uniform_start_does_not_by_then():
-    # Same budget (no Adam, 30 L-BFGS-B iterations), 2D Poisson at 3.4 points per period.
+    # Same budget (no Adam, 10 L-BFGS-B iterations), 2D Poisson at 3.4 points per period. (With
+    # 30 iterations both starts now get below 2e-4: since the U updates choose their
+    # preconditioner, the uniform start gets there too, later.)
     problem = Poisson("sin(19*x)*sin(13*y)", [(0.0, 2 * math.pi)] * 2)
     errors, freqs = {}, {}
     for init in ("uniform", "spectrum"):
         solver = GPPDESolver(problem, [64, 64], init=init, n_components=12)
-        solver.fit(n_adam=0, u_update_every=1, n_lbfgs=30, lbfgs_trust=0.5)
+        solver.fit(n_adam=0, u_update_every=1, n_lbfgs=10, lbfgs_trust=0.5)
         errors[init], freqs[init] = solver.relative_error(71), solver.dominant_frequencies()
     true = [19 / (2 * math.pi), 13 / (2 * math.pi)]
     assert all(abs(f - t) < 1e-2 * t for f, t in zip(freqs["spectrum"], true)), freqs
-    assert errors["spectrum"] < 1e-3 and errors["spectrum"] < 0.1 * errors["uniform"], errors
+    assert not all(abs(f - t) < 1e-2 * t for f, t in zip(freqs["uniform"], true)), freqs
+    assert errors["spectrum"] < 3e-4 and errors["spectrum"] < 0.5 * errors["uniform"], errors
 
 
 def test_initialised_with_peaks_and_bad_arguments():
