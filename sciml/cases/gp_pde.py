@@ -274,9 +274,9 @@ def after_phases(solver, cfg: Config):
     :class:`~sciml.solvers.gp.solver.USolveInfo`.
 
     Inside a phase the U updates stop at ``u_tol`` / ``u_max_iter``, which is enough to steer the
-    kernels but not for the answer: on the fitted 2D Allen–Cahn 200² state a relative residual of
-    1e-8 left U at 2.9e-2 from the exact solution, 1e-10 at 3.4e-3 (``benchmarks/gp_preconditioner.py
-    --run``, benchmarks/RESULTS.md)."""
+    kernels but not for the answer: at the kernels of a 2D Allen–Cahn 200² run after its first
+    L-BFGS-B phase, the U that phase ended with (1e-8, cap 60) was 2.9e-2 from the exact solution,
+    U solved to 1e-10 3.4e-3 (``benchmarks/gp_preconditioner.py --run``, benchmarks/RESULTS.md)."""
     opt = cfg.optimiser
     return solver.final_solve(opt.final_jitter, cg_tol=opt.final_tol, cg_max_iter=opt.final_max_iter)
 
