@@ -343,15 +343,12 @@ def run(cfg: Config, run) -> dict:
         )
         state = {"solver": solver.state_dict(), "phases_done": i + 1, "elapsed_s": spent, "phase": phase}
         run.save_checkpoint(state, step=iterations)
-    final: dict[str, Any] = {}
     info = after_phases(solver, cfg)
-    if info is not None:
-        final = {"final_jitter": solver.jitter, "final_cg_iterations": info.cg_iterations,
-                 "final_cg_relative_residual": info.cg_relative_residual,
-                 "final_preconditioner": info.preconditioner}
-        how = f"{info.cg_iterations} CG iterations ({info.preconditioner}), relative residual " \
-              f"{info.cg_relative_residual:.2g}" if info.method == "kronecker" else "dense"
-        run.log(f"final U solve at jitter {solver.jitter:.3g}: {how}")
+    final = {"final_jitter": solver.jitter, "final_cg_iterations": info.cg_iterations,
+             "final_cg_relative_residual": info.cg_relative_residual, "final_preconditioner": info.preconditioner}
+    how = f"{info.cg_iterations} CG iterations ({info.preconditioner}), relative residual " \
+          f"{info.cg_relative_residual:.2g}" if info.method == "kronecker" else "dense"
+    run.log(f"final U solve at jitter {solver.jitter:.3g}: {how}")
     wall = elapsed + time.perf_counter() - t0
 
     n_test = n_test_points(solver, cfg)

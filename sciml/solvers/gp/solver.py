@@ -675,7 +675,7 @@ class GPPDESolver(nn.Module):
         v0 = system.whiten(self.u.detach() if u0 is None else u0)
         candidates = {"fast_diagonalisation": precond, "jacobi": system.jacobi} if auto else {preconditioner: precond}
         probe = auto and (self._cg_choice is None or self._cg_choice_uses >= _PROBE_EVERY)
-        if auto and not probe:
+        if auto and not probe:  # keep the last probe's choice
             candidates = {self._cg_choice: candidates[self._cg_choice]}
         v, iters, rel, chosen = _probed_cg(system.normal_matvec, system.rhs(h), candidates, v0, cg_tol, cg_max_iter)
         if auto:
@@ -1438,12 +1438,12 @@ def _probed_cg(matvec, rhs: Tensor, preconds: dict, x0: Tensor, tol: float, max_
     candidates' errors in the norm CG minimises; the residual norm, dominated by the largest
     eigenvalues of :math:`N`, does not.
     """
+    if len(preconds) == 1:
+        (name, precond), = preconds.items()
+        return (*_preconditioned_cg(matvec, rhs, precond, x0, tol, max_iter), name)
     best = None
     spent = 0
     for name, precond in preconds.items():
-        if len(preconds) == 1:
-            x, it, rel = _preconditioned_cg(matvec, rhs, precond, x0, tol, max_iter)
-            return x, it, rel, name
         x, it, rel = _preconditioned_cg(matvec, rhs, precond, x0, tol, min(probe, max_iter))
         spent += it
         if rel <= tol:
