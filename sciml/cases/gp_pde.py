@@ -132,7 +132,8 @@ class Optimiser(Schema):
     u_newton_max_iter: int = Field(3, ge=1, description="Gauss-Newton steps of those updates (nonlinear problems)")
     final_jitter: Optional[float] = Field(
         None, gt=0, lt=1, description="after the phases U is solved once more for the final kernels (final_tol, "
-        "final_max_iter), with the jitter lowered to this times the smallest kernel scale (sum of its weights); "
+        "final_max_iter), with the jitter lowered to this times the smallest kernel scale (sum of its weights; "
+        "never above the fit's jitter); "
         "null: at the jitter of the fit")
     final_tol: float = Field(1e-10, gt=0, lt=1, description="CG tolerance of that final U solve")
     final_max_iter: int = Field(3000, ge=1, description="CG iteration cap of that solve")
@@ -141,7 +142,8 @@ class Optimiser(Schema):
 
 
 class Test(Schema):
-    points_per_period: float = Field(8.0, ge=8.0, description="of the highest learned frequency")
+    points_per_period: float = Field(8.0, ge=8.0, description="of the highest learned frequency (the test "
+                                     "grid is never coarser than twice the collocation grid)")
     min_points: int = Field(64, ge=2, description="per axis")
 
 
@@ -221,7 +223,9 @@ def build_solver(cfg: Config):
 
 
 def n_test_points(solver, cfg: Config) -> list[int]:
-    """Test points per axis: ``points_per_period`` per period of the highest learned frequency.
+    """Test points per axis: ``points_per_period`` per period of the highest learned frequency, and at
+    least twice the collocation points (a fit that lost the solution's frequency must not score itself on
+    a grid too coarse to see it: ``sin(500x)`` learned as a constant would otherwise be tested on 64 points).
 
     The count is raised until no test point (midpoints of ``n + 1`` uniform points)
     lies within a tenth of a grid spacing of a collocation point.
@@ -231,7 +235,7 @@ def n_test_points(solver, cfg: Config) -> list[int]:
         w = k.weight.detach()
         mu = k.mu.detach().abs()[w >= _WEIGHT_SHARE * w.sum()]
         f_max = float(mu.max()) if mu.numel() else 0.0
-        n = max(cfg.test.min_points, math.ceil(cfg.test.points_per_period * f_max * (b - a)))
+        n = max(cfg.test.min_points, 2 * n_col, math.ceil(cfg.test.points_per_period * f_max * (b - a)))
         h = (b - a) / (n_col - 1)
         while True:
             mids = [(i + 0.5) * (b - a) / n for i in range(n)]

@@ -50,6 +50,23 @@ def test_cli_run_writes_metrics_fields_and_plots(tmp_path):
     assert metrics["test_points"][0] >= 64
 
 
+def test_test_grid_resolves_the_collocation_grid_whatever_the_kernels_learned(tmp_path):
+    """Kernels whose weight sits at frequency 0 (a fit that lost the solution's frequency) are still scored
+    on >= 2 points per collocation spacing (not the 64-point floor), staggered from the collocation points."""
+    import torch
+
+    cfg = load_case(write_case(tmp_path, "sin(12*x)")).config
+    cfg = cfg.model_copy(update={"n_points": [90]})
+    solver = gp_pde.build_solver(cfg)
+    with torch.no_grad():
+        solver.kernels[0].mu.zero_()
+    (n,) = gp_pde.n_test_points(solver, cfg)
+    assert n >= 2 * 90
+    h = 3 / 89
+    mids = [(i + 0.5) * 3 / n for i in range(n)]
+    assert min(abs(m - round(m / h) * h) for m in mids) >= 0.1 * h
+
+
 def test_bad_expression_exits_2_with_file_line_and_key(tmp_path):
     path = write_case(tmp_path, "sin(2*q) + __import__('os')")
     res = run_sciml("validate", str(path), timeout=60)

@@ -399,6 +399,18 @@ def test_final_solve_sets_the_relative_jitter_and_the_minimiser_for_it(index):
         s.final_solve(1.5)
 
 
+def test_final_solve_never_raises_the_jitter():
+    """Kernels whose weights grew past 1 / relative_jitter times the jitter keep the jitter of the fit."""
+    s = small_solvers()[0]
+    with torch.no_grad():
+        s.kernels[0].log_weight.add_(math.log(1e4))
+    jitter = s.jitter
+    assert 1e-3 * min(float(k.weight.sum()) for k in s.kernels) > jitter
+    s.final_solve(1e-3, cg_tol=1e-13)
+    assert s.jitter == jitter
+    assert relative_u_gradient(s) < 1e-9
+
+
 def test_lbfgs_phase_decreases_the_profile_loss_within_bounds():
     s = GPPDESolver(Poisson("sin(2*x)", [(0, 3)]), [30], n_components=5)
     s.solve_u()
@@ -409,6 +421,31 @@ def test_lbfgs_phase_decreases_the_profile_loss_within_bounds():
     assert float(s.loss().detach()) < start
     assert (float(s.log_tau_residual.detach()), float(s.log_tau_boundary.detach())) == taus  # held fixed by default
     assert s.is_resolved()
+
+
+def test_lbfgs_restarts_after_a_stalled_step(monkeypatch):
+    """scipy's L-BFGS-B reports a step that did not lower the loss as convergence (status 0 with ftol = 0);
+    with budget left and the loss lowered, the run goes on from the point reached."""
+    import scipy.optimize
+
+    minimize, calls = scipy.optimize.minimize, []
+
+    def stalls_first(fun, x0, **kw):
+        if not calls:  # the first run "converges" after 2 iterations, as scipy 1.17 does on a stalled step
+            result = minimize(fun, x0, **{**kw, "options": {**kw["options"], "maxiter": 2}})
+            result.status = 0
+        else:
+            result = minimize(fun, x0, **kw)
+        calls.append((kw["options"]["maxiter"], int(result.nit), float(result.fun)))
+        return result
+
+    monkeypatch.setattr(scipy.optimize, "minimize", stalls_first)
+    s = GPPDESolver(Poisson("sin(2*x)", [(0, 3)]), [30], n_components=5)
+    s.solve_u()
+    s.fit(n_adam=0, u_update_every=1, n_lbfgs=20)
+    assert len(calls) >= 2
+    assert calls[1][0] == 18  # the budget left
+    assert min(c[2] for c in calls[1:]) < calls[0][2]
 
 
 def test_lbfgs_trust_box_bounds_each_restart_and_lowers_the_loss():
