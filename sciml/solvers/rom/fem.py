@@ -284,7 +284,7 @@ class Discretisation:
     def _cell_tangents(
         self, C_alg: np.ndarray, weights: np.ndarray | None, elements: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The selected cells and their matrices :math:`\sum_{q \in c} w_q B_q^\top \mathbb C_q B_q`, ``(c, nd, nd)``."""
+        r"""The selected cells and their matrices :math:`\sum_{q \in c} w_q B_q^\top \mathbb C_q B_q`, ``(c, nd, nd)``."""
         cells, qp = self._select(elements)
         C_alg = np.asarray(C_alg, dtype=np.float64)
         if C_alg.shape != (qp.size, 6, 6):
