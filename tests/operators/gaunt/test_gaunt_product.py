@@ -137,6 +137,8 @@ CASES = [
     (8, 4, 6),
     (8, 8, 4),
     (0, 3, 3),
+    (2, 1, 2),  # odd L1 + L2 + Lout: an even number of azimuths (phi = pi is its own mirror)
+    (4, 3, 6),
 ]
 
 
