@@ -105,7 +105,7 @@ _PEAK_RHO_BINS = 0.5
 _WINDOW_LOBE_BINS = 4.0
 
 
-_LBFGS_RESTARTS = 5  # restarts of L-BFGS-B after a failed line search, per run
+_LBFGS_RESTARTS = 5  # restarts of L-BFGS-B after a stalled step (failed line search or no decrease), per run
 # first-order axes: the preconditioner's interior uses the eigenvectors of the axis blocks up to this
 # condition number, else orthonormal bases (_FastDiagonalisationPreconditioner)
 _MAX_EIGVEC_COND = 10.0
