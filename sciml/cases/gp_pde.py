@@ -229,23 +229,18 @@ def n_test_points(solver, cfg: Config) -> list[int]:
     least twice the collocation points (a fit that lost the solution's frequency must not score itself on
     a grid too coarse to see it: ``sin(500x)`` learned as a constant would otherwise be tested on 64 points).
 
-    The count is raised until no test point (midpoints of ``n + 1`` uniform points)
-    lies within a tenth of a grid spacing of a collocation point.
+    The test points are the midpoints of ``n`` equal cells, with ``n`` the smallest multiple of the
+    collocation intervals past that count: every collocation point is a cell edge, so every test point
+    lies half a test spacing from the nearest one (staggered, never on a collocation point).
     """
     out = []
-    for d, (k, (a, b), n_col) in enumerate(zip(solver.kernels, solver.problem.domain, solver.n_points)):
+    for k, (a, b), n_col in zip(solver.kernels, solver.problem.domain, solver.n_points):
         w = k.weight.detach()
         mu = k.mu.detach().abs()[w >= _WEIGHT_SHARE * w.sum()]
         f_max = float(mu.max()) if mu.numel() else 0.0
         n = max(cfg.test.min_points, 2 * n_col, math.ceil(cfg.test.points_per_period * f_max * (b - a)))
-        h = (b - a) / (n_col - 1)
-        while True:
-            mids = [(i + 0.5) * (b - a) / n for i in range(n)]
-            gap = min(abs(m - round(m / h) * h) for m in mids)
-            if gap >= 0.1 * h:
-                break
-            n += 1
-        out.append(n)
+        intervals = n_col - 1
+        out.append(intervals * math.ceil(n / intervals))
     return out
 
 

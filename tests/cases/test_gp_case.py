@@ -50,21 +50,23 @@ def test_cli_run_writes_metrics_fields_and_plots(tmp_path):
     assert metrics["test_points"][0] >= 64
 
 
-def test_test_grid_resolves_the_collocation_grid_whatever_the_kernels_learned(tmp_path):
+@pytest.mark.parametrize("n_col", [9, 30, 90])
+def test_test_grid_resolves_the_collocation_grid_whatever_the_kernels_learned(tmp_path, n_col):
     """Kernels whose weight sits at frequency 0 (a fit that lost the solution's frequency) are still scored
-    on >= 2 points per collocation spacing (not the 64-point floor), staggered from the collocation points."""
+    on >= 2 points per collocation spacing (and >= min_points), no test point nearer than half a test
+    spacing to a collocation point. A coarse grid (9 points, below min_points / 5) used to hang the search."""
     import torch
 
     cfg = load_case(write_case(tmp_path, "sin(12*x)")).config
-    cfg = cfg.model_copy(update={"n_points": [90]})
+    cfg = cfg.model_copy(update={"n_points": [n_col]})
     solver = gp_pde.build_solver(cfg)
     with torch.no_grad():
         solver.kernels[0].mu.zero_()
     (n,) = gp_pde.n_test_points(solver, cfg)
-    assert n >= 2 * 90
-    h = 3 / 89
-    mids = [(i + 0.5) * 3 / n for i in range(n)]
-    assert min(abs(m - round(m / h) * h) for m in mids) >= 0.1 * h
+    assert n >= max(2 * n_col, cfg.test.min_points)
+    (x,) = solver.test_axes(n)
+    gaps = (x[:, None] - solver.axes[0][None, :]).abs().min(dim=1).values
+    assert float(gaps.min()) == pytest.approx(1.5 / n, rel=1e-9)  # half of the test spacing 3 / n
 
 
 def test_bad_expression_exits_2_with_file_line_and_key(tmp_path):
