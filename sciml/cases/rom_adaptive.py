@@ -229,8 +229,9 @@ class _Checkpoint:
     step) — the bases of each revision once, to ``bases_<i>.pt`` — and each full state of an HF step
     of the online run to ``hf_step_<k>.pt`` there, once; the online state in ``latest.pt`` is the
     small rest (reduced state, records, the pending reduced steps) with the HF states by step number.
-    A ROM step between HF steps thus writes kilobytes, not the bases and cubature. A revision file no checkpoint refers to any more is removed after
-    ``latest.pt`` has moved on (kept with ``keep_checkpoints``). The ROM stages resume on as many
+    A ROM step between HF steps thus writes kilobytes, not the bases and cubature. A revision file no
+    checkpoint refers to any more is removed after ``latest.pt`` has moved on (kept with
+    ``keep_checkpoints``). The ROM stages resume on as many
     ranks as they were saved on.
     """
 

@@ -983,8 +983,8 @@ class GPPDESolver(nn.Module):
         # to 1.5e-9 in another). With ftol = 0, status 0 is the same stall seen from the
         # other side (a step that did not lower the loss, "relative reduction of f <=
         # factr*epsmch"; gtol = 0 rules out the gradient test): scipy 1.17 ends the first
-        # L-BFGS-B round of the 1D Allen-Cahn case there after 7 of 300 iterations, at 2.4e-6
-        # in the end against 2.4e-9 with the restart (benchmarks/RESULTS.md, GP section).
+        # L-BFGS-B round of the 1D Allen-Cahn case there after 18 evaluations of a 300-iteration
+        # budget, at 2.4e-6 in the end against 2.4e-9 with the restart (benchmarks/RESULTS.md, GP section).
         remaining = max_iter
         for _ in range(_LBFGS_RESTARTS + 1):
             x0 = torch.cat([p.detach().reshape(-1) for p in params]).cpu().double().numpy()
