@@ -13,6 +13,12 @@ the components carrying at least 1 % of that axis' kernel weight (always below t
 grid's Nyquist frequency, where the solver keeps its kernels). The true frequency is
 not used: the case knows the solution only as an expression.
 
+``correction`` (off by default) adds the paper's extra GP after the main phases: a
+second GP with one broad kernel component per axis fits what the main mean leaves of
+the equation and the boundary data, and the reported solution is the sum of the two
+means (:meth:`~sciml.solvers.gp.GPPDESolver.correction`); ``metrics.json`` then keeps the
+main fit's error as ``correction.relative_l2_before``.
+
 A checkpoint is written at the end of every phase (the solver's state, the phase
 index, the step count and the wall time so far); ``sciml resume DIR`` continues
 with the next phase.
@@ -33,7 +39,7 @@ from pydantic import Field, PositiveFloat, ValidationInfo, field_validator, mode
 
 from sciml.config import NumberExpr, Schema
 
-__all__ = ["Config", "run", "build_problem", "build_solver", "n_test_points"]
+__all__ = ["Config", "run", "build_problem", "build_solver", "build_correction", "n_test_points"]
 
 _VARIABLES = {"poisson": ("x", "y", "z"), "allen_cahn": ("x", "y", "z"), "advection": ("x", "t")}
 _WEIGHT_SHARE = 0.01  # components counted by the test-grid rule: >= 1 % of the axis' kernel weight
@@ -143,6 +149,23 @@ class Optimiser(Schema):
     lbfgs: LBFGS = LBFGS()
 
 
+class Correction(Schema):
+    """The paper's extra GP: after the main fit, a second GP with one broad kernel component per axis (at
+    frequency 0) fits what the main mean leaves of the equation and the boundary data, and the answer is the
+    sum of the two means (:meth:`sciml.solvers.gp.GPPDESolver.correction`)."""
+
+    family: Literal["student_t", "gaussian"] = Field(
+        "student_t", description="student_t: a Matern-5/2 kernel (the paper's); gaussian: a squared exponential")
+    length_scale: float = Field(1.0, gt=0, description="initial length scale, in units of each axis' length")
+    jitter: Optional[float] = Field(None, gt=0, lt=1, description="null: the smallest power of ten from 1e-14 "
+                                    "up at which the kernels factor (a smooth kernel needs a small one)")
+    # no Adam by default: an Adam step that makes a kernel lose its Cholesky factor at the small jitter ends
+    # the run, where L-BFGS-B backs off (sin(500x) - 2(x - 0.5)^2: 100 Adam steps first, the same error)
+    adam: Adam = Adam(steps=0)
+    lbfgs: LBFGS = LBFGS()
+    final_jitter: Optional[float] = Field(1e-8, gt=0, lt=1, description="as optimiser.final_jitter")
+
+
 class Test(Schema):
     points_per_period: float = Field(8.0, ge=8.0, description="of the highest learned frequency (the test "
                                      "grid is never coarser than twice the collocation grid)")
@@ -163,6 +186,7 @@ class Config(Schema):
     kernel: Kernel = Kernel()
     boundary_weight: float = Field(200.0, gt=0, description="λ_b")
     optimiser: Optimiser = Optimiser()
+    correction: Optional[Correction] = Field(None, description="the extra low-frequency GP; null: none")
     dense_limit: int = Field(1024, ge=0, description="dense exact U update up to this many grid points")
     test: Test = Test()
     output: Output = Output()
@@ -306,11 +330,31 @@ def lbfgs_trust(cfg: Config) -> float | None:
     those trials. The dense solve is exact at any trial point and the box only slows
     it down (benchmarks/RESULTS.md, GP section).
     """
-    trust = cfg.optimiser.lbfgs.trust
+    return _resolve_trust(cfg.optimiser.lbfgs.trust, cfg)
+
+
+def _resolve_trust(trust, cfg: Config) -> float | None:
     if trust != "auto":
         return trust
     iterative = cfg.optimiser.u_update == "exact" and math.prod(cfg.n_points) > cfg.dense_limit
     return AUTO_TRUST if iterative else None
+
+
+def build_correction(solver, cfg: Config):
+    """The extra GP of ``cfg.correction`` on the mean of the fitted ``solver``."""
+    c = cfg.correction
+    return type(solver).correction(solver, kernel_type=kernel_type(c.family), length_scale=c.length_scale,
+                                   jitter=c.jitter, boundary_weight=cfg.boundary_weight)
+
+
+def _fit_correction(corr, cfg: Config, callback=None) -> list[float]:
+    c, opt = cfg.correction, cfg.optimiser
+    return corr.fit(
+        n_adam=c.adam.steps, lr=c.adam.lr, u_update_every=opt.u_update_every if opt.u_update == "exact" else None,
+        n_lbfgs=c.lbfgs.iterations, lbfgs_rounds=c.lbfgs.rounds, lbfgs_precision_step=c.lbfgs.precision_step,
+        lbfgs_trust=_resolve_trust(c.lbfgs.trust, cfg), lbfgs_trust_every=c.lbfgs.trust_every, u_tol=opt.u_tol,
+        u_max_iter=opt.u_max_iter, u_newton_max_iter=opt.u_newton_max_iter, callback=callback,
+    )
 
 
 # --------------------------------------------------------------------------- the case
@@ -320,14 +364,16 @@ def run(cfg: Config, run) -> dict:
 
     solver = build_solver(cfg)
     phases = _phases(cfg)
+    n_phases = len(phases) + (cfg.correction is not None)
     done, iterations, elapsed = 0, 0, 0.0
     ckpt = run.load_checkpoint() if run.resume else None
     if ckpt is not None:
         state = ckpt["state"]
         solver.load_state_dict(state["solver"])
         done, iterations, elapsed = int(state["phases_done"]), int(ckpt["step"]), float(state["elapsed_s"])
-        run.log(f"resumed after phase {done}/{len(phases)} ({iterations} iterations, {elapsed:.1f} s)")
-    run.log(f"{solver.problem!r}, grid {'x'.join(map(str, cfg.n_points))}, phases: {', '.join(phases) or 'none'}")
+        run.log(f"resumed after phase {done}/{n_phases} ({iterations} iterations, {elapsed:.1f} s)")
+    run.log(f"{solver.problem!r}, grid {'x'.join(map(str, cfg.n_points))}, phases: "
+            f"{', '.join(phases + ['correction'] * (cfg.correction is not None)) or 'none'}")
 
     t0 = time.perf_counter()
     for i in range(done, len(phases)):
@@ -344,19 +390,45 @@ def run(cfg: Config, run) -> dict:
         )
         state = {"solver": solver.state_dict(), "phases_done": i + 1, "elapsed_s": spent, "phase": phase}
         run.save_checkpoint(state, step=iterations)
+    main_state = {k: v.clone() for k, v in solver.state_dict().items()}  # before the final solve, as resumed
     info = after_phases(solver, cfg)
     final = {"final_jitter": solver.jitter, "final_cg_iterations": info.cg_iterations,
              "final_cg_relative_residual": info.cg_relative_residual, "final_preconditioner": info.preconditioner}
     how = f"{info.cg_iterations} CG iterations ({info.preconditioner}), relative residual " \
           f"{info.cg_relative_residual:.2g}" if info.method == "kronecker" else "dense"
     run.log(f"final U solve at jitter {solver.jitter:.3g}: {how}")
+
+    result = solver
+    n_test = n_test_points(solver, cfg)
+    if cfg.correction is not None:
+        before = solver.relative_error(n_test)
+        result = build_correction(solver, cfg)
+        if done > len(phases):
+            result.load_state_dict(ckpt["state"]["correction"])
+        else:
+            run.log(f"correction: relative L2 {before:.3e} before; a {cfg.correction.family} kernel per axis, "
+                    f"jitter {result.jitter:.3g}")
+            history = _fit_correction(result, cfg, callback=_progress(run, "correction", cfg.output.progress_s))
+            iterations += len(history)
+            spent = elapsed + time.perf_counter() - t0
+            run.log(f"phase correction: {len(history)} iterations, loss {history[-1] if history else float('nan'):.6g},"
+                    f" relative L2 {result.relative_error(n_test):.3e}, {spent:.1f} s")
+            state = {"solver": main_state, "correction": result.state_dict(), "phases_done": len(phases) + 1,
+                     "elapsed_s": spent, "phase": "correction"}
+            run.save_checkpoint(state, step=iterations)
+        fit_jitter = result.jitter
+        result.final_solve(cfg.correction.final_jitter)
+        final["correction"] = {
+            "relative_l2_before": before, "jitter": fit_jitter, "final_jitter": result.jitter,
+            "length_scale": [float(1.0 / k.rho[0].detach()) for k in result.kernels],
+            "weight": [float(k.weight[0].detach()) for k in result.kernels],
+        }
     wall = elapsed + time.perf_counter() - t0
 
-    n_test = n_test_points(solver, cfg)
     axes = solver.test_axes(n_test)
     coords = torch.meshgrid(*axes, indexing="ij")
     exact = solver.problem.exact(*coords)
-    mean = solver.predict(*axes)
+    mean = result.predict(*axes)
     err = float((mean - exact).norm() / exact.norm())
     metrics: dict[str, Any] = {
         "relative_l2": err,

@@ -168,3 +168,46 @@ def test_phases_log_their_progress(tmp_path):
         evaluations = [line for line in lines if f"phase {phase}: evaluation " in line]
         assert evaluations, phase
     assert sum("evaluation" in line for line in lines) == metrics["iterations"]
+
+
+def write_corrected_case(tmp_path: Path) -> Path:
+    """The sin(500x) case in small: the main fit leaves part of the quadratic to the correction."""
+    path = tmp_path / "case.yaml"
+    path.write_text("""\
+kind: gp_pde
+problem: {equation: poisson, domain: [[0, 1]], solution: sin(100*x) - 2*(x - 0.5)**2}
+n_points: [100]
+kernel: {n_components: 10, init: spectrum}
+optimiser: {adam: {steps: 10}, lbfgs: {iterations: 60, rounds: 2}}
+correction: {lbfgs: {iterations: 60, rounds: 1}}
+""")
+    return path
+
+
+def test_correction_phase_runs_last_and_is_resumed_like_the_others(tmp_path, monkeypatch):
+    cfg = load_case(write_corrected_case(tmp_path)).config
+    real = gp_pde._fit_correction
+    calls: list[str] = []
+
+    def interrupt(corr, cfg, callback=None):
+        calls.append("correction")
+        if calls.count("correction") == 1:
+            raise KeyboardInterrupt
+        return real(corr, cfg, callback)
+
+    monkeypatch.setattr(gp_pde, "_fit_correction", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        gp_pde.run(cfg, Run(tmp_path / "run"))
+    assert Run(tmp_path / "run").load_checkpoint()["state"]["phases_done"] == 3  # the main fit's phases
+    first = gp_pde.run(cfg, Run(tmp_path / "run", resume=True))
+    assert calls == ["correction", "correction"]
+    assert Run(tmp_path / "run").load_checkpoint()["state"]["phases_done"] == 4
+    c = first["correction"]
+    assert c["relative_l2_before"] > 1e-3  # the main fit alone misses part of the quadratic
+    assert first["relative_l2"] < 1e-2 * c["relative_l2_before"]
+    assert 0 < c["jitter"] <= 1e-6 and len(c["length_scale"]) == 1
+
+    again = gp_pde.run(cfg, Run(tmp_path / "run", resume=True))  # everything done: no fit runs again
+    assert calls == ["correction", "correction"]
+    assert again["iterations"] == first["iterations"]
+    assert again["relative_l2"] == pytest.approx(first["relative_l2"], rel=1e-6)

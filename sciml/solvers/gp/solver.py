@@ -81,6 +81,7 @@ paper's joint Adam, given the same time, is at 8e-2.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence, final
@@ -90,7 +91,7 @@ import scipy.optimize
 import torch
 from torch import Tensor, nn
 
-from .kernels import GaussianSpectralMixture, SpectralMixture1D
+from .kernels import GaussianSpectralMixture, SpectralMixture1D, StudentTSpectralMixture
 from .spectrum import empirical_spectrum, merge_spectra, spectral_peaks
 from .kronecker import KroneckerCholesky, NotPositiveDefiniteError, apply_along, kron_dense, kron_matmul
 from .problems import PDEProblem
@@ -224,6 +225,17 @@ class GPPDESolver(nn.Module):
         Past ``dense_limit``: lift the Dirichlet values in the CG preconditioner
         (:class:`_FastDiagonalisationPreconditioner`); default where an axis is first-order
         or the grid has three or more axes.
+    base : GPPDESolver, optional
+        A fitted solver of the same problem on the same grid whose posterior mean this one
+        corrects (the paper's extra GP for the multi-scale problems, usually a broad
+        low-frequency kernel: :meth:`correction`). The solution is modelled as
+        :math:`u = u_0 + v`, :math:`u_0` the base's mean held fixed and :math:`v` this
+        solver's GP, with its own kernels and precisions: the equation becomes
+        :math:`A V + n(U_0 + V) = f - A_0 U_0` on the collocation points and the boundary data
+        :math:`g - U_0` (:attr:`f` and :attr:`g` hold these), and :meth:`predict` returns the
+        sum of the two means; :math:`U_0` is the base's mean on the grid. The base's data are
+        taken at construction and its kernels are used by :meth:`predict`, so the base must
+        not be fitted further.
     dtype, device
         Of the grid, data and default kernels (float64 recommended).
 
@@ -268,6 +280,7 @@ class GPPDESolver(nn.Module):
         log_precision: float | None = None,
         dense_limit: int = 1024,
         lift_boundary: bool | None = None,
+        base: "GPPDESolver | None" = None,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str | None = None,
     ):
@@ -305,6 +318,21 @@ class GPPDESolver(nn.Module):
         for what, t in (("source f", f), ("solution u", g)):
             if not bool(torch.isfinite(t).all()):
                 raise ValueError(f"{problem!r}: the {what} is not finite everywhere on the grid")
+        # the base is kept out of the module tree: its parameters are neither this solver's
+        # hyper-parameters nor part of its state_dict
+        self._base = (self._check_base(base),) if base is not None else ()
+        if base is not None:
+            # u_0 is the base's mean: at the grid points K (K + eps I)^{-1} U_0, not U_0 (with a jitter
+            # the two differ, by 6e-4 for a fit of sin(300x) + exp(x) whose constant component has a weight
+            # of 1e7), and its derivatives there are A_0 U_0; a base with a base of its own passes on its
+            # data (f, g) less its own part.
+            with torch.no_grad():
+                u0 = base.predict(*self.axes).to(f)
+                f = base.f.to(f) - base.apply_linear(base.u.detach()).to(f)
+                g = g - u0
+            self.register_buffer("base_u", u0)
+        else:
+            self.base_u = None
         self.register_buffer("f", f)
         self.register_buffer("g", g)
 
@@ -345,6 +373,70 @@ class GPPDESolver(nn.Module):
             log_precision = -2.0 * math.log(_RELATIVE_NOISE * scale)
         self.log_tau_residual = nn.Parameter(torch.tensor(float(log_precision), dtype=dtype, device=device))
         self.log_tau_boundary = nn.Parameter(torch.tensor(float(log_precision), dtype=dtype, device=device))
+
+    @classmethod
+    def correction(
+        cls,
+        base: "GPPDESolver",
+        *,
+        kernel_type: type[SpectralMixture1D] = StudentTSpectralMixture,
+        length_scale: float = 1.0,
+        jitter: float | None = None,
+        **kwargs,
+    ) -> "GPPDESolver":
+        r"""A solver for what ``base``'s mean leaves of the solution: the paper's extra GP.
+
+        Per axis a single kernel component at frequency 0, held there (:math:`\mu` does not
+        train): a Matérn-5/2 kernel with the default ``kernel_type``, as in the paper, a
+        squared exponential with :class:`GaussianSpectralMixture`. Its initial length scale
+        :math:`1/\rho` is ``length_scale`` times the axis length; weight and scale are fitted,
+        and so are the precisions, which start from the base's residual (the default
+        ``log_precision``). ``kwargs`` go to the constructor (``boundary_weight``, ...).
+
+        A spectral mixture that locks on a high frequency can leave the slow part of a
+        multi-scale solution to a nearly constant component: 1D ``sin(500x) - 2(x - 0.5)^2``
+        ends with a kernel spanned by :math:`1, \cos 500x, \sin 500x`, and the quadratic's
+        source :math:`-4`, next to the :math:`2.5 \cdot 10^5` of the sine's, is left as
+        equation noise. Its residual is smooth, and a broad kernel fits it. The jitter
+        must be small for that: the mean of a jittered GP misses its own grid values by
+        :math:`\varepsilon (K + \varepsilon I)^{-1} U`, which for a smooth kernel is not small
+        (``cases/gp_poisson_1d_sin500.yaml``). ``jitter=None`` takes the smallest power of ten
+        from 1e-14 up at which the initial kernels and the same kernels with four times the
+        length scale (the fit may broaden them) have a Cholesky factor on the grid.
+        """
+        if not length_scale > 0:
+            raise ValueError(f"length_scale must be positive (got {length_scale})")
+        dtype, device = base.u.dtype, base.u.device
+        kernels = []
+        for a, b in base.problem.domain:
+            k = kernel_type(torch.zeros(1, dtype=dtype, device=device), rho=1.0 / (length_scale * (b - a)))
+            k.mu.requires_grad_(False)
+            kernels.append(k)
+        if jitter is None:
+            jitter = _factorable_jitter(kernels, base.n_points, base.spacings)
+        return cls(base.problem, base.n_points, kernels=kernels, jitter=jitter, base=base,
+                   dense_limit=kwargs.pop("dense_limit", base.dense_limit), dtype=dtype, device=device, **kwargs)
+
+    def _check_base(self, base: "GPPDESolver") -> "GPPDESolver":
+        if not isinstance(base, GPPDESolver):
+            raise TypeError(f"base must be a GPPDESolver (got {type(base).__name__})")
+        if type(base.problem) is not type(self.problem) or repr(base.problem) != repr(self.problem):
+            raise ValueError(f"base solves {base.problem!r}, not {self.problem!r}")
+        if base.n_points != self.n_points:
+            raise ValueError(f"base has grid {base.n_points}, not {self.n_points}")
+        return base
+
+    @property
+    def base(self) -> "GPPDESolver | None":
+        """The solver whose mean this one corrects (``base`` argument), or None."""
+        return self._base[0] if self._base else None
+
+    def _nonlinearity(self, u: Tensor) -> Tensor | None:
+        """:math:`n(U_0 + U)` (:math:`U_0 = 0` without a base)."""
+        return self.problem.nonlinearity(u if self.base_u is None else u + self.base_u)
+
+    def _nonlinearity_derivative(self, u: Tensor) -> Tensor:
+        return self.problem.nonlinearity_derivative(u if self.base_u is None else u + self.base_u)
 
     @torch.no_grad()
     def data_peaks(self, max_peaks: int, max_frequency: Sequence[float] | None = None) -> list[Tensor]:
@@ -437,7 +529,7 @@ class GPPDESolver(nn.Module):
         u = self.u if u is None else u
         ops = self._operators() if ops is None else ops
         lu = self.apply_linear(u, ops)
-        nonlinear = self.problem.nonlinearity(u)
+        nonlinear = self._nonlinearity(u)
         if nonlinear is not None:
             lu = lu + nonlinear
         return (lu - self.f)[self.interior]
@@ -587,8 +679,8 @@ class GPPDESolver(nn.Module):
         loss = float(self.loss_terms(u, ops)["loss"])
         cg_total, steps, info = 0, 0, USolveInfo(method, 0, 0.0)
         for steps in range(1, newton_max_iter + 1):
-            d = self.problem.nonlinearity_derivative(u)
-            h = torch.where(mask, self.f - self.problem.nonlinearity(u) + d * u, self.g)
+            d = self._nonlinearity_derivative(u)
+            h = torch.where(mask, self.f - self._nonlinearity(u) + d * u, self.g)
             u_lin, info = linear_solve(h, torch.where(mask, d, torch.zeros_like(d)), u)
             cg_total += info.cg_iterations
             step, alpha = u_lin - u, 1.0
@@ -728,7 +820,7 @@ class GPPDESolver(nn.Module):
         w_sqrt = self._weights_sqrt()
         diag = None
         if not self.problem.is_linear:
-            diag = torch.where(mask, self.problem.nonlinearity_derivative(u), torch.zeros_like(u))
+            diag = torch.where(mask, self._nonlinearity_derivative(u), torch.zeros_like(u))
         r = u - self.g  # the boundary rows; the collocation rows are the equation's residual
         r[self.interior] = self.residual(u, ops)
         y0 = w_sqrt * r
@@ -1007,7 +1099,8 @@ class GPPDESolver(nn.Module):
 
     @torch.no_grad()
     def predict(self, *axes: Tensor) -> Tensor:
-        r"""Posterior mean :math:`(\otimes_d k_d(x^*_d, X_d) K_d^{-1})\,U` on the tensor grid of ``axes``.
+        r"""Posterior mean :math:`(\otimes_d k_d(x^*_d, X_d) K_d^{-1})\,U` on the tensor grid of ``axes``
+        (plus the base's mean, with a ``base``).
 
         ``axes[d]`` has shape ``(M_d,)``; returns ``(M_1, ..., M_D)``.
         """
@@ -1016,7 +1109,8 @@ class GPPDESolver(nn.Module):
         grams = [k.toeplitz_grams(n, h, order=0)[0] for k, n, h in zip(self.kernels, self.n_points, self.spacings)]
         chol = KroneckerCholesky(grams, self.jitter)
         maps = [chol.right_solve(d, k.gram(x, self.axes[d])) for d, (k, x) in enumerate(zip(self.kernels, axes))]
-        return kron_matmul(maps, self.u.detach())
+        mean = kron_matmul(maps, self.u.detach())
+        return mean if self.base is None else mean + self.base.predict(*axes)
 
     def test_axes(self, n_test: int | Sequence[int]) -> list[Tensor]:
         """Staggered test coordinates: the midpoints of ``n_test + 1`` uniform points per axis."""
@@ -1038,6 +1132,26 @@ class GPPDESolver(nn.Module):
     def dominant_frequencies(self) -> list[float]:
         r""":math:`|\mu_q|` of the heaviest component of each axis' kernel, cycles per unit length."""
         return [float(k.mu[k.log_weight.argmax()].abs()) for k in self.kernels]
+
+
+@torch.no_grad()
+def _factorable_jitter(kernels: Sequence[SpectralMixture1D], n_points: Sequence[int], spacings: Sequence[float],
+                       *, smallest: float = 1e-14, largest: float = 1e-4, broadening: float = 4.0) -> float:
+    """The smallest power-of-ten jitter from ``smallest`` up at which every kernel's Gram matrix, and the
+    same kernel with its length scales ``broadening`` times longer, has a Cholesky factor."""
+    grams = []
+    for k, n, h in zip(kernels, n_points, spacings):
+        broad = copy.deepcopy(k)
+        broad.log_rho -= math.log(broadening)
+        grams += [k.toeplitz_grams(n, h, order=0)[0], broad.toeplitz_grams(n, h, order=0)[0]]
+    jitter = smallest
+    while jitter <= largest:
+        try:
+            KroneckerCholesky(grams, jitter)
+            return jitter
+        except NotPositiveDefiniteError:
+            jitter *= 10.0
+    raise NotPositiveDefiniteError(f"no jitter up to {largest:g} gives the correction's kernels a Cholesky factor")
 
 
 def _gaussian_loglik(r: Tensor, log_tau: Tensor) -> Tensor:
