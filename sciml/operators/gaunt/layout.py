@@ -28,6 +28,7 @@ __all__ = [
     "degree_index",
     "check_coefficients",
     "order_gather_index",
+    "order_empty_rows",
     "order_merge_index",
 ]
 
@@ -71,6 +72,12 @@ def order_gather_index(lmax: int) -> Tensor:
             if m > 0:
                 index[m, 1, l] = l * l + l - m
     return index.flatten()
+
+
+def order_empty_rows(lmax: int) -> Tensor:
+    """The split rows ``(m, s, l)`` (flattened) that hold no coefficient: ``l < m``, and ``s = 1`` at ``m = 0``."""
+    m, s, l = torch.meshgrid(torch.arange(lmax + 1), torch.arange(2), torch.arange(lmax + 1), indexing="ij")
+    return torch.nonzero(((l < m) | ((m == 0) & (s == 1))).flatten()).flatten()
 
 
 def order_merge_index(lmax: int) -> Tensor:
