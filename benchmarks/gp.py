@@ -79,6 +79,7 @@ PAPER = {  # DESIGN.md, "Kronecker GP PDE solver"
     "gp_poisson_1d_multiscale": "3.5e-4 (1e6 steps + low-freq GP)",
     "gp_poisson_1d_sin500": "4.2e-4 (1e6 steps + low-freq GP)",
     "gp_poisson_2d_sin100": "4.7e-6 (GM, 1e5 steps)",
+    "gp_poisson_2d_sin100_400": "6.5e-5 (1e5 steps)",
     "gp_poisson_3d": "none (issue's goal: 1e-4 in 10 min)",
     "gp_allen_cahn_1d_sin100": "7.7e-7",
     "gp_allen_cahn_2d": "2.6e-3 (3e6 steps)",
