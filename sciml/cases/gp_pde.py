@@ -417,9 +417,13 @@ def run(cfg: Config, run) -> dict:
                      "elapsed_s": spent, "phase": "correction"}
             run.save_checkpoint(state, step=iterations)
         fit_jitter = result.jitter
-        result.final_solve(cfg.correction.final_jitter)
+        info = result.final_solve(cfg.correction.final_jitter)
+        how = f"{info.cg_iterations} CG iterations ({info.preconditioner}), relative residual " \
+              f"{info.cg_relative_residual:.2g}" if info.method == "kronecker" else "dense"
+        run.log(f"correction: final U solve at jitter {result.jitter:.3g}: {how}")
         final["correction"] = {
             "relative_l2_before": before, "jitter": fit_jitter, "final_jitter": result.jitter,
+            "final_cg_iterations": info.cg_iterations, "final_cg_relative_residual": info.cg_relative_residual,
             "length_scale": [float(1.0 / k.rho[0].detach()) for k in result.kernels],
             "weight": [float(k.weight[0].detach()) for k in result.kernels],
         }
