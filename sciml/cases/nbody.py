@@ -79,6 +79,8 @@ class Model(Schema):
     n_radial: int = Field(16, ge=1, le=256)
     r_max: NumberExpr = Field(10.0, gt=0)
     radial_hidden: int = Field(64, ge=1, le=4096)
+    message_nonlinearity: bool = Field(False, description="a gated nonlinearity and a linear map on every message "
+                                       "before the sum (SEGNN's message MLPs)")
     products: list[Literal["gaunt", "cg"]] = Field(["gaunt", "cg"], description="trained one after the other")
     method: Literal["auto", "grid", "fourier"] = Field(
         "auto", description="path of the Gaunt products (auto: per-edge matrix in convolutions, grid elsewhere)")
@@ -161,7 +163,8 @@ def build_model(cfg: Config, product: str):
     m = cfg.model
     return NBodyNetwork(channels=m.channels, lmax=m.lmax, lmax_edge=m.lmax_edge, layers=m.layers,
                         correlation=m.correlation, n_radial=m.n_radial, r_max=m.r_max,
-                        radial_hidden=m.radial_hidden, product=product, method=m.method)
+                        radial_hidden=m.radial_hidden, message_nonlinearity=m.message_nonlinearity,
+                        product=product, method=m.method)
 
 
 def _optimiser(cfg: Config, model):

@@ -226,7 +226,9 @@ class EquivariantConvolution(torch.nn.Module):
         a_i = \frac{1}{\bar n} \sum_{j \to i} m_{ij},
 
     with :math:`W_s, W_d` :class:`EquivariantLinear`, :math:`R` an MLP of
-    :math:`e_{ij}` giving one weight per channel and degree of :math:`u`,
+    :math:`e_{ij}` giving one weight per channel and degree of :math:`u`
+    (``message_nonlinearity=True``: :math:`m_{ij} \leftarrow W_m\,\text{Gate}(m_{ij})`
+    before the sum, a per-edge equivariant layer as in SEGNN's message MLPs),
     :math:`Y(\hat r) = (Y_{lm}(\hat r))_{l \le L_e}` shared by all channels (e3nn
     ``spherical_harmonics(..., normalize=True, normalization="integral")``), and
     :math:`\bar n` a fixed normaliser (the mean number of neighbours).
@@ -242,6 +244,8 @@ class EquivariantConvolution(torch.nn.Module):
         Width of the radial MLP (two hidden layers, SiLU).
     avg_neighbors : float
         :math:`\bar n`.
+    message_nonlinearity : bool, default False
+        A :class:`Gate` and an :class:`EquivariantLinear` on every message before the sum.
     product, method
         As in :class:`FeatureInteraction`.
 
@@ -263,7 +267,7 @@ class EquivariantConvolution(torch.nn.Module):
 
     def __init__(self, channels_in: int, channels_out: int, lmax_in: int, lmax_out: int, lmax_edge: int,
                  edge_features: int, radial_hidden: int = 64, avg_neighbors: float = 1.0,
-                 product: str = "gaunt", method: str = "auto") -> None:
+                 message_nonlinearity: bool = False, product: str = "gaunt", method: str = "auto") -> None:
         super().__init__()
         self.channels_in, self.channels_out = int(channels_in), int(channels_out)
         self.lmax_in, self.lmax_out, self.lmax_edge = int(lmax_in), int(lmax_out), int(lmax_edge)
@@ -278,9 +282,12 @@ class EquivariantConvolution(torch.nn.Module):
         )
         self.product = channel_product(product, (lmax_in, lmax_edge), lmax_out, (channels_out, 1), method)
         self.register_buffer("degrees_in", degree_index(self.lmax_in), persistent=False)
+        self.message_gate = Gate(channels_out, self.lmax_out) if message_nonlinearity else None
+        self.message_mix = EquivariantLinear(channels_out, channels_out, self.lmax_out) if message_nonlinearity \
+            else None
 
     def extra_repr(self) -> str:
-        return f"avg_neighbors={self.avg_neighbors}"
+        return f"avg_neighbors={self.avg_neighbors}, message_nonlinearity={self.message_gate is not None}"
 
     def forward(self, h: Tensor, edge_index: Tensor, edge_sh: Tensor, edge_scalars: Tensor) -> Tensor:
         _check_features(h, self.channels_in, self.lmax_in)
@@ -297,6 +304,8 @@ class EquivariantConvolution(torch.nn.Module):
         u = self.source(h).index_select(0, src) + self.target(h).index_select(0, dst)
         weights = self.radial(edge_scalars).unflatten(-1, (self.channels_out, self.lmax_in + 1))
         messages = self.product(u * weights.index_select(-1, self.degrees_in), edge_sh[:, None, :])
+        if self.message_gate is not None:
+            messages = self.message_mix(self.message_gate(messages))
         out = messages.new_zeros(h.shape[0], *messages.shape[1:])
         return out.index_add_(0, dst, messages) / self.avg_neighbors
 

@@ -245,10 +245,11 @@ def edge_harmonics(pos: torch.Tensor, edge_index: torch.Tensor, lmax_edge: int) 
 
 @pytest.mark.parametrize("product,method", [("gaunt", "matrix")] + PRODUCT_VARIANTS)
 @pytest.mark.parametrize("transform", TRANSFORMS)
-def test_convolution_equivariant(product, method, transform):
+@pytest.mark.parametrize("nonlinear", [False, True], ids=["linear-messages", "gated-messages"])
+def test_convolution_equivariant(product, method, transform, nonlinear):
     L, Le, Lo = 2, 2, 2
     conv = EquivariantConvolution(C, 4, L, Lo, Le, edge_features=4, radial_hidden=8, avg_neighbors=2.0,
-                                  product=product, method=method)
+                                  message_nonlinearity=nonlinear, product=product, method=method)
     pos, edges, scalars = graph(lmax_edge=Le)
     h = torch.randn(pos.shape[0], C, n_coef(L))
     R = transformations()[transform]
@@ -259,8 +260,10 @@ def test_convolution_equivariant(product, method, transform):
 
 
 @pytest.mark.parametrize("product", ["gaunt", "cg"])
-def test_convolution_permutation_equivariant(product):
-    conv = EquivariantConvolution(C, C, 1, 1, 1, edge_features=4, radial_hidden=8, product=product)
+@pytest.mark.parametrize("nonlinear", [False, True], ids=["linear-messages", "gated-messages"])
+def test_convolution_permutation_equivariant(product, nonlinear):
+    conv = EquivariantConvolution(C, C, 1, 1, 1, edge_features=4, radial_hidden=8, message_nonlinearity=nonlinear,
+                                  product=product)
     pos, edges, scalars = graph(lmax_edge=1)
     n = pos.shape[0]
     h = torch.randn(n, C, 4)
@@ -271,6 +274,29 @@ def test_convolution_permutation_equivariant(product):
     out = conv(h[perm], edges_p[:, e_perm], edge_harmonics(pos[perm], edges_p, 1)[e_perm], scalars[e_perm])
     torch.testing.assert_close(out, conv(h, edges, edge_harmonics(pos, edges, 1), scalars)[perm],
                                atol=TOL, rtol=0)
+
+
+def test_gated_messages_are_gated_before_the_sum():
+    """With the message nonlinearity each message goes through the gate and the mix on its own: two
+    edges into a node give the sum of the one-edge outputs, and a single edge's output is the mix of the
+    gated message of the same convolution without the nonlinearity."""
+    conv = EquivariantConvolution(C, C, 1, 1, 1, edge_features=4, radial_hidden=8, avg_neighbors=1.0,
+                                  message_nonlinearity=True)
+    pos, _, _ = graph(n_nodes=3)
+    h = torch.randn(3, C, 4)
+    e01, e21 = torch.tensor([[0], [1]]), torch.tensor([[2], [1]])
+    s = torch.randn(2, 4)
+    both = torch.cat([e01, e21], 1)
+    out = conv(h, both, edge_harmonics(pos, both, 1), s)
+    one = conv(h, e01, edge_harmonics(pos, e01, 1), s[:1]) + conv(h, e21, edge_harmonics(pos, e21, 1), s[1:])
+    torch.testing.assert_close(out, one, atol=TOL, rtol=0)
+    plain = EquivariantConvolution(C, C, 1, 1, 1, edge_features=4, radial_hidden=8, avg_neighbors=1.0)
+    missing, unexpected = plain.load_state_dict(conv.state_dict(), strict=False)
+    assert not missing and all(k.startswith("message_") for k in unexpected)
+    message = plain(h, e01, edge_harmonics(pos, e01, 1), s[:1])[1]
+    expected = conv.message_mix(conv.message_gate(message))
+    torch.testing.assert_close(conv(h, e01, edge_harmonics(pos, e01, 1), s[:1])[1], expected, atol=TOL, rtol=0)
+    assert (expected - message).abs().max() > 1e-3
 
 
 def test_convolution_sums_messages_of_incoming_edges():
