@@ -77,6 +77,14 @@ held fixed, optionally in rounds with the precisions raised in between. 1D Poiss
 relative errors 1.5e-10 to 1.5e-8 (5 runs that differ only in round-off; 6.9e-10 in
 24.6 s wall, 15.4 s CPU, one thread, in ``benchmarks/gp_poisson_1d.py``), where the
 paper's joint Adam, given the same time, is at 8e-2.
+
+Multi-scale solutions (the paper's extra GP): a mixture that locks on the high frequencies can
+leave the slow part to a nearly constant component, and the equation's residual then holds it as
+noise. A second solver built on the first, :meth:`GPPDESolver.correction` (``base=``), models
+:math:`u = u_0 + v` with :math:`u_0` the first one's mean and :math:`v` a GP of one broad kernel
+component per axis, fitted the same way to what :math:`u_0` leaves of the equation and the data
+(1D ``sin(500x) - 2(x - 0.5)^2``: 4.7e-1 -> 1.8e-8; 2D Allen-Cahn, the paper's multi-scale solution:
+1.3e-3 -> 1.7e-5; ``benchmarks/RESULTS.md``, GP section).
 """
 
 from __future__ import annotations
