@@ -58,8 +58,9 @@ __all__ = ["SphereGridGauntProduct", "DENSE_MAX_DEGREE", "DENSE_MAX_DEGREE_ONE_T
 #: Largest degree ``max(L_i, lmax_out)`` for which ``transform="auto"`` picks the
 #: dense matrices with several intra-op threads (measured, see the module docstring).
 DENSE_MAX_DEGREE = 10
-#: The same with one thread (CPU time: the separable transform wins from degree 7).
-DENSE_MAX_DEGREE_ONE_THREAD = 6
+#: The same with one thread (CPU time: the separable transform wins from degree 6 since its coefficient
+#: split and merge have gather adjoints, from degree 7 before; ``benchmarks/RESULTS.md``, Gaunt section).
+DENSE_MAX_DEGREE_ONE_THREAD = 5
 
 
 def dense_max_degree(threads: int | None = None) -> int:
