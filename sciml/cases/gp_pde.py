@@ -331,13 +331,13 @@ def lbfgs_trust(cfg: Config) -> float | None:
     those trials. The dense solve is exact at any trial point and the box only slows
     it down (benchmarks/RESULTS.md, GP section).
     """
-    return _resolve_trust(cfg.optimiser.lbfgs.trust, cfg)
+    return _resolve_trust(cfg.optimiser.lbfgs.trust, cfg, exact=cfg.optimiser.u_update == "exact")
 
 
-def _resolve_trust(trust, cfg: Config) -> float | None:
+def _resolve_trust(trust, cfg: Config, exact: bool) -> float | None:
     if trust != "auto":
         return trust
-    iterative = cfg.optimiser.u_update == "exact" and math.prod(cfg.n_points) > cfg.dense_limit
+    iterative = exact and math.prod(cfg.n_points) > cfg.dense_limit
     return AUTO_TRUST if iterative else None
 
 
@@ -355,8 +355,8 @@ def _fit_correction(corr, cfg: Config, callback=None) -> list[float]:
     return corr.fit(
         n_adam=c.adam.steps, lr=c.adam.lr, u_update_every=opt.u_update_every if opt.u_update == "exact" else 1,
         n_lbfgs=c.lbfgs.iterations, lbfgs_rounds=c.lbfgs.rounds, lbfgs_precision_step=c.lbfgs.precision_step,
-        lbfgs_trust=_resolve_trust(c.lbfgs.trust, cfg), lbfgs_trust_every=c.lbfgs.trust_every, u_tol=opt.u_tol,
-        u_max_iter=opt.u_max_iter, u_newton_max_iter=opt.u_newton_max_iter, callback=callback,
+        lbfgs_trust=_resolve_trust(c.lbfgs.trust, cfg, exact=True), lbfgs_trust_every=c.lbfgs.trust_every,
+        u_tol=opt.u_tol, u_max_iter=opt.u_max_iter, u_newton_max_iter=opt.u_newton_max_iter, callback=callback,
     )
 
 
@@ -397,9 +397,7 @@ def run(cfg: Config, run) -> dict:
     info = after_phases(solver, cfg)
     final = {"final_jitter": solver.jitter, "final_cg_iterations": info.cg_iterations,
              "final_cg_relative_residual": info.cg_relative_residual, "final_preconditioner": info.preconditioner}
-    how = f"{info.cg_iterations} CG iterations ({info.preconditioner}), relative residual " \
-          f"{info.cg_relative_residual:.2g}" if info.method == "kronecker" else "dense"
-    run.log(f"final U solve at jitter {solver.jitter:.3g}: {how}")
+    run.log(f"final U solve at jitter {solver.jitter:.3g}: {_describe(info)}")
 
     result = solver
     n_test = n_test_points(solver, cfg)
@@ -421,9 +419,7 @@ def run(cfg: Config, run) -> dict:
             run.save_checkpoint(state, step=iterations)
         fit_jitter = result.jitter
         info = result.final_solve(cfg.correction.final_jitter)
-        how = f"{info.cg_iterations} CG iterations ({info.preconditioner}), relative residual " \
-              f"{info.cg_relative_residual:.2g}" if info.method == "kronecker" else "dense"
-        run.log(f"correction: final U solve at jitter {result.jitter:.3g}: {how}")
+        run.log(f"correction: final U solve at jitter {result.jitter:.3g}: {_describe(info)}")
         final["correction"] = {
             "relative_l2_before": before, "jitter": fit_jitter, "final_jitter": result.jitter,
             "final_cg_iterations": info.cg_iterations, "final_cg_relative_residual": info.cg_relative_residual,
@@ -454,6 +450,14 @@ def run(cfg: Config, run) -> dict:
         if cfg.output.plots:
             _plots(run, solver, axes, mean, exact)
     return metrics
+
+
+def _describe(info) -> str:
+    """One log phrase for a :class:`~sciml.solvers.gp.solver.USolveInfo`."""
+    if info.method != "kronecker":
+        return "dense"
+    return (f"{info.cg_iterations} CG iterations ({info.preconditioner}), "
+            f"relative residual {info.cg_relative_residual:.2g}")
 
 
 def _paraview(run, solver, axes, mean, exact) -> None:

@@ -76,8 +76,9 @@ def order_gather_index(lmax: int) -> Tensor:
 
 def order_empty_rows(lmax: int) -> Tensor:
     """The split rows ``(m, s, l)`` (flattened) that hold no coefficient: ``l < m``, and ``s = 1`` at ``m = 0``."""
-    m, s, l = torch.meshgrid(torch.arange(lmax + 1), torch.arange(2), torch.arange(lmax + 1), indexing="ij")
-    return torch.nonzero(((l < m) | ((m == 0) & (s == 1))).flatten()).flatten()
+    filled = torch.zeros(2 * (lmax + 1) ** 2, dtype=torch.bool)
+    filled[order_merge_index(lmax)] = True
+    return torch.nonzero(~filled).flatten()
 
 
 def order_merge_index(lmax: int) -> Tensor:

@@ -185,8 +185,8 @@ class SphereGridGauntProduct(torch.nn.Module):
         batch = x.shape[:-1]
         xt = x.reshape(-1, x.shape[-1]).T.contiguous()  # (n, B): the gather below then reads whole rows
         legendre = getattr(self, f"legendre_{i}")  # (2(L+1), N_theta, L+1), rows (m, s)
-        xs = _RowGather.apply(xt, getattr(self, f"gather_{i}"), getattr(self, f"empty_{i}"), getattr(self, f"merge_{i}"),
-                              self.no_rows).view(legendre.shape[0], -1, xt.shape[1])
+        split = (getattr(self, f"{name}_{i}") for name in ("gather", "empty", "merge"))
+        xs = _RowGather.apply(xt, *split, self.no_rows).view(legendre.shape[0], -1, xt.shape[1])
         a = torch.bmm(legendre, xs)  # (2(L+1), N_theta, B)
         f = getattr(self, f"azimuth_{i}") @ a.flatten(1)  # (N_phi, N_theta * B)
         return f.view(self.n_phi, self.n_theta, *batch)

@@ -439,12 +439,15 @@ class GPPDESolver(nn.Module):
         """The solver whose mean this one corrects (``base`` argument), or None."""
         return self._base[0] if self._base else None
 
+    def _total(self, u: Tensor) -> Tensor:
+        """:math:`U_0 + U`, the values the nonlinearity sees (:math:`U_0 = 0` without a base)."""
+        return u if self.base_u is None else u + self.base_u
+
     def _nonlinearity(self, u: Tensor) -> Tensor | None:
-        """:math:`n(U_0 + U)` (:math:`U_0 = 0` without a base)."""
-        return self.problem.nonlinearity(u if self.base_u is None else u + self.base_u)
+        return self.problem.nonlinearity(self._total(u))
 
     def _nonlinearity_derivative(self, u: Tensor) -> Tensor:
-        return self.problem.nonlinearity_derivative(u if self.base_u is None else u + self.base_u)
+        return self.problem.nonlinearity_derivative(self._total(u))
 
     @torch.no_grad()
     def data_peaks(self, max_peaks: int, max_frequency: Sequence[float] | None = None) -> list[Tensor]:

@@ -19,8 +19,9 @@ Network (features ``(B*N, C, (L+1)**2)``, see :mod:`sciml.operators.gaunt.blocks
   attributes :math:`Y(\hat r_{ij})`, :math:`r_{ij} = x_i - x_j`, up to degree
   :math:`L_e`; invariant edge scalars: a Gaussian radial basis of
   :math:`|r_{ij}|` on :math:`[0, r_\text{max}]` and :math:`q_i q_j`;
-* ``layers`` times: :math:`a = \text{Conv}(h) + W h` (messages, each through a gated
-  nonlinearity and a linear map, summed over the :math:`N - 1` neighbours, as in EGNN and SEGNN), :math:`b = \text{ManyBody}_\nu(a)`,
+* ``layers`` times: :math:`a = \text{Conv}(h) + W h` (messages summed over the
+  :math:`N - 1` neighbours, as in EGNN and SEGNN; with ``message_nonlinearity`` each
+  through a gated nonlinearity and a linear map first), :math:`b = \text{ManyBody}_\nu(a)`,
   :math:`h \leftarrow h + \text{Gate}(b)`;
 * read-out: an equivariant linear map to one channel of degree 1, a vector
   :math:`\delta_i`; predicted position :math:`x_i + \delta_i`.
