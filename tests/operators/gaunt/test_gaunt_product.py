@@ -234,12 +234,15 @@ def test_gradcheck(path):
     assert torch.autograd.gradcheck(tp, (x, y))
 
 
-def test_second_derivatives_of_the_separable_grid_path():
-    """Its coefficient split and merge have hand-written adjoints (gathers, not autograd's
-    scatter-add): first and second derivatives against finite differences, batched, with
-    output degree above and below the inputs'."""
-    for degrees, lmax_out in (((3, 2), 4), ((2, 3), 1)):
-        tp = SphereGridGauntProduct(degrees, lmax_out, transform="separable")
+@pytest.mark.parametrize("transform", ["separable", "dense"])
+def test_second_derivatives_of_the_grid_path(transform):
+    """The separable transform's coefficient split and merge have hand-written adjoints
+    (gathers, not autograd's scatter-add); the dense one splits the coefficients by parity
+    (no odd part at degree 0): first and second derivatives against finite differences,
+    batched, with output degree above and below the inputs', an even and an odd number of
+    azimuths, and a degree-0 input."""
+    for degrees, lmax_out in (((3, 2), 4), ((2, 3), 1), ((0, 1, 2), 2)):
+        tp = SphereGridGauntProduct(degrees, lmax_out, transform=transform)
         xs = tuple(torch.randn(2, n_coef(l), requires_grad=True) for l in degrees)
         assert torch.autograd.gradcheck(tp, xs)
         assert torch.autograd.gradgradcheck(tp, xs)
