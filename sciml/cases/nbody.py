@@ -79,8 +79,8 @@ class Model(Schema):
     n_radial: int = Field(16, ge=1, le=256)
     r_max: NumberExpr = Field(10.0, gt=0)
     radial_hidden: int = Field(64, ge=1, le=4096)
-    message_nonlinearity: bool = Field(False, description="a gated nonlinearity and a linear map on every message "
-                                       "before the sum (SEGNN's message MLPs)")
+    message_layers: int = Field(1, ge=1, le=8, description="layers of each message function: 1 linear in the "
+                                "features, 2 a steerable MLP of the edge as SEGNN's")
     products: list[Literal["gaunt", "cg"]] = Field(["gaunt", "cg"], description="trained one after the other")
     method: Literal["auto", "grid", "fourier"] = Field(
         "auto", description="path of the Gaunt products (auto: per-edge matrix in convolutions, grid elsewhere)")
@@ -163,7 +163,7 @@ def build_model(cfg: Config, product: str):
     m = cfg.model
     return NBodyNetwork(channels=m.channels, lmax=m.lmax, lmax_edge=m.lmax_edge, layers=m.layers,
                         correlation=m.correlation, n_radial=m.n_radial, r_max=m.r_max,
-                        radial_hidden=m.radial_hidden, message_nonlinearity=m.message_nonlinearity,
+                        radial_hidden=m.radial_hidden, message_layers=m.message_layers,
                         product=product, method=m.method)
 
 

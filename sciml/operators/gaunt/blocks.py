@@ -226,12 +226,23 @@ class EquivariantConvolution(torch.nn.Module):
         a_i = \frac{1}{\bar n} \sum_{j \to i} m_{ij},
 
     with :math:`W_s, W_d` :class:`EquivariantLinear`, :math:`R` an MLP of
-    :math:`e_{ij}` giving one weight per channel and degree of :math:`u`
-    (``message_nonlinearity=True``: :math:`m_{ij} \leftarrow W_m\,\text{Gate}(m_{ij})`
-    before the sum, a per-edge equivariant layer as in SEGNN's message MLPs),
+    :math:`e_{ij}` giving one weight per channel and degree of :math:`u`,
     :math:`Y(\hat r) = (Y_{lm}(\hat r))_{l \le L_e}` shared by all channels (e3nn
     ``spherical_harmonics(..., normalize=True, normalization="integral")``), and
     :math:`\bar n` a fixed normaliser (the mean number of neighbours).
+
+    With ``message_layers`` :math:`K > 1` the message is a :math:`K`-layer steerable MLP
+    of the edge, as SEGNN's (two layers there): for :math:`k = 2, \dots, K`
+
+    .. math::
+
+        m_{ij} \leftarrow \big(W_k\,\text{Gate}(m_{ij}) \odot R_k(e_{ij})\big)
+            \circledast_w Y(\hat r_{ij}),
+
+    before the sum. One product with :math:`Y` gives a message linear in the direction's
+    harmonics; the second gives per-edge terms of second order in it, such as the radial part
+    :math:`(v \cdot \hat r)\,\hat r` of a vector feature :math:`v` (a Gaunt product has no
+    degree-1 part of :math:`1 \otimes 1`, so it cannot form :math:`v \times \hat r` instead).
 
     Parameters
     ----------
@@ -244,8 +255,8 @@ class EquivariantConvolution(torch.nn.Module):
         Width of the radial MLP (two hidden layers, SiLU).
     avg_neighbors : float
         :math:`\bar n`.
-    message_nonlinearity : bool, default False
-        A :class:`Gate` and an :class:`EquivariantLinear` on every message before the sum.
+    message_layers : int, default 1
+        :math:`K`, layers of the message function (1: linear in the features).
     product, method
         As in :class:`FeatureInteraction`.
 
@@ -267,7 +278,7 @@ class EquivariantConvolution(torch.nn.Module):
 
     def __init__(self, channels_in: int, channels_out: int, lmax_in: int, lmax_out: int, lmax_edge: int,
                  edge_features: int, radial_hidden: int = 64, avg_neighbors: float = 1.0,
-                 message_nonlinearity: bool = False, product: str = "gaunt", method: str = "auto") -> None:
+                 message_layers: int = 1, product: str = "gaunt", method: str = "auto") -> None:
         super().__init__()
         self.channels_in, self.channels_out = int(channels_in), int(channels_out)
         self.lmax_in, self.lmax_out, self.lmax_edge = int(lmax_in), int(lmax_out), int(lmax_edge)
@@ -282,12 +293,24 @@ class EquivariantConvolution(torch.nn.Module):
         )
         self.product = channel_product(product, (lmax_in, lmax_edge), lmax_out, (channels_out, 1), method)
         self.register_buffer("degrees_in", degree_index(self.lmax_in), persistent=False)
-        self.message_gate = Gate(channels_out, self.lmax_out) if message_nonlinearity else None
-        self.message_mix = EquivariantLinear(channels_out, channels_out, self.lmax_out) if message_nonlinearity \
-            else None
+        if int(message_layers) < 1:
+            raise ValueError(f"expected message_layers >= 1, got {message_layers!r}")
+        self.message_layers = int(message_layers)
+        self.register_buffer("degrees_out", degree_index(self.lmax_out), persistent=False)
+        self.message_gates, self.message_mixes = torch.nn.ModuleList(), torch.nn.ModuleList()
+        self.message_radials, self.message_products = torch.nn.ModuleList(), torch.nn.ModuleList()
+        for _ in range(self.message_layers - 1):
+            self.message_gates.append(Gate(channels_out, self.lmax_out))
+            self.message_mixes.append(EquivariantLinear(channels_out, channels_out, self.lmax_out))
+            self.message_radials.append(torch.nn.Sequential(
+                torch.nn.Linear(self.edge_features, radial_hidden), torch.nn.SiLU(),
+                torch.nn.Linear(radial_hidden, self.channels_out * (self.lmax_out + 1)),
+            ))
+            self.message_products.append(
+                channel_product(product, (self.lmax_out, lmax_edge), self.lmax_out, (channels_out, 1), method))
 
     def extra_repr(self) -> str:
-        return f"avg_neighbors={self.avg_neighbors}, message_nonlinearity={self.message_gate is not None}"
+        return f"avg_neighbors={self.avg_neighbors}, message_layers={self.message_layers}"
 
     def forward(self, h: Tensor, edge_index: Tensor, edge_sh: Tensor, edge_scalars: Tensor) -> Tensor:
         _check_features(h, self.channels_in, self.lmax_in)
@@ -304,8 +327,10 @@ class EquivariantConvolution(torch.nn.Module):
         u = self.source(h).index_select(0, src) + self.target(h).index_select(0, dst)
         weights = self.radial(edge_scalars).unflatten(-1, (self.channels_out, self.lmax_in + 1))
         messages = self.product(u * weights.index_select(-1, self.degrees_in), edge_sh[:, None, :])
-        if self.message_gate is not None:
-            messages = self.message_mix(self.message_gate(messages))
+        for gate, mix, radial, product in zip(self.message_gates, self.message_mixes, self.message_radials,
+                                              self.message_products):
+            weights = radial(edge_scalars).unflatten(-1, (self.channels_out, self.lmax_out + 1))
+            messages = product(mix(gate(messages)) * weights.index_select(-1, self.degrees_out), edge_sh[:, None, :])
         out = messages.new_zeros(h.shape[0], *messages.shape[1:])
         return out.index_add_(0, dst, messages) / self.avg_neighbors
 

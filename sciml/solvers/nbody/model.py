@@ -20,8 +20,8 @@ Network (features ``(B*N, C, (L+1)**2)``, see :mod:`sciml.operators.gaunt.blocks
   :math:`L_e`; invariant edge scalars: a Gaussian radial basis of
   :math:`|r_{ij}|` on :math:`[0, r_\text{max}]` and :math:`q_i q_j`;
 * ``layers`` times: :math:`a = \text{Conv}(h) + W h` (messages summed over the
-  :math:`N - 1` neighbours, as in EGNN and SEGNN; with ``message_nonlinearity`` each
-  through a gated nonlinearity and a linear map first), :math:`b = \text{ManyBody}_\nu(a)`,
+  :math:`N - 1` neighbours, as in EGNN and SEGNN; with ``message_layers = 2`` each message
+  is a two-layer steerable MLP of the edge, as in SEGNN), :math:`b = \text{ManyBody}_\nu(a)`,
   :math:`h \leftarrow h + \text{Gate}(b)`;
 * read-out: an equivariant linear map to one channel of degree 1, a vector
   :math:`\delta_i`; predicted position :math:`x_i + \delta_i`.
@@ -92,10 +92,9 @@ class NBodyNetwork(torch.nn.Module):
         Range of the radial basis (distances beyond it keep :math:`q_i q_j` only).
     radial_hidden : int
         Width of the radial MLPs.
-    message_nonlinearity : bool
-        A gated nonlinearity and an equivariant linear map on every message before the sum
-        (SEGNN's messages are two-layer equivariant MLPs); see
-        :class:`~sciml.operators.gaunt.blocks.EquivariantConvolution`.
+    message_layers : int
+        Layers of each message function (1: linear in the features; SEGNN's are two-layer
+        steerable MLPs); see :class:`~sciml.operators.gaunt.blocks.EquivariantConvolution`.
     product : {"gaunt", "cg"}
         Gaunt products or e3nn Clebsch–Gordan products in every block.
     method : {"auto", "grid", "fourier"}
@@ -118,13 +117,13 @@ class NBodyNetwork(torch.nn.Module):
 
     def __init__(self, channels: int = 64, lmax: int = 1, lmax_edge: int | None = None, layers: int = 4,
                  correlation: int = 2, n_radial: int = 16, r_max: float = 10.0, radial_hidden: int = 64,
-                 message_nonlinearity: bool = False, product: str = "gaunt", method: str = "auto") -> None:
+                 message_layers: int = 1, product: str = "gaunt", method: str = "auto") -> None:
         super().__init__()
         if product not in PRODUCTS:
             raise ValueError(f"expected product in {PRODUCTS}, got {product!r}")
         self.init_args = dict(channels=channels, lmax=lmax, lmax_edge=lmax_edge, layers=layers,
                               correlation=correlation, n_radial=n_radial, r_max=r_max,
-                              radial_hidden=radial_hidden, message_nonlinearity=message_nonlinearity,
+                              radial_hidden=radial_hidden, message_layers=message_layers,
                               product=product, method=method)
         self.channels, self.lmax = int(channels), int(lmax)
         self.lmax_edge = self.lmax if lmax_edge is None else int(lmax_edge)
@@ -141,7 +140,7 @@ class NBodyNetwork(torch.nn.Module):
         for _ in range(layers):
             self.convs.append(EquivariantConvolution(
                 channels, channels, lmax, lmax, self.lmax_edge, edge_features, radial_hidden=radial_hidden,
-                message_nonlinearity=message_nonlinearity, product=product, method=method))
+                message_layers=message_layers, product=product, method=method))
             self.selfs.append(EquivariantLinear(channels, channels, lmax, bias=False))
             self.bodies.append(ManyBodyInteraction(channels, lmax, correlation, product=product, method=method))
             self.gates.append(Gate(channels, lmax))

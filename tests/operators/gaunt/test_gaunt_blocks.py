@@ -245,11 +245,11 @@ def edge_harmonics(pos: torch.Tensor, edge_index: torch.Tensor, lmax_edge: int) 
 
 @pytest.mark.parametrize("product,method", [("gaunt", "matrix")] + PRODUCT_VARIANTS)
 @pytest.mark.parametrize("transform", TRANSFORMS)
-@pytest.mark.parametrize("nonlinear", [False, True], ids=["linear-messages", "gated-messages"])
-def test_convolution_equivariant(product, method, transform, nonlinear):
+@pytest.mark.parametrize("layers", [1, 2], ids=["linear-messages", "two-layer-messages"])
+def test_convolution_equivariant(product, method, transform, layers):
     L, Le, Lo = 2, 2, 2
     conv = EquivariantConvolution(C, 4, L, Lo, Le, edge_features=4, radial_hidden=8, avg_neighbors=2.0,
-                                  message_nonlinearity=nonlinear, product=product, method=method)
+                                  message_layers=layers, product=product, method=method)
     pos, edges, scalars = graph(lmax_edge=Le)
     h = torch.randn(pos.shape[0], C, n_coef(L))
     R = transformations()[transform]
@@ -260,9 +260,9 @@ def test_convolution_equivariant(product, method, transform, nonlinear):
 
 
 @pytest.mark.parametrize("product", ["gaunt", "cg"])
-@pytest.mark.parametrize("nonlinear", [False, True], ids=["linear-messages", "gated-messages"])
-def test_convolution_permutation_equivariant(product, nonlinear):
-    conv = EquivariantConvolution(C, C, 1, 1, 1, edge_features=4, radial_hidden=8, message_nonlinearity=nonlinear,
+@pytest.mark.parametrize("layers", [1, 2], ids=["linear-messages", "two-layer-messages"])
+def test_convolution_permutation_equivariant(product, layers):
+    conv = EquivariantConvolution(C, C, 1, 1, 1, edge_features=4, radial_hidden=8, message_layers=layers,
                                   product=product)
     pos, edges, scalars = graph(lmax_edge=1)
     n = pos.shape[0]
@@ -276,26 +276,57 @@ def test_convolution_permutation_equivariant(product, nonlinear):
                                atol=TOL, rtol=0)
 
 
-def test_gated_messages_are_gated_each_on_its_own():
-    """A single edge's output is the gate and mix of the message of the same convolution without them."""
+@pytest.mark.parametrize("product", ["gaunt", "cg"])
+def test_second_message_layer_acts_on_each_edge_message(product):
+    """A single edge's output is the first layer's message (the one-layer convolution with the same
+    weights) through the gate, the mix, the second radial weights and a second product with the
+    edge's harmonics."""
     conv = EquivariantConvolution(C, C, 1, 1, 1, edge_features=4, radial_hidden=8, avg_neighbors=1.0,
-                                  message_nonlinearity=True)
+                                  message_layers=2, product=product)
     pos, _, _ = graph(n_nodes=3)
     h, edge, s = torch.randn(3, C, 4), torch.tensor([[0], [1]]), torch.randn(1, 4)
-    plain = EquivariantConvolution(C, C, 1, 1, 1, edge_features=4, radial_hidden=8, avg_neighbors=1.0)
+    plain = EquivariantConvolution(C, C, 1, 1, 1, edge_features=4, radial_hidden=8, avg_neighbors=1.0,
+                                   product=product)
     missing, unexpected = plain.load_state_dict(conv.state_dict(), strict=False)
-    assert not missing and all(k.startswith("message_") for k in unexpected)
-    message = plain(h, edge, edge_harmonics(pos, edge, 1), s)[1]
-    expected = conv.message_mix(conv.message_gate(message))
-    torch.testing.assert_close(conv(h, edge, edge_harmonics(pos, edge, 1), s)[1], expected, atol=TOL, rtol=0)
+    assert not missing and unexpected and all(k.startswith("message_") for k in unexpected)
+    sh = edge_harmonics(pos, edge, 1)
+    message = plain(h, edge, sh, s)[1:2]
+    weights = conv.message_radials[0](s).unflatten(-1, (C, 2)).index_select(-1, conv.degrees_out)
+    expected = conv.message_products[0](conv.message_mixes[0](conv.message_gates[0](message)) * weights,
+                                        sh[:, None, :])
+    torch.testing.assert_close(conv(h, edge, sh, s)[1:2], expected, atol=TOL, rtol=0)
     assert (expected - message).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("nonlinear", [False, True], ids=["linear-messages", "gated-messages"])
-def test_convolution_sums_messages_of_incoming_edges(nonlinear):
-    """A node without incoming edges gets zero; messages add up (gated or not, each on its own)."""
+def test_two_message_layers_see_the_radial_part_of_a_vector():
+    """With degree-1 features and edge harmonics, one Gaunt product cannot make a vector message
+    depend on the edge direction from vector features (1 x 1 -> 1 is an odd path); two layers
+    give terms like (v . r) r that do."""
+    pos, _, _ = graph(n_nodes=3)
+    h, edge, s = torch.randn(3, C, 4), torch.tensor([[0], [1]]), torch.randn(1, 4)
+    h[..., 0] = 0.0  # vector features only
+    other = pos.clone()
+    other[0] = pos[1] + torch.tensor([0.3, -1.1, 0.7])  # the same edge, another direction
+    for layers, depends in ((1, False), (2, True)):
+        conv = EquivariantConvolution(C, C, 1, 1, 1, edge_features=4, radial_hidden=8, avg_neighbors=1.0,
+                                      message_layers=layers)
+        with torch.no_grad():
+            conv.source.bias.zero_()  # no scalar enters the first product
+        a = conv(h, edge, edge_harmonics(pos, edge, 1), s)[1, :, 1:]
+        b = conv(h, edge, edge_harmonics(other, edge, 1), s)[1, :, 1:]
+        assert bool((a - b).abs().max() > 1e-3) == depends, layers
+
+
+def test_message_layers_must_be_positive():
+    with pytest.raises(ValueError, match="message_layers >= 1"):
+        EquivariantConvolution(C, C, 1, 1, 1, edge_features=4, message_layers=0)
+
+
+@pytest.mark.parametrize("layers", [1, 2], ids=["linear-messages", "two-layer-messages"])
+def test_convolution_sums_messages_of_incoming_edges(layers):
+    """A node without incoming edges gets zero; messages add up (each computed on its own)."""
     conv = EquivariantConvolution(C, C, 1, 1, 1, edge_features=4, radial_hidden=8, avg_neighbors=1.0,
-                                  message_nonlinearity=nonlinear)
+                                  message_layers=layers)
     pos, _, _ = graph(n_nodes=3)
     h = torch.randn(3, C, 4)
     e01, e21 = torch.tensor([[0], [1]]), torch.tensor([[2], [1]])
