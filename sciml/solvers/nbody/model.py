@@ -9,12 +9,15 @@ network with e3nn Clebsch–Gordan products over the same irreps.
 
 Network (features ``(B*N, C, (L+1)**2)``, see :mod:`sciml.operators.gaunt.blocks`):
 
-* node input, three channels: :math:`|v|\,Y(\hat v)` (its degree-1 block is
-  :math:`\sqrt{3/4\pi}\, v`), :math:`\tanh(|r|)\,Y(\hat r)` with
+* node input, two channels: :math:`|v|\,Y(\hat v)` (its degree-1 block is
+  :math:`\sqrt{3/4\pi}\, v`) and :math:`\tanh(|r|)\,Y(\hat r)` with
   :math:`r = x - \bar x` (position relative to the centre of mass, bounded: it
-  reaches 20 in the data and would be squared by the many-body products), and the
-  charge :math:`q` as a scalar; lifted to ``C`` channels by an
-  :class:`~sciml.operators.gaunt.blocks.EquivariantLinear`;
+  reaches 20 in the data and would be squared by the many-body products); lifted to
+  ``C`` channels by an :class:`~sciml.operators.gaunt.blocks.EquivariantLinear`.
+  The charges enter only through :math:`q_i q_j` on the edges (as in SEGNN), so the
+  prediction is invariant under a global charge flip :math:`q \to -q`, like the
+  dynamics: with the node charge as a third input channel the network overfit the
+  3000 training systems sooner (``benchmarks/RESULTS.md``);
 * fully connected graph within each system (``N (N-1)`` directed edges); edge
   attributes :math:`Y(\hat r_{ij})`, :math:`r_{ij} = x_i - x_j`, up to degree
   :math:`L_e`; invariant edge scalars: a Gaussian radial basis of
@@ -31,7 +34,8 @@ of the spherical harmonics (degree :math:`l` with parity :math:`(-1)^l`), the
 blocks are :math:`O(3)`-equivariant and the read-out is the degree-1 block, which
 transforms as a polar vector; only differences of positions enter, so the
 displacement is translation invariant and the prediction E(3)-equivariant; nodes
-interact through sums over edges, so it is permutation equivariant.
+interact through sums over edges, so it is permutation equivariant; charges enter
+as :math:`q_i q_j`, so it is invariant under :math:`q \to -q`.
 """
 
 from __future__ import annotations
@@ -132,7 +136,7 @@ class NBodyNetwork(torch.nn.Module):
         self.register_buffer("centers", torch.linspace(0.0, self.r_max, n_radial), persistent=False)
         self.width = self.r_max / max(n_radial - 1, 1)
         edge_features = n_radial + 1
-        self.embed = EquivariantLinear(3, channels, lmax)
+        self.embed = EquivariantLinear(2, channels, lmax)
         self.convs = torch.nn.ModuleList()
         self.selfs = torch.nn.ModuleList()
         self.bodies = torch.nn.ModuleList()
@@ -163,10 +167,7 @@ class NBodyNetwork(torch.nn.Module):
                              f"{tuple(pos.shape)}, {tuple(vel.shape)}, {tuple(charge.shape)}")
         n_sys, n_part = charge.shape
         rel = pos - pos.mean(1, keepdim=True)
-        n_coef = (self.lmax + 1) ** 2
-        scalar = torch.zeros(n_coef, dtype=pos.dtype, device=pos.device)
-        scalar[0] = 1.0
-        x = torch.stack([self._embed(vel), self._embed(rel, bounded=True), charge[..., None] * scalar], -2)
+        x = torch.stack([self._embed(vel), self._embed(rel, bounded=True)], -2)
         h = self.embed(x.flatten(0, 1))  # (B*N, C, n)
 
         edges = fully_connected_edges(n_sys, n_part, device=pos.device)

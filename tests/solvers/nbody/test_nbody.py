@@ -173,7 +173,7 @@ def systems():
 
 def network(product: str) -> NBodyNetwork:
     net = NBodyNetwork(channels=4, lmax=2, lmax_edge=2, layers=2, correlation=3, n_radial=6, radial_hidden=8,
-                       product=product)
+                       message_layers=2, product=product)
     with torch.no_grad():  # non-trivial gate biases and product weights
         for p in net.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -202,6 +202,19 @@ def test_network_is_permutation_equivariant(systems, product):
     perm, order = torch.randperm(5), torch.tensor([2, 0, 1])
     out = net(pos[order][:, perm], vel[order][:, perm], charge[order][:, perm])
     torch.testing.assert_close(out, net(pos, vel, charge)[order][:, perm], atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("product", ["gaunt", "cg"])
+def test_network_sees_charges_only_through_their_products(systems, product):
+    """Coulomb dynamics depend on q_i q_j only: flipping every charge changes nothing, flipping one
+    changes the prediction."""
+    pos, vel, charge = systems
+    net = network(product)
+    ref = net(pos, vel, charge)
+    torch.testing.assert_close(net(pos, vel, -charge), ref, atol=1e-10, rtol=0)
+    one = charge.clone()
+    one[:, 0] *= -1
+    assert (net(pos, vel, one) - ref).abs().max() > 1e-4
 
 
 def test_network_rejects_bad_shapes(systems):
