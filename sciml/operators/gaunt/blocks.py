@@ -256,7 +256,8 @@ class EquivariantConvolution(torch.nn.Module):
     avg_neighbors : float
         :math:`\bar n`.
     message_layers : int, default 1
-        :math:`K`, layers of the message function (1: linear in the features).
+        :math:`K`, layers of the message function (1: linear in the features); each
+        :math:`R_k`, :math:`k \ge 2`, is an MLP with one hidden layer of ``radial_hidden``.
     product, method
         As in :class:`FeatureInteraction`.
 
