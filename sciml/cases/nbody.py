@@ -79,7 +79,7 @@ class Model(Schema):
     n_radial: int = Field(16, ge=1, le=256)
     r_max: NumberExpr = Field(10.0, gt=0)
     radial_hidden: int = Field(64, ge=1, le=4096)
-    message_layers: int = Field(1, ge=1, le=8, description="layers of each message function: 1 linear in the "
+    message_layers: int = Field(2, ge=1, le=8, description="layers of each message function: 1 linear in the "
                                 "features, 2 a steerable MLP of the edge as SEGNN's")
     products: list[Literal["gaunt", "cg"]] = Field(["gaunt", "cg"], description="trained one after the other")
     method: Literal["auto", "grid", "fourier"] = Field(

@@ -97,8 +97,9 @@ class NBodyNetwork(torch.nn.Module):
     radial_hidden : int
         Width of the radial MLPs.
     message_layers : int
-        Layers of each message function (1: linear in the features; SEGNN's are two-layer
-        steerable MLPs); see :class:`~sciml.operators.gaunt.blocks.EquivariantConvolution`.
+        Layers of each message function (1: linear in the features; 2, the default, as SEGNN's
+        two-layer steerable MLPs, lowered the test error by a quarter to a third in
+        ``benchmarks/RESULTS.md``); see :class:`~sciml.operators.gaunt.blocks.EquivariantConvolution`.
     product : {"gaunt", "cg"}
         Gaunt products or e3nn Clebsch–Gordan products in every block.
     method : {"auto", "grid", "fourier"}
@@ -121,7 +122,7 @@ class NBodyNetwork(torch.nn.Module):
 
     def __init__(self, channels: int = 64, lmax: int = 1, lmax_edge: int | None = None, layers: int = 4,
                  correlation: int = 2, n_radial: int = 16, r_max: float = 10.0, radial_hidden: int = 64,
-                 message_layers: int = 1, product: str = "gaunt", method: str = "auto") -> None:
+                 message_layers: int = 2, product: str = "gaunt", method: str = "auto") -> None:
         super().__init__()
         if product not in PRODUCTS:
             raise ValueError(f"expected product in {PRODUCTS}, got {product!r}")
