@@ -20,6 +20,7 @@ epoch and every fine-tuned trajectory let ``sciml resume`` continue where it sto
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -35,6 +36,11 @@ __all__ = ["Config", "run"]
 
 
 # --------------------------------------------------------------------------- schema
+#: Initial-condition generators whose distribution is invariant under every grid rotation, reflection
+#: and translation (isotropic spectra with random phases).
+_ISOTROPIC_INITIAL_CONDITIONS = ("gaussian_random_field", "mcwilliams")
+
+
 class Data(Schema):
     train: DataSource = Field(..., description="training trajectories")
     test: DataSource = Field(..., description="test trajectories, stored finely enough for the residual")
@@ -82,6 +88,9 @@ class Training(Schema):
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     n_train: Optional[int] = Field(None, ge=1, description="use only the first n_train training trajectories")
+    augment: bool = Field(False, description="map each training window by a random symmetry of the equation "
+                          "(grid rotations, reflections, translations that keep the forcing); needs initial "
+                          "conditions from an isotropic distribution (gaussian_random_field, mcwilliams)")
 
     @model_validator(mode="after")
     def _even(self) -> "Training":
@@ -145,6 +154,11 @@ class Config(Schema):
                 raise ValueError(f"data.test.generate.n_trajectories: must be at least n_test {self.n_test}")
             if self.finetune.n_trajectories > self.n_test:
                 raise ValueError(f"finetune.n_trajectories: must be at most n_test {self.n_test}")
+        train = self.data.train.generate
+        if self.training.augment and train is not None and train.initial_condition.type not in _ISOTROPIC_INITIAL_CONDITIONS:
+            raise ValueError(f"training.augment: needs isotropic initial conditions "
+                             f"({', '.join(_ISOTROPIC_INITIAL_CONDITIONS)}), data.train.generate.initial_condition.type "
+                             f"is {train.initial_condition.type!r}")
         return self
 
 
@@ -223,6 +237,26 @@ def _load(path, cfg: Config, what: str, n_traj: int | None, resolution: int | No
     return torch.cat(parts), head
 
 
+def _symmetries(attrs: dict, n: int, run):
+    """The symmetry group of the training data's equation on the ``n × n`` training grid (augmentation)."""
+    import torch
+
+    from sciml.solvers.navier_stokes import GridSymmetries
+
+    try:
+        kind = json.loads(str(attrs["initial_condition"]))["type"]
+    except (KeyError, ValueError, TypeError):
+        kind = None
+    if kind not in _ISOTROPIC_INITIAL_CONDITIONS:
+        raise ValueError(f"training.augment: the training data's initial conditions must come from an isotropic "
+                         f"distribution ({', '.join(_ISOTROPIC_INITIAL_CONDITIONS)}), got {kind!r}")
+    eq = _equation_from_attrs(attrs, n, torch.float64)
+    group = GridSymmetries.of(n, eq.forcing)
+    run.log(f"augmentation: {len(group)} symmetries of the equation on the {n}² grid "
+            f"({len(set(group.ops.tolist()))} of the 8 rotations/reflections of the square)")
+    return group
+
+
 def _load_fine(path, cfg: Config, n_traj: int, dtype):
     """The test set's own frames from the last input to the last target, ``(n, m n_out + 1, N, N)``, and ``m``."""
     from sciml.cases.data import read_trajectories
@@ -267,7 +301,7 @@ def _run(cfg: Config, run, train_path, test_path) -> dict:
 
     # -- data
     t0 = time.perf_counter()
-    train, _ = _load(train_path, cfg, "data.train", tr.n_train, tr.resolution, dtype)
+    train, train_head = _load(train_path, cfg, "data.train", tr.n_train, tr.resolution, dtype)
     train = train.to(device)
     x_train, y_train = train[:, : w.n_in], train[:, w.n_in:]
     test_gen, _ = _load(test_path, cfg, "data.test", cfg.n_test, None, dtype)
@@ -295,8 +329,9 @@ def _run(cfg: Config, run, train_path, test_path) -> dict:
     # the forecast every model must beat: the last input frame held for all n_out frames
     metrics["rel_l2_persistence"] = _median(relative_l2(x_test[:, -1:].expand_as(y_test), y_test))
     run.log(f"persistence (last input frame held): test rel. L2 {metrics['rel_l2_persistence']:.4g}")
+    augment = _symmetries(train_head.attrs, tr.resolution, run).random if tr.augment else None
     trainers = {"sfno": Trainer(sfno, x_train, y_train, epochs=tr.epochs, batch_size=tr.batch_size, lr=tr.lr,
-                                weight_decay=tr.weight_decay, seed=cfg.seed)}
+                                weight_decay=tr.weight_decay, seed=cfg.seed, augment=augment)}
     if cfg.baseline.enabled:
         b = cfg.baseline
 
@@ -310,7 +345,7 @@ def _run(cfg: Config, run, train_path, test_path) -> dict:
         metrics["fno_parameters"] = sum(p.numel() for p in fno.parameters())
         metrics["fno_width"] = width
         trainers["fno"] = Trainer(fno, x_train, y_train, epochs=tr.epochs, batch_size=tr.batch_size, lr=tr.lr,
-                                  weight_decay=tr.weight_decay, seed=cfg.seed + 1)
+                                  weight_decay=tr.weight_decay, seed=cfg.seed + 1, augment=augment)
     for name, trainer in trainers.items():
         if name in state.get("trainers", {}):
             trainer.load_state_dict(state["trainers"][name])

@@ -24,6 +24,8 @@ Pieces
 * Initial conditions :func:`gaussian_random_field`, :func:`mcwilliams`,
   :func:`taylor_green`, :func:`piecewise_constant`, :func:`sine_sum`; forcings
   :func:`fno_forcing`, :func:`kolmogorov_forcing`.
+* :class:`GridSymmetries` — the grid rotations, reflections and translations that leave
+  the equation (its forcing) unchanged, for data augmentation.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ __all__ = [
     "sine_sum",
     "fno_forcing",
     "kolmogorov_forcing",
+    "GridSymmetries",
 ]
 
 
@@ -990,3 +993,102 @@ def kolmogorov_forcing(grid: FourierGrid2D, k: int = 4, amplitude: float = -4.0)
     _, y = _coords(grid)
     f = amplitude * torch.cos(2.0 * math.pi * k * y / grid.length)
     return f.to(dtype=grid.dtype, device=grid.device)
+
+
+# -- symmetries -----------------------------------------------------------------------
+
+
+def _point_map(field: Tensor, op: int) -> Tensor:
+    """Point-group element ``op`` (0..7) of the square grid applied to ``field (..., N, N)``, with the
+    pseudo-scalar sign: bit 0 flips x, bit 1 flips y, bit 2 swaps the axes; the value is multiplied by
+    the determinant, -1 for each flip and for the swap."""
+    out = field
+    if op & 1:
+        out = out.flip(-2)
+    if op & 2:
+        out = out.flip(-1)
+    if op & 4:
+        out = out.transpose(-2, -1)
+    return -out if bin(op).count("1") % 2 else out
+
+
+@dataclasses.dataclass(frozen=True)
+class GridSymmetries:
+    r"""The symmetries of a forced Navier–Stokes equation on the periodic :math:`N\times N` grid.
+
+    The equation is invariant under every isometry of the plane, with the vorticity a
+    pseudo-scalar (:math:`\omega \mapsto \det(g)\,\omega\circ g^{-1}`: it changes sign under a
+    reflection); the grid keeps those that map grid points to grid points — the eight
+    rotations and reflections of the square composed with the :math:`N^2` grid translations —
+    and the forcing keeps those that leave it unchanged. Element :math:`e` acts as
+    ``roll(P_op(ω), shift)`` with :math:`P` a flip/transpose of the axes times its
+    determinant. Without forcing the group has :math:`8N^2` elements; the FNO benchmark's
+    :math:`f(x + y)` keeps the :math:`N` translations along :math:`(1, -1)` and, of the
+    point group, the identity, the rotation by :math:`\pi` and the two reflections across the
+    diagonals (composed with suitable shifts): :math:`4N` elements.
+
+    The solutions of an initial-value problem are mapped to solutions, so a data set whose
+    initial conditions are drawn from a distribution invariant under the group (a Gaussian
+    random field with an isotropic spectrum, McWilliams' vortices) is invariant as a
+    distribution: a random element applied to a training window is another sample of it.
+
+    Attributes
+    ----------
+    n : int
+        Grid size.
+    ops : Tensor ``(G,)`` long
+        Point-group element of each symmetry (see :func:`_point_map`).
+    shifts : Tensor ``(G, 2)`` long
+        Grid translation of each symmetry, applied after the point map.
+    """
+
+    n: int
+    ops: Tensor
+    shifts: Tensor
+
+    @classmethod
+    def of(cls, n: int, forcing: Tensor | None = None, rtol: float = 1e-6) -> "GridSymmetries":
+        """The elements that leave ``forcing`` (``(n, n)``, or None) unchanged to ``rtol`` (relative L²).
+
+        Every translation is tested at once for each of the eight point maps: with
+        :math:`h = P(f)`, :math:`\\|\\mathrm{roll}(h, s) - f\\|^2 = \\|h\\|^2 + \\|f\\|^2 - 2 c(s)` with
+        :math:`c` the cyclic cross-correlation of :math:`f` and :math:`h`, one FFT pair.
+        """
+        if n < 1:
+            raise ValueError(f"expected n >= 1, got {n}")
+        ops, shifts = [], []
+        grid_shifts = torch.cartesian_prod(torch.arange(n), torch.arange(n))
+        if forcing is None or not bool(forcing.abs().max() > 0):
+            for op in range(8):
+                ops.append(torch.full((n * n,), op))
+                shifts.append(grid_shifts)
+        else:
+            if forcing.shape != (n, n):
+                raise ValueError(f"expected a forcing of shape ({n}, {n}), got {tuple(forcing.shape)}")
+            f = forcing.to(torch.float64).cpu()
+            norm2 = f.square().sum()
+            for op in range(8):
+                h = _point_map(f, op)
+                corr = torch.fft.irfft2(torch.fft.rfft2(f) * torch.fft.rfft2(h).conj(), s=(n, n))
+                gap = (h.square().sum() + norm2 - 2.0 * corr).clamp_min(0.0)
+                hit = (gap <= rtol**2 * norm2).flatten()
+                ops.append(torch.full((int(hit.sum()),), op))
+                shifts.append(grid_shifts[hit])
+        return cls(n, torch.cat(ops), torch.cat(shifts))
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+    def apply(self, field: Tensor, element: int) -> Tensor:
+        """Element ``element`` applied to ``field (..., n, n)``."""
+        if field.shape[-2:] != (self.n, self.n):
+            raise ValueError(f"expected fields of shape (..., {self.n}, {self.n}), got {tuple(field.shape)}")
+        shift = tuple(int(s) for s in self.shifts[element])
+        return torch.roll(_point_map(field, int(self.ops[element])), shift, dims=(-2, -1))
+
+    def random(self, generator: torch.Generator, *fields: Tensor) -> tuple[Tensor, ...]:
+        """Each sample ``b`` of ``fields`` (each ``(B, ..., n, n)``) mapped by one random element, the
+        same for all of them (e.g. a window's inputs and targets)."""
+        batch = fields[0].shape[0]
+        pick = torch.randint(len(self), (batch,), generator=generator)
+        return tuple(torch.stack([self.apply(x[b], int(pick[b])) for b in range(batch)]) for x in fields)

@@ -41,7 +41,7 @@ data:
 window: {{frame_dt: 0.2, start: 0, n_in: 3, n_out: 5}}
 model: {{modes: [2, 4, 4], width: 4, n_layers: 1, time_padding: 2}}
 baseline: {{n_layers: 1}}
-training: {{resolution: 16, epochs: 2, batch_size: 3}}
+training: {{resolution: 16, epochs: 2, batch_size: 3, augment: true}}
 finetune: {{n_trajectories: 3, steps: 4, latent_refine: 2}}
 output: {{keep_checkpoints: true}}
 """
@@ -85,6 +85,7 @@ def test_tiny_case_writes_every_metric_and_resumes_from_an_epoch_checkpoint(tmp_
         if not key.endswith("_s") and not key.endswith("_s_per_traj"):
             assert resumed[key] == value, key
     assert "sfno: resuming after epoch 1/2" in (again / "log.txt").read_text()
+    assert "augmentation: 64 symmetries of the equation on the 16² grid" in (out / "log.txt").read_text()
 
 
 def test_validation_names_the_problem(tmp_path):
@@ -93,6 +94,17 @@ def test_validation_names_the_problem(tmp_path):
     res = run_sciml("validate", str(case))
     assert res.returncode == 2
     assert "must be a whole multiple of the dataset's frame_dt" in res.stderr
+
+
+def test_augmentation_needs_isotropic_initial_conditions(tmp_path):
+    case = tmp_path / "bad.yaml"
+    text = TINY.format(cache=tmp_path / "cache")
+    case.write_text(text.replace("initial_condition: {type: gaussian_random_field}\n      time: {n_frames: 7",
+                                 "initial_condition: {type: taylor_green}\n      time: {n_frames: 7", 1))
+    res = run_sciml("validate", str(case))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "training.augment: needs isotropic initial conditions" in res.stderr and "'taylor_green'" in res.stderr
+    assert run_sciml("validate", str(case), "--set", "training.augment=false").returncode == 0
 
 
 def test_output_modes_accept_full_and_reject_other_words(tmp_path):

@@ -9,6 +9,7 @@ import torch
 from sciml.operators.spectral import FourierGrid2D
 from sciml.solvers.navier_stokes import (
     CNEuler,
+    GridSymmetries,
     HeunCN,
     NavierStokes2D,
     RK4CN,
@@ -407,3 +408,77 @@ def test_time_derivative_exact_for_polynomials():
     assert torch.allclose(time_derivative(frames, 0.3, order=3), exact, atol=1e-12)
     with pytest.raises(ValueError, match="more than `order` frames"):
         time_derivative(frames[:, :2], 0.3, order=2)
+
+
+# -- symmetries -------------------------------------------------------------------------
+
+
+def _candidates(n):
+    """Every grid isometry as a plain function of a field: rotations/reflections of the square by
+    index arithmetic (independent of the flips and transposes of the implementation), then a shift,
+    with the pseudo-scalar sign."""
+    i = torch.arange(n)
+    out = []
+    for a, b, c, d in [(1, 0, 0, 1), (0, -1, 1, 0), (-1, 0, 0, -1), (0, 1, -1, 0),
+                       (-1, 0, 0, 1), (1, 0, 0, -1), (0, 1, 1, 0), (0, -1, -1, 0)]:
+        det = a * d - b * c
+        for sx in range(n):
+            for sy in range(n):
+                # new field at (x, y) = det * old field at g^-1((x, y) - s), g = [[a, b], [c, d]] (orthogonal)
+                x, y = (i[:, None] - sx), (i[None, :] - sy)
+                src_x, src_y = (a * x + c * y) % n, (b * x + d * y) % n
+                out.append(lambda w, sx_=src_x, sy_=src_y, det_=det: det_ * w[..., sx_, sy_])
+    return out
+
+
+@pytest.mark.parametrize("forcing", ["none", "fno", "kolmogorov"])
+def test_grid_symmetries_are_exactly_the_isometries_that_keep_the_forcing(forcing):
+    n = 8
+    g = FourierGrid2D(n, TWO_PI if forcing == "kolmogorov" else 1.0)
+    f = {"none": None, "fno": fno_forcing(g), "kolmogorov": kolmogorov_forcing(g, k=2)}[forcing]
+    group = GridSymmetries.of(n, f)
+    expected = {"none": 8 * n * n, "fno": 4 * n, "kolmogorov": 4 * n * 2}[forcing]
+    assert len(group) == expected
+    w = torch.randn(3, n, n, dtype=torch.float64)
+    # the candidates (an independent construction) that keep the forcing, as their images of w
+    keep = [c for c in _candidates(n) if f is None or torch.allclose(c(f), f, atol=1e-12)]
+    assert len(keep) == expected
+    theirs = {tuple(c(w).flatten().round(decimals=10).tolist()) for c in keep}
+    ours = {tuple(group.apply(w, e).flatten().round(decimals=10).tolist()) for e in range(len(group))}
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("forcing", ["none", "fno"])
+def test_solver_commutes_with_the_grid_symmetries(forcing):
+    """A symmetry of the equation maps the solution from an initial state to the solution from its image."""
+    n = 24
+    g = FourierGrid2D(n, 1.0)
+    eq = NavierStokes2D(g, viscosity=1e-3, forcing=fno_forcing(g) if forcing == "fno" else None)
+    group = GridSymmetries.of(n, eq.forcing)
+    w0 = gaussian_random_field(g, [3])
+    gen = torch.Generator().manual_seed(0)
+    elements = torch.randint(len(group), (4,), generator=gen).tolist()
+    run = simulate(eq, RK4CN(), w0, n_frames=3, frame_dt=0.1, dt=0.02)
+    for e in elements:
+        image = simulate(eq, RK4CN(), group.apply(w0, e), n_frames=3, frame_dt=0.1, dt=0.02)
+        assert rel(image.frames, group.apply(run.frames, e)) < 1e-12
+    # a reflection without its sign is not a symmetry: the advection runs the wrong way
+    reflection = next(e for e in range(len(group)) if int(group.ops[e]) == 4)
+    wrong = simulate(eq, RK4CN(), -group.apply(w0, reflection), n_frames=3, frame_dt=0.1, dt=0.02)
+    assert rel(wrong.frames[:, -1], -group.apply(run.frames, reflection)[:, -1]) > 1e-3
+
+
+def test_grid_symmetries_random_maps_inputs_and_targets_alike():
+    n = 8
+    group = GridSymmetries.of(n)
+    x, y = torch.randn(5, 2, n, n), torch.randn(5, 3, n, n)
+    gen = torch.Generator().manual_seed(1)
+    xa, ya = group.random(gen, x, y)
+    pick = torch.randint(len(group), (5,), generator=torch.Generator().manual_seed(1))
+    for b in range(5):
+        assert torch.equal(xa[b], group.apply(x[b], int(pick[b])))
+        assert torch.equal(ya[b], group.apply(y[b], int(pick[b])))
+    with pytest.raises(ValueError, match=r"\(\.\.\., 8, 8\)"):
+        group.apply(torch.randn(4, 6, 6), 0)
+    with pytest.raises(ValueError, match="shape"):
+        GridSymmetries.of(8, torch.ones(6, 6))

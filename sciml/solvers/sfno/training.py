@@ -87,6 +87,11 @@ class Trainer:
     weight_decay : float
     seed : int
         Seeds the shuffling generator.
+    augment : callable, optional
+        ``augment(generator, inputs, targets) -> (inputs, targets)`` applied to every batch
+        before the step, drawing from the shuffling generator (so a resumed run draws the
+        same), e.g. :meth:`sciml.solvers.navier_stokes.GridSymmetries.random`: a random
+        symmetry of the equation per window.
 
     Attributes
     ----------
@@ -117,6 +122,7 @@ class Trainer:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     seed: int = 0
+    augment: Callable[..., tuple[Tensor, Tensor]] | None = None
     epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -150,7 +156,10 @@ class Trainer:
         total, count = 0.0, 0
         for i in range(0, len(order), self.batch_size):
             idx = order[i: i + self.batch_size]
-            loss = relative_l2_loss(self.model(self.inputs[idx]), self.targets[idx])
+            x, y = self.inputs[idx], self.targets[idx]
+            if self.augment is not None:
+                x, y = self.augment(self.generator, x, y)
+            loss = relative_l2_loss(self.model(x), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from sciml.operators.spectral import FourierGrid2D
+from sciml.solvers.navier_stokes import GridSymmetries
 from sciml.solvers.sfno import (
     SFNO,
     FNO3dBaseline,
@@ -259,14 +260,16 @@ def test_finetune_leaves_the_network_alone_and_returns_the_layer_that_made_the_p
 # -- training and the baseline ------------------------------------------------------------
 
 
-def test_relative_l2_and_trainer_state_round_trip():
+@pytest.mark.parametrize("augment", [False, True])
+def test_relative_l2_and_trainer_state_round_trip(augment):
     x, y = torch.randn(6, 3, 16, 16), torch.randn(6, 4, 16, 16)
     assert torch.allclose(relative_l2(2 * y, y), torch.ones(6))
+    symmetries = GridSymmetries.of(16).random if augment else None
 
     def make():
         torch.manual_seed(4)
         return Trainer(SFNO(modes=(2, 3, 3), width=4, n_layers=1, out_steps=4, time_padding=2), x, y,
-                       epochs=3, batch_size=4, lr=1e-2, seed=5)
+                       epochs=3, batch_size=4, lr=1e-2, seed=5, augment=symmetries)
 
     ref = make()
     for _ in range(3):
@@ -281,6 +284,11 @@ def test_relative_l2_and_trainer_state_round_trip():
     fresh.run_epoch()
     assert [h["loss"] for h in fresh.history] == [h["loss"] for h in ref.history]
     assert all(torch.equal(a, b) for a, b in zip(fresh.model.parameters(), ref.model.parameters()))
+    if augment:  # the windows were transformed: another training than without augmentation
+        plain = make()
+        plain.augment = None
+        plain.run_epoch()
+        assert plain.history[0]["loss"] != ref.history[0]["loss"]
 
 
 def test_fno_baseline_shapes():
