@@ -15,7 +15,7 @@ from support import run_sciml
 TINY = """\
 kind: sfno
 seed: 0
-n_test: 3
+n_test: 4
 data:
   train:
     cache_dir: {cache}
@@ -31,8 +31,8 @@ data:
     cache_dir: {cache}
     generate:
       seed: 1000
-      n_trajectories: 3
-      chunk_size: 3
+      n_trajectories: 4
+      chunk_size: 4
       dtype: float64
       grid: {{n: 32, length: 1.0}}
       physics: {{viscosity: 1.0e-3, forcing: {{type: fno}}}}
@@ -60,7 +60,7 @@ def test_tiny_case_writes_every_metric_and_resumes_from_an_epoch_checkpoint(tmp_
     metrics = json.loads((out / "metrics.json").read_text())
     for key in KEYS:
         assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
-    assert metrics["n_finetune"] == 3 and metrics["zero_shot_grid"] == 32 and metrics["train_grid"] == 16
+    assert metrics["n_finetune"] == 3 and metrics["n_estimator"] == 4 and metrics["zero_shot_grid"] == 32 and metrics["train_grid"] == 16
     for f in ("plots/loss_curves.png", "plots/vorticity_finetune.png", "plots/finetune_residual.png", "fields.pvd",
               "checkpoints/latest.pt", "provenance.json"):
         assert (out / f).is_file(), f
@@ -85,6 +85,7 @@ def test_tiny_case_writes_every_metric_and_resumes_from_an_epoch_checkpoint(tmp_
         if not key.endswith("_s") and not key.endswith("_s_per_traj"):
             assert resumed[key] == value, key
     assert "sfno: resuming after epoch 1/2" in (again / "log.txt").read_text()
+    assert "estimator on 1 more test trajectories" in (out / "log.txt").read_text()
     assert "augmentation: 64 symmetries of the equation on the 16² grid" in (out / "log.txt").read_text()
 
 
