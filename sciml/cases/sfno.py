@@ -205,8 +205,9 @@ def _equation_from_attrs(attrs: dict, n: int, dtype, device=None):
                              forcing=forcing)
 
 
-def _load(path, cfg: Config, what: str, n_traj: int | None, resolution: int | None, dtype):
-    """Frames ``start .. start + n_in + n_out - 1`` (model spacing) of the first ``n_traj`` trajectories.
+def _load(path, cfg: Config, what: str, n_traj: int | None, resolution: int | None, dtype, first_traj: int = 0):
+    """Frames ``start .. start + n_in + n_out - 1`` (model spacing) of trajectories ``first_traj .. n_traj - 1``
+    (default: the first ``n_traj``).
 
     Returns ``(frames (n, n_in + n_out, n, n), data)`` with ``data`` the
     :class:`~sciml.cases.data.Trajectories` header (its vorticity dropped); resampled to
@@ -225,7 +226,7 @@ def _load(path, cfg: Config, what: str, n_traj: int | None, resolution: int | No
         raise ValueError(f"{what}: {path} holds {total} trajectories, {n_traj} are needed")
     w = cfg.window
     parts, head = [], None
-    for lo in range(0, n_traj, 16):
+    for lo in range(first_traj, n_traj, 16):
         data = read_trajectories(path, dtype=dtype, indices=list(range(lo, min(lo + 16, n_traj))))
         stride = _stride(w.frame_dt, float(data.attrs["frame_dt"]), what)
         first, last = w.start * stride, (w.start + w.n_in + w.n_out - 1) * stride
@@ -517,10 +518,11 @@ def _estimator_rows(cfg: Config, model, eq, test_path, done: dict, dtype, device
     for lo in range(0, len(todo), 8):
         chunk = todo[lo: lo + 8]
         fine, _, _ = _load_fine(test_path, cfg, chunk[-1] + 1, dtype, first_traj=chunk[0])
-        coarse, _ = _load(test_path, cfg, "data.test", chunk[-1] + 1, None, dtype)
+        coarse, _ = _load(test_path, cfg, "data.test", chunk[-1] + 1, None, dtype, first_traj=chunk[0])
         for i in chunk:
-            truth = fine[i - chunk[0]: i - chunk[0] + 1, 1:].to(device)
-            res = finetune(model, coarse[i: i + 1, : w.n_in].to(device), eq, out_steps=out_steps, frame_dt=frame_dt,
+            k = i - chunk[0]
+            truth = fine[k: k + 1, 1:].to(device)
+            res = finetune(model, coarse[k: k + 1, : w.n_in].to(device), eq, out_steps=out_steps, frame_dt=frame_dt,
                            latent_steps=latent_steps, steps=0, order=f.order, alpha=f.alpha)
             rows[i] = (float(res.residual_before[0]), float((res.before - truth).norm()),
                        float(relative_l2(res.before, truth)))

@@ -1066,10 +1066,10 @@ class GridSymmetries:
             if forcing.shape != (n, n):
                 raise ValueError(f"expected a forcing of shape ({n}, {n}), got {tuple(forcing.shape)}")
             f = forcing.to(torch.float64).cpu()
-            norm2 = f.square().sum()
+            norm2, f_hat = f.square().sum(), torch.fft.rfft2(f)
             for op in range(8):
                 h = _point_map(f, op)
-                corr = torch.fft.irfft2(torch.fft.rfft2(f) * torch.fft.rfft2(h).conj(), s=(n, n))
+                corr = torch.fft.irfft2(f_hat * torch.fft.rfft2(h).conj(), s=(n, n))
                 gap = (h.square().sum() + norm2 - 2.0 * corr).clamp_min(0.0)
                 hit = (gap <= rtol**2 * norm2).flatten()
                 ops.append(torch.full((int(hit.sum()),), op))
