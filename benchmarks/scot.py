@@ -84,12 +84,13 @@ def _train_step_timer(model, x, t, y, opt):
 
 
 def _fno_like(n_params: int, channels: int, modes: int):
+    from sciml.solvers import count_parameters
     from sciml.solvers.scot.baseline import TimeFNO
 
     best = None
     for width in range(8, 129, 2):
         net = TimeFNO(channels, modes=modes, width=width, n_layers=4)
-        count = sum(p.numel() for p in net.parameters())
+        count = count_parameters(net)
         if best is None or abs(count - n_params) < abs(best[1] - n_params):
             best = (net, count)
         if count > n_params:
@@ -98,14 +99,15 @@ def _fno_like(n_params: int, channels: int, modes: int):
 
 
 def throughput(preset: str, batch: int, repeats: int, device: str) -> list[tuple]:
+    from sciml.solvers import count_parameters
     from sciml.solvers.scot import ScOT, ScOTConfig
 
     cfg = ScOTConfig.preset(preset, in_channels=2, out_channels=2) if preset == "cpu" else ScOTConfig.preset(preset)
     torch.manual_seed(0)
     scot = ScOT(cfg).to(device)
-    n_scot = sum(p.numel() for p in scot.parameters())
+    n_scot = count_parameters(scot)
     fno = _fno_like(n_scot, cfg.in_channels, modes=16).to(device)
-    n_fno = sum(p.numel() for p in fno.parameters())
+    n_fno = count_parameters(fno)
     x = torch.randn(batch, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
     y, t = torch.randn_like(x), torch.rand(batch, device=device)
     steps = {

@@ -38,6 +38,7 @@ from pydantic import Field, field_validator, model_validator
 
 from sciml.config import NumberExpr, Schema
 from sciml.parallel import resolve_device, sample_seed
+from sciml.solvers import count_parameters
 
 __all__ = ["Config", "run", "SPLIT_OFFSETS"]
 
@@ -200,7 +201,7 @@ def _train_product(cfg: Config, run, product: str, data: dict, ckpt: dict | None
         module = DistributedDataParallel(model)
     opt, sched = _optimiser(cfg, model)
     shuffle = torch.Generator().manual_seed(t.seed)
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = count_parameters(model)
     history: dict[str, list] = {"epoch": [], "train_loss": [], "val_epoch": [], "val_mse": [],
                                 "train_s": [], "train_cpu_s": []}
     best = {"val_mse": math.inf, "epoch": 0, "state": copy.deepcopy(model.state_dict())}

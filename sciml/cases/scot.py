@@ -47,6 +47,7 @@ from pydantic import Field, field_validator, model_validator
 
 from sciml.cases.data import DataSource
 from sciml.config import NumberExpr, Schema, case_relative_path
+from sciml.solvers import count_parameters
 
 __all__ = ["Config", "run"]
 
@@ -338,7 +339,7 @@ class _Study:
         pairs = all2all_pairs(cfg.snapshots.n, cfg.snapshots.stride)
         data = PairData(scaler.encode(fields).to(self.device), pairs, cfg.snapshots.t_norm)
         model = self._scot(cfg.seed)
-        n_par = sum(p.numel() for p in model.parameters())
+        n_par = count_parameters(model)
         self.log(f"pretraining: scOT '{cfg.model.preset}' ({n_par} parameters) on {len(fields)} trajectories "
                  f"({len(pairs)} pairs each, {len(data)} samples), {cfg.pretrain.steps} steps of batch "
                  f"{cfg.pretrain.batch_size}")
@@ -369,7 +370,7 @@ class _Study:
 
             model = load_poseidon(path)
             blob = {"config": _config_dict(model.config), "scaler": None}
-            self.log(f"pretrained model: Poseidon checkpoint {path} ({sum(p.numel() for p in model.parameters())} "
+            self.log(f"pretrained model: Poseidon checkpoint {path} ({count_parameters(model)} "
                      "parameters)")
         else:
             blob = torch.load(path, map_location="cpu", weights_only=False)
@@ -438,7 +439,7 @@ class _Study:
             final = _evaluate(_Scaled(model, scaler), test, [(0, s.n - 1)], s.t_norm, self.groups,
                               cfg.evaluation.batch_size)
             results[key] = {"model": name, "M": m, "rel_l1_final": float(np.median(final)), "train_s": seconds,
-                            "steps": trainer.step, "parameters": sum(p.numel() for p in model.parameters())}
+                            "steps": trainer.step, "parameters": count_parameters(model)}
             self.log(f"{key}: median rel. L1 at the final time {results[key]['rel_l1_final']:.3f} % "
                      f"({seconds:.1f} s training)")
             if m == cfg.finetune.m_star:  # kept for the lead-time study and the fields

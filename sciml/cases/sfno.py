@@ -296,6 +296,7 @@ def _run(cfg: Config, run, train_path, test_path) -> dict:
 
     from sciml.operators.spectral import fourier_resample
     from sciml.parallel import resolve_device
+    from sciml.solvers import count_parameters
     from sciml.solvers.sfno import SFNO, FNO3dBaseline, Trainer, predict, relative_l2, width_for_parameters
 
     dtype = torch.float32  # training precision (neuraloperator's FNO is complex64 inside)
@@ -325,7 +326,7 @@ def _run(cfg: Config, run, train_path, test_path) -> dict:
     output_modes = output_modes_of(m, w.n_out, tr.resolution)
     sfno = SFNO(modes=m.modes, width=m.width, n_layers=m.n_layers, out_steps=w.n_out, time_padding=m.time_padding,
                 output_modes=output_modes, block_mlp_channels=m.block_mlp_channels, scale=scale).to(device)
-    n_sfno = sum(p.numel() for p in sfno.parameters())
+    n_sfno = count_parameters(sfno)
     metrics: dict[str, Any] = {"sfno_parameters": n_sfno}
     # the best any SFNO with these output modes could do on the test windows (a lower bound)
     metrics["rel_l2_output_floor"] = _median(sfno.output_floor(x_test[:, -1], y_test))
@@ -347,7 +348,7 @@ def _run(cfg: Config, run, train_path, test_path) -> dict:
         width = b.width or width_for_parameters(n_sfno, make_fno)
         torch.manual_seed(cfg.seed + 1)
         fno = make_fno(width).to(device)
-        metrics["fno_parameters"] = sum(p.numel() for p in fno.parameters())
+        metrics["fno_parameters"] = count_parameters(fno)
         metrics["fno_width"] = width
         trainers["fno"] = Trainer(fno, x_train, y_train, epochs=tr.epochs, batch_size=tr.batch_size, lr=tr.lr,
                                   weight_decay=tr.weight_decay, seed=cfg.seed + 1, augment=augment)

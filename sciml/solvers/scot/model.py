@@ -38,6 +38,8 @@ from typing import Any, NamedTuple, final
 import torch
 from torch import Tensor, nn
 
+from sciml.solvers import count_parameters
+
 from .layers import ConvNeXtBlock, PatchEmbed, PatchExpand, PatchMerge, PatchRecover, SwinV2Stage, TimeLayerNorm
 
 __all__ = ["ScOT", "ScOTConfig", "ParameterGroups", "PRESETS", "parameter_count"]
@@ -304,4 +306,4 @@ def parameter_count(config: ScOTConfig) -> int:
     """
     with torch.device("meta"):
         model = ScOT(config)
-    return sum(p.numel() for p in model.parameters())
+    return count_parameters(model)

@@ -17,6 +17,8 @@ from typing import Any, final
 from neuralop.models import FNO
 from torch import Tensor, nn
 
+from sciml.solvers import count_parameters
+
 __all__ = ["FNO3dBaseline", "width_for_parameters"]
 
 
@@ -87,7 +89,7 @@ def width_for_parameters(target: int, make: Any, widths: range = range(4, 129)) 
     """The width whose model ``make(width)`` has the parameter count closest to ``target``."""
     best, best_gap = None, None
     for w in widths:
-        count = sum(p.numel() for p in make(w).parameters())
+        count = count_parameters(make(w))
         gap = abs(count - target)
         if best_gap is None or gap < best_gap:
             best, best_gap = w, gap

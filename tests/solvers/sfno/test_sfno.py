@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from sciml.operators.spectral import FourierGrid2D
+from sciml.solvers import count_parameters
 from sciml.solvers.navier_stokes import GridSymmetries
 from sciml.solvers.sfno import (
     SFNO,
@@ -21,6 +22,7 @@ from sciml.solvers.sfno import (
     max_mode,
     relative_l2,
     residual_norm,
+    width_for_parameters,
 )
 
 F64 = torch.float64
@@ -296,6 +298,21 @@ def test_fno_baseline_shapes():
     assert net(torch.randn(2, 4, 16, 16)).shape == (2, 6, 16, 16)
     with pytest.raises(ValueError, match=r"expected vorticity of shape \(B, 4, N, N\)"):
         net(torch.randn(2, 3, 16, 16))
+
+
+def test_the_peer_at_comparable_parameters_holds_as_many_real_spectral_weights():
+    # Both keep |k_t| <= K_t, |k_x| <= K_x, 0 <= k_y <= K_y: (2K_t+1)(2K_x+1)(K_y+1) complex weights per
+    # channel pair and layer, stored by neuraloperator as complex64 and by us as real pairs. Counted in
+    # real numbers the two bodies are the same size at the same width, so the width matched to the
+    # SFNO's parameter count is the SFNO's (complex entries counted once, it came out ~1.4x wider).
+    modes, width = (3, 6, 6), 12
+    sfno = SFNO(modes=modes, width=width, n_layers=3, out_steps=8, time_padding=2)
+    spectral_reals = 3 * width**2 * (2 * 3 + 1) * (2 * 6 + 1) * (6 + 1) * 2
+    fno = FNO3dBaseline(5, 8, modes, width=width, n_layers=3)
+    assert count_parameters(sfno.spectral) == spectral_reals
+    assert count_parameters(fno.fno.fno_blocks.convs) == spectral_reals + 3 * width  # + a bias per channel
+    matched = width_for_parameters(count_parameters(sfno), lambda w: FNO3dBaseline(5, 8, modes, w, 3))
+    assert matched == width
 
 
 # -- the residual floor at the fine-tuning settings --------------------------------------------
