@@ -63,6 +63,8 @@ class Model(Schema):
     time_padding: int = Field(4, ge=0, le=1000, description="frames of temporal padding in the latent period")
     block_mlp_channels: int = Field(0, ge=0, le=4096, description="hidden channels of a pointwise MLP after each "
                                     "body spectral convolution (0: none)")
+    input_skip: bool = Field(False, description="add a pointwise linear map of the lifted last input frame to the "
+                                                "latent temporal layer's output at every latent step")
     output_modes: Union[tuple[int, int, int], Literal["full"], None] = Field(
         None, description="modes (t, x, y) of the output layer: null = the body's modes (as the authors' model), "
                           "'full' = every mode below the Nyquist frequencies of the latent period and the "
@@ -325,7 +327,8 @@ def _run(cfg: Config, run, train_path, test_path) -> dict:
     m = cfg.model
     output_modes = output_modes_of(m, w.n_out, tr.resolution)
     sfno = SFNO(modes=m.modes, width=m.width, n_layers=m.n_layers, out_steps=w.n_out, time_padding=m.time_padding,
-                output_modes=output_modes, block_mlp_channels=m.block_mlp_channels, scale=scale).to(device)
+                output_modes=output_modes, block_mlp_channels=m.block_mlp_channels,
+                input_skip=m.input_skip, scale=scale).to(device)
     n_sfno = count_parameters(sfno)
     metrics: dict[str, Any] = {"sfno_parameters": n_sfno}
     # the best any SFNO with these output modes could do on the test windows (a lower bound)

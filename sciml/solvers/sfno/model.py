@@ -18,6 +18,9 @@ frames to the next :math:`T_\mathrm{out}` frames, for any :math:`T_\mathrm{out}`
 * :math:`\mathcal T`: :class:`~sciml.solvers.sfno.layers.TemporalSpectralConv`, the
   latent temporal layer, from :math:`T_\mathrm{in}` frames to ``latent_steps`` samples of
   the latent period (along time only, so no spatial detail of the input is truncated);
+  optionally (``input_skip``) plus a pointwise linear map of the lifted last input frame
+  at every latent step, a path from the current state to the body that no temporal
+  filter (periodic over the input frames) blurs;
 * body: ``n_layers`` blocks of a :class:`~sciml.solvers.sfno.layers.SpectralConv3d`
   over (t, x, y) plus a 1×1 skip :math:`W_\ell`, GELU between blocks; optionally
   (``block_mlp_channels``) a pointwise MLP after each spectral convolution, as in the
@@ -124,6 +127,9 @@ class SFNO(nn.Module):
         convolution before the skip is added (the authors' SFNO body,
         :math:`\sigma(W_\ell x + \mathrm{MLP}_\ell(\mathcal K_\ell x))`); 0: none,
         :math:`\sigma(W_\ell x + \mathcal K_\ell x)`.
+    input_skip : bool
+        Add :math:`W_0 P(\omega_{T_\mathrm{in}})` (pointwise) to the latent temporal layer's
+        output at every latent step.
     lifting_channels, projection_channels : int, optional
         Hidden sizes of the lifting and projection MLPs; default ``2 * width`` each.
     scale : float
@@ -156,6 +162,7 @@ class SFNO(nn.Module):
         temporal_modes: int | None = None,
         output_modes: tuple[int, int, int] | None = None,
         block_mlp_channels: int = 0,
+        input_skip: bool = False,
         lifting_channels: int | None = None,
         projection_channels: int | None = None,
         scale: float = 1.0,
@@ -177,7 +184,8 @@ class SFNO(nn.Module):
         self.init_args: dict[str, Any] = dict(
             modes=modes, width=int(width), n_layers=int(n_layers), out_steps=int(out_steps),
             time_padding=int(time_padding), latent_steps=latent_steps, temporal_modes=temporal_modes,
-            output_modes=output_modes, block_mlp_channels=int(block_mlp_channels), lifting_channels=lifting_channels,
+            output_modes=output_modes, block_mlp_channels=int(block_mlp_channels), input_skip=bool(input_skip),
+            lifting_channels=lifting_channels,
             projection_channels=projection_channels, scale=float(scale),
         )
         self.latent_steps, self.out_steps, self.width = latent_steps, int(out_steps), int(width)
@@ -187,6 +195,7 @@ class SFNO(nn.Module):
         self.register_buffer("scale", torch.tensor(float(scale)))
         self.lifting = ChannelMLP(6, width, hidden_channels=lifting_channels, n_layers=2, n_dim=3)
         self.temporal = TemporalSpectralConv(width, width, temporal_modes)
+        self.input_skip = ChannelMLP(width, width, n_layers=1, n_dim=3) if input_skip else None
         self.spectral = nn.ModuleList(SpectralConv3d(width, width, modes) for _ in range(n_layers))
         self.skips = nn.ModuleList(ChannelMLP(width, width, n_layers=1, n_dim=3) for _ in range(n_layers))
         self.block_mlps = nn.ModuleList(
@@ -219,7 +228,10 @@ class SFNO(nn.Module):
         feats = positional_features(t, n, dtype=omega.dtype, device=omega.device).expand(b, 5, t, n, n)
         x = torch.cat([(omega / self.scale)[:, None], feats], dim=1)
         x = self.lifting(x)
-        x = F.gelu(self.temporal(x, out_steps=latent_steps))
+        z = self.temporal(x, out_steps=latent_steps)
+        if self.input_skip is not None:
+            z = z + self.input_skip(x[:, :, -1:])
+        x = F.gelu(z)
         for i, (conv, mlp, skip) in enumerate(zip(self.spectral, self.block_mlps, self.skips)):
             x = mlp(conv(x)) + skip(x)
             if i < len(self.spectral) - 1:

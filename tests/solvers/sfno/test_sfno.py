@@ -156,10 +156,10 @@ def small_sfno(**kw) -> SFNO:
     return SFNO(**args).double()
 
 
-@pytest.mark.parametrize("block_mlp_channels", [0, 5])
+@pytest.mark.parametrize("block_mlp_channels, input_skip", [(0, False), (5, False), (0, True)])
 @pytest.mark.parametrize("out_steps", [1, 5, 8, 13, 32])
-def test_any_output_length(out_steps, block_mlp_channels):
-    model = small_sfno(block_mlp_channels=block_mlp_channels)
+def test_any_output_length(out_steps, block_mlp_channels, input_skip):
+    model = small_sfno(block_mlp_channels=block_mlp_channels, input_skip=input_skip)
     w = torch.randn(2, 4, 16, 16, dtype=F64)
     assert model(w, out_steps=out_steps).shape == (2, out_steps, 16, 16)
     assert model(w[:, :3]).shape == (2, 8, 16, 16)  # any number of input frames too
