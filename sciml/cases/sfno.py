@@ -63,6 +63,9 @@ class Model(Schema):
     time_padding: int = Field(4, ge=0, le=1000, description="frames of temporal padding in the latent period")
     block_mlp_channels: int = Field(0, ge=0, le=4096, description="hidden channels of a pointwise MLP after each "
                                     "body spectral convolution (0: none)")
+    output_init: Literal["random", "identity"] = Field(
+        "random", description="initial weights of the output spectral layer: random per mode, or 1 (the truncation "
+                              "to its modes)")
     input_skip: bool = Field(False, description="add a pointwise linear map of the lifted last input frame to the "
                                                 "latent temporal layer's output at every latent step")
     output_modes: Union[tuple[int, int, int], Literal["full"], None] = Field(
@@ -328,7 +331,7 @@ def _run(cfg: Config, run, train_path, test_path) -> dict:
     output_modes = output_modes_of(m, w.n_out, tr.resolution)
     sfno = SFNO(modes=m.modes, width=m.width, n_layers=m.n_layers, out_steps=w.n_out, time_padding=m.time_padding,
                 output_modes=output_modes, block_mlp_channels=m.block_mlp_channels,
-                input_skip=m.input_skip, scale=scale).to(device)
+                input_skip=m.input_skip, output_init=m.output_init, scale=scale).to(device)
     n_sfno = count_parameters(sfno)
     metrics: dict[str, Any] = {"sfno_parameters": n_sfno}
     # the best any SFNO with these output modes could do on the test windows (a lower bound)

@@ -127,6 +127,11 @@ class SFNO(nn.Module):
         convolution before the skip is added (the authors' SFNO body,
         :math:`\sigma(W_\ell x + \mathrm{MLP}_\ell(\mathcal K_\ell x))`); 0: none,
         :math:`\sigma(W_\ell x + \mathcal K_\ell x)`.
+    output_init : ``"random"`` or ``"identity"``
+        Initial weights of the one-channel output layer: random complex numbers per mode
+        (as every spectral layer; the layer then starts as a random-phase filter, which
+        scatters any localised structure of :math:`v` over the domain), or 1 at every kept
+        mode (the layer starts as the truncation of :math:`v` to its modes).
     input_skip : bool
         Add :math:`W_0 P(\omega_{T_\mathrm{in}})` (pointwise) to the latent temporal layer's
         output at every latent step.
@@ -163,6 +168,7 @@ class SFNO(nn.Module):
         output_modes: tuple[int, int, int] | None = None,
         block_mlp_channels: int = 0,
         input_skip: bool = False,
+        output_init: str = "random",
         lifting_channels: int | None = None,
         projection_channels: int | None = None,
         scale: float = 1.0,
@@ -175,17 +181,17 @@ class SFNO(nn.Module):
         projection_channels = 2 * width if projection_channels is None else int(projection_channels)
         latent_steps = out_steps + time_padding if latent_steps is None else int(latent_steps)
         if (width < 1 or n_layers < 0 or latent_steps < 1 or out_steps < 1 or time_padding < 0 or not scale > 0
-                or block_mlp_channels < 0):
+                or block_mlp_channels < 0 or output_init not in ("random", "identity")):
             raise ValueError(
                 f"expected width >= 1, n_layers >= 0, out_steps >= 1, time_padding >= 0, latent_steps >= 1, "
-                f"scale > 0, block_mlp_channels >= 0; got {width}, {n_layers}, {out_steps}, {time_padding}, "
-                f"{latent_steps}, {scale}, {block_mlp_channels}"
+                f"scale > 0, block_mlp_channels >= 0, output_init 'random' or 'identity'; got {width}, {n_layers}, "
+                f"{out_steps}, {time_padding}, {latent_steps}, {scale}, {block_mlp_channels}, {output_init!r}"
             )
         self.init_args: dict[str, Any] = dict(
             modes=modes, width=int(width), n_layers=int(n_layers), out_steps=int(out_steps),
             time_padding=int(time_padding), latent_steps=latent_steps, temporal_modes=temporal_modes,
             output_modes=output_modes, block_mlp_channels=int(block_mlp_channels), input_skip=bool(input_skip),
-            lifting_channels=lifting_channels,
+            output_init=str(output_init), lifting_channels=lifting_channels,
             projection_channels=projection_channels, scale=float(scale),
         )
         self.latent_steps, self.out_steps, self.width = latent_steps, int(out_steps), int(width)
@@ -203,6 +209,10 @@ class SFNO(nn.Module):
             else nn.Identity() for _ in range(n_layers))
         self.projection = ChannelMLP(width, 1, hidden_channels=projection_channels, n_layers=2, n_dim=3)
         self.output = SpectralConv3d(1, 1, output_modes)
+        if output_init == "identity":
+            with torch.no_grad():
+                self.output.weight.zero_()
+                self.output.weight[..., 0] = 1.0
 
     def _check(self, omega: Tensor) -> None:
         if omega.dim() != 4 or omega.shape[-1] != omega.shape[-2] or omega.shape[1] < 1:

@@ -165,6 +165,15 @@ def test_any_output_length(out_steps, block_mlp_channels, input_skip):
     assert model(w[:, :3]).shape == (2, 8, 16, 16)  # any number of input frames too
 
 
+def test_identity_output_init_passes_a_band_limited_latent_through():
+    model = small_sfno(output_init="identity")
+    v = band_limited(10, 16)  # |k_t| <= 3, |k_x|, |k_y| <= 4: inside the output modes (3, 5, 5)
+    assert torch.allclose(model.output(v), v, rtol=0, atol=1e-13)
+    assert not torch.allclose(small_sfno().output(v), v, atol=1e-2)  # the random init scrambles it
+    with pytest.raises(ValueError, match="output_init 'random' or 'identity'"):
+        small_sfno(output_init="zero")
+
+
 @pytest.mark.parametrize("output_modes", [None, (2, 3, 3), (4, 7, 7)])
 def test_output_floor_bounds_every_prediction_and_is_exact_on_the_output_space(output_modes):
     """The floor is the distance from the target to the set of trajectories the output
