@@ -63,9 +63,9 @@ class Model(Schema):
     time_padding: int = Field(4, ge=0, le=1000, description="frames of temporal padding in the latent period")
     block_mlp_channels: int = Field(0, ge=0, le=4096, description="hidden channels of a pointwise MLP after each "
                                     "body spectral convolution (0: none)")
-    output_init: Literal["random", "identity"] = Field(
-        "random", description="initial weights of the output spectral layer: random per mode, or 1 (the truncation "
-                              "to its modes)")
+    output_init: Literal["identity", "random"] = Field(
+        "identity", description="initial weights of the output spectral layer: 1 (the truncation to its modes), or "
+                                "random per mode (the authors' choice)")
     input_skip: bool = Field(False, description="add a pointwise linear map of the lifted last input frame to the "
                                                 "latent temporal layer's output at every latent step")
     output_modes: Union[tuple[int, int, int], Literal["full"], None] = Field(

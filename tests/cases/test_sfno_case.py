@@ -108,7 +108,7 @@ def test_augmentation_needs_isotropic_initial_conditions(tmp_path):
     assert run_sciml("validate", str(case), "--set", "training.augment=false").returncode == 0
 
 
-def test_output_modes_accept_full_and_reject_other_words(tmp_path):
+def test_output_modes_and_init_accept_their_words_and_reject_others(tmp_path):
     from sciml.cases.sfno import Model, output_modes_of
 
     case = tmp_path / "tiny.yaml"
@@ -119,3 +119,6 @@ def test_output_modes_accept_full_and_reject_other_words(tmp_path):
     # 'full': every mode below Nyquist of the latent period (n_out + padding) and the training grid
     assert output_modes_of(Model(time_padding=4, output_modes="full"), 20, 64) == (11, 31, 31)
     assert output_modes_of(Model(), 20, 64) is None  # the SFNO then uses the body's modes
+    assert run_sciml("validate", str(case), "--set", "model.output_init=random").returncode == 0
+    res = run_sciml("validate", str(case), "--set", "model.output_init=zero")
+    assert res.returncode == 2 and "model.output_init" in res.stderr and "Traceback" not in res.stderr

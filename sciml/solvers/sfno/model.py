@@ -27,9 +27,9 @@ frames to the next :math:`T_\mathrm{out}` frames, for any :math:`T_\mathrm{out}`
   authors' code;
 * :math:`Q`: pointwise projection MLP to one channel, the latent field :math:`v`
   ``(B, 1, latent_steps, N, N)``;
-* :math:`\mathcal K_\mathrm{out}`: the output spectral layer (one channel), evaluated at
-  :math:`T_\mathrm{out}` frames — the output length is chosen at its inverse transform —
-  added to the last input frame:
+* :math:`\mathcal K_\mathrm{out}`: the output spectral layer (one channel; it starts as the
+  identity on its modes, see ``output_init``), evaluated at :math:`T_\mathrm{out}` frames —
+  the output length is chosen at its inverse transform — added to the last input frame:
   :math:`\omega(t_j) = \omega_{T_\mathrm{in}} + s\,[y(t_j) - y(t_0)]`, :math:`y = \mathcal K_\mathrm{out} v`,
   where :math:`t_0` is the time of the last input frame. Subtracting :math:`y(t_0)` makes
   the predicted trajectory pass through the last input frame for any weights, so that
@@ -127,11 +127,12 @@ class SFNO(nn.Module):
         convolution before the skip is added (the authors' SFNO body,
         :math:`\sigma(W_\ell x + \mathrm{MLP}_\ell(\mathcal K_\ell x))`); 0: none,
         :math:`\sigma(W_\ell x + \mathcal K_\ell x)`.
-    output_init : ``"random"`` or ``"identity"``
-        Initial weights of the one-channel output layer: random complex numbers per mode
-        (as every spectral layer; the layer then starts as a random-phase filter, which
-        scatters any localised structure of :math:`v` over the domain), or 1 at every kept
-        mode (the layer starts as the truncation of :math:`v` to its modes).
+    output_init : ``"identity"`` or ``"random"``
+        Initial weights of the one-channel output layer: 1 at every kept mode (default; the
+        layer starts as the truncation of :math:`v` to its modes), or random complex numbers
+        per mode as every other spectral layer (the authors' choice; the layer then starts
+        as a random-phase filter, which scatters any localised structure of :math:`v` over
+        the domain, and the body has to learn around it).
     input_skip : bool
         Add :math:`W_0 P(\omega_{T_\mathrm{in}})` (pointwise) to the latent temporal layer's
         output at every latent step.
@@ -168,7 +169,7 @@ class SFNO(nn.Module):
         output_modes: tuple[int, int, int] | None = None,
         block_mlp_channels: int = 0,
         input_skip: bool = False,
-        output_init: str = "random",
+        output_init: str = "identity",
         lifting_channels: int | None = None,
         projection_channels: int | None = None,
         scale: float = 1.0,

@@ -166,10 +166,10 @@ def test_any_output_length(out_steps, block_mlp_channels, input_skip):
 
 
 def test_identity_output_init_passes_a_band_limited_latent_through():
-    model = small_sfno(output_init="identity")
+    model = small_sfno()  # output_init="identity" is the default
     v = band_limited(10, 16)  # |k_t| <= 3, |k_x|, |k_y| <= 4: inside the output modes (3, 5, 5)
     assert torch.allclose(model.output(v), v, rtol=0, atol=1e-13)
-    assert not torch.allclose(small_sfno().output(v), v, atol=1e-2)  # the random init scrambles it
+    assert not torch.allclose(small_sfno(output_init="random").output(v), v, atol=1e-2)  # scrambled
     with pytest.raises(ValueError, match="output_init 'random' or 'identity'"):
         small_sfno(output_init="zero")
 
