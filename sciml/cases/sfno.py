@@ -66,6 +66,9 @@ class Model(Schema):
     output_init: Literal["identity", "random"] = Field(
         "identity", description="initial weights of the output spectral layer: 1 (the truncation to its modes), or "
                                 "random per mode (the authors' choice)")
+    input_path: Literal["temporal", "frames"] = Field(
+        "temporal", description="how the input frames reach the body: the latent temporal layer (any number of "
+                                "input frames), or every input frame as a channel at every latent step")
     input_skip: bool = Field(False, description="add a pointwise linear map of the lifted last input frame to the "
                                                 "latent temporal layer's output at every latent step")
     output_modes: Union[tuple[int, int, int], Literal["full"], None] = Field(
@@ -331,7 +334,8 @@ def _run(cfg: Config, run, train_path, test_path) -> dict:
     output_modes = output_modes_of(m, w.n_out, tr.resolution)
     sfno = SFNO(modes=m.modes, width=m.width, n_layers=m.n_layers, out_steps=w.n_out, time_padding=m.time_padding,
                 output_modes=output_modes, block_mlp_channels=m.block_mlp_channels,
-                input_skip=m.input_skip, output_init=m.output_init, scale=scale).to(device)
+                input_skip=m.input_skip, output_init=m.output_init,
+                in_steps=w.n_in if m.input_path == "frames" else None, scale=scale).to(device)
     n_sfno = count_parameters(sfno)
     metrics: dict[str, Any] = {"sfno_parameters": n_sfno}
     # the best any SFNO with these output modes could do on the test windows (a lower bound)

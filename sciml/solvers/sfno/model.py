@@ -133,6 +133,10 @@ class SFNO(nn.Module):
         per mode as every other spectral layer (the authors' choice; the layer then starts
         as a random-phase filter, which scatters any localised structure of :math:`v` over
         the domain, and the body has to learn around it).
+    in_steps : int, optional
+        Fix the number of input frames and feed them as channels at every latent step, with
+        the positional features of the latent grid (the FNO3d's input path), instead of the
+        latent temporal layer. Default: any number of input frames, through the temporal layer.
     input_skip : bool
         Add :math:`W_0 P(\omega_{T_\mathrm{in}})` (pointwise) to the latent temporal layer's
         output at every latent step.
@@ -169,6 +173,7 @@ class SFNO(nn.Module):
         output_modes: tuple[int, int, int] | None = None,
         block_mlp_channels: int = 0,
         input_skip: bool = False,
+        in_steps: int | None = None,
         output_init: str = "identity",
         lifting_channels: int | None = None,
         projection_channels: int | None = None,
@@ -192,7 +197,8 @@ class SFNO(nn.Module):
             modes=modes, width=int(width), n_layers=int(n_layers), out_steps=int(out_steps),
             time_padding=int(time_padding), latent_steps=latent_steps, temporal_modes=temporal_modes,
             output_modes=output_modes, block_mlp_channels=int(block_mlp_channels), input_skip=bool(input_skip),
-            output_init=str(output_init), lifting_channels=lifting_channels,
+            output_init=str(output_init), in_steps=None if in_steps is None else int(in_steps),
+            lifting_channels=lifting_channels,
             projection_channels=projection_channels, scale=float(scale),
         )
         self.latent_steps, self.out_steps, self.width = latent_steps, int(out_steps), int(width)
@@ -200,8 +206,10 @@ class SFNO(nn.Module):
         #: Fraction of the latent period covered by the output window.
         self.window = self.out_steps / (self.out_steps + self.time_padding)
         self.register_buffer("scale", torch.tensor(float(scale)))
-        self.lifting = ChannelMLP(6, width, hidden_channels=lifting_channels, n_layers=2, n_dim=3)
-        self.temporal = TemporalSpectralConv(width, width, temporal_modes)
+        self.in_steps = None if in_steps is None else int(in_steps)
+        lifted = 6 if in_steps is None else self.in_steps + 5
+        self.lifting = ChannelMLP(lifted, width, hidden_channels=lifting_channels, n_layers=2, n_dim=3)
+        self.temporal = TemporalSpectralConv(width, width, temporal_modes) if in_steps is None else None
         self.input_skip = ChannelMLP(width, width, n_layers=1, n_dim=3) if input_skip else None
         self.spectral = nn.ModuleList(SpectralConv3d(width, width, modes) for _ in range(n_layers))
         self.skips = nn.ModuleList(ChannelMLP(width, width, n_layers=1, n_dim=3) for _ in range(n_layers))
@@ -236,10 +244,16 @@ class SFNO(nn.Module):
         self._check(omega)
         latent_steps = self.latent_steps if latent_steps is None else int(latent_steps)
         b, t, n, _ = omega.shape
-        feats = positional_features(t, n, dtype=omega.dtype, device=omega.device).expand(b, 5, t, n, n)
-        x = torch.cat([(omega / self.scale)[:, None], feats], dim=1)
-        x = self.lifting(x)
-        z = self.temporal(x, out_steps=latent_steps)
+        if self.temporal is None:  # the frames as channels at every latent step
+            if t != self.in_steps:
+                raise ValueError(f"expected {self.in_steps} input frames, got {t}")
+            feats = positional_features(latent_steps, n, dtype=omega.dtype, device=omega.device)
+            frames = (omega / self.scale)[:, :, None].expand(b, t, latent_steps, n, n)
+            z = x = self.lifting(torch.cat([frames, feats.expand(b, 5, latent_steps, n, n)], dim=1))
+        else:
+            feats = positional_features(t, n, dtype=omega.dtype, device=omega.device).expand(b, 5, t, n, n)
+            x = self.lifting(torch.cat([(omega / self.scale)[:, None], feats], dim=1))
+            z = self.temporal(x, out_steps=latent_steps)
         if self.input_skip is not None:
             z = z + self.input_skip(x[:, :, -1:])
         x = F.gelu(z)

@@ -165,6 +165,16 @@ def test_any_output_length(out_steps, block_mlp_channels, input_skip):
     assert model(w[:, :3]).shape == (2, 8, 16, 16)  # any number of input frames too
 
 
+def test_frames_input_path_fixes_the_input_length_and_keeps_any_output_length():
+    model = small_sfno(in_steps=4)
+    w = torch.randn(2, 4, 16, 16, dtype=F64)
+    assert model.temporal is None
+    assert model(w, out_steps=13).shape == (2, 13, 16, 16)
+    assert model(w, out_steps=16, latent_steps=40).shape == (2, 16, 16, 16)  # a finer latent grid
+    with pytest.raises(ValueError, match="expected 4 input frames, got 3"):
+        model(w[:, :3])
+
+
 def test_identity_output_init_passes_a_band_limited_latent_through():
     model = small_sfno()  # output_init="identity" is the default
     v = band_limited(10, 16)  # |k_t| <= 3, |k_x|, |k_y| <= 4: inside the output modes (3, 5, 5)
