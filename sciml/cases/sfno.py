@@ -82,6 +82,9 @@ class Model(Schema):
             value = getattr(self, name)
             if isinstance(value, tuple) and min(value) < 0:
                 raise ValueError(f"{name} must be non-negative (got {list(value)})")
+        if self.input_skip and self.input_path == "frames":
+            raise ValueError("input_skip needs input_path 'temporal' (with 'frames' every latent step sees every "
+                             "input frame)")
         return self
 
 

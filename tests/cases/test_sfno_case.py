@@ -122,3 +122,5 @@ def test_output_modes_and_init_accept_their_words_and_reject_others(tmp_path):
     assert run_sciml("validate", str(case), "--set", "model.output_init=random").returncode == 0
     res = run_sciml("validate", str(case), "--set", "model.output_init=zero")
     assert res.returncode == 2 and "model.output_init" in res.stderr and "Traceback" not in res.stderr
+    res = run_sciml("validate", str(case), "--set", "model.input_path=frames", "--set", "model.input_skip=true")
+    assert res.returncode == 2 and "input_skip needs input_path 'temporal'" in res.stderr

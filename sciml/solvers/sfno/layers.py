@@ -213,6 +213,17 @@ class SpectralConv3d(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, modes={self.modes}"
 
+    @torch.no_grad()
+    def set_identity(self) -> "SpectralConv3d":
+        """Set the weights to the identity on every kept mode (``C_in == C_out``): the layer then
+        truncates each channel to its modes. Returns the layer."""
+        if self.in_channels != self.out_channels:
+            raise ValueError(f"the identity needs as many input as output channels, got {self.in_channels}, "
+                             f"{self.out_channels}")
+        self.weight.zero_()
+        self.weight[..., 0].diagonal(dim1=-2, dim2=-1).fill_(1.0)
+        return self
+
     def kept_modes(self, in_shape: tuple[int, int, int], out_shape: tuple[int, int, int],
                    t_span: float = 1.0) -> tuple[int, int, int]:
         r"""The modes :math:`(K_t', K_x', K_y')` used from grid ``in_shape`` to ``out_shape`` ``(T, X, Y)``.

@@ -139,7 +139,7 @@ class SFNO(nn.Module):
         latent temporal layer. Default: any number of input frames, through the temporal layer.
     input_skip : bool
         Add :math:`W_0 P(\omega_{T_\mathrm{in}})` (pointwise) to the latent temporal layer's
-        output at every latent step.
+        output at every latent step (temporal input path only).
     lifting_channels, projection_channels : int, optional
         Hidden sizes of the lifting and projection MLPs; default ``2 * width`` each.
     scale : float
@@ -187,11 +187,14 @@ class SFNO(nn.Module):
         projection_channels = 2 * width if projection_channels is None else int(projection_channels)
         latent_steps = out_steps + time_padding if latent_steps is None else int(latent_steps)
         if (width < 1 or n_layers < 0 or latent_steps < 1 or out_steps < 1 or time_padding < 0 or not scale > 0
-                or block_mlp_channels < 0 or output_init not in ("random", "identity")):
+                or block_mlp_channels < 0 or output_init not in ("random", "identity")
+                or (input_skip and in_steps is not None)):
             raise ValueError(
                 f"expected width >= 1, n_layers >= 0, out_steps >= 1, time_padding >= 0, latent_steps >= 1, "
-                f"scale > 0, block_mlp_channels >= 0, output_init 'random' or 'identity'; got {width}, {n_layers}, "
-                f"{out_steps}, {time_padding}, {latent_steps}, {scale}, {block_mlp_channels}, {output_init!r}"
+                f"scale > 0, block_mlp_channels >= 0, output_init 'random' or 'identity', no input_skip with "
+                f"in_steps (every latent step sees every frame); got {width}, {n_layers}, {out_steps}, "
+                f"{time_padding}, {latent_steps}, {scale}, {block_mlp_channels}, {output_init!r}, "
+                f"input_skip={input_skip}, in_steps={in_steps}"
             )
         self.init_args: dict[str, Any] = dict(
             modes=modes, width=int(width), n_layers=int(n_layers), out_steps=int(out_steps),
@@ -219,9 +222,7 @@ class SFNO(nn.Module):
         self.projection = ChannelMLP(width, 1, hidden_channels=projection_channels, n_layers=2, n_dim=3)
         self.output = SpectralConv3d(1, 1, output_modes)
         if output_init == "identity":
-            with torch.no_grad():
-                self.output.weight.zero_()
-                self.output.weight[..., 0] = 1.0
+            self.output.set_identity()
 
     def _check(self, omega: Tensor) -> None:
         if omega.dim() != 4 or omega.shape[-1] != omega.shape[-2] or omega.shape[1] < 1:

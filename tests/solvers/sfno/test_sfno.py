@@ -40,11 +40,7 @@ def band_limited(t: int, n: int, t_span: float = 1.0) -> torch.Tensor:
 
 
 def identity_layer(modes) -> SpectralConv3d:
-    layer = SpectralConv3d(1, 1, modes).double()
-    with torch.no_grad():
-        layer.weight.zero_()
-        layer.weight[..., 0] = 1.0
-    return layer
+    return SpectralConv3d(1, 1, modes).double().set_identity()
 
 
 # -- SpectralConv3d -------------------------------------------------------------------------
@@ -173,6 +169,8 @@ def test_frames_input_path_fixes_the_input_length_and_keeps_any_output_length():
     assert model(w, out_steps=16, latent_steps=40).shape == (2, 16, 16, 16)  # a finer latent grid
     with pytest.raises(ValueError, match="expected 4 input frames, got 3"):
         model(w[:, :3])
+    with pytest.raises(ValueError, match="no input_skip with in_steps"):
+        small_sfno(in_steps=4, input_skip=True)
 
 
 def test_identity_output_init_passes_a_band_limited_latent_through():
