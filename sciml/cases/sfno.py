@@ -63,9 +63,16 @@ class Model(Schema):
     time_padding: int = Field(4, ge=0, le=1000, description="frames of temporal padding in the latent period")
     block_mlp_channels: int = Field(0, ge=0, le=4096, description="hidden channels of a pointwise MLP after each "
                                     "body spectral convolution (0: none)")
+    block: Literal["refiner", "neuralop"] = Field(
+        "refiner", description="body block: the authors' sigma(W x + MLP(K x)), or neuraloperator's "
+                               "sigma(MLP(sigma(K x + W x)) + g x) with a gated skip around the block (needs "
+                               "block_mlp_channels >= 1)")
     output_init: Literal["identity", "random"] = Field(
         "identity", description="initial weights of the output spectral layer: 1 (the truncation to its modes), or "
                                 "random per mode (the authors' choice)")
+    conserve_mean: bool = Field(True, description="keep the predicted vorticity's spatial mean at the last input "
+                                                  "frame's (it is zero for any periodic velocity); false: the "
+                                                  "authors' model, whose mean may drift")
     input_path: Literal["temporal", "frames"] = Field(
         "temporal", description="how the input frames reach the body: the latent temporal layer (any number of "
                                 "input frames), or every input frame as a channel at every latent step")
@@ -82,6 +89,8 @@ class Model(Schema):
             value = getattr(self, name)
             if isinstance(value, tuple) and min(value) < 0:
                 raise ValueError(f"{name} must be non-negative (got {list(value)})")
+        if self.block == "neuralop" and self.block_mlp_channels < 1:
+            raise ValueError("block 'neuralop' needs block_mlp_channels >= 1 (neuraloperator uses half the width)")
         if self.input_skip and self.input_path == "frames":
             raise ValueError("input_skip needs input_path 'temporal' (with 'frames' every latent step sees every "
                              "input frame)")
@@ -336,8 +345,8 @@ def _run(cfg: Config, run, train_path, test_path) -> dict:
     m = cfg.model
     output_modes = output_modes_of(m, w.n_out, tr.resolution)
     sfno = SFNO(modes=m.modes, width=m.width, n_layers=m.n_layers, out_steps=w.n_out, time_padding=m.time_padding,
-                output_modes=output_modes, block_mlp_channels=m.block_mlp_channels,
-                input_skip=m.input_skip, output_init=m.output_init,
+                output_modes=output_modes, block_mlp_channels=m.block_mlp_channels, block=m.block,
+                input_skip=m.input_skip, output_init=m.output_init, conserve_mean=m.conserve_mean,
                 in_steps=w.n_in if m.input_path == "frames" else None, scale=scale).to(device)
     n_sfno = count_parameters(sfno)
     metrics: dict[str, Any] = {"sfno_parameters": n_sfno}

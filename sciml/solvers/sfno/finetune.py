@@ -263,7 +263,7 @@ def finetune(
         def frames() -> Tensor:
             """Frames 0..out_steps; frame 0 is the last input frame."""
             y = layer.synthesise(output_coefficients(), out_shape, span)[:, 0]
-            return last[:, None] + (y - y[:, :1])
+            return last[:, None] + model.increment(y)
 
         def loss_of(w: Tensor) -> Tensor:
             return residual_norm(eq, w[:, : n_valid + 1], frame_dt, order, alpha)

@@ -154,7 +154,8 @@ def _check_field(x: Tensor, channels: int, what: str) -> None:
 
 
 def _default_std(in_channels: int, out_channels: int) -> float:
-    return math.sqrt(2.0 / (in_channels + out_channels))
+    # per real and imaginary part: E|W|^2 = 2 / (C_in + C_out) per complex weight, as neuraloperator's complex normal
+    return math.sqrt(1.0 / (in_channels + out_channels))
 
 
 @final
@@ -177,9 +178,9 @@ class SpectralConv3d(nn.Module):
         :math:`2K_t+1` and :math:`2K_x+1` signed modes, :math:`K_y+1` rfft modes).
     init_std : float, optional
         Standard deviation of the real and imaginary parts of the initial weights;
-        default :math:`\sqrt{2/(C_\mathrm{in} + C_\mathrm{out})}` (neuraloperator's choice for
-        Fourier-series coefficients: it keeps the signal's scale through a stack of
-        layers); ``0`` gives zero weights.
+        default :math:`1/\sqrt{C_\mathrm{in} + C_\mathrm{out}}`, so that every complex weight
+        has :math:`E|W|^2 = 2/(C_\mathrm{in} + C_\mathrm{out})`, neuraloperator's complex-normal
+        start for Fourier-series coefficients; ``0`` gives zero weights.
 
     Attributes
     ----------

@@ -24,7 +24,8 @@ frames to the next :math:`T_\mathrm{out}` frames, for any :math:`T_\mathrm{out}`
 * body: ``n_layers`` blocks of a :class:`~sciml.solvers.sfno.layers.SpectralConv3d`
   over (t, x, y) plus a 1×1 skip :math:`W_\ell`, GELU between blocks; optionally
   (``block_mlp_channels``) a pointwise MLP after each spectral convolution, as in the
-  authors' code;
+  authors' code, or (``block="neuralop"``) after the activation with a gated skip around
+  the whole block, as neuraloperator's ``FNOBlocks``;
 * :math:`Q`: pointwise projection MLP to one channel, the latent field :math:`v`
   ``(B, 1, latent_steps, N, N)``;
 * :math:`\mathcal K_\mathrm{out}`: the output spectral layer (one channel; it starts as the
@@ -34,7 +35,12 @@ frames to the next :math:`T_\mathrm{out}` frames, for any :math:`T_\mathrm{out}`
   where :math:`t_0` is the time of the last input frame. Subtracting :math:`y(t_0)` makes
   the predicted trajectory pass through the last input frame for any weights, so that
   the trajectory a fine-tuning sees starts at known data (see
-  :mod:`~sciml.solvers.sfno.finetune`); it is still linear in the layer.
+  :mod:`~sciml.solvers.sfno.finetune`); it is still linear in the layer. With
+  ``conserve_mean`` (default) the increment's spatial mean is removed as well: the
+  vorticity of a periodic velocity field has zero mean at every time, so a drifting mean
+  is an error of the model that the true trajectory never has (and one the
+  :math:`H^{-1}` residual weights by :math:`1/\alpha^2 = 1000`, swamping the rest of the
+  estimator).
 
 Time is periodic inside every spectral layer, the trajectory is not. The latent period
 is therefore the window :math:`[t_0, t_0 + T_\mathrm{train}\Delta t]` (the last input frame
@@ -127,12 +133,20 @@ class SFNO(nn.Module):
         convolution before the skip is added (the authors' SFNO body,
         :math:`\sigma(W_\ell x + \mathrm{MLP}_\ell(\mathcal K_\ell x))`); 0: none,
         :math:`\sigma(W_\ell x + \mathcal K_\ell x)`.
+    block : ``"refiner"`` or ``"neuralop"``
+        ``"refiner"`` (default): the blocks above. ``"neuralop"``: neuraloperator's FNO block,
+        :math:`\sigma(\mathrm{MLP}_\ell(\sigma(\mathcal K_\ell x + W_\ell x)) + g_\ell \odot x)`
+        with a learnable per-channel gate :math:`g_\ell` (starting at 1), a residual path
+        around every block; needs ``block_mlp_channels >= 1`` (neuraloperator uses half the width).
     output_init : ``"identity"`` or ``"random"``
         Initial weights of the one-channel output layer: 1 at every kept mode (default; the
         layer starts as the truncation of :math:`v` to its modes), or random complex numbers
         per mode as every other spectral layer (the authors' choice; the layer then starts
         as a random-phase filter, which scatters any localised structure of :math:`v` over
         the domain, and the body has to learn around it).
+    conserve_mean : bool
+        Keep the prediction's spatial mean at the last input frame's (the output layer's
+        increment has no mean mode); ``False``: the authors' model, whose mean may drift.
     in_steps : int, optional
         Fix the number of input frames and feed them as channels at every latent step, with
         the positional features of the latent grid (the FNO3d's input path), instead of the
@@ -172,9 +186,11 @@ class SFNO(nn.Module):
         temporal_modes: int | None = None,
         output_modes: tuple[int, int, int] | None = None,
         block_mlp_channels: int = 0,
+        block: str = "refiner",
         input_skip: bool = False,
         in_steps: int | None = None,
         output_init: str = "identity",
+        conserve_mean: bool = True,
         lifting_channels: int | None = None,
         projection_channels: int | None = None,
         scale: float = 1.0,
@@ -188,24 +204,26 @@ class SFNO(nn.Module):
         latent_steps = out_steps + time_padding if latent_steps is None else int(latent_steps)
         if (width < 1 or n_layers < 0 or latent_steps < 1 or out_steps < 1 or time_padding < 0 or not scale > 0
                 or block_mlp_channels < 0 or output_init not in ("random", "identity")
+                or block not in ("refiner", "neuralop") or (block == "neuralop" and block_mlp_channels < 1)
                 or (input_skip and in_steps is not None)):
             raise ValueError(
                 f"expected width >= 1, n_layers >= 0, out_steps >= 1, time_padding >= 0, latent_steps >= 1, "
-                f"scale > 0, block_mlp_channels >= 0, output_init 'random' or 'identity', no input_skip with "
-                f"in_steps (every latent step sees every frame); got {width}, {n_layers}, {out_steps}, "
-                f"{time_padding}, {latent_steps}, {scale}, {block_mlp_channels}, {output_init!r}, "
-                f"input_skip={input_skip}, in_steps={in_steps}"
+                f"scale > 0, block_mlp_channels >= 0, output_init 'random' or 'identity', block 'refiner' or "
+                f"'neuralop' (with block_mlp_channels >= 1), no input_skip with in_steps (every latent step sees "
+                f"every frame); got {width}, {n_layers}, {out_steps}, {time_padding}, {latent_steps}, {scale}, "
+                f"{block_mlp_channels}, {output_init!r}, {block!r}, input_skip={input_skip}, in_steps={in_steps}"
             )
         self.init_args: dict[str, Any] = dict(
             modes=modes, width=int(width), n_layers=int(n_layers), out_steps=int(out_steps),
             time_padding=int(time_padding), latent_steps=latent_steps, temporal_modes=temporal_modes,
-            output_modes=output_modes, block_mlp_channels=int(block_mlp_channels), input_skip=bool(input_skip),
-            output_init=str(output_init), in_steps=None if in_steps is None else int(in_steps),
+            output_modes=output_modes, block_mlp_channels=int(block_mlp_channels), block=str(block), input_skip=bool(input_skip),
+            output_init=str(output_init), conserve_mean=bool(conserve_mean), in_steps=None if in_steps is None else int(in_steps),
             lifting_channels=lifting_channels,
             projection_channels=projection_channels, scale=float(scale),
         )
         self.latent_steps, self.out_steps, self.width = latent_steps, int(out_steps), int(width)
         self.time_padding = int(time_padding)
+        self.conserve_mean = bool(conserve_mean)
         #: Fraction of the latent period covered by the output window.
         self.window = self.out_steps / (self.out_steps + self.time_padding)
         self.register_buffer("scale", torch.tensor(float(scale)))
@@ -219,6 +237,9 @@ class SFNO(nn.Module):
         self.block_mlps = nn.ModuleList(
             ChannelMLP(width, width, hidden_channels=block_mlp_channels, n_layers=2, n_dim=3) if block_mlp_channels
             else nn.Identity() for _ in range(n_layers))
+        self.block = str(block)
+        #: Per-channel gates of the skip around each block (``block="neuralop"``).
+        self.gates = nn.Parameter(torch.ones(n_layers, width)) if block == "neuralop" else None
         self.projection = ChannelMLP(width, 1, hidden_channels=projection_channels, n_layers=2, n_dim=3)
         self.output = SpectralConv3d(1, 1, output_modes)
         if output_init == "identity":
@@ -258,9 +279,14 @@ class SFNO(nn.Module):
         if self.input_skip is not None:
             z = z + self.input_skip(x[:, :, -1:])
         x = F.gelu(z)
+        last = len(self.spectral) - 1
         for i, (conv, mlp, skip) in enumerate(zip(self.spectral, self.block_mlps, self.skips)):
-            x = mlp(conv(x)) + skip(x)
-            if i < len(self.spectral) - 1:
+            if self.gates is None:
+                x = mlp(conv(x)) + skip(x)
+            else:  # neuraloperator's FNOBlocks: no activation inside or after the last block
+                y = conv(x) + skip(x)
+                x = mlp(F.gelu(y) if i < last else y) + self.gates[i].view(1, -1, 1, 1, 1) * x
+            if i < last:
                 x = F.gelu(x)
         return self.projection(x)
 
@@ -290,8 +316,18 @@ class SFNO(nn.Module):
         layer = self.output if output is None else output
         # frames j = 0..t_out at s_j = j * window / t_out: j = 0 is the last input frame
         y = layer(v, out_shape=(t_out + 1, n, n), t_span=self.window * (t_out + 1) / t_out)[:, 0]
-        increment = y - y[:, :1]
+        increment = self.increment(y)
         return last[:, None] + self.scale * (increment if include_start else increment[:, 1:])
+
+    def increment(self, y: Tensor) -> Tensor:
+        r""":math:`y(t_j) - y(t_0)` for output-layer frames ``y`` ``(B, T, N, N)``, frame 0 at :math:`t_0`.
+
+        Without its spatial mean with ``conserve_mean``. Linear in ``y``.
+        """
+        increment = y - y[:, :1]
+        if self.conserve_mean:
+            increment = increment - increment.mean(dim=(-2, -1), keepdim=True)
+        return increment
 
     @torch.no_grad()
     def output_floor(self, last: Tensor, target: Tensor) -> Tensor:

@@ -124,6 +124,18 @@ def _with_weight(conv: SpectralConv3d, weight: torch.Tensor, x: torch.Tensor, ou
     return torch.func.functional_call(conv, {"weight": weight}, (x,), {"out_shape": out_shape, "t_span": t_span})
 
 
+def test_default_weights_start_at_neuraloperators_scale():
+    """E|W|^2 per complex weight equals that of neuraloperator's SpectralConv (a complex normal)."""
+    from neuralop.layers.spectral_convolution import SpectralConv
+
+    torch.manual_seed(0)
+    ours = SpectralConv3d(12, 20, (4, 8, 8)).weight.detach().square().sum(-1).mean()
+    theirs = SpectralConv(12, 20, n_modes=(9, 17, 16)).weight.to_tensor().detach().abs().square().mean()
+    assert abs(float(ours / theirs) - 1.0) < 0.02
+    temporal = TemporalSpectralConv(12, 20, modes=200).weight.detach().square().sum(-1).mean()
+    assert abs(float(temporal / theirs) - 1.0) < 0.05
+
+
 def test_temporal_layer_resamples_time_and_leaves_space_alone():
     layer = TemporalSpectralConv(1, 1, 3).double()
     with torch.no_grad():
@@ -180,6 +192,47 @@ def test_identity_output_init_passes_a_band_limited_latent_through():
     assert not torch.allclose(small_sfno(output_init="random").output(v), v, atol=1e-2)  # scrambled
     with pytest.raises(ValueError, match="output_init 'random' or 'identity'"):
         small_sfno(output_init="zero")
+
+
+@pytest.mark.parametrize("out_steps", [5, 8, 32])
+def test_the_prediction_keeps_the_spatial_mean_of_the_last_input_frame(out_steps):
+    """The vorticity of a periodic velocity has zero mean at every time: with conserve_mean the
+    predicted mean stays the last frame's for any weights; the authors' model lets it drift."""
+    w = torch.randn(3, 4, 16, 16, dtype=F64) + torch.randn(3, 1, 1, 1, dtype=F64)  # nonzero means
+    last_mean = w[:, -1].mean(dim=(-2, -1))[:, None]
+    for seed in range(3):
+        model = small_sfno(output_init="random", output_modes=(4, 7, 7))
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(generator=torch.Generator().manual_seed(seed + p.numel()))
+        drift = (model(w, out_steps=out_steps).mean(dim=(-2, -1)) - last_mean).abs().max()
+        assert drift < 1e-12
+        free = small_sfno(output_init="random", output_modes=(4, 7, 7), conserve_mean=False)
+        free.load_state_dict(model.state_dict())
+        assert (free(w, out_steps=out_steps).mean(dim=(-2, -1)) - last_mean).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("block", ["refiner", "neuralop"])
+def test_neuralop_block_is_a_gated_residual_around_the_block(block):
+    """neuraloperator's FNO block, sigma(MLP(sigma(K x + W x)) + g x): with K, W and the MLP's output
+    layer zeroed it passes gelu(x) on (the identity in the last block); the authors' block gives 0."""
+    model = small_sfno(block=block, block_mlp_channels=4, n_layers=1)
+    with torch.no_grad():
+        for module in (model.spectral[0], model.skips[0]):
+            for p in module.parameters():
+                p.zero_()
+        for p in model.block_mlps[0].fcs[-1].parameters():
+            p.zero_()
+    proj_in = []
+    handle = model.projection.register_forward_hook(lambda mod, args, out: proj_in.append(args[0]))
+    lifted = []
+    handle2 = model.temporal.register_forward_hook(lambda mod, args, out: lifted.append(out))
+    model.latent(torch.randn(2, 4, 8, 8, dtype=F64))
+    handle.remove(), handle2.remove()
+    expected = torch.nn.functional.gelu(lifted[0]) if block == "neuralop" else torch.zeros_like(proj_in[0])
+    assert torch.allclose(proj_in[0], expected, rtol=0, atol=1e-14)
+    with pytest.raises(ValueError, match="with block_mlp_channels >= 1"):
+        small_sfno(block="neuralop")
 
 
 @pytest.mark.parametrize("output_modes", [None, (2, 3, 3), (4, 7, 7)])
@@ -273,6 +326,8 @@ def test_finetune_leaves_the_network_alone_and_returns_the_layer_that_made_the_p
     assert res.residual_after[0] < (0.5 if optimizer == "lbfgs" else 1.0) * res.residual_before[0]
     v = model.latent(w, 20)
     assert torch.allclose(model.decode(v, w[:, -1], 16, output=res.layers[0]), res.after, rtol=0, atol=1e-10)
+    # the tuned trajectory keeps the conserved mean (the enlarged layer's mean mode is not a free direction)
+    assert (res.after.mean(dim=(-2, -1)) - w[:, -1].mean(dim=(-2, -1))[:, None]).abs().max() < 1e-12
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the network stays frozen
 
 
