@@ -194,6 +194,18 @@ def output_modes_of(model: Model, n_out: int, resolution: int) -> tuple[int, int
     return model.output_modes
 
 
+def build_sfno(cfg: Config, scale: float = 1.0):
+    """The case's SFNO, untrained (``scale``: the vorticity scale, e.g. the training data's rms)."""
+    from sciml.solvers.sfno import SFNO
+
+    m, w = cfg.model, cfg.window
+    return SFNO(modes=m.modes, width=m.width, n_layers=m.n_layers, out_steps=w.n_out, time_padding=m.time_padding,
+                output_modes=output_modes_of(m, w.n_out, cfg.training.resolution),
+                block_mlp_channels=m.block_mlp_channels, block=m.block, input_skip=m.input_skip,
+                output_init=m.output_init, conserve_mean=m.conserve_mean,
+                in_steps=w.n_in if m.input_path == "frames" else None, scale=scale)
+
+
 def _stride(model_dt: float, data_dt: float, what: str) -> int:
     ratio = model_dt / data_dt
     stride = round(ratio)
@@ -317,7 +329,7 @@ def _run(cfg: Config, run, train_path, test_path) -> dict:
     from sciml.operators.spectral import fourier_resample
     from sciml.parallel import resolve_device
     from sciml.solvers import count_parameters
-    from sciml.solvers.sfno import SFNO, FNO3dBaseline, Trainer, predict, relative_l2, width_for_parameters
+    from sciml.solvers.sfno import FNO3dBaseline, Trainer, predict, relative_l2, width_for_parameters
 
     dtype = torch.float32  # training precision (neuraloperator's FNO is complex64 inside)
     device = resolve_device(cfg.device, run.comm)
@@ -342,12 +354,7 @@ def _run(cfg: Config, run, train_path, test_path) -> dict:
 
     # -- models
     torch.manual_seed(cfg.seed)
-    m = cfg.model
-    output_modes = output_modes_of(m, w.n_out, tr.resolution)
-    sfno = SFNO(modes=m.modes, width=m.width, n_layers=m.n_layers, out_steps=w.n_out, time_padding=m.time_padding,
-                output_modes=output_modes, block_mlp_channels=m.block_mlp_channels, block=m.block,
-                input_skip=m.input_skip, output_init=m.output_init, conserve_mean=m.conserve_mean,
-                in_steps=w.n_in if m.input_path == "frames" else None, scale=scale).to(device)
+    sfno = build_sfno(cfg, scale).to(device)
     n_sfno = count_parameters(sfno)
     metrics: dict[str, Any] = {"sfno_parameters": n_sfno}
     # the best any SFNO with these output modes could do on the test windows (a lower bound)
@@ -364,7 +371,7 @@ def _run(cfg: Config, run, train_path, test_path) -> dict:
         b = cfg.baseline
 
         def make_fno(width: int) -> FNO3dBaseline:
-            return FNO3dBaseline(w.n_in, w.n_out, m.modes, width, b.n_layers, time_padding=b.time_padding,
+            return FNO3dBaseline(w.n_in, w.n_out, cfg.model.modes, width, b.n_layers, time_padding=b.time_padding,
                                  scale=scale)
 
         width = b.width or width_for_parameters(n_sfno, make_fno)

@@ -38,9 +38,10 @@ frames to the next :math:`T_\mathrm{out}` frames, for any :math:`T_\mathrm{out}`
   :mod:`~sciml.solvers.sfno.finetune`); it is still linear in the layer. With
   ``conserve_mean`` (default) the increment's spatial mean is removed as well: the
   vorticity of a periodic velocity field has zero mean at every time, so a drifting mean
-  is an error of the model that the true trajectory never has (and one the
-  :math:`H^{-1}` residual weights by :math:`1/\alpha^2 = 1000`, swamping the rest of the
-  estimator).
+  is an error of the model that the true trajectory never has, and one that the
+  :math:`H^{-1}` residual weights by :math:`1/\alpha \approx 32` (against :math:`\le 1` for
+  every other mode on :math:`[0, 2\pi)^2`): it can swamp the rest of the estimator
+  (``benchmarks/sfno_estimator.py``).
 
 Time is periodic inside every spectral layer, the trajectory is not. The latent period
 is therefore the window :math:`[t_0, t_0 + T_\mathrm{train}\Delta t]` (the last input frame

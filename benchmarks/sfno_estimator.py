@@ -1,0 +1,113 @@
+"""Where the SFNO's a-posteriori estimator lives in wavenumber space, and which part ranks the error.
+
+Reads a finished ``sfno`` run (its ``config.yaml`` and ``checkpoints/latest.pt``), predicts
+the first ``--n`` test trajectories the way the case's estimator does (the generation grid,
+frames ``finetune``-spacing apart, the untuned model) and splits both the residual's
+:math:`L^2(0,T;H^{-1})` norm (the estimator) and the error's :math:`L^2(0,T;L^2)` norm by
+shells of the grid wavenumber :math:`|m| = (m_x^2 + m_y^2)^{1/2}`. Per shell it prints the
+median share of the squared estimator, the Spearman correlation of the shell's residual with
+the whole error, and of the shell's error with the whole error; then the estimator's rank
+correlation with and without the mean mode.
+
+    python benchmarks/sfno_estimator.py RUN_DIR [--n 32] [--set model.conserve_mean=false] [--threads 1]
+
+``--set`` overrides the run's configuration when rebuilding the model (e.g. for a run made
+before an option existed, whose default has changed since).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+SHELLS = ((0, 1), (1, 4), (4, 8), (8, 16), (16, 32), (32, 10**9))
+
+
+def shell_norms(grid, f, dt: float, s: float, alpha: float):
+    """``(B, len(SHELLS))``: the :math:`L^2(0,T;H^s)` norm of frames ``f (B, T, N, N)`` restricted to each shell
+    (their squares sum to the square of ``grid.space_time_norm``)."""
+    import torch
+
+    n = grid.n
+    mx = torch.fft.fftfreq(n, 1.0 / n, dtype=torch.float64).abs()[:, None]
+    my = torch.arange(n // 2 + 1, dtype=torch.float64)[None, :]
+    radius = (mx * mx + my * my).sqrt()
+    fh = torch.fft.rfft2(f)
+    power = (fh.real**2 + fh.imag**2) * ((alpha + grid.k2) ** s * grid.rfft_weights) * (grid.length**2 / n**4)
+    power = power.sum(dim=1) * dt  # over frames
+    return torch.stack([power[:, (radius >= lo) & (radius < hi)].sum(dim=-1) for lo, hi in SHELLS], dim=-1).sqrt()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a finished sfno run folder")
+    parser.add_argument("--n", type=int, default=32, help="test trajectories (the first n)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import torch
+    from scipy.stats import spearmanr
+
+    from sciml.cases.data import resolve_dataset
+    from sciml.cases.sfno import _equation_from_attrs, _load, _load_fine, build_sfno
+    from sciml.config import load_case
+    from sciml.parallel import SerialComm
+    from sciml.solvers.navier_stokes import nse_residual
+    from sciml.solvers.sfno import finetune
+
+    torch.set_num_threads(args.threads)
+    cfg = load_case(args.run / "config.yaml", args.overrides).config
+    state = torch.load(args.run / "checkpoints" / "latest.pt", map_location="cpu", weights_only=False)["state"]
+    model = build_sfno(cfg)
+    model.load_state_dict(state["trainers"]["sfno"]["model"])
+    model = model.double().eval()
+    test_path = resolve_dataset(cfg.data.test, SerialComm(), log=lambda *a: None)
+    f, w = cfg.finetune, cfg.window
+    fine, m, head = _load_fine(test_path, cfg, args.n, torch.float64)
+    coarse, _ = _load(test_path, cfg, "data.test", args.n, None, torch.float64)
+    eq = _equation_from_attrs(head.attrs, fine.shape[-1], torch.float64)
+    out_steps, frame_dt = m * w.n_out, w.frame_dt / m
+    latent_steps = f.latent_refine * model.latent_steps
+
+    res_shells, err_shells, estimator, error = [], [], [], []
+    with torch.no_grad():
+        for i in range(args.n):
+            out = finetune(model, coarse[i: i + 1, : w.n_in], eq, out_steps=out_steps, frame_dt=frame_dt,
+                           latent_steps=latent_steps, steps=0, order=f.order, alpha=f.alpha)
+            pred, truth = out.before, fine[i: i + 1, 1:]
+            traj = torch.cat([fine[i: i + 1, :1], pred], dim=1)  # from the last input frame, as the estimator
+            r = nse_residual(eq, traj, frame_dt, f.order)
+            res_shells.append(shell_norms(eq.grid, r, frame_dt, -1.0, f.alpha)[0])
+            err_shells.append(shell_norms(eq.grid, pred - truth, frame_dt, 0.0, 1.0)[0])
+            estimator.append(float(out.residual_before[0]))
+            error.append(float((pred - truth).norm()))
+    res, err = torch.stack(res_shells).numpy(), torch.stack(err_shells).numpy()
+    estimator, error = np.array(estimator), np.array(error)
+    error_norm = np.sqrt((err**2).sum(axis=1))  # the error in L2(0,T;L2), a constant multiple of `error`
+    total = np.sqrt((res**2).sum(axis=1))
+    if not np.allclose(total, estimator, rtol=1e-6):  # the shells must add up to the case's estimator
+        raise SystemExit(f"shells do not add up to the estimator: {total[:3]} vs {estimator[:3]}")
+
+    print(f"{args.run}: {args.n} test trajectories at {fine.shape[-1]}², {out_steps} frames {frame_dt:g} apart, "
+          f"H^-1 shift alpha {f.alpha:g}")
+    print()
+    print("| shell of |m| | median share of the estimator² | Spearman(shell residual, error) | "
+          "Spearman(shell error, error) | median share of the error² |")
+    print("|---|---:|---:|---:|---:|")
+    for j, (lo, hi) in enumerate(SHELLS):
+        name = "0 (mean)" if hi == 1 else (f"[{lo}, {hi})" if hi < 10**9 else f">= {lo}")
+        print(f"| {name} | {np.median(res[:, j] ** 2 / estimator ** 2):.3g} | "
+              f"{spearmanr(res[:, j], error).statistic:.3f} | {spearmanr(err[:, j], error).statistic:.3f} | "
+              f"{np.median(err[:, j] ** 2 / error_norm ** 2):.3g} |")
+    print()
+    without_mean = np.sqrt((res[:, 1:] ** 2).sum(axis=1))
+    print(f"Spearman(estimator, error): {spearmanr(estimator, error).statistic:.3f}; without the mean mode: "
+          f"{spearmanr(without_mean, error).statistic:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
