@@ -217,9 +217,9 @@ class SFNO(nn.Module):
         self.init_args: dict[str, Any] = dict(
             modes=modes, width=int(width), n_layers=int(n_layers), out_steps=int(out_steps),
             time_padding=int(time_padding), latent_steps=latent_steps, temporal_modes=temporal_modes,
-            output_modes=output_modes, block_mlp_channels=int(block_mlp_channels), block=str(block), input_skip=bool(input_skip),
-            output_init=str(output_init), conserve_mean=bool(conserve_mean), in_steps=None if in_steps is None else int(in_steps),
-            lifting_channels=lifting_channels,
+            output_modes=output_modes, block_mlp_channels=int(block_mlp_channels), block=str(block),
+            input_skip=bool(input_skip), output_init=str(output_init), conserve_mean=bool(conserve_mean),
+            in_steps=None if in_steps is None else int(in_steps), lifting_channels=lifting_channels,
             projection_channels=projection_channels, scale=float(scale),
         )
         self.latent_steps, self.out_steps, self.width = latent_steps, int(out_steps), int(width)
@@ -238,7 +238,6 @@ class SFNO(nn.Module):
         self.block_mlps = nn.ModuleList(
             ChannelMLP(width, width, hidden_channels=block_mlp_channels, n_layers=2, n_dim=3) if block_mlp_channels
             else nn.Identity() for _ in range(n_layers))
-        self.block = str(block)
         #: Per-channel gates of the skip around each block (``block="neuralop"``).
         self.gates = nn.Parameter(torch.ones(n_layers, width)) if block == "neuralop" else None
         self.projection = ChannelMLP(width, 1, hidden_channels=projection_channels, n_layers=2, n_dim=3)
