@@ -81,7 +81,8 @@ class Model(Schema):
     output_modes: Union[tuple[int, int, int], Literal["full"], None] = Field(
         None, description="modes (t, x, y) of the output layer: null = the body's modes (as the authors' model), "
                           "'full' = every mode below the Nyquist frequencies of the latent period and the "
-                          "training grid")
+                          "training grid (time modes above the body's are pinned only at the training frames "
+                          "and ring between them, where the estimator's finer frames fall)")
 
     @model_validator(mode="after")
     def _non_negative(self) -> "Model":
