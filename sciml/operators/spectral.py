@@ -243,6 +243,13 @@ class FourierGrid2D:
 
     # -- norms ---------------------------------------------------------------------
 
+    def sobolev_weight(self, s: float, alpha: float = 1.0) -> Tensor:
+        r"""Parseval weights of :meth:`sobolev_norm` per rfft mode, shape ``(N, N//2+1)``:
+        :math:`\|f\|_{H^s}^2 = \sum w_m |\hat f_m|^2` over the half spectrum of ``rfft2(f)``."""
+        if s < 0 and not alpha > 0:
+            raise ValueError(f"expected alpha > 0 for a negative Sobolev index s={s}, got {alpha}")
+        return (alpha + self.k2) ** s * self.rfft_weights * (self.length**2 / self.n**4)
+
     def sobolev_norm(self, f: Tensor, s: float, alpha: float = 1.0) -> Tensor:
         r"""Sobolev norm :math:`\|f\|_{H^s}` on the torus by Parseval.
 
@@ -277,12 +284,9 @@ class FourierGrid2D:
         True
         """
         self._check_field(f)
-        if s < 0 and not alpha > 0:
-            raise ValueError(f"expected alpha > 0 for a negative Sobolev index s={s}, got {alpha}")
+        weight = self.sobolev_weight(s, alpha)
         fh = torch.fft.rfft2(f)
-        weight = (alpha + self.k2) ** s * self.rfft_weights
-        power = fh.real**2 + fh.imag**2
-        return ((power * weight).sum(dim=(-2, -1)) * (self.length**2 / self.n**4)).sqrt()
+        return ((fh.real**2 + fh.imag**2) * weight).sum(dim=(-2, -1)).sqrt()
 
     def space_time_norm(self, f: Tensor, dt: float, s: float = -1.0, alpha: float = 10**-1.5) -> Tensor:
         r"""The :math:`L^2(0,T; H^s)` norm of equally spaced frames, by Parseval in space.

@@ -228,7 +228,8 @@ def test_neuralop_block_is_a_gated_residual_around_the_block(block):
     lifted = []
     handle2 = model.temporal.register_forward_hook(lambda mod, args, out: lifted.append(out))
     model.latent(torch.randn(2, 4, 8, 8, dtype=F64))
-    handle.remove(), handle2.remove()
+    handle.remove()
+    handle2.remove()
     expected = torch.nn.functional.gelu(lifted[0]) if block == "neuralop" else torch.zeros_like(proj_in[0])
     assert torch.allclose(proj_in[0], expected, rtol=0, atol=1e-14)
     with pytest.raises(ValueError, match="with block_mlp_channels >= 1"):
