@@ -9,6 +9,14 @@ median share of the squared estimator, the Spearman correlation of the shell's r
 the whole error, and of the shell's error with the whole error; then the estimator's rank
 correlation with and without the mean mode.
 
+The residual of a prediction :math:`\hat\omega = \omega + e` splits exactly into the true
+trajectory's residual, the time derivative of the error and the spatial operator's error,
+:math:`R(\hat\omega) = R(\omega) + \partial_t e - [N(\hat\omega) - N(\omega)] - Le` (the same BDF
+stencil and dealiased operator as the residual). A second table gives per shell the median
+:math:`H^{-1}` energies of the three parts, of the prediction's and the truth's time derivative,
+and each part's rank correlation with the whole error: it tells whether the estimator sees the
+prediction's dynamics (:math:`\partial_t e`) or its spatial state.
+
     python benchmarks/sfno_estimator.py RUN_DIR [--n 32] [--set model.conserve_mean=false] [--threads 1]
 
 ``--set`` overrides the run's configuration when rebuilding the model (e.g. for a run made
@@ -52,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     from sciml.cases.sfno import _equation_from_attrs, _load, _load_fine, build_sfno
     from sciml.config import load_case
     from sciml.parallel import SerialComm
-    from sciml.solvers.navier_stokes import nse_residual
+    from sciml.solvers.navier_stokes import nse_residual, time_derivative
     from sciml.solvers.sfno import finetune
 
     torch.set_num_threads(args.threads)
@@ -69,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     out_steps, frame_dt = m * w.n_out, w.frame_dt / m
     latent_steps = f.latent_refine * model.latent_steps
 
-    res_shells, err_shells, estimator = [], [], []
+    res_shells, err_shells, estimator, parts = [], [], [], []
     with torch.no_grad():
         for i in range(args.n):
             out = finetune(model, coarse[i: i + 1, : w.n_in], eq, out_steps=out_steps, frame_dt=frame_dt,
@@ -78,6 +86,21 @@ def main(argv: list[str] | None = None) -> int:
             traj = torch.cat([fine[i: i + 1, :1], pred], dim=1)  # from the last input frame, as the estimator
             r = nse_residual(eq, traj, frame_dt, f.order)
             res_shells.append(shell_norms(eq.grid, r, frame_dt, -1.0, f.alpha)[0])
+            true_traj = fine[i: i + 1, : traj.shape[1]]
+            w_pred, w_true = torch.fft.rfft2(traj), torch.fft.rfft2(true_traj)
+            n = r.shape[-1]
+            split = {  # R(pred) = R(truth) + d_t e - [N(pred) - N(truth)] - L e, each part physical
+                "R(truth)": nse_residual(eq, true_traj, frame_dt, f.order),
+                "d_t e": torch.fft.irfft2(time_derivative(w_pred - w_true, frame_dt, f.order), s=(n, n)),
+                "spatial": torch.fft.irfft2(eq.nonlinear_hat(w_true) - eq.nonlinear_hat(w_pred)
+                                            - eq.linear * (w_pred - w_true), s=(n, n)),
+                "d_t pred": torch.fft.irfft2(time_derivative(w_pred, frame_dt, f.order), s=(n, n)),
+                "d_t truth": torch.fft.irfft2(time_derivative(w_true, frame_dt, f.order), s=(n, n)),
+            }
+            if not torch.allclose(split["R(truth)"] + split["d_t e"] + split["spatial"], r, rtol=1e-8,
+                                  atol=1e-8 * float(r.abs().max())):
+                raise SystemExit("the residual's parts do not add up to it")
+            parts.append(torch.stack([shell_norms(eq.grid, q, frame_dt, -1.0, f.alpha)[0] for q in split.values()]))
             err_shells.append(shell_norms(eq.grid, pred - truth, frame_dt, 0.0, 1.0)[0])
             estimator.append(float(out.residual_before[0]))
     res, err = torch.stack(res_shells).numpy(), torch.stack(err_shells).numpy()
@@ -98,6 +121,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {np.median(res[:, j] ** 2 / estimator ** 2):.3g} | "
               f"{spearmanr(res[:, j], error).statistic:.3f} | {spearmanr(err[:, j], error).statistic:.3f} | "
               f"{np.median(err[:, j] ** 2 / error ** 2):.3g} |")
+    print()
+    parts = torch.stack(parts).numpy()  # (n, part, shell)
+    print()
+    print("| shell of |m| | median H^-1 energy: residual | R(truth) | d_t e | spatial | d_t pred | d_t truth | "
+          "Spearman(d_t e, error) | Spearman(spatial, error) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for j, (lo, hi) in enumerate(SHELLS):
+        name = "0 (mean)" if hi == 1 else (f"[{lo}, {hi})" if hi < 10**9 else f">= {lo}")
+        energies = " | ".join(f"{np.median(parts[:, q, j] ** 2):.3g}" for q in range(parts.shape[1]))
+        print(f"| {name} | {np.median(res[:, j] ** 2):.3g} | {energies} | "
+              f"{spearmanr(parts[:, 1, j], error).statistic:.3f} | {spearmanr(parts[:, 2, j], error).statistic:.3f} |")
     print()
     without_mean = np.sqrt((res[:, 1:] ** 2).sum(axis=1))
     print(f"Spearman(estimator, error): {spearmanr(estimator, error).statistic:.3f}; without the mean mode: "
