@@ -26,7 +26,9 @@ Case kind ``scot`` (DESIGN.md, "Poseidon-style scOT"). Stages:
 
 Channels are the velocity ``(u, v)`` computed from the datasets' vorticity (with
 ``snapshots.four_channels``: ``(ρ, u, v, p) = (1, u, v, 0)``, the layout of Poseidon's
-checkpoints), resampled spectrally to the model's resolution.
+checkpoints), resampled spectrally to the model's resolution. The loss and every error measure
+the velocity; with four channels ρ and p are constants of the data, and predictions carry them
+as such.
 
 Training is data parallel over all ranks of the job (``mpiexec -n N sciml run`` or
 ``torchrun``; gloo on CPU, NCCL on GPU): every rank takes its share of each global
@@ -236,8 +238,19 @@ def _vorticity_shape(path) -> tuple[int, ...]:
 
 
 def _groups(cfg: Config) -> list[list[int]]:
-    """Channel groups of the loss and metric: velocity together; rho and p alone."""
-    return [[0], [1, 2], [3]] if cfg.snapshots.four_channels else [[0, 1]]
+    """Channel groups of the loss and metric: the velocity, measured together.
+
+    With ``four_channels`` the data's ρ = 1 and p = 0 are constants, not data (incompressible
+    flow; the datasets hold no pressure): a relative error of a channel whose target is 0 has
+    no scale, so they stay out of the loss and the metrics, and predictions carry them as the
+    constants (:func:`_fixed_channels`), as Poseidon masks what its data does not hold.
+    """
+    return [[1, 2]] if cfg.snapshots.four_channels else [[0, 1]]
+
+
+def _fixed_channels(cfg: Config) -> dict[int, float]:
+    """Channels every prediction carries as known constants (physical units): ρ = 1, p = 0 with ``four_channels``."""
+    return {0: 1.0, 3: 0.0} if cfg.snapshots.four_channels else {}
 
 
 # --------------------------------------------------------------------------- the case
@@ -436,8 +449,8 @@ class _Study:
             data = PairData(scaler.encode(train[:m]).to(self.device), pairs, s.t_norm)
             groups = self._lr_groups(opt) if name.startswith("scot") else None
             trainer, seconds = self._train(key, model, data, opt, cfg.seed + m, groups)
-            final = _evaluate(_Scaled(model, scaler), test, [(0, s.n - 1)], s.t_norm, self.groups,
-                              cfg.evaluation.batch_size)
+            final = _evaluate(_Scaled(model, scaler, _fixed_channels(cfg)), test, [(0, s.n - 1)], s.t_norm,
+                              self.groups, cfg.evaluation.batch_size)
             results[key] = {"model": name, "M": m, "rel_l1_final": float(np.median(final)), "train_s": seconds,
                             "steps": trainer.step, "parameters": count_parameters(model)}
             self.log(f"{key}: median rel. L1 at the final time {results[key]['rel_l1_final']:.3f} % "
@@ -451,7 +464,7 @@ class _Study:
         for name, blob in kept.items():
             model, _, _ = self._downstream_model(name, pre_model, pre_scaler, train[:1])
             model.load_state_dict(blob["model"])
-            keep[name] = _Scaled(model, ChannelScaler.from_state_dict(blob["scaler"]))
+            keep[name] = _Scaled(model, ChannelScaler.from_state_dict(blob["scaler"]), _fixed_channels(cfg))
         metrics = self._summary(results, keep, test, test_data)
         return metrics
 
@@ -516,14 +529,18 @@ def _copy(model):
 
 
 class _Scaled:
-    """``(x, t) -> y`` in physical units around a model trained on normalised fields."""
+    """``(x, t) -> y`` in physical units around a model trained on normalised fields; the ``fixed``
+    channels (index -> value) of the output are set to their known constants."""
 
-    def __init__(self, model, scaler):
-        self.model, self.scaler = model, scaler
+    def __init__(self, model, scaler, fixed: dict[int, float] | None = None):
+        self.model, self.scaler, self.fixed = model, scaler, dict(fixed or {})
 
     def __call__(self, x, t):
         self.model.eval()
-        return self.scaler.decode(self.model(self.scaler.encode(x), t))
+        y = self.scaler.decode(self.model(self.scaler.encode(x), t))
+        for channel, value in self.fixed.items():
+            y[:, channel] = value
+        return y
 
 
 def _evaluate(model, fields, pairs, t_norm, groups, batch_size) -> np.ndarray:

@@ -148,6 +148,57 @@ def test_fine_tuning_from_a_given_checkpoint_skips_pretraining(tiny_run, tmp_pat
         assert "embedding and recovery replaced" in log
 
 
+def test_four_channel_data_trains_on_the_velocity_and_keeps_a_four_channel_checkpoint_whole(tiny_run, tmp_path):
+    """snapshots.four_channels: (rho, u, v, p) = (1, u, v, 0), the released checkpoints' layout. rho and p are
+    constants of the data: the loss and the errors measure the velocity (a relative error against p = 0 has no
+    scale: it used to make the loss ~1e11), and every prediction carries rho = 1, p = 0, also into the rollout."""
+    from poseidon_fixture import POSEIDON_TINY, write_poseidon_folder
+
+    base, _ = tiny_run
+    out = tmp_path / "four"
+    res = run_sciml("run", str(base / "tiny.yaml"), "--out", str(out), "--set", "snapshots.four_channels=true",
+                    timeout=600)
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in KEYS:
+        assert math.isfinite(metrics[key]), key
+    # the identity map scores about 100 % on the velocity; a trained model may not score orders of magnitude above
+    assert all(0 < r["rel_l1_final"] < 1000 for r in metrics["results"])
+    assert 0 < metrics["median_rel_l1_rollout"] < 1000
+
+    checkpoint = tmp_path / "poseidon"  # a released model's layout, four channels: fine-tuned whole
+    write_poseidon_folder(checkpoint, dict(POSEIDON_TINY, num_channels=4, num_out_channels=4))
+    out = tmp_path / "poseidon_run"
+    res = run_sciml("run", str(base / "tiny.yaml"), "--out", str(out), "--set", f"model.checkpoint={checkpoint}",
+                    "--set", "snapshots.four_channels=true", "--set", "finetune.scratch=false",
+                    "--set", "baseline.enabled=false", timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "embedding and recovery replaced" not in (out / "log.txt").read_text()
+    assert math.isfinite(json.loads((out / "metrics.json").read_text())["median_rel_l1_scot_pretrained"])
+
+
+def test_predictions_carry_the_constant_channels_and_the_metric_reads_the_velocity():
+    from sciml.cases.scot import _Scaled
+    from sciml.solvers.scot.data import ChannelScaler, relative_l1
+
+    fields = torch.randn(6, 4, 8, 8)
+    fields[:, 0], fields[:, 3] = 1.0, 0.0
+    scaler = ChannelScaler.fit(fields)
+    class Model(torch.nn.Module):  # any (x, t) -> y of the fields' shape
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(4, 4, 1)
+
+        def forward(self, x, t):
+            return self.conv(x) + t.view(-1, 1, 1, 1)
+
+    with torch.no_grad():
+        y = _Scaled(Model(), scaler, {0: 1.0, 3: 0.0})(fields, torch.zeros(6))
+    assert torch.all(y[:, 0] == 1.0) and torch.all(y[:, 3] == 0.0)
+    target = torch.randn(6, 4, 8, 8)
+    assert torch.allclose(relative_l1(y, target, [[1, 2]]), relative_l1(y[:, 1:3], target[:, 1:3]))
+
+
 def test_m_star_outside_the_study_is_rejected_with_its_line(tmp_path):
     case = tmp_path / "bad.yaml"
     case.write_text(TINY.read_text().replace("m_star: 2", "m_star: 3"))
