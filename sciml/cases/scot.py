@@ -287,6 +287,7 @@ class _Study:
         self.channels = 4 if cfg.snapshots.four_channels else 2
         self.resolution = cfg.model.config(self.channels).image_size
         self.groups = _groups(cfg)
+        self.released = False  # whether the pretrained model is a released Poseidon one, fine-tuned whole
         torch.manual_seed(cfg.seed)
 
     def log(self, msg: str) -> None:
@@ -378,7 +379,7 @@ class _Study:
         from sciml.solvers.scot.data import ChannelScaler
         from sciml.solvers.scot.model import ScOTConfig
 
-        if path.is_dir():  # a released Poseidon model: its own normalisation is unknown here
+        if path.is_dir():  # a released Poseidon model: no scaler of ours (see _fit_scaler)
             from sciml.solvers.scot.checkpoint import load_poseidon
 
             model = load_poseidon(path)
@@ -400,7 +401,26 @@ class _Study:
             scaler = None
         else:
             scaler = None if blob["scaler"] is None else ChannelScaler.from_state_dict(blob["scaler"])
+            self.released = path.is_dir()
         return model.to(self.device), scaler
+
+    def _fit_scaler(self, train):
+        r"""The channel scaler fitted on downstream training fields.
+
+        A released Poseidon model fine-tuned whole on four channels gets its pretraining's fixed
+        normalisation for the constant channels ρ and p (:data:`POSEIDON_FLUID_MEAN`, ``_STD``): it
+        sees ρ = 1 as the :math:`(1 - 0.8)/0.31` it was trained on, not the 0 a fit to a constant
+        gives. The velocity keeps the fit (unit variance, as Poseidon's normalised data had): these
+        flows' speeds differ from Poseidon's datasets'.
+        """
+        from sciml.solvers.scot.checkpoint import POSEIDON_FLUID_MEAN, POSEIDON_FLUID_STD
+        from sciml.solvers.scot.data import ChannelScaler
+
+        scaler = ChannelScaler.fit(train)
+        if self.released and self.channels == 4:
+            for c in _fixed_channels(self.cfg):
+                scaler.mean[c], scaler.std[c] = POSEIDON_FLUID_MEAN[c], POSEIDON_FLUID_STD[c]
+        return scaler
 
     def _downstream_model(self, name: str, pre_model, pre_scaler, train):
         """A fresh model of the study, its channel scaler and its optimiser settings."""
@@ -411,7 +431,7 @@ class _Study:
 
         cfg = self.cfg
         if name == "scot_pretrained":
-            return _copy(pre_model), pre_scaler or ChannelScaler.fit(train), cfg.finetune
+            return _copy(pre_model), pre_scaler or self._fit_scaler(train), cfg.finetune
         if name == "scot_scratch":
             f = cfg.finetune
             opt = f.model_copy(update={"lr": f.lr_scratch, "lr_io": f.lr_scratch, "lr_time": f.lr_scratch})

@@ -175,6 +175,15 @@ def test_four_channel_data_trains_on_the_velocity_and_keeps_a_four_channel_check
     assert res.returncode == 0, res.stderr
     assert "embedding and recovery replaced" not in (out / "log.txt").read_text()
     assert math.isfinite(json.loads((out / "metrics.json").read_text())["median_rel_l1_scot_pretrained"])
+    # it sees rho and p normalised as in Poseidon's pretraining, the velocity scaled by the data
+    from sciml.solvers.scot.checkpoint import POSEIDON_FLUID_MEAN, POSEIDON_FLUID_STD
+
+    state = torch.load(out / "checkpoints" / "latest.pt", weights_only=False)["state"]
+    scaler = state["kept"]["scot_pretrained"]["scaler"]
+    for c in (0, 3):
+        assert float(scaler["mean"][c]) == pytest.approx(POSEIDON_FLUID_MEAN[c])
+        assert float(scaler["std"][c]) == pytest.approx(POSEIDON_FLUID_STD[c])
+    assert float(scaler["std"][1]) != pytest.approx(POSEIDON_FLUID_STD[1])
 
 
 def test_predictions_carry_the_constant_channels_and_the_metric_reads_the_velocity():

@@ -47,7 +47,13 @@ from torch import Tensor
 
 from .model import ScOT, ScOTConfig
 
-__all__ = ["config_from_poseidon", "load_poseidon_state_dict", "poseidon_name", "load_poseidon"]
+__all__ = ["config_from_poseidon", "load_poseidon_state_dict", "poseidon_name", "load_poseidon",
+           "POSEIDON_FLUID_MEAN", "POSEIDON_FLUID_STD"]
+
+#: Poseidon's fixed normalisation ``(x - mean) / std`` of its fluid data's channels (ρ, u, v, p), with
+#: which the released models were pretrained (its ``problems/fluids/normalization_constants.py``).
+POSEIDON_FLUID_MEAN = (0.80, 0.0, 0.0, 0.0)
+POSEIDON_FLUID_STD = (0.31, 0.391, 0.356, 0.185)
 
 #: Buffers Poseidon recomputes (non-persistent in current transformers, saved by old versions).
 _IGNORED = re.compile(r".*\.(relative_coords_table|relative_position_index)$")
