@@ -13,7 +13,10 @@ Case kind ``scot`` (DESIGN.md, "Poseidon-style scOT"). Stages:
    training trajectories, and the same architecture is trained from scratch; the
    neuraloperator FNO baseline (lead time as an input channel) is trained for every
    ``M`` of ``baseline.m_values``. Every training of a stage gets the same number of
-   optimiser steps.
+   optimiser steps. With ``data.validation`` and ``finetune.validate_every`` /
+   ``baseline.validate_every``, each training measures the same error on ``n_validation``
+   validation trajectories every so many steps and keeps the weights with the lowest
+   (early stopping, as Poseidon fine-tunes; otherwise the last weights are kept).
 3. **Evaluation** on ``n_test`` test trajectories: the per-sample relative L1 error (%)
    of the direct prediction from the first to the last snapshot, median over the test
    set, is :math:`E(M)`. Each model's :math:`E(M) \\approx C M^{-\\alpha}` is fitted by
@@ -59,6 +62,8 @@ class Data(Schema):
     pretrain: list[DataSource] = Field(default_factory=list, description="pretraining operators (a mixture)")
     train: DataSource = Field(..., description="downstream training trajectories (the first M are used)")
     test: DataSource = Field(..., description="downstream test trajectories")
+    validation: Optional[DataSource] = Field(None, description="downstream validation trajectories, for the "
+                                             "finetune/baseline validate_every early stopping")
 
 
 class Snapshots(Schema):
@@ -130,14 +135,19 @@ class Pretrain(Optim):
     steps: int = Field(1000, ge=0, le=10**7)
 
 
-class FineTune(Optim):
+class EarlyStopping(Schema):
+    validate_every: int = Field(0, ge=0, description="steps between validation errors (data.validation); the "
+                                                     "weights with the lowest are kept (0: the last weights)")
+
+
+class FineTune(Optim, EarlyStopping):
     m_values: list[int] = Field([2, 4, 8, 16, 32, 64], min_length=2, description="downstream training sizes M")
     m_star: int = Field(16, ge=1, description="the M at which gains are reported")
     scratch: bool = Field(True, description="also train scOT from scratch")
     lr_scratch: float = Field(5e-4, gt=0, description="peak learning rate of every group when training from scratch")
 
 
-class Baseline(Optim):
+class Baseline(Optim, EarlyStopping):
     enabled: bool = True
     m_values: list[int] = Field([2, 4, 8, 16, 32, 64, 128, 256], min_length=2)
     modes: int = Field(16, ge=1)
@@ -163,6 +173,7 @@ class Config(Schema):
     seed: int = Field(0, ge=0)
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     n_test: int = Field(16, ge=1, description="test trajectories evaluated (the first ones)")
+    n_validation: int = Field(16, ge=1, description="validation trajectories (the first ones of data.validation)")
     data: Data
     snapshots: Snapshots = Snapshots()
     model: ModelSpec = ModelSpec()
@@ -186,6 +197,10 @@ class Config(Schema):
         if (s.n - 1) % self.evaluation.rollout_stride:
             raise ValueError(f"evaluation.rollout_stride: must divide snapshots.n - 1 = {s.n - 1} "
                              f"(got {self.evaluation.rollout_stride})")
+        for name in ("finetune", "baseline"):
+            if getattr(self, name).validate_every and self.data.validation is None:
+                raise ValueError(f"{name}.validate_every: early stopping needs data.validation (a dataset of "
+                                 "downstream trajectories)")
         if self.pretrain.enabled and self.model.checkpoint is None and not self.data.pretrain:
             raise ValueError("data.pretrain: pretraining needs at least one dataset (or give model.checkpoint, "
                              "or set pretrain.enabled: false)")
@@ -193,6 +208,8 @@ class Config(Schema):
         largest = max(ft.m_values + (self.baseline.m_values if self.baseline.enabled else []))
         sources = [(f"data.pretrain.{i}", d, None) for i, d in enumerate(self.data.pretrain)]
         sources += [("data.train", self.data.train, largest), ("data.test", self.data.test, self.n_test)]
+        if self.data.validation is not None:
+            sources.append(("data.validation", self.data.validation, self.n_validation))
         for where, src, count in sources:
             gen = src.generate
             if gen is None:
@@ -265,6 +282,8 @@ def run(cfg: Config, run) -> dict:
         if cfg.pretrain.enabled and cfg.model.checkpoint is None else [],
         "train": resolve_dataset(cfg.data.train, comm, log=run.log),
         "test": resolve_dataset(cfg.data.test, comm, log=run.log),
+        "validation": None if cfg.data.validation is None else resolve_dataset(cfg.data.validation, comm,
+                                                                                log=run.log),
     }
     init_torch_distributed(comm)
     metrics = _Study(cfg, run, paths).run()
@@ -298,27 +317,46 @@ class _Study:
         self.run_.save_checkpoint(self.state, step=self.step, keep=self.cfg.output.keep_checkpoints)
 
     # -- one training, resumable
-    def _train(self, key: str, model, data, opt: Optim, seed: int, lr_groups: dict | None = None):
+    def _train(self, key: str, model, data, opt: Optim, seed: int, lr_groups: dict | None = None,
+               validate=None):
+        """Train ``model``, resumably. With ``validate`` (``model -> error``) and ``opt.validate_every``, the
+        error is taken every so many steps and at the end, and the weights with the lowest are restored
+        (early stopping by the best validation error).
+
+        Returns ``(trainer, training seconds, validation)``, the last a dict with ``errors`` (every
+        ``(step, error)``) and, if any, the kept ``step`` and its ``error``."""
         from sciml.solvers.scot.training import Trainer
 
         trainer = Trainer(model, data, steps=opt.steps, batch_size=opt.batch_size, lr=opt.lr, lr_groups=lr_groups,
                           weight_decay=opt.weight_decay, warmup=opt.warmup, clip=opt.clip, groups=self.groups,
                           seed=seed)
+        validate_every = getattr(opt, "validate_every", 0) if validate is not None else 0
+        best: dict = {"errors": []}  # every validation (step, error); the lowest's step, error and weights
         current = self.state.get("current")
         if current is not None and current["key"] == key:
             trainer.load_state_dict(current["trainer"])
+            best = current.get("best", best)
             self.log(f"{key}: resuming at step {trainer.step}/{trainer.steps}")
         every, t0 = self.cfg.output.checkpoint_every, time.perf_counter()
 
         def checkpoint(step: int, loss: float) -> None:
+            if validate_every and (step % validate_every == 0 or step == trainer.steps):
+                error = float(validate(model))
+                best["errors"].append((step, error))
+                if "error" not in best or error < best["error"]:
+                    best.update(step=step, error=error,
+                                model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
             if step % every == 0 or step == trainer.steps:
-                self.state["current"] = {"key": key, "trainer": trainer.state_dict()}
+                self.state["current"] = {"key": key, "trainer": trainer.state_dict(), "best": best}
                 self.save()
                 self.log(f"{key}: step {step}/{trainer.steps}, loss {loss:.4g} ({time.perf_counter() - t0:.1f} s)")
 
         trainer.run(callback=checkpoint)
+        if "model" in best:
+            model.load_state_dict(best["model"])
+            self.log(f"{key}: kept the weights of step {best['step']} (validation error {best['error']:.3f} %)")
         seconds = sum(h["seconds"] for h in trainer.history)
-        return trainer, seconds
+        return trainer, seconds, {k: v for k, v in best.items() if k != "model"}
 
     def _lr_groups(self, opt: Optim) -> dict:
         return {"io": opt.lr_io or opt.lr, "time": opt.lr_time or opt.lr}
@@ -357,7 +395,7 @@ class _Study:
         self.log(f"pretraining: scOT '{cfg.model.preset}' ({n_par} parameters) on {len(fields)} trajectories "
                  f"({len(pairs)} pairs each, {len(data)} samples), {cfg.pretrain.steps} steps of batch "
                  f"{cfg.pretrain.batch_size}")
-        trainer, seconds = self._train("pretrain", model, data, cfg.pretrain, cfg.seed,
+        trainer, seconds, _ = self._train("pretrain", model, data, cfg.pretrain, cfg.seed,
                                        self._lr_groups(cfg.pretrain))
         if self.run_.comm.is_root:
             from sciml.runs import atomic_write
@@ -449,6 +487,10 @@ class _Study:
         largest = max(cfg.finetune.m_values + (cfg.baseline.m_values if cfg.baseline.enabled else []))
         train, _ = _fields(self.paths["train"], cfg, largest, self.resolution, "data.train")
         test, test_data = _fields(self.paths["test"], cfg, cfg.n_test, self.resolution, "data.test")
+        validation = None
+        if self.paths.get("validation") is not None:
+            validation, _ = _fields(self.paths["validation"], cfg, cfg.n_validation, self.resolution,
+                                    "data.validation")
         pairs = all2all_pairs(s.n, s.stride)
         self.log(f"downstream: {len(train)} training and {len(test)} test trajectories at {self.resolution}², "
                  f"{s.n} snapshots, {len(pairs)} all2all pairs per trajectory")
@@ -468,11 +510,19 @@ class _Study:
             model, scaler, opt = self._downstream_model(name, pre_model, pre_scaler, train[:m])
             data = PairData(scaler.encode(train[:m]).to(self.device), pairs, s.t_norm)
             groups = self._lr_groups(opt) if name.startswith("scot") else None
-            trainer, seconds = self._train(key, model, data, opt, cfg.seed + m, groups)
+            validate = None
+            if validation is not None:
+                def validate(net, scaler=scaler):  # median rel. L1 (%) at the final time, as the study's metric
+                    error = _evaluate(_Scaled(net, scaler, _fixed_channels(cfg)), validation, [(0, s.n - 1)],
+                                      s.t_norm, self.groups, cfg.evaluation.batch_size)
+                    return float(np.median(error))
+            trainer, seconds, checked = self._train(key, model, data, opt, cfg.seed + m, groups, validate)
             final = _evaluate(_Scaled(model, scaler, _fixed_channels(cfg)), test, [(0, s.n - 1)], s.t_norm,
                               self.groups, cfg.evaluation.batch_size)
             results[key] = {"model": name, "M": m, "rel_l1_final": float(np.median(final)), "train_s": seconds,
                             "steps": trainer.step, "parameters": count_parameters(model)}
+            if checked["errors"]:
+                results[key].update(best_step=checked["step"], validation_errors=checked["errors"])
             self.log(f"{key}: median rel. L1 at the final time {results[key]['rel_l1_final']:.3f} % "
                      f"({seconds:.1f} s training)")
             if m == cfg.finetune.m_star:  # kept for the lead-time study and the fields

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from support import child_env, run_sciml
 
@@ -206,6 +207,55 @@ def test_predictions_carry_the_constant_channels_and_the_metric_reads_the_veloci
     assert torch.all(y[:, 0] == 1.0) and torch.all(y[:, 3] == 0.0)
     target = torch.randn(6, 4, 8, 8)
     assert torch.allclose(relative_l1(y, target, [[1, 2]]), relative_l1(y[:, 1:3], target[:, 1:3]))
+
+
+def test_early_stopping_keeps_the_weights_with_the_lowest_validation_error(tiny_run, tmp_path):
+    """finetune/baseline.validate_every with data.validation: the kept weights are those of the lowest
+    validation error. With the test set as the validation set, each training's final test error is then exactly
+    the lowest validation error it logged, whatever step that was."""
+    base, _ = tiny_run
+    case = yaml.safe_load((base / "tiny.yaml").read_text())
+    case["data"]["validation"] = case["data"]["test"]
+    case["n_validation"] = case["n_test"]
+    # a learning rate far too high: the errors jump about, so the lowest often comes before the last step
+    case["finetune"].update(validate_every=1, steps=6, lr=0.3, lr_scratch=0.3)
+    case["baseline"].update(validate_every=2, steps=6, lr=0.3)
+    path = base / "tiny_validation.yaml"
+    path.write_text(yaml.safe_dump(case))
+    out = tmp_path / "run"
+    res = run_sciml("run", str(path), "--out", str(out), "--set", "output.keep_checkpoints=true", timeout=600)
+    assert res.returncode == 0, res.stderr
+    results = json.loads((out / "metrics.json").read_text())["results"]
+    assert {r["model"] for r in results} == {"scot_pretrained", "scot_scratch", "fno"}
+    for r in results:
+        steps = [step for step, _ in r["validation_errors"]]
+        assert steps == ([1, 2, 3, 4, 5, 6] if r["model"] != "fno" else [2, 4, 6])
+        lowest = min(error for _, error in r["validation_errors"])
+        assert r["rel_l1_final"] == pytest.approx(lowest, rel=1e-6)
+        assert dict(r["validation_errors"])[r["best_step"]] == lowest
+    assert any(r["best_step"] < 6 for r in results)  # weights of an earlier step were restored
+
+    # killed in the middle of a training: the resumed run keeps the same validation record and weights
+    resumed = tmp_path / "resumed"
+    shutil.copytree(out, resumed)
+    (resumed / "metrics.json").unlink()
+    middle = next(p for p in sorted((resumed / "checkpoints").glob("step_*.pt"))
+                  if (c := torch.load(p, weights_only=False)["state"].get("current"))
+                  and c["key"] == "scot_scratch_M2" and c["trainer"]["step"] == 4)
+    shutil.copy(middle, resumed / "checkpoints" / "latest.pt")
+    res = run_sciml("resume", str(resumed), timeout=600)
+    assert res.returncode == 0, res.stderr
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "train_s"} for r in rows]  # noqa: E731
+    assert strip(json.loads((resumed / "metrics.json").read_text())["results"]) == strip(results)
+
+
+def test_early_stopping_without_a_validation_dataset_is_rejected(tmp_path):
+    case = tmp_path / "case.yaml"
+    shutil.copy(TINY, case)
+    res = run_sciml("validate", str(case), "--set", "finetune.validate_every=10")
+    assert res.returncode == 2
+    assert "finetune.validate_every" in res.stderr and "data.validation" in res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def test_m_star_outside_the_study_is_rejected_with_its_line(tmp_path):
