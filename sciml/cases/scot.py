@@ -330,7 +330,7 @@ class _Study:
         trainer = Trainer(model, data, steps=opt.steps, batch_size=opt.batch_size, lr=opt.lr, lr_groups=lr_groups,
                           weight_decay=opt.weight_decay, warmup=opt.warmup, clip=opt.clip, groups=self.groups,
                           seed=seed)
-        validate_every = getattr(opt, "validate_every", 0) if validate is not None else 0
+        validate_every = opt.validate_every if validate is not None else 0
         best: dict = {"errors": []}  # every validation (step, error); the lowest's step, error and weights
         current = self.state.get("current")
         if current is not None and current["key"] == key:
