@@ -33,6 +33,11 @@ from pathlib import Path
 SHELLS = ((0, 1), (1, 4), (4, 8), (8, 16), (16, 32), (32, 10**9))
 
 
+def shell_name(lo: int, hi: int) -> str:
+    """Table label of the shell ``lo <= |m| < hi``."""
+    return "0 (mean)" if hi == 1 else (f"[{lo}, {hi})" if hi < 10**9 else f">= {lo}")
+
+
 def shell_norms(grid, f, dt: float, s: float, alpha: float):
     """``(B, len(SHELLS))``: the :math:`L^2(0,T;H^s)` norm of frames ``f (B, T, N, N)`` restricted to each shell
     (their squares sum to the square of ``grid.space_time_norm``)."""
@@ -117,20 +122,17 @@ def main(argv: list[str] | None = None) -> int:
           "Spearman(shell error, error) | median share of the error² |")
     print("|---|---:|---:|---:|---:|")
     for j, (lo, hi) in enumerate(SHELLS):
-        name = "0 (mean)" if hi == 1 else (f"[{lo}, {hi})" if hi < 10**9 else f">= {lo}")
-        print(f"| {name} | {np.median(res[:, j] ** 2 / estimator ** 2):.3g} | "
+        print(f"| {shell_name(lo, hi)} | {np.median(res[:, j] ** 2 / estimator ** 2):.3g} | "
               f"{spearmanr(res[:, j], error).statistic:.3f} | {spearmanr(err[:, j], error).statistic:.3f} | "
               f"{np.median(err[:, j] ** 2 / error ** 2):.3g} |")
-    print()
     parts = torch.stack(parts).numpy()  # (n, part, shell)
     print()
     print("| shell of |m| | median H^-1 energy: residual | R(truth) | d_t e | spatial | d_t pred | d_t truth | "
           "Spearman(d_t e, error) | Spearman(spatial, error) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for j, (lo, hi) in enumerate(SHELLS):
-        name = "0 (mean)" if hi == 1 else (f"[{lo}, {hi})" if hi < 10**9 else f">= {lo}")
         energies = " | ".join(f"{np.median(parts[:, q, j] ** 2):.3g}" for q in range(parts.shape[1]))
-        print(f"| {name} | {np.median(res[:, j] ** 2):.3g} | {energies} | "
+        print(f"| {shell_name(lo, hi)} | {np.median(res[:, j] ** 2):.3g} | {energies} | "
               f"{spearmanr(parts[:, 1, j], error).statistic:.3f} | {spearmanr(parts[:, 2, j], error).statistic:.3f} |")
     print()
     without_mean = np.sqrt((res[:, 1:] ** 2).sum(axis=1))
