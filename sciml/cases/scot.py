@@ -15,8 +15,9 @@ Case kind ``scot`` (DESIGN.md, "Poseidon-style scOT"). Stages:
    ``M`` of ``baseline.m_values``. Every training of a stage gets the same number of
    optimiser steps. With ``data.validation`` and ``finetune.validate_every`` /
    ``baseline.validate_every``, each training measures the same error on ``n_validation``
-   validation trajectories every so many steps and keeps the weights with the lowest
-   (early stopping, as Poseidon fine-tunes; otherwise the last weights are kept).
+   validation trajectories before the first step and every so many steps after, and keeps the
+   weights with the lowest (early stopping, as Poseidon fine-tunes; otherwise the last weights
+   are kept).
 3. **Evaluation** on ``n_test`` test trajectories: the per-sample relative L1 error (%)
    of the direct prediction from the first to the last snapshot, median over the test
    set, is :math:`E(M)`. Each model's :math:`E(M) \\approx C M^{-\\alpha}` is fitted by
@@ -320,8 +321,9 @@ class _Study:
     def _train(self, key: str, model, data, opt: Optim, seed: int, lr_groups: dict | None = None,
                validate=None):
         """Train ``model``, resumably. With ``validate`` (``model -> error``) and ``opt.validate_every``, the
-        error is taken every so many steps and at the end, and the weights with the lowest are restored
-        (early stopping by the best validation error).
+        error is taken before the first step, every so many steps and at the end, and the weights with the
+        lowest are restored (early stopping by the best validation error; step 0 for a pretrained model
+        that fine-tuning only made worse).
 
         Returns ``(trainer, training seconds, validation)``, the last a dict with ``errors`` (every
         ``(step, error)``) and, if any, the kept ``step`` and its ``error``."""
@@ -339,13 +341,19 @@ class _Study:
             self.log(f"{key}: resuming at step {trainer.step}/{trainer.steps}")
         every, t0 = self.cfg.output.checkpoint_every, time.perf_counter()
 
+        def record(step: int) -> None:
+            error = float(validate(model))
+            best["errors"].append((step, error))
+            if "error" not in best or error < best["error"]:
+                best.update(step=step, error=error,
+                            model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+
+        if validate_every and trainer.step == 0 and not best["errors"]:
+            record(0)  # the starting weights compete too: a pretrained model may be best before any step
+
         def checkpoint(step: int, loss: float) -> None:
             if validate_every and (step % validate_every == 0 or step == trainer.steps):
-                error = float(validate(model))
-                best["errors"].append((step, error))
-                if "error" not in best or error < best["error"]:
-                    best.update(step=step, error=error,
-                                model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+                record(step)
             if step % every == 0 or step == trainer.steps:
                 self.state["current"] = {"key": key, "trainer": trainer.state_dict(), "best": best}
                 self.save()

@@ -229,7 +229,7 @@ def test_early_stopping_keeps_the_weights_with_the_lowest_validation_error(tiny_
     assert {r["model"] for r in results} == {"scot_pretrained", "scot_scratch", "fno"}
     for r in results:
         steps = [step for step, _ in r["validation_errors"]]
-        assert steps == ([1, 2, 3, 4, 5, 6] if r["model"] != "fno" else [2, 4, 6])
+        assert steps == ([0, 1, 2, 3, 4, 5, 6] if r["model"] != "fno" else [0, 2, 4, 6])
         lowest = min(error for _, error in r["validation_errors"])
         assert r["rel_l1_final"] == pytest.approx(lowest, rel=1e-6)
         assert dict(r["validation_errors"])[r["best_step"]] == lowest
