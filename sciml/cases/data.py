@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -32,7 +33,16 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from sciml.config import Schema, case_relative_path
 from sciml.cases import navier_stokes as ns_case
 
-__all__ = ["Generate", "DataSource", "Trajectories", "resolve_dataset", "read_trajectories", "DATASET_FORMAT"]
+__all__ = ["Generate", "DataSource", "Trajectories", "resolve_dataset", "read_trajectories", "DATASET_FORMAT",
+           "ISOTROPIC_INITIAL_CONDITIONS", "equation_from_attrs", "training_symmetries"]
+
+#: Initial-condition generators whose distribution every symmetry of the square grid leaves unchanged
+#: (a grid translation, a rotation or reflection with the vorticity's sign flip): isotropic spectra with
+#: uniform phases (``gaussian_random_field``, ``mcwilliams``), wave vectors uniform over the square
+#: ``{-K..K}²`` with uniform phases and symmetric amplitudes (``sine_sum``), and Voronoi patches of
+#: centres uniform on the torus with symmetric values (``piecewise_constant``). A symmetry applied to a
+#: trajectory of such data is another sample of the same distribution.
+ISOTROPIC_INITIAL_CONDITIONS = ("gaussian_random_field", "mcwilliams", "sine_sum", "piecewise_constant")
 
 #: Bumped whenever the layout or the numerics of generated datasets change (invalidates caches).
 DATASET_FORMAT = 1
@@ -166,3 +176,49 @@ def read_trajectories(path: str | Path, *, dtype=None, indices=None) -> Trajecto
     if dtype is not None:
         w = w.to(dtype)
     return Trajectories(vorticity=w, time=torch.from_numpy(time), seed=seed, attrs=attrs, path=path)
+
+
+def equation_from_attrs(attrs: dict, n: int, dtype, device=None):
+    """The equation a dataset was generated with, on an ``n × n`` grid, from its attributes."""
+    from sciml.operators.spectral import FourierGrid2D
+    from sciml.solvers import navier_stokes as ns
+
+    grid = FourierGrid2D(n, float(attrs["domain_length"]), dtype=dtype, device=device)
+    text = str(attrs.get("forcing", "none"))
+    forcing = None
+    if text.startswith("fno"):
+        forcing = ns.fno_forcing(grid)
+    elif text.startswith("kolmogorov"):
+        m = re.match(r"kolmogorov: ([-+0-9.eE]+)\*cos\(2\*pi\*(\d+)\*y/L\)", text)
+        if m is None:
+            raise ValueError(f"cannot read the forcing {text!r} of the dataset")
+        forcing = ns.kolmogorov_forcing(grid, k=int(m.group(2)), amplitude=float(m.group(1)))
+    elif text != "none":
+        raise ValueError(f"unknown forcing {text!r} in the dataset")
+    return ns.NavierStokes2D(grid, viscosity=float(attrs["viscosity"]), drag=float(attrs.get("drag", 0.0)),
+                             forcing=forcing)
+
+
+def training_symmetries(attrs: dict, n: int, key: str, log=print):
+    """The symmetry group of a training dataset's equation on the ``n × n`` training grid, for augmentation
+    (:class:`~sciml.solvers.navier_stokes.GridSymmetries`: the square's symmetries its forcing keeps).
+
+    ``key`` (the case's setting, e.g. ``"training.augment"``) names the error raised when the data's
+    initial conditions are not in :data:`ISOTROPIC_INITIAL_CONDITIONS`: moved samples of other
+    distributions would be solutions, but of another data set than the test's."""
+    import torch
+
+    from sciml.solvers.navier_stokes import GridSymmetries
+
+    try:
+        kind = json.loads(str(attrs["initial_condition"]))["type"]
+    except (KeyError, ValueError, TypeError):
+        kind = None
+    if kind not in ISOTROPIC_INITIAL_CONDITIONS:
+        raise ValueError(f"{key}: the training data's initial conditions must come from an isotropic "
+                         f"distribution ({', '.join(ISOTROPIC_INITIAL_CONDITIONS)}), got {kind!r}")
+    eq = equation_from_attrs(attrs, n, torch.float64)
+    group = GridSymmetries.of(n, eq.forcing)
+    log(f"augmentation: {len(group)} symmetries of the equation on the {n}² grid "
+        f"({len(set(group.ops.tolist()))} of the 8 rotations/reflections of the square)")
+    return group

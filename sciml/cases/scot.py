@@ -51,7 +51,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from sciml.cases.data import DataSource
+from sciml.cases.data import ISOTROPIC_INITIAL_CONDITIONS, DataSource
 from sciml.config import NumberExpr, Schema, case_relative_path
 from sciml.solvers import count_parameters
 
@@ -129,6 +129,8 @@ class Optim(Schema):
     weight_decay: float = Field(1e-6, ge=0)
     warmup: int = Field(0, ge=0, description="linear warm-up steps before the cosine decay")
     clip: float = Field(5.0, ge=0, description="gradient-norm clip (0: none)")
+    augment: bool = Field(False, description="move each training pair by a random symmetry of the data's equation "
+                                             "on the grid (translations, reflections, quarter turns its forcing keeps)")
 
 
 class Pretrain(Optim):
@@ -205,6 +207,15 @@ class Config(Schema):
         if self.pretrain.enabled and self.model.checkpoint is None and not self.data.pretrain:
             raise ValueError("data.pretrain: pretraining needs at least one dataset (or give model.checkpoint, "
                              "or set pretrain.enabled: false)")
+        for name, sources in (("pretrain", [(f"data.pretrain.{i}", d) for i, d in enumerate(self.data.pretrain)]),
+                              ("finetune", [("data.train", self.data.train)]),
+                              ("baseline", [("data.train", self.data.train)])):
+            for where, src in sources:
+                ic = None if src.generate is None else src.generate.initial_condition.type
+                if getattr(self, name).augment and ic is not None and ic not in ISOTROPIC_INITIAL_CONDITIONS:
+                    raise ValueError(f"{name}.augment: needs initial conditions of an isotropic distribution "
+                                     f"({', '.join(ISOTROPIC_INITIAL_CONDITIONS)}), {where}.generate."
+                                     f"initial_condition.type is {ic!r}")
         needed = (s.n - 1) * s.every
         largest = max(ft.m_values + (self.baseline.m_values if self.baseline.enabled else []))
         sources = [(f"data.pretrain.{i}", d, None) for i, d in enumerate(self.data.pretrain)]
@@ -307,6 +318,7 @@ class _Study:
         self.channels = 4 if cfg.snapshots.four_channels else 2
         self.resolution = cfg.model.config(self.channels).image_size
         self.groups = _groups(cfg)
+        self._symmetry_groups: dict = {}  # symmetry group of each stage's training data (augmentation)
         self.released = False  # whether the pretrained model is a released Poseidon one, fine-tuned whole
         torch.manual_seed(cfg.seed)
 
@@ -319,19 +331,20 @@ class _Study:
 
     # -- one training, resumable
     def _train(self, key: str, model, data, opt: Optim, seed: int, lr_groups: dict | None = None,
-               validate=None):
+               validate=None, augment=None):
         """Train ``model``, resumably. With ``validate`` (``model -> error``) and ``opt.validate_every``, the
         error is taken before the first step, every so many steps and at the end, and the weights with the
         lowest are restored (early stopping by the best validation error; step 0 for a pretrained model
         that fine-tuning only made worse).
 
         Returns ``(trainer, training seconds, validation)``, the last a dict with ``errors`` (every
-        ``(step, error)``) and, if any, the kept ``step`` and its ``error``."""
+        ``(step, error)``) and, if any, the kept ``step`` and its ``error``. ``augment``: the
+        symmetries training pairs are moved by (:meth:`_symmetries`)."""
         from sciml.solvers.scot.training import Trainer
 
         trainer = Trainer(model, data, steps=opt.steps, batch_size=opt.batch_size, lr=opt.lr, lr_groups=lr_groups,
                           weight_decay=opt.weight_decay, warmup=opt.warmup, clip=opt.clip, groups=self.groups,
-                          seed=seed)
+                          seed=seed, augment=augment)
         validate_every = opt.validate_every if validate is not None else 0
         best: dict = {"errors": []}  # every validation (step, error); the lowest's step, error and weights
         current = self.state.get("current")
@@ -365,6 +378,31 @@ class _Study:
             self.log(f"{key}: kept the weights of step {best['step']} (validation error {best['error']:.3f} %)")
         seconds = sum(h["seconds"] for h in trainer.history)
         return trainer, seconds, {k: v for k, v in best.items() if k != "model"}
+
+    def _symmetries(self, stage: str, paths: list, scaler):
+        """The symmetries of ``stage``'s training data (None without ``<stage>.augment``): the group of their
+        equation on the grid, acting on the velocity channels normalised by ``scaler``."""
+        import h5py
+        import torch
+
+        from sciml.cases.data import training_symmetries
+        from sciml.solvers.scot.data import VelocitySymmetries
+
+        if not getattr(self.cfg, stage).augment:
+            return None
+        if stage not in self._symmetry_groups:
+            groups = []
+            for path in paths:
+                with h5py.File(path, "r") as h5:
+                    attrs = dict(h5.attrs)
+                groups.append(training_symmetries(attrs, self.resolution, f"{stage}.augment", self.log))
+            first = groups[0]
+            if any(not (torch.equal(g.ops, first.ops) and torch.equal(g.shifts, first.shifts)) for g in groups[1:]):
+                raise ValueError(f"{stage}.augment: the datasets' equations keep different symmetries (their "
+                                 "forcings differ); augment each alone or not at all")
+            self._symmetry_groups[stage] = first
+        return VelocitySymmetries(self._symmetry_groups[stage], (1, 2) if self.cfg.snapshots.four_channels else (0, 1),
+                                  scaler)
 
     def _lr_groups(self, opt: Optim) -> dict:
         return {"io": opt.lr_io or opt.lr, "time": opt.lr_time or opt.lr}
@@ -404,7 +442,8 @@ class _Study:
                  f"({len(pairs)} pairs each, {len(data)} samples), {cfg.pretrain.steps} steps of batch "
                  f"{cfg.pretrain.batch_size}")
         trainer, seconds, _ = self._train("pretrain", model, data, cfg.pretrain, cfg.seed,
-                                       self._lr_groups(cfg.pretrain))
+                                       self._lr_groups(cfg.pretrain),
+                                       augment=self._symmetries("pretrain", self.paths["pretrain"], scaler))
         if self.run_.comm.is_root:
             from sciml.runs import atomic_write
 
@@ -518,13 +557,15 @@ class _Study:
             model, scaler, opt = self._downstream_model(name, pre_model, pre_scaler, train[:m])
             data = PairData(scaler.encode(train[:m]).to(self.device), pairs, s.t_norm)
             groups = self._lr_groups(opt) if name.startswith("scot") else None
+            stage = "finetune" if name.startswith("scot") else "baseline"
             validate = None
             if validation is not None:
                 def validate(net, scaler=scaler):  # median rel. L1 (%) at the final time, as the study's metric
                     error = _evaluate(_Scaled(net, scaler, _fixed_channels(cfg)), validation, [(0, s.n - 1)],
                                       s.t_norm, self.groups, cfg.evaluation.batch_size)
                     return float(np.median(error))
-            trainer, seconds, checked = self._train(key, model, data, opt, cfg.seed + m, groups, validate)
+            trainer, seconds, checked = self._train(key, model, data, opt, cfg.seed + m, groups, validate,
+                                                    self._symmetries(stage, [self.paths["train"]], scaler))
             final = _evaluate(_Scaled(model, scaler, _fixed_channels(cfg)), test, [(0, s.n - 1)], s.t_norm,
                               self.groups, cfg.evaluation.batch_size)
             results[key] = {"model": name, "M": m, "rel_l1_final": float(np.median(final)), "train_s": seconds,

@@ -23,16 +23,14 @@ epoch and every fine-tuned trajectory let ``sciml resume`` continue where it sto
 
 from __future__ import annotations
 
-import json
 import math
-import re
 import time
 from typing import Any, Literal, Optional, Union
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from sciml.cases.data import DataSource
+from sciml.cases.data import ISOTROPIC_INITIAL_CONDITIONS, DataSource, equation_from_attrs, training_symmetries
 from sciml.config import NumberExpr, Schema
 
 __all__ = ["Config", "run"]
@@ -41,9 +39,6 @@ __all__ = ["Config", "run"]
 # --------------------------------------------------------------------------- schema
 #: Initial-condition generators whose distribution is invariant under every grid rotation, reflection
 #: and translation (isotropic spectra with random phases).
-_ISOTROPIC_INITIAL_CONDITIONS = ("gaussian_random_field", "mcwilliams")
-
-
 class Data(Schema):
     train: DataSource = Field(..., description="training trajectories")
     test: DataSource = Field(..., description="test trajectories, stored finely enough for the residual")
@@ -179,9 +174,9 @@ class Config(Schema):
             if self.finetune.n_trajectories > self.n_test:
                 raise ValueError(f"finetune.n_trajectories: must be at most n_test {self.n_test}")
         train = self.data.train.generate
-        if self.training.augment and train is not None and train.initial_condition.type not in _ISOTROPIC_INITIAL_CONDITIONS:
+        if self.training.augment and train is not None and train.initial_condition.type not in ISOTROPIC_INITIAL_CONDITIONS:
             raise ValueError(f"training.augment: needs isotropic initial conditions "
-                             f"({', '.join(_ISOTROPIC_INITIAL_CONDITIONS)}), data.train.generate.initial_condition.type "
+                             f"({', '.join(ISOTROPIC_INITIAL_CONDITIONS)}), data.train.generate.initial_condition.type "
                              f"is {train.initial_condition.type!r}")
         return self
 
@@ -217,27 +212,6 @@ def _stride(model_dt: float, data_dt: float, what: str) -> int:
 
 
 # --------------------------------------------------------------------------- data
-def _equation_from_attrs(attrs: dict, n: int, dtype, device=None):
-    """The equation a dataset was generated with, on an ``n × n`` grid, from its attributes."""
-    from sciml.operators.spectral import FourierGrid2D
-    from sciml.solvers import navier_stokes as ns
-
-    grid = FourierGrid2D(n, float(attrs["domain_length"]), dtype=dtype, device=device)
-    text = str(attrs.get("forcing", "none"))
-    forcing = None
-    if text.startswith("fno"):
-        forcing = ns.fno_forcing(grid)
-    elif text.startswith("kolmogorov"):
-        m = re.match(r"kolmogorov: ([-+0-9.eE]+)\*cos\(2\*pi\*(\d+)\*y/L\)", text)
-        if m is None:
-            raise ValueError(f"cannot read the forcing {text!r} of the dataset")
-        forcing = ns.kolmogorov_forcing(grid, k=int(m.group(2)), amplitude=float(m.group(1)))
-    elif text != "none":
-        raise ValueError(f"unknown forcing {text!r} in the dataset")
-    return ns.NavierStokes2D(grid, viscosity=float(attrs["viscosity"]), drag=float(attrs.get("drag", 0.0)),
-                             forcing=forcing)
-
-
 def _load(path, cfg: Config, what: str, n_traj: int | None, resolution: int | None, dtype, first_traj: int = 0):
     """Frames ``start .. start + n_in + n_out - 1`` (model spacing) of trajectories ``first_traj .. n_traj - 1``
     (default: the first ``n_traj``).
@@ -272,26 +246,6 @@ def _load(path, cfg: Config, what: str, n_traj: int | None, resolution: int | No
         data.vorticity = None
         head = data
     return torch.cat(parts), head
-
-
-def _symmetries(attrs: dict, n: int, run):
-    """The symmetry group of the training data's equation on the ``n × n`` training grid (augmentation)."""
-    import torch
-
-    from sciml.solvers.navier_stokes import GridSymmetries
-
-    try:
-        kind = json.loads(str(attrs["initial_condition"]))["type"]
-    except (KeyError, ValueError, TypeError):
-        kind = None
-    if kind not in _ISOTROPIC_INITIAL_CONDITIONS:
-        raise ValueError(f"training.augment: the training data's initial conditions must come from an isotropic "
-                         f"distribution ({', '.join(_ISOTROPIC_INITIAL_CONDITIONS)}), got {kind!r}")
-    eq = _equation_from_attrs(attrs, n, torch.float64)
-    group = GridSymmetries.of(n, eq.forcing)
-    run.log(f"augmentation: {len(group)} symmetries of the equation on the {n}² grid "
-            f"({len(set(group.ops.tolist()))} of the 8 rotations/reflections of the square)")
-    return group
 
 
 def _load_fine(path, cfg: Config, n_traj: int, dtype, first_traj: int = 0):
@@ -365,7 +319,8 @@ def _run(cfg: Config, run, train_path, test_path) -> dict:
     # the forecast every model must beat: the last input frame held for all n_out frames
     metrics["rel_l2_persistence"] = _median(relative_l2(x_test[:, -1:].expand_as(y_test), y_test))
     run.log(f"persistence (last input frame held): test rel. L2 {metrics['rel_l2_persistence']:.4g}")
-    augment = _symmetries(train_head.attrs, tr.resolution, run).random if tr.augment else None
+    augment = training_symmetries(train_head.attrs, tr.resolution, "training.augment", run.log).random \
+        if tr.augment else None
     trainers = {"sfno": Trainer(sfno, x_train, y_train, epochs=tr.epochs, batch_size=tr.batch_size, lr=tr.lr,
                                 weight_decay=tr.weight_decay, seed=cfg.seed, augment=augment)}
     if cfg.baseline.enabled:
@@ -461,7 +416,7 @@ def _finetune(cfg: Config, run, sfno, test_path, state: dict, save, step: int, d
     coarse, _ = _load(test_path, cfg, "data.test", n_ft, None, dtype)
     x_in = coarse[:, : w.n_in].to(device)
     n_gen = fine.shape[-1]
-    eq = _equation_from_attrs(head.attrs, n_gen, dtype, device)
+    eq = equation_from_attrs(head.attrs, n_gen, dtype, device)
     model = sfno.to(dtype)
     out_steps, frame_dt = m * w.n_out, w.frame_dt / m
     latent_steps = f.latent_refine * model.latent_steps
@@ -571,7 +526,7 @@ def _solver_seconds(cfg: Config, head, omega0, n: int, m: int) -> float:
 
     gen = cfg.data.test.generate
     dtype = {"float32": torch.float32, "float64": torch.float64}[gen.dtype] if gen is not None else omega0.dtype
-    eq = _equation_from_attrs(head.attrs, n, dtype, omega0.device)
+    eq = equation_from_attrs(head.attrs, n, dtype, omega0.device)
     stepper = resolve("stepper", str(head.attrs.get("stepper", "rk4_cn")))()
     dt = None if gen is None else gen.time.dt
     cfl = 0.5 if gen is None else gen.time.cfl

@@ -1002,6 +1002,12 @@ def _point_map(field: Tensor, op: int) -> Tensor:
     """Point-group element ``op`` (0..7) of the square grid applied to ``field (..., N, N)``, with the
     pseudo-scalar sign: bit 0 flips x, bit 1 flips y, bit 2 swaps the axes; the value is multiplied by
     the determinant, -1 for each flip and for the swap."""
+    out = _point_move(field, op)
+    return -out if bin(op).count("1") % 2 else out
+
+
+def _point_move(field: Tensor, op: int) -> Tensor:
+    """The points of ``field (..., N, N)`` moved by point-group element ``op`` (0..7), values unchanged."""
     out = field
     if op & 1:
         out = out.flip(-2)
@@ -1009,7 +1015,7 @@ def _point_map(field: Tensor, op: int) -> Tensor:
         out = out.flip(-1)
     if op & 4:
         out = out.transpose(-2, -1)
-    return -out if bin(op).count("1") % 2 else out
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1085,6 +1091,26 @@ class GridSymmetries:
             raise ValueError(f"expected fields of shape (..., {self.n}, {self.n}), got {tuple(field.shape)}")
         shift = tuple(int(s) for s in self.shifts[element])
         return torch.roll(_point_map(field, int(self.ops[element])), shift, dims=(-2, -1))
+
+    def apply_vector(self, field: Tensor, element: int, components: tuple[int, int] = (0, 1)) -> Tensor:
+        """Element ``element`` applied to a vector field ``(..., C, n, n)`` (e.g. the velocity of the vorticity
+        :meth:`apply` moves): the points move as in :meth:`apply` and channels ``components``, the
+        components along axes ``-2`` and ``-1``, turn with them — a flip negates the component along its
+        axis, the swap exchanges the two. Other channels are scalars and only move."""
+        if field.shape[-2:] != (self.n, self.n) or field.dim() < 3:
+            raise ValueError(f"expected fields of shape (..., C, {self.n}, {self.n}), got {tuple(field.shape)}")
+        a, b = components
+        op = int(self.ops[element])
+        perm = list(range(field.shape[-3]))
+        sign = torch.ones(field.shape[-3], dtype=field.dtype, device=field.device)
+        sign_a, sign_b = (-1.0 if op & 1 else 1.0), (-1.0 if op & 2 else 1.0)
+        if op & 4:
+            perm[a], perm[b] = b, a
+            sign[a], sign[b] = sign_b, sign_a
+        else:
+            sign[a], sign[b] = sign_a, sign_b
+        out = _point_move(field, op)[..., perm, :, :] * sign[:, None, None]
+        return torch.roll(out, tuple(int(s) for s in self.shifts[element]), dims=(-2, -1))
 
     def random(self, generator: torch.Generator, *fields: Tensor) -> tuple[Tensor, ...]:
         """Each sample ``b`` of ``fields`` (each ``(B, ..., n, n)``) mapped by one random element, the

@@ -264,3 +264,15 @@ def test_m_star_outside_the_study_is_rejected_with_its_line(tmp_path):
     res = run_sciml("validate", str(case))
     assert res.returncode == 2
     assert "bad.yaml:" in res.stderr and "finetune.m_star" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_augmenting_data_of_an_anisotropic_distribution_is_rejected(tmp_path):
+    """Moved samples of Taylor-Green data would be solutions, but of another data set than the test's."""
+    case = tmp_path / "case.yaml"
+    shutil.copy(TINY, case)
+    res = run_sciml("validate", str(case), "--set", "data.train.generate.initial_condition={type: taylor_green}")
+    assert res.returncode == 2
+    assert "finetune.augment" in res.stderr and "taylor_green" in res.stderr and "Traceback" not in res.stderr
+    res = run_sciml("validate", str(case), "--set", "data.train.generate.initial_condition={type: taylor_green}",
+                    "--set", "finetune.augment=false")
+    assert res.returncode == 0, res.stderr

@@ -29,6 +29,7 @@ __all__ = [
     "velocity_channels",
     "ChannelScaler",
     "PairData",
+    "VelocitySymmetries",
     "relative_l1",
     "relative_l1_loss",
 ]
@@ -163,6 +164,42 @@ class PairData:
         i, j = self.pairs[pair, 0], self.pairs[pair, 1]
         t = ((j - i).to(self.fields.dtype) / self.t_norm).to(self.fields.device)
         return self.fields[traj, i], t, self.fields[traj, j]
+
+
+class VelocitySymmetries:
+    r"""A symmetry group of the equation acting on (normalised) velocity channels, for augmentation.
+
+    The Navier–Stokes equations commute with the symmetries of the periodic grid that keep the
+    forcing (:class:`~sciml.solvers.navier_stokes.GridSymmetries`: grid translations, and the
+    square's reflections and quarter turns), with the velocity turning as a vector. A symmetry
+    :math:`g` maps a solution pair :math:`(u(t_i), u(t_j))` to another, :math:`(g u(t_i), g u(t_j))`;
+    for data drawn from a distribution the group leaves unchanged it is another sample of the same
+    data set. The scOT's window attention is equivariant to none of them (the FNO only to the
+    translations), so moved samples teach both what a few trajectories cannot.
+
+    Parameters
+    ----------
+    group : GridSymmetries
+    velocity : tuple of two ints
+        Channels of the velocity components along the field's axes ``-2`` and ``-1`` (as
+        :func:`velocity_channels` returns them); other channels are scalars.
+    scaler : ChannelScaler, optional
+        The fields' normalisation: the symmetry acts on the physical fields, so a sign flip or
+        the swap of two components with different statistics stays exact.
+    """
+
+    def __init__(self, group, velocity: tuple[int, int] = (0, 1), scaler: ChannelScaler | None = None):
+        self.group, self.velocity, self.scaler = group, (int(velocity[0]), int(velocity[1])), scaler
+
+    def __len__(self) -> int:
+        return len(self.group)
+
+    def apply(self, fields: Tensor, elements: Sequence[int]) -> Tensor:
+        """``fields`` ``(B, ..., C, N, N)`` with sample ``b`` moved by group element ``elements[b]``."""
+        if self.scaler is not None:
+            fields = self.scaler.decode(fields)
+        out = torch.stack([self.group.apply_vector(x, int(e), self.velocity) for x, e in zip(fields, elements)])
+        return out if self.scaler is None else self.scaler.encode(out)
 
 
 def _group_sums(x: Tensor, groups: Sequence[Sequence[int]] | None) -> Tensor:

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .data import PairData, relative_l1
+from .data import PairData, VelocitySymmetries, relative_l1
 
 __all__ = ["Trainer", "cosine_schedule"]
 
@@ -71,12 +71,16 @@ class Trainer:
     groups : list of lists of int, optional
         Channel groups of the relative-L1 loss.
     seed : int
-        Seeds the sample order.
+        Seeds the sample order (and the symmetries).
+    augment : VelocitySymmetries, optional
+        Moves each sample, input and target alike, by a random element of the group, drawn for the
+        whole global batch from ``(seed, step)``: the same on any number of ranks, and again on resume.
     """
 
     def __init__(self, model: nn.Module, data: PairData, *, steps: int, batch_size: int, lr: float,
                  lr_groups: dict[str, float] | None = None, weight_decay: float = 1e-6, warmup: int = 0,
-                 clip: float = 5.0, groups: Sequence[Sequence[int]] | None = None, seed: int = 0):
+                 clip: float = 5.0, groups: Sequence[Sequence[int]] | None = None, seed: int = 0,
+                 augment: VelocitySymmetries | None = None):
         self.rank, self.world = _distributed()
         if batch_size < self.world:
             raise ValueError(f"batch_size {batch_size} is smaller than the {self.world} ranks")
@@ -84,7 +88,7 @@ class Trainer:
             raise ValueError(f"expected steps >= 0, got {steps}")
         self.model, self.data = model, data
         self.steps, self.batch_size, self.clip, self.groups, self.seed = int(steps), int(batch_size), clip, groups, seed
-        self.warmup = int(warmup)
+        self.warmup, self.augment = int(warmup), augment
         self.step = 0
         self.history: list[dict[str, float]] = []
         self._order: tuple[int, Tensor] | None = None
@@ -128,6 +132,11 @@ class Trainer:
         index = self.global_batch(self.step)
         local = index[self.rank:: self.world]
         x, t, y = self.data.batch(local)
+        if self.augment is not None:
+            gen = torch.Generator().manual_seed((self.seed + 1) * 1_000_000_007 + self.step)
+            elements = torch.randint(len(self.augment), (len(index),), generator=gen)[self.rank:: self.world]
+            moved = self.augment.apply(torch.stack([x, y], dim=1), elements)
+            x, y = moved[:, 0], moved[:, 1]
         per_sample = relative_l1(self.module(x, t), y, self.groups)
         loss = per_sample.sum() * (self.world / len(index))
         self.optimizer.zero_grad(set_to_none=True)

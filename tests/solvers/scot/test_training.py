@@ -167,3 +167,83 @@ def test_measured_efficiency_gain_reads_the_baseline_points_without_a_fit():
     assert eg == pytest.approx(4.0) and bound is False
     assert measured_efficiency_gain(9.0, fno, 4) == (0.5, False)  # the smallest size already reaches it
     assert measured_efficiency_gain(1.0, fno, 4) == (8.0, True)  # never reached: only EG > 32 / 4
+
+
+def test_symmetries_turn_the_velocity_as_the_vorticity_they_come_from():
+    """A grid symmetry applied to the velocity channels (a vector) equals the velocity of the moved vorticity
+    (a pseudo-scalar), for every element of the square's point group and random shifts; with the solver's
+    commutation with the same group (test_navier_stokes), moved velocity pairs are again solution pairs."""
+    from sciml.solvers.navier_stokes import GridSymmetries
+    from sciml.operators.spectral import FourierGrid2D
+    from sciml.solvers.navier_stokes import gaussian_random_field
+
+    n, length = 16, 2.0
+    group = GridSymmetries.of(n)
+    omega = gaussian_random_field(FourierGrid2D(n, length), [0, 1])  # (2, n, n), float64
+    uv = velocity_channels(omega, length)
+    gen = torch.Generator().manual_seed(0)
+    for op in range(8):
+        element = int(torch.nonzero(group.ops == op)[torch.randint(n * n, (1,), generator=gen)])
+        expected = velocity_channels(group.apply(omega, element), length)
+        assert torch.allclose(group.apply_vector(uv, element), expected, atol=1e-12), op
+    # four channels (rho, u, v, p): the scalars move, the velocity turns
+    rho_p = torch.randn(2, 2, n, n, dtype=F64)
+    four = torch.stack([rho_p[:, 0], uv[:, 0], uv[:, 1], rho_p[:, 1]], dim=1)
+    element = int(torch.nonzero(group.ops == 7)[5])
+    moved = group.apply_vector(four, element, (1, 2))
+    assert torch.allclose(moved[:, 1:3], group.apply_vector(uv, element), atol=1e-12)
+    assert torch.allclose(moved[:, [0, 3]], -group.apply(rho_p, element))  # apply's pseudo-scalar sign (op 7: -1)
+
+
+def test_normalised_symmetries_act_on_the_physical_fields():
+    from sciml.solvers.navier_stokes import GridSymmetries
+    from sciml.solvers.scot.data import VelocitySymmetries
+
+    n = 8
+    group = GridSymmetries.of(n)
+    fields = torch.randn(4, 2, 2, n, n, dtype=F64) * torch.tensor([3.0, 0.5], dtype=F64)[:, None, None] + 1.0
+    scaler = ChannelScaler.fit(fields)  # unequal means and scales: a plain swap or sign flip would be wrong
+    sym = VelocitySymmetries(group, (0, 1), scaler)
+    elements = [int(torch.nonzero(group.ops == op)[3]) for op in (4, 1, 6, 0)]
+    moved = sym.apply(scaler.encode(fields), elements)
+    for b, e in enumerate(elements):
+        assert torch.allclose(scaler.decode(moved[b]), group.apply_vector(fields[b], e), atol=1e-12)
+
+
+def test_trainer_moves_inputs_and_targets_by_one_symmetry_the_same_on_resume():
+    from sciml.solvers.navier_stokes import GridSymmetries
+    from sciml.solvers.scot.data import VelocitySymmetries
+
+    model, data = _tiny()
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x, t):
+            seen.append(x.detach().clone())
+            return self.inner(x, t)
+
+    sym = VelocitySymmetries(GridSymmetries.of(16), (0, 1))
+    kw = dict(steps=4, batch_size=4, lr=1e-3, seed=3)
+    trainer = Trainer(Spy(model), data, augment=sym, **kw)
+    trainer.run()
+    plain = [data.batch(trainer.global_batch(step))[0] for step in range(4)]
+    for x, x0 in zip(seen, plain):
+        # every sample is its own one moved by some symmetry: the same values, rearranged and signed
+        assert torch.equal(x.abs().flatten(1).sort(dim=1).values, x0.abs().flatten(1).sort(dim=1).values)
+    assert any(not torch.equal(x, x0) for x, x0 in zip(seen, plain))
+    # resumed from the state after two steps: the same draws, the same weights as in one go
+    ref_model, _ = _tiny()
+    Trainer(ref_model, data, augment=sym, **kw).run()
+    model2, _ = _tiny()
+    first = Trainer(model2, data, augment=sym, **kw)
+    first.run(2)
+    model3, _ = _tiny()
+    second = Trainer(model3, data, augment=sym, **kw)
+    second.load_state_dict(first.state_dict())
+    second.run()
+    for (k, a), b in zip(ref_model.state_dict().items(), model3.state_dict().values()):
+        assert torch.equal(a, b), k
