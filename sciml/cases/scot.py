@@ -17,7 +17,10 @@ Case kind ``scot`` (DESIGN.md, "Poseidon-style scOT"). Stages:
    ``baseline.validate_every``, each training measures the same error on ``n_validation``
    validation trajectories before the first step and every so many steps after, and keeps the
    weights with the lowest (early stopping, as Poseidon fine-tunes; otherwise the last weights
-   are kept).
+   are kept). With ``<stage>.augment`` a stage trains on pairs moved by random symmetries of
+   the data's equation on the grid (translations, reflections and quarter turns its forcing
+   keeps; the velocity turns as a vector), for data whose initial conditions come from a
+   distribution these leave unchanged; Poseidon does not augment.
 3. **Evaluation** on ``n_test`` test trajectories: the per-sample relative L1 error (%)
    of the direct prediction from the first to the last snapshot, median over the test
    set, is :math:`E(M)`. Each model's :math:`E(M) \\approx C M^{-\\alpha}` is fitted by
