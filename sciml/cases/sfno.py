@@ -109,7 +109,8 @@ class Training(Schema):
     n_train: Optional[int] = Field(None, ge=1, description="use only the first n_train training trajectories")
     augment: bool = Field(False, description="map each training window by a random symmetry of the equation "
                           "(grid rotations, reflections, translations that keep the forcing); needs initial "
-                          "conditions from a distribution they keep (ISOTROPIC_INITIAL_CONDITIONS)")
+                          "conditions from a distribution they keep (gaussian_random_field, mcwilliams, sine_sum, "
+                          "piecewise_constant)")
 
     @model_validator(mode="after")
     def _even(self) -> "Training":
