@@ -34,7 +34,7 @@ from sciml.config import Schema, case_relative_path
 from sciml.cases import navier_stokes as ns_case
 
 __all__ = ["Generate", "DataSource", "Trajectories", "resolve_dataset", "read_trajectories", "DATASET_FORMAT",
-           "ISOTROPIC_INITIAL_CONDITIONS", "equation_from_attrs", "training_symmetries"]
+           "ISOTROPIC_INITIAL_CONDITIONS", "check_isotropic", "equation_from_attrs", "training_symmetries"]
 
 #: Initial-condition generators whose distribution every symmetry of the square grid leaves unchanged
 #: (a grid translation, a rotation or reflection with the vorticity's sign flip): isotropic spectra with
@@ -176,6 +176,16 @@ def read_trajectories(path: str | Path, *, dtype=None, indices=None) -> Trajecto
     if dtype is not None:
         w = w.to(dtype)
     return Trajectories(vorticity=w, time=torch.from_numpy(time), seed=seed, attrs=attrs, path=path)
+
+
+def check_isotropic(source: DataSource, key: str, where: str) -> None:
+    """Reject augmentation (setting ``key``) of a generated dataset (``where`` in the case) whose initial
+    conditions are not in :data:`ISOTROPIC_INITIAL_CONDITIONS`; a ``path`` dataset is checked when read
+    (:func:`training_symmetries`)."""
+    ic = None if source.generate is None else source.generate.initial_condition.type
+    if ic is not None and ic not in ISOTROPIC_INITIAL_CONDITIONS:
+        raise ValueError(f"{key}: needs isotropic initial conditions ({', '.join(ISOTROPIC_INITIAL_CONDITIONS)}), "
+                         f"{where}.generate.initial_condition.type is {ic!r}")
 
 
 def equation_from_attrs(attrs: dict, n: int, dtype, device=None):

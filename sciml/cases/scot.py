@@ -54,7 +54,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from sciml.cases.data import ISOTROPIC_INITIAL_CONDITIONS, DataSource
+from sciml.cases.data import DataSource, check_isotropic
 from sciml.config import NumberExpr, Schema, case_relative_path
 from sciml.solvers import count_parameters
 
@@ -210,15 +210,12 @@ class Config(Schema):
         if self.pretrain.enabled and self.model.checkpoint is None and not self.data.pretrain:
             raise ValueError("data.pretrain: pretraining needs at least one dataset (or give model.checkpoint, "
                              "or set pretrain.enabled: false)")
-        for name, sources in (("pretrain", [(f"data.pretrain.{i}", d) for i, d in enumerate(self.data.pretrain)]),
-                              ("finetune", [("data.train", self.data.train)]),
-                              ("baseline", [("data.train", self.data.train)])):
-            for where, src in sources:
-                ic = None if src.generate is None else src.generate.initial_condition.type
-                if getattr(self, name).augment and ic is not None and ic not in ISOTROPIC_INITIAL_CONDITIONS:
-                    raise ValueError(f"{name}.augment: needs initial conditions of an isotropic distribution "
-                                     f"({', '.join(ISOTROPIC_INITIAL_CONDITIONS)}), {where}.generate."
-                                     f"initial_condition.type is {ic!r}")
+        if self.pretrain.augment:
+            for i, src in enumerate(self.data.pretrain):
+                check_isotropic(src, "pretrain.augment", f"data.pretrain.{i}")
+        for name in ("finetune", "baseline"):
+            if getattr(self, name).augment:
+                check_isotropic(self.data.train, f"{name}.augment", "data.train")
         needed = (s.n - 1) * s.every
         largest = max(ft.m_values + (self.baseline.m_values if self.baseline.enabled else []))
         sources = [(f"data.pretrain.{i}", d, None) for i, d in enumerate(self.data.pretrain)]
@@ -321,7 +318,7 @@ class _Study:
         self.channels = 4 if cfg.snapshots.four_channels else 2
         self.resolution = cfg.model.config(self.channels).image_size
         self.groups = _groups(cfg)
-        self._symmetry_groups: dict = {}  # symmetry group of each stage's training data (augmentation)
+        self._symmetry_groups: dict = {}  # symmetry group of each set of training datasets (augmentation)
         self.released = False  # whether the pretrained model is a released Poseidon one, fine-tuned whole
         torch.manual_seed(cfg.seed)
 
@@ -393,7 +390,8 @@ class _Study:
 
         if not getattr(self.cfg, stage).augment:
             return None
-        if stage not in self._symmetry_groups:
+        key = tuple(str(p) for p in paths)
+        if key not in self._symmetry_groups:
             groups = []
             for path in paths:
                 with h5py.File(path, "r") as h5:
@@ -403,9 +401,9 @@ class _Study:
             if any(not (torch.equal(g.ops, first.ops) and torch.equal(g.shifts, first.shifts)) for g in groups[1:]):
                 raise ValueError(f"{stage}.augment: the datasets' equations keep different symmetries (their "
                                  "forcings differ); augment each alone or not at all")
-            self._symmetry_groups[stage] = first
-        return VelocitySymmetries(self._symmetry_groups[stage], (1, 2) if self.cfg.snapshots.four_channels else (0, 1),
-                                  scaler)
+            self._symmetry_groups[key] = first
+        velocity = (1, 2) if self.cfg.snapshots.four_channels else (0, 1)
+        return VelocitySymmetries(self._symmetry_groups[key], velocity, scaler)
 
     def _lr_groups(self, opt: Optim) -> dict:
         return {"io": opt.lr_io or opt.lr, "time": opt.lr_time or opt.lr}

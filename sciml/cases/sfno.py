@@ -30,7 +30,7 @@ from typing import Any, Literal, Optional, Union
 import numpy as np
 from pydantic import Field, model_validator
 
-from sciml.cases.data import ISOTROPIC_INITIAL_CONDITIONS, DataSource, equation_from_attrs, training_symmetries
+from sciml.cases.data import DataSource, check_isotropic, equation_from_attrs, training_symmetries
 from sciml.config import NumberExpr, Schema
 
 __all__ = ["Config", "run"]
@@ -174,11 +174,8 @@ class Config(Schema):
                 raise ValueError(f"data.test.generate.n_trajectories: must be at least n_test {self.n_test}")
             if self.finetune.n_trajectories > self.n_test:
                 raise ValueError(f"finetune.n_trajectories: must be at most n_test {self.n_test}")
-        train = self.data.train.generate
-        if self.training.augment and train is not None and train.initial_condition.type not in ISOTROPIC_INITIAL_CONDITIONS:
-            raise ValueError(f"training.augment: needs isotropic initial conditions "
-                             f"({', '.join(ISOTROPIC_INITIAL_CONDITIONS)}), data.train.generate.initial_condition.type "
-                             f"is {train.initial_condition.type!r}")
+        if self.training.augment:
+            check_isotropic(self.data.train, "training.augment", "data.train")
         return self
 
 
