@@ -6,7 +6,8 @@ Layout of ``DIR/`` (DESIGN.md, "Command line contract")::
     case.yaml          the case file as given, and overrides.txt with the --set lines
     metrics.json       the case's result numbers (JSON object)
     log.txt            what rank 0 logged
-    provenance.json    versions, git commit, seed, world size, wall time
+    provenance.json    versions, git commit, seed, world size, wall time (refreshed at every
+                       checkpoint; a resumed run nests the earlier record under "previous")
     fields.pvd, fields/   ParaView output (written by the case)
     checkpoints/       latest.pt (+ numbered ones), written atomically
     plots/             PNG figures
@@ -118,12 +119,19 @@ class Run:
         self.plots_dir = self.path / "plots"
         self._t0 = time.perf_counter()
         self._started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self._provenance: dict[str, Any] | None = None  # the fields of the last write, refreshed at checkpoints
+        self._previous: dict[str, Any] | None = None  # the record of the process this one resumes
+        self._status: str | None = None
         if self.comm.is_root:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             self.plots_dir.mkdir(parents=True, exist_ok=True)
             if resume:  # temporary files of a write the previous process was killed in (atomic_write)
                 for stale in self.checkpoint_dir.rglob(".*.tmp"):
                     stale.unlink(missing_ok=True)
+                try:
+                    self._previous = json.loads((self.path / "provenance.json").read_text())
+                except (OSError, ValueError):
+                    pass
         self.comm.barrier()
         self._log = open(self.path / "log.txt", "a", encoding="utf-8") if self.comm.is_root else None
 
@@ -146,23 +154,47 @@ class Run:
             atomic_write_text(self.path / "metrics.json", json.dumps(_jsonable(metrics), indent=2) + "\n")
 
     def write_provenance(self, *, seed: int | None, kind: str, status: str, extra: dict | None = None) -> None:
-        """Write ``provenance.json`` (rank 0): versions, commit, seed, world size, wall time."""
+        """Write ``provenance.json`` (rank 0): versions, commit, seed, world size, wall time.
+
+        ``wall_time_s`` is this process's, ``wall_time_total_s`` adds the processes it
+        resumes. While ``status`` is ``"running"`` every checkpoint refreshes the file, so a
+        killed process leaves its wall time up to its last checkpoint.
+        """
         if not self.comm.is_root:
             return
-        record = {
-            "kind": kind,
+        if self._provenance is None:  # constant over the process: look them up once
+            self._provenance = {"command": sys.argv, "hostname": platform.node(), "git_commit": _git_commit(),
+                                "versions": versions()}
+        self._provenance.update(seed=seed, kind=kind, extra=extra)
+        self._write_provenance(status)
+
+    def _write_provenance(self, status: str) -> None:
+        info = self._provenance
+        assert info is not None
+        wall = self.wall_time()
+        earlier = 0.0
+        if self._previous is not None:
+            earlier = float(self._previous.get("wall_time_total_s", self._previous.get("wall_time_s", 0.0)) or 0.0)
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        record: dict[str, Any] = {
+            "kind": info["kind"],
             "status": status,
-            "seed": seed,
+            "seed": info["seed"],
             "world_size": self.comm.size,
             "started": self._started,
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "wall_time_s": round(self.wall_time(), 3),
-            "resumed": self.resume,
-            "command": sys.argv,
-            "hostname": platform.node(),
-            "git_commit": _git_commit(),
-            "versions": versions(),
+            "updated": now,
         }
+        if status != "running":
+            record["finished"] = now
+        record.update({
+            "wall_time_s": round(wall, 3),
+            "wall_time_total_s": round(wall + earlier, 3),
+            "resumed": self.resume,
+            "command": info["command"],
+            "hostname": info["hostname"],
+            "git_commit": info["git_commit"],
+            "versions": info["versions"],
+        })
         try:
             import torch
 
@@ -170,15 +202,12 @@ class Run:
             record["cuda"] = torch.cuda.is_available()
         except ImportError:  # pragma: no cover
             pass
-        if extra:
-            record.update(extra)
-        prev = self.path / "provenance.json"
-        if self.resume and prev.is_file():
-            try:
-                record["previous"] = json.loads(prev.read_text())
-            except (OSError, ValueError):
-                pass
-        atomic_write_text(prev, json.dumps(_jsonable(record), indent=2) + "\n")
+        if info["extra"]:
+            record.update(info["extra"])
+        if self._previous is not None:
+            record["previous"] = self._previous
+        self._status = status
+        atomic_write_text(self.path / "provenance.json", json.dumps(_jsonable(record), indent=2) + "\n")
 
     def wall_time(self) -> float:
         return time.perf_counter() - self._t0
@@ -238,6 +267,8 @@ class Run:
         if keep:
             with atomic_write(self.checkpoint_dir / f"step_{step:08d}.pt") as fh:
                 torch.save(payload, fh)
+        if self._provenance is not None and self._status == "running":
+            self._write_provenance("running")
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         """The latest checkpoint's ``{"step", "state"}`` (every rank reads it), or None."""

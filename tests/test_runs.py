@@ -3,9 +3,13 @@ and resuming removes the killed write's temporary file."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
+import time
+
+import pytest
 
 from sciml.runs import Run
 
@@ -28,3 +32,25 @@ def test_kill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path):
     run = Run(tmp_path, resume=True)
     assert run.load_checkpoint()["state"] == {"x": 1}
     assert not list((tmp_path / "checkpoints").glob(".*.tmp"))
+
+
+def test_provenance_keeps_the_wall_time_of_a_killed_process(tmp_path):
+    """Checkpoints refresh provenance.json while running; a resumed run adds the earlier wall time."""
+    first = Run(tmp_path)
+    first.write_provenance(seed=1, kind="demo", status="running")
+    time.sleep(0.25)
+    first.save_checkpoint({"x": 1}, step=1)
+    killed = json.loads((tmp_path / "provenance.json").read_text())  # all a SIGKILL would leave
+    assert killed["status"] == "running" and "finished" not in killed
+    assert killed["wall_time_s"] >= 0.25
+    second = Run(tmp_path, resume=True)
+    second.write_provenance(seed=1, kind="demo", status="running")
+    time.sleep(0.1)
+    second.write_provenance(seed=1, kind="demo", status="finished")
+    done = json.loads((tmp_path / "provenance.json").read_text())
+    assert done["previous"] == killed  # nested once, not re-nested by the second write
+    assert done["status"] == "finished" and done["finished"] and done["resumed"]
+    assert done["wall_time_s"] >= 0.1
+    assert done["wall_time_total_s"] == pytest.approx(done["wall_time_s"] + killed["wall_time_s"], abs=2e-3)
+    second.save_checkpoint({"x": 2}, step=2)  # after the end, checkpoints leave the record alone
+    assert json.loads((tmp_path / "provenance.json").read_text()) == done

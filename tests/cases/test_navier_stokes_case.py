@@ -126,6 +126,9 @@ def test_sigkill_then_resume_gives_identical_result(tmp_path):
     m_ref = json.loads((ref / "metrics.json").read_text())
     m_res = json.loads((out / "metrics.json").read_text())
     assert m_ref["energy_final"] == m_res["energy_final"] and m_ref["steps"] == m_res["steps"]
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["status"] == "finished" and prov["previous"]["status"] == "running"
+    assert prov["wall_time_total_s"] == pytest.approx(prov["wall_time_s"] + prov["previous"]["wall_time_s"], abs=2e-3)
 
 
 @pytest.mark.mpi
