@@ -228,16 +228,44 @@ def _fmt_value(v: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _fields_of(model: Any) -> dict[str, Any] | None:
-    """Sub-fields of a schema type (a pydantic model or a union of them), if any."""
-    origin = typing.get_origin(model)
-    if origin is typing.Annotated:
-        return _fields_of(typing.get_args(model)[0])
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+def _union_members(model: Any) -> list[Any] | None:
+    """The members of a (possibly annotated) union type, or None for any other type."""
+    if typing.get_origin(model) is typing.Annotated:
+        return _union_members(typing.get_args(model)[0])
+    if typing.get_origin(model) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return list(typing.get_args(model))
+    return None
+
+
+def _selected(members: list[Any], node: Any) -> list[Any]:
+    """The union members a mapping's ``type``/``kind`` tag selects (all of them if it selects none)."""
+    if not isinstance(node, dict):
+        return members
+    for tag in ("type", "kind"):
+        value = node.get(tag)
+        if value is None:
+            continue
+        chosen = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel) and tag in m.model_fields
+                  and value in typing.get_args(m.model_fields[tag].annotation)]
+        if chosen:
+            return chosen
+    return members
+
+
+def _fields_of(model: Any, node: Any = None) -> dict[str, Any] | None:
+    """Sub-fields of a schema type (a pydantic model or a union of them), if any.
+
+    For a union, ``node`` (the mapping in the case file) picks the member its ``type`` tag
+    names; without one the fields of all members are merged.
+    """
+    if typing.get_origin(model) is typing.Annotated:
+        return _fields_of(typing.get_args(model)[0], node)
+    members = _union_members(model)
+    if members is not None:
         merged: dict[str, Any] = {}
         found = False
-        for arg in typing.get_args(model):
-            sub = _fields_of(arg)
+        for arg in _selected(members, node):
+            sub = _fields_of(arg, node)
             if sub is not None:
                 found = True
                 for k, v in sub.items():
@@ -245,6 +273,19 @@ def _fields_of(model: Any) -> dict[str, Any] | None:
         return merged if found else None
     if isinstance(model, type) and issubclass(model, BaseModel):
         return {name: f.annotation for name, f in model.model_fields.items()}
+    return None
+
+
+def _default_of(parent: Any, key: str) -> Any:
+    """The default of field ``key`` of a schema model (or union), as case-file data; None if it has none."""
+    members = _union_members(parent)
+    for model in members if members is not None else [parent]:
+        if isinstance(model, type) and issubclass(model, BaseModel) and key in model.model_fields:
+            info = model.model_fields[key]
+            if info.is_required():
+                return None
+            value = info.get_default(call_default_factory=True)
+            return value.model_dump(mode="json") if isinstance(value, BaseModel) else None
     return None
 
 
@@ -314,29 +355,37 @@ def _did_you_mean(key: str, options: Iterable[str]) -> str:
 
 
 def _apply_override(data: CommentedMap, text: str, schema: type[BaseModel]) -> str | None:
-    """Apply one ``--set`` to ``data`` in place; return a problem line or None."""
+    """Apply one ``--set`` to ``data`` in place; return a problem line (and change nothing) or None.
+
+    A block the file does not write starts from the schema's default for it, so that
+    ``--set block.key=value`` changes one key of the default rather than replacing it.
+    """
     shown = _show(text)
     try:
         path, value = parse_override(text)
     except ValueError as exc:
         return f"--set {shown}: {exc}"
-    fields: dict[str, Any] | None = _fields_of(schema)
+    # Check the whole path first: a rejected override leaves the data as it was.
+    types: list[Any] = [schema]
     node: Any = data
     for i, key in enumerate(path):
         where = ".".join(path[:i]) or "(top level)"
+        fields = _fields_of(types[-1], node) if types[-1] is not None else None
         if fields is not None and key not in fields:
             return f"--set {shown}: no key '{_show(key)}' in '{where}'{_did_you_mean(key, fields)}"
-        if i == len(path) - 1:
-            if not isinstance(node, dict):
-                return f"--set {shown}: '{where}' is not a mapping"
-            node[key] = value
-            return None
-        if not isinstance(node, dict):
+        if node is not None and not isinstance(node, dict):
             return f"--set {shown}: '{where}' is not a mapping"
+        types.append(fields[key] if fields is not None else None)
+        node = node.get(key) if isinstance(node, dict) else None
+        if i < len(path) - 1 and node is not None and not isinstance(node, dict):
+            node = None  # a scalar in the file under a key the override goes into: replaced by a mapping
+    node = data
+    for i, key in enumerate(path[:-1]):
         if not isinstance(node.get(key), dict):
-            node[key] = CommentedMap()
+            default = _default_of(types[i], key)
+            node[key] = CommentedMap(default) if isinstance(default, dict) else CommentedMap()
         node = node[key]
-        fields = _fields_of(fields[key]) if fields is not None else None
+    node[path[-1]] = value
     return None
 
 
@@ -408,16 +457,21 @@ def load_case(path: str | Path, overrides: Iterable[str] = (), *, text: str | No
             where = _fmt_path(loc)
             what = _describe(err)
             if err.get("type") == "extra_forbidden" and loc:
-                parent_fields = _fields_of(schema)
+                parent_fields = _fields_of(schema, data)
+                node: Any = data
                 for key in loc[:-1]:
-                    parent_fields = _fields_of(parent_fields.get(key)) if parent_fields and isinstance(key, str) else None
+                    node = node.get(key) if isinstance(node, dict) else None
+                    parent_fields = (_fields_of(parent_fields.get(key), node)
+                                     if parent_fields and isinstance(key, str) else None)
                 if parent_fields:
-                    what += _did_you_mean(str(loc[-1]), parent_fields)
+                    what += _did_you_mean(str(loc[-1]), [k for k in parent_fields if k != loc[-1]])
             elif err.get("type") == "union_tag_invalid":
                 what += f" (got {_fmt_value((err.get('ctx') or {}).get('tag'))})"
             elif err.get("type") != "missing" and "input" in err:
                 what += f" (got {_fmt_value(err['input'])})"
-            origin = next((ov for p, ov in overridden.items() if loc[: len(p)] == p), None)
+            # the override that set this value, or set a key inside the value the error is about
+            origin = next((ov for p, ov in overridden.items()
+                           if loc[: len(p)] == p or (loc and p[: len(loc)] == loc)), None)
             if origin is not None:
                 problems.append(f"--set {_show(origin)}: {where}: {what}")
             else:

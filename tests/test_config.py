@@ -199,3 +199,32 @@ def test_fuzz_random_overrides(tmp_path, overrides):
     path = tmp_path / "case.yaml"
     path.write_text(GOOD)
     _check(*_validate_in_process(path, overrides))
+
+
+def test_override_into_a_block_the_file_omits_keeps_the_block_defaults():
+    """`--set correction.adam.lr=v` where the file has no `adam:` under `correction:` changes one key of
+    that block's default (`Adam(steps=0)`, not `Adam()`), rather than replacing the block."""
+    path = CASES / "gp_poisson_1d_sin500.yaml"
+    base = load_case(path).resolved()["correction"]
+    assert "adam" not in load_case(path).raw["correction"] and base["adam"]["steps"] == 0
+    changed = load_case(path, ["correction.adam.lr=0.003"]).resolved()["correction"]
+    assert changed == {**base, "adam": {**base["adam"], "lr": 0.003}}
+
+
+def test_a_rejected_override_changes_nothing_and_is_named(tmp_path):
+    path = write(tmp_path, GOOD)
+    assert problems(path, ["output.no_such_key.x=1"]) == [
+        "--set output.no_such_key.x=1: no key 'no_such_key' in 'output'"]
+    # an error about the value the override went into names the override, not a line of the file
+    assert problems(path, ["grid.n.x=3"]) == ["--set grid.n.x=3: grid.n: expected an integer (got a mapping)"]
+    lines = problems(path, ["initial_condition.type=grf"])
+    assert len(lines) == 1 and lines[0].startswith("--set initial_condition.type=grf: initial_condition: expected one of")
+
+
+def test_did_you_mean_follows_the_selected_union_member(tmp_path):
+    """A key of another initial condition is unknown to the selected one; never 'did you mean' itself."""
+    text = GOOD.replace("  type: mcwilliams", "  type: mcwilliams\n  k0: 4.0")
+    lines = problems(write(tmp_path, text), ["initial_condition.type=gaussian_random_field"])
+    assert len(lines) == 1 and "initial_condition.k0: unknown key" in lines[0] and "did you mean" not in lines[0]
+    lines = problems(write(tmp_path, text.replace("k0: 4.0", "k00: 4.0")))
+    assert lines == [f"{tmp_path / 'case.yaml'}:9: initial_condition.k00: unknown key (did you mean 'k0'?)"]
