@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from scipy.stats import spearmanr
 
-    from sciml.cases.data import resolve_dataset
-    from sciml.cases.sfno import _equation_from_attrs, _load, _load_fine, build_sfno
+    from sciml.cases.data import equation_from_attrs, resolve_dataset
+    from sciml.cases.sfno import _load, _load_fine, build_sfno
     from sciml.config import load_case
     from sciml.parallel import SerialComm
     from sciml.solvers.navier_stokes import nse_residual, time_derivative
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     f, w = cfg.finetune, cfg.window
     fine, m, head = _load_fine(test_path, cfg, args.n, torch.float64)
     coarse, _ = _load(test_path, cfg, "data.test", args.n, None, torch.float64)
-    eq = _equation_from_attrs(head.attrs, fine.shape[-1], torch.float64)
+    eq = equation_from_attrs(head.attrs, fine.shape[-1], torch.float64)
     out_steps, frame_dt = m * w.n_out, w.frame_dt / m
     latent_steps = f.latent_refine * model.latent_steps
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
@@ -51,12 +52,23 @@ KEYS = ("rel_l2_train_res", "rel_l2_zero_shot_2x", "rel_l2_before_ft", "rel_l2_a
         "rel_l2_persistence", "estimator_error_spearman_after_ft")
 
 
-def test_tiny_case_writes_every_metric_and_resumes_from_an_epoch_checkpoint(tmp_path):
-    case = tmp_path / "tiny.yaml"
-    case.write_text(TINY.format(cache=tmp_path / "cache"))
-    out = tmp_path / "run"
+ESTIMATOR = Path(__file__).resolve().parents[2] / "benchmarks" / "sfno_estimator.py"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished run of the tiny case (its generated datasets cached in the folder's ``cache/``)."""
+    tmp = tmp_path_factory.mktemp("sfno")
+    case = tmp / "tiny.yaml"
+    case.write_text(TINY.format(cache=tmp / "cache"))
+    out = tmp / "run"
     res = run_sciml("run", str(case), "--out", str(out), timeout=600)
     assert res.returncode == 0, res.stderr
+    return out
+
+
+def test_tiny_case_writes_every_metric_and_resumes_from_an_epoch_checkpoint(tiny_run, tmp_path):
+    out = tiny_run
     metrics = json.loads((out / "metrics.json").read_text())
     for key in KEYS:
         assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
@@ -87,6 +99,16 @@ def test_tiny_case_writes_every_metric_and_resumes_from_an_epoch_checkpoint(tmp_
     assert "sfno: resuming after epoch 1/2" in (again / "log.txt").read_text()
     assert "estimator on 1 more test trajectories" in (out / "log.txt").read_text()
     assert "augmentation: 64 symmetries of the equation on the 16² grid" in (out / "log.txt").read_text()
+
+
+@pytest.mark.filterwarnings("ignore::scipy.stats.ConstantInputWarning")  # the mean shell: zero on every trajectory
+def test_estimator_benchmark_reads_a_finished_run(tiny_run, capsys):
+    spec = importlib.util.spec_from_file_location("benchmark_sfno_estimator", ESTIMATOR)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main([str(tiny_run), "--n", "3"]) == 0  # it checks that its shells add up to the estimator
+    printed = capsys.readouterr().out
+    assert "3 test trajectories at 32², 20 frames 0.05 apart" in printed and "Spearman(estimator, error)" in printed
 
 
 def test_validation_names_the_problem(tmp_path):
