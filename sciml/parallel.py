@@ -29,6 +29,7 @@ __all__ = [
     "SerialComm",
     "MPIComm",
     "world",
+    "LaunchError",
     "launched_under_mpi",
     "launched_by_torchrun",
     "settle_before_exit",
@@ -319,15 +320,31 @@ def _host_address() -> str:
 _WORLD: Comm | None = None
 
 
+class LaunchError(RuntimeError):
+    """The launcher and MPI disagree about the job (e.g. ``srun`` without MPI support)."""
+
+
 def world() -> Comm:
     """The communicator of this process: MPI under an MPI launcher with >1 rank,
-    torch.distributed under ``torchrun`` with >1 process, else serial."""
+    torch.distributed under ``torchrun`` with >1 process, else serial.
+
+    Raises :class:`LaunchError` in a process the launcher numbered k > 0 that MPI
+    sees alone: each such process would otherwise run the whole job by itself, all
+    writing the same files (typically ``srun`` with an MPI that it cannot wire up).
+    """
     global _WORLD
     if _WORLD is None:
         if launched_by_torchrun():
             _WORLD = TorchDistComm()
         else:
-            _WORLD = MPIComm() if launched_under_mpi() else SerialComm()
+            comm = MPIComm() if launched_under_mpi() else SerialComm()
+            if comm.size == 1 and env_rank() > 0:
+                raise LaunchError(
+                    f"the launcher started this process as rank {env_rank()} of several, but MPI sees it alone: "
+                    "every process would run the whole job by itself. Launch with `mpiexec -n N` from the same "
+                    "MPI that mpi4py was built against (under SLURM: `srun --mpi=pmix` or `mpiexec` inside the "
+                    "allocation); `sciml doctor` shows which MPI that is")
+            _WORLD = comm
     return _WORLD
 
 

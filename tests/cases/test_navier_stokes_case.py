@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import time
@@ -129,6 +130,41 @@ def test_sigkill_then_resume_gives_identical_result(tmp_path):
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["status"] == "finished" and prov["previous"]["status"] == "running"
     assert prov["wall_time_total_s"] == pytest.approx(prov["wall_time_s"] + prov["previous"]["wall_time_s"], abs=2e-3)
+
+
+def test_resume_before_the_first_checkpoint_starts_over(tmp_path):
+    """A run killed before it wrote a checkpoint (simulated: its outputs without checkpoints/) resumes
+    from the start and ends as an uninterrupted run, ParaView collection included."""
+    cfg = case(tmp_path, n_traj=2, frames=3, every=1)
+    ref = tmp_path / "ref"
+    assert run_sciml("run", str(cfg), "--out", str(ref)).returncode == 0
+    out = tmp_path / "killed"
+    assert run_sciml("run", str(cfg), "--out", str(out)).returncode == 0
+    shutil.rmtree(out / "checkpoints")  # what a kill after the last frame but before any checkpoint leaves
+    (out / "metrics.json").unlink()
+    res = run_sciml("resume", str(out))
+    assert res.returncode == 0, res.stderr
+    assert np.array_equal(read_dataset(ref)[0], read_dataset(out)[0])
+    assert (out / "fields.pvd").read_text() == (ref / "fields.pvd").read_text()
+
+
+def test_a_new_run_into_an_old_folder_leaves_nothing_of_the_old_run(tmp_path):
+    out = tmp_path / "run"
+    assert run_sciml("run", str(case(tmp_path)), "--out", str(out)).returncode == 0
+    res = run_sciml("run", str(case(tmp_path)), "--out", str(out), "--set", "output.dataset=false",
+                    "--set", "output.paraview_trajectories=0")
+    assert res.returncode == 0, res.stderr
+    assert not (out / "trajectories.h5").exists() and not (out / "fields.pvd").exists()
+
+
+def test_a_launch_that_mpi_does_not_join_fails_clearly(tmp_path):
+    """A process numbered 1 by the launcher (srun without MPI wiring) must not run the job alone."""
+    env = child_env()
+    env.update(SLURM_NTASKS="2", SLURM_PROCID="1")
+    res = subprocess.run(sciml_cmd("run", str(case(tmp_path)), "--out", str(tmp_path / "run")), env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "MPI sees it alone" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 @pytest.mark.mpi
