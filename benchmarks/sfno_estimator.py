@@ -1,4 +1,4 @@
-"""Where the SFNO's a-posteriori estimator lives in wavenumber space, and which part ranks the error.
+r"""Where the SFNO's a-posteriori estimator lives in wavenumber space, and which part ranks the error.
 
 Reads a finished ``sfno`` run (its ``config.yaml`` and ``checkpoints/latest.pt``), predicts
 the first ``--n`` test trajectories the way the case's estimator does (the generation grid,
