@@ -52,6 +52,11 @@ def run_case(case: Path, out: Path, overrides: list[str], rerun: bool) -> dict:
 
 
 def table(name: str, m: dict, goals: dict) -> str:
+    from sciml.cases.sfno import zero_shot_key
+
+    grids = m.get("zero_shot_grid"), m.get("train_grid")
+    zero_shot = zero_shot_key(*grids) if None not in grids else None  # None: a run of before train_grid
+
     def fmt(x: float) -> str:
         return "n/a" if x is None else f"{x:.4g}"
 
@@ -60,7 +65,7 @@ def table(name: str, m: dict, goals: dict) -> str:
         ("SFNO rel. L2, training grid", m.get("rel_l2_train_res"), None),
         ("FNO3d rel. L2, training grid (peer)", m.get("rel_l2_fno"), None),
         ("  FNO3d / SFNO", _ratio(m.get("rel_l2_fno"), m.get("rel_l2_train_res")), "> 1"),
-        (f"SFNO rel. L2 zero-shot at {m.get('zero_shot_grid')}²", m.get("rel_l2_zero_shot_2x"), None),
+        (f"SFNO rel. L2 zero-shot at {m.get('zero_shot_grid')}²", m.get(zero_shot), None),
         (f"rel. L2 before fine-tuning ({m.get('zero_shot_grid')}², dt {m.get('finetune_frame_dt', 0):g})",
          m.get("rel_l2_before_ft"), None),
         ("rel. L2 after fine-tuning", m.get("rel_l2_after_ft"), None),

@@ -73,6 +73,7 @@ def test_tiny_case_writes_every_metric_and_resumes_from_an_epoch_checkpoint(tiny
     for key in KEYS:
         assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
     assert metrics["n_finetune"] == 3 and metrics["n_estimator"] == 4 and metrics["zero_shot_grid"] == 32 and metrics["train_grid"] == 16
+    assert [k for k in metrics if k.startswith("rel_l2_zero_shot")] == ["rel_l2_zero_shot_2x"]
     for f in ("plots/loss_curves.png", "plots/vorticity_finetune.png", "plots/finetune_residual.png", "fields.pvd",
               "checkpoints/latest.pt", "provenance.json"):
         assert (out / f).is_file(), f
@@ -99,6 +100,22 @@ def test_tiny_case_writes_every_metric_and_resumes_from_an_epoch_checkpoint(tiny
     assert "sfno: resuming after epoch 1/2" in (again / "log.txt").read_text()
     assert "estimator on 1 more test trajectories" in (out / "log.txt").read_text()
     assert "augmentation: 64 symmetries of the equation on the 16² grid" in (out / "log.txt").read_text()
+
+
+def test_zero_shot_metric_is_named_by_the_ratio_of_the_grids(tiny_run, tmp_path):
+    """Generated at 32², trained at 8²: ``rel_l2_zero_shot_4x`` (the datasets come from the tiny run's cache)."""
+    case = tmp_path / "tiny.yaml"
+    case.write_text(TINY.format(cache=tiny_run.parent / "cache"))
+    out = tmp_path / "run"
+    res = run_sciml("run", str(case), "--out", str(out), "--set", "training.resolution=8", "--set",
+                    "baseline.enabled=false", "--set", "finetune.enabled=false", "--set", "output.plots=false",
+                    timeout=600)
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["zero_shot_grid"] == 32 and metrics["train_grid"] == 8
+    assert [k for k in metrics if k.startswith("rel_l2_zero_shot")] == ["rel_l2_zero_shot_4x"]
+    assert math.isfinite(metrics["rel_l2_zero_shot_4x"])
+    assert "data: reusing cached dataset" in (out / "log.txt").read_text()
 
 
 @pytest.mark.filterwarnings("ignore::scipy.stats.ConstantInputWarning")  # the mean shell: zero on every trajectory
