@@ -57,12 +57,16 @@ def study(case: Path, out: Path, rerun: bool) -> None:
     for n in names:
         fit = m.get(f"fit_{n}")
         if fit:
-            print(f"fit {n}: E(M) = {fit['C']:.3g} M^-{fit['alpha']:.3f}  ({m.get(f'{n}_parameters')} parameters)")
+            print(f"fit {n}: E(M) = {fit['C']:.3g} M^{-fit['alpha']:.3f}  ({m.get(f'{n}_parameters')} parameters)")
     goal = lambda v, g: "n/a" if v is None else ("met" if v >= g else "not met")  # noqa: E731
     ag, eg = m.get("accuracy_gain"), m.get("efficiency_gain")
     seen, unseen = m.get("median_rel_l1_seen_lead_times"), m.get("median_rel_l1_unseen_lead_times")
-    print(f"\nat M* = {m['m_star']}: AG = {ag:.3g} (goal >= 2: {goal(ag, 2)}), EG = {eg:.3g} "
-          f"(goal >= 4: {goal(eg, 4)}{', extrapolated beyond the FNO sizes' if m.get('efficiency_gain_extrapolated') else ''})")
+    if m.get("efficiency_gain_unbounded"):
+        eg_text = "unbounded (the FNO's fitted error does not fall with M: the fit decides nothing)"
+    else:
+        eg_text = (f"{eg:.3g} (goal >= 4: {goal(eg, 4)}"
+                   f"{', extrapolated beyond the FNO sizes' if m.get('efficiency_gain_extrapolated') else ''})")
+    print(f"\nat M* = {m['m_star']}: AG = {ag:.3g} (goal >= 2: {goal(ag, 2)}), EG from the fits = {eg_text}")
     if m.get("efficiency_gain_measured") is not None:
         egm, bound = m["efficiency_gain_measured"], m.get("efficiency_gain_measured_is_lower_bound")
         verdict = "unknown" if bound and egm < 4 else goal(egm, 4)

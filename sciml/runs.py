@@ -20,6 +20,7 @@ the previous complete version of each file.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -151,7 +152,7 @@ class Run:
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         """Write ``metrics.json`` (rank 0)."""
         if self.comm.is_root:
-            atomic_write_text(self.path / "metrics.json", json.dumps(_jsonable(metrics), indent=2) + "\n")
+            atomic_write_text(self.path / "metrics.json", json.dumps(_jsonable(metrics), indent=2, allow_nan=False) + "\n")
 
     def write_provenance(self, *, seed: int | None, kind: str, status: str, extra: dict | None = None) -> None:
         """Write ``provenance.json`` (rank 0): versions, commit, seed, world size, wall time.
@@ -207,7 +208,7 @@ class Run:
         if self._previous is not None:
             record["previous"] = self._previous
         self._status = status
-        atomic_write_text(self.path / "provenance.json", json.dumps(_jsonable(record), indent=2) + "\n")
+        atomic_write_text(self.path / "provenance.json", json.dumps(_jsonable(record), indent=2, allow_nan=False) + "\n")
 
     def wall_time(self) -> float:
         return time.perf_counter() - self._t0
@@ -291,13 +292,14 @@ class Run:
 
 
 def _jsonable(obj: Any) -> Any:
-    """Convert numpy/torch scalars and arrays inside ``obj`` to plain JSON types."""
+    """Convert numpy/torch scalars and arrays inside ``obj`` to plain JSON types; NaN and ±inf become
+    null (strict JSON has no such numbers: ``json.loads`` elsewhere would reject the file)."""
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     if hasattr(obj, "tolist"):
         return _jsonable(obj.tolist())
-    if isinstance(obj, float) and obj != obj:
+    if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj

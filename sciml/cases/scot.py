@@ -408,13 +408,14 @@ class _Study:
     def _lr_groups(self, opt: Optim) -> dict:
         return {"io": opt.lr_io or opt.lr, "time": opt.lr_time or opt.lr}
 
-    def _scot(self, seed: int):
+    def _scot(self, seed: int, config=None):
+        """A freshly initialised scOT: of ``config`` (a :class:`ScOTConfig`), else of the ``model:`` block."""
         import torch
 
         from sciml.solvers.scot import ScOT
 
         torch.manual_seed(seed)
-        return ScOT(self.cfg.model.config(self.channels)).to(self.device)
+        return ScOT(config if config is not None else self.cfg.model.config(self.channels)).to(self.device)
 
     # -- stage 1
     def pretrained(self):
@@ -521,7 +522,9 @@ class _Study:
         if name == "scot_scratch":
             f = cfg.finetune
             opt = f.model_copy(update={"lr": f.lr_scratch, "lr_io": f.lr_scratch, "lr_time": f.lr_scratch})
-            return self._scot(cfg.seed + 1), ChannelScaler.fit(train), opt
+            # the pretrained model's own architecture (a loaded checkpoint's may differ from the model: block)
+            config = pre_model.config if pre_model is not None else None
+            return self._scot(cfg.seed + 1, config), ChannelScaler.fit(train), opt
         b = cfg.baseline
         torch.manual_seed(cfg.seed + 2)
         return TimeFNO(self.channels, b.modes, b.width, b.n_layers).to(self.device), ChannelScaler.fit(train), b
@@ -710,14 +713,16 @@ def gains_at(scot: tuple[float, float], fno: tuple[float, float], m_star: int, f
     :math:`AG = E_\mathrm{FNO}(M^*)/E_\mathrm{scOT}(M^*)`;
     :math:`EG = M_\mathrm{FNO}(E_\mathrm{scOT}(M^*))/M^*` with
     :math:`M_\mathrm{FNO}(e) = (C_\mathrm{FNO}/e)^{1/\alpha_\mathrm{FNO}}` (infinite when the FNO's
-    error does not decrease). ``efficiency_gain_extrapolated`` says whether that M lies
-    beyond the largest M the FNO was trained with.
+    fitted error does not decrease: then ``efficiency_gain_unbounded`` is true, and metrics.json
+    holds null). ``efficiency_gain_extrapolated`` says whether that M lies beyond the largest M
+    the FNO was trained with.
     """
     c_s, a_s = scot
     c_f, a_f = fno
     e_scot, e_fno = c_s * m_star ** -a_s, c_f * m_star ** -a_f
     m_fno = (c_f / e_scot) ** (1.0 / a_f) if a_f > 0 else math.inf
     return {"accuracy_gain": e_fno / e_scot, "efficiency_gain": m_fno / m_star,
+            "efficiency_gain_unbounded": math.isinf(m_fno),
             "efficiency_gain_extrapolated": bool(m_fno > max(fno_m_values))}
 
 

@@ -24,6 +24,14 @@ KEYS = ("accuracy_gain", "efficiency_gain", "median_rel_l1_scot_pretrained", "me
         "median_rel_l1_rollout")
 
 
+def assert_reported(metrics: dict, key: str) -> None:
+    """Finite, except an efficiency gain the FNO's flat fit makes unbounded (null, flagged)."""
+    if key == "efficiency_gain" and metrics.get("efficiency_gain_unbounded"):
+        assert metrics[key] is None
+    else:
+        assert key in metrics and math.isfinite(metrics[key]), key
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """One complete run of the tiny case, every checkpoint kept."""
@@ -40,7 +48,7 @@ def test_tiny_case_writes_every_metric_plot_and_field(tiny_run):
     _, out = tiny_run
     metrics = json.loads((out / "metrics.json").read_text())
     for key in KEYS:
-        assert key in metrics and math.isfinite(metrics[key]), key
+        assert_reported(metrics, key)
     models = {(r["model"], r["M"]) for r in metrics["results"]}
     assert models == {(m, n) for m in ("scot_pretrained", "scot_scratch", "fno") for n in (2, 4)}
     assert all(0 < r["rel_l1_final"] < 1000 for r in metrics["results"])
@@ -162,7 +170,7 @@ def test_four_channel_data_trains_on_the_velocity_and_keeps_a_four_channel_check
     assert res.returncode == 0, res.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     for key in KEYS:
-        assert math.isfinite(metrics[key]), key
+        assert_reported(metrics, key)
     # the identity map scores about 100 % on the velocity; a trained model may not score orders of magnitude above
     assert all(0 < r["rel_l1_final"] < 1000 for r in metrics["results"])
     assert 0 < metrics["median_rel_l1_rollout"] < 1000
@@ -171,11 +179,13 @@ def test_four_channel_data_trains_on_the_velocity_and_keeps_a_four_channel_check
     write_poseidon_folder(checkpoint, dict(POSEIDON_TINY, num_channels=4, num_out_channels=4))
     out = tmp_path / "poseidon_run"
     res = run_sciml("run", str(base / "tiny.yaml"), "--out", str(out), "--set", f"model.checkpoint={checkpoint}",
-                    "--set", "snapshots.four_channels=true", "--set", "finetune.scratch=false",
-                    "--set", "baseline.enabled=false", timeout=600)
+                    "--set", "snapshots.four_channels=true", "--set", "baseline.enabled=false", timeout=600)
     assert res.returncode == 0, res.stderr
     assert "embedding and recovery replaced" not in (out / "log.txt").read_text()
-    assert math.isfinite(json.loads((out / "metrics.json").read_text())["median_rel_l1_scot_pretrained"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert math.isfinite(metrics["median_rel_l1_scot_pretrained"])
+    # "from scratch" is the checkpoint's architecture, not the case's model: block
+    assert metrics["scot_scratch_parameters"] == metrics["scot_pretrained_parameters"]
     # it sees rho and p normalised as in Poseidon's pretraining, the velocity scaled by the data
     from sciml.solvers.scot.checkpoint import POSEIDON_FLUID_MEAN, POSEIDON_FLUID_STD
 

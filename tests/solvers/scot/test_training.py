@@ -155,7 +155,21 @@ def test_power_law_fit_and_gains_on_exact_curves():
     g = gains_at((2.0, 0.5), (8.0, 0.5), 16, [2, 512])
     assert g["accuracy_gain"] == pytest.approx(4.0) and g["efficiency_gain"] == pytest.approx(16.0)
     assert g["efficiency_gain_extrapolated"] is False
-    assert gains_at((2.0, 0.5), (8.0, 0.0), 16, [2, 512])["efficiency_gain"] == math.inf
+    assert g["efficiency_gain_unbounded"] is False
+    flat = gains_at((2.0, 0.5), (8.0, 0.0), 16, [2, 512])
+    assert flat["efficiency_gain"] == math.inf and flat["efficiency_gain_unbounded"] is True
+
+
+def test_metrics_json_is_strict_json_with_nonfinite_numbers_as_null(tmp_path):
+    """metrics.json must load in any JSON parser: no Infinity / NaN literals."""
+    import json
+
+    from sciml.runs import Run
+
+    Run(tmp_path).write_metrics({"efficiency_gain": math.inf, "x": [1.0, -math.inf, float("nan")], "y": 2.5})
+    text = (tmp_path / "metrics.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}")) == {
+        "efficiency_gain": None, "x": [1.0, None, None], "y": 2.5}
 
 
 def test_measured_efficiency_gain_reads_the_baseline_points_without_a_fit():
