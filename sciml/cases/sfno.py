@@ -153,30 +153,95 @@ class Config(Schema):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
+        """Every size the run reads must be there: checked against a generated dataset's configuration, and
+        against the file of a ``path`` dataset (its header only), before any data is generated or read."""
+        w, tr = self.window, self.training
+        problems: list[tuple[tuple, str, Any]] = []
         for name in ("train", "test"):
-            gen = getattr(self.data, name).generate
-            if gen is None:
+            source = getattr(self.data, name)
+            gen = source.generate
+            try:
+                n_traj, n_stored, n, frame_dt = _extent(source)
+            except ValueError as exc:
+                problems.append((("data", name, "path"), str(exc), str(source.path)))
                 continue
-            stride = _stride(self.window.frame_dt, gen.time.frame_dt, f"data.{name}")
-            last = (self.window.start + self.window.n_in + self.window.n_out - 1) * stride
-            if last > gen.time.n_frames:
-                raise ValueError(
-                    f"data.{name}.generate.time.n_frames: needs at least {last} frames for window.start="
-                    f"{self.window.start}, n_in={self.window.n_in}, n_out={self.window.n_out} at stride {stride} "
-                    f"(got {gen.time.n_frames})"
-                )
-            if gen.grid.n < self.training.resolution:
-                raise ValueError(f"data.{name}.generate.grid.n: must be at least training.resolution "
-                                 f"{self.training.resolution} (got {gen.grid.n})")
-        test = self.data.test.generate
-        if test is not None and self.finetune.enabled:
-            if test.n_trajectories < self.n_test:
-                raise ValueError(f"data.test.generate.n_trajectories: must be at least n_test {self.n_test}")
-            if self.finetune.n_trajectories > self.n_test:
-                raise ValueError(f"finetune.n_trajectories: must be at most n_test {self.n_test}")
+            ratio = w.frame_dt / frame_dt
+            stride = round(ratio)
+            if stride < 1 or abs(ratio - stride) > 1e-6 * ratio:
+                problems.append(
+                    (("data", name, "generate", "time", "frame_dt"), f"window.frame_dt {w.frame_dt:g} must be a "
+                     "whole multiple of the dataset's frame_dt", frame_dt) if gen is not None else
+                    (("window", "frame_dt"), f"must be a whole multiple of the dataset's frame_dt {frame_dt:g} "
+                     f"(data.{name}.path)", w.frame_dt))
+                continue
+            last = (w.start + w.n_in + w.n_out - 1) * stride  # index of the window's last stored frame
+            window = f"window.start={w.start}, n_in={w.n_in}, n_out={w.n_out} at stride {stride}"
+            if last >= n_stored:
+                problems.append(
+                    (("data", name, "generate", "time", "n_frames"), f"needs at least {last} frames for {window}",
+                     gen.time.n_frames) if gen is not None else
+                    (("window", "n_out"), f"{window} needs {last + 1} frames, data.{name}.path holds {n_stored}",
+                     w.n_out))
+            if n < tr.resolution:
+                problems.append(
+                    (("data", name, "generate", "grid", "n"), f"must be at least training.resolution "
+                     f"{tr.resolution}", n) if gen is not None else
+                    (("training", "resolution"), f"must be at most the grid {n} of data.{name}.path",
+                     tr.resolution))
+            needed = {"train": ("training.n_train", tr.n_train), "test": ("n_test", self.n_test)}[name]
+            if needed[1] is not None and needed[1] > n_traj:
+                problems.append(
+                    (("data", name, "generate", "n_trajectories"), f"must be at least {needed[0]} {needed[1]}",
+                     n_traj) if gen is not None else
+                    (tuple(needed[0].split(".")), f"must be at most the {n_traj} trajectories of "
+                     f"data.{name}.path", needed[1]))
+        if self.finetune.enabled and self.finetune.n_trajectories > self.n_test:
+            problems.append((("finetune", "n_trajectories"), f"must be at most n_test {self.n_test}",
+                             self.finetune.n_trajectories))
         if self.training.augment:
-            check_isotropic(self.data.train, "training.augment", "data.train")
+            try:
+                check_isotropic(self.data.train, "training.augment", "data.train")
+            except ValueError as exc:
+                problems.append((("training", "augment"), str(exc).removeprefix("training.augment: "), True))
+        if problems:
+            raise _invalid(problems)
         return self
+
+
+def _extent(source: DataSource) -> tuple[int, int, int, float]:
+    """``(trajectories, stored frames (the initial one included), grid N, frame spacing)`` of a dataset: from
+    the configuration of a generated one, from the header of a ``path`` one (ValueError if it is not a
+    trajectory dataset)."""
+    gen = source.generate
+    if gen is not None:
+        return gen.n_trajectories, gen.time.n_frames + 1, gen.grid.n, float(gen.time.frame_dt)
+    import h5py
+
+    try:
+        with h5py.File(source.path, "r") as h5:
+            shape = h5["vorticity"].shape if "vorticity" in h5 else None
+            frame_dt = h5.attrs.get("frame_dt")
+    except OSError as exc:
+        raise ValueError(f"cannot read the dataset ({exc})") from None
+    if shape is None or len(shape) != 4:
+        raise ValueError("not a trajectory dataset: no vorticity of shape (n_traj, n_t, N, N)")
+    try:
+        frame_dt = float(frame_dt)
+    except (TypeError, ValueError):
+        frame_dt = math.nan
+    if not frame_dt > 0:
+        raise ValueError("the dataset has no positive frame_dt attribute (the spacing of its frames)")
+    return int(shape[0]), int(shape[1]), int(shape[-1]), frame_dt
+
+
+def _invalid(problems: list[tuple[tuple, str, Any]]):
+    """A :class:`pydantic.ValidationError` with one error per ``(key path, message, offending value)``: raised
+    inside a validator, pydantic reports each at its own key (the config loader gives it the key's line)."""
+    from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
+
+    return ValidationError.from_exception_data("Config", [
+        InitErrorDetails(type=PydanticCustomError("value_error", "{message}", {"message": message}), loc=loc,
+                         input=value) for loc, message, value in problems])
 
 
 def output_modes_of(model: Model, n_out: int, resolution: int) -> tuple[int, int, int] | None:

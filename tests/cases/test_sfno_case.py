@@ -136,6 +136,71 @@ def test_validation_names_the_problem(tmp_path):
     assert "must be a whole multiple of the dataset's frame_dt" in res.stderr
 
 
+ON_PATHS = """\
+kind: sfno
+n_test: 4
+data:
+  train: {{path: {train}}}
+  test: {{path: {test}}}
+window: {{frame_dt: 0.2, start: 0, n_in: 3, n_out: 5}}
+model: {{modes: [2, 4, 4], width: 4, n_layers: 1, time_padding: 2}}
+training: {{resolution: 16}}
+finetune:
+  n_trajectories: {n_ft}
+"""
+
+
+def fake_dataset(path: Path, n_traj: int, n_t: int, n: int, frame_dt: float) -> Path:
+    """A file with the header of a trajectory dataset (what validation reads), zero vorticity."""
+    import h5py
+
+    with h5py.File(path, "w") as h5:
+        h5["vorticity"] = torch.zeros(n_traj, n_t, n, n).numpy()
+        h5["time"] = (torch.arange(n_t) * frame_dt).numpy()
+        h5.attrs["frame_dt"] = frame_dt
+    return path
+
+
+def test_path_datasets_are_checked_against_their_files_before_the_run(tmp_path):
+    """The sizes the run reads from a ``path`` dataset are validated against the file's header: the
+    fine-tuned trajectories against n_test, n_test and n_train against the file's trajectories, the
+    window against its frames and spacing, the training grid against its grid; exit 2 and the line."""
+    train = fake_dataset(tmp_path / "train.h5", 6, 8, 32, 0.2)
+    test = fake_dataset(tmp_path / "test.h5", 4, 29, 32, 0.05)
+    case = tmp_path / "case.yaml"
+    case.write_text(ON_PATHS.format(train=train, test=test, n_ft=3))
+    assert run_sciml("validate", str(case)).returncode == 0
+    case.write_text(ON_PATHS.format(train=train, test=test, n_ft=5))
+    # `run` fails before it makes the run folder, reads data or trains
+    for args in (("validate", str(case)), ("run", str(case), "--out", str(tmp_path / "run"))):
+        res = run_sciml(*args)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+        assert res.stderr.strip() == f"{case}:10: finetune.n_trajectories: must be at most n_test 4 (got 5)"
+    assert not (tmp_path / "run").exists()
+    case.write_text(ON_PATHS.format(train=train, test=test, n_ft=3))
+    for override, expected in [
+        ("n_test=5", ["n_test: must be at most the 4 trajectories of data.test.path (got 5)"]),
+        ("training.n_train=7", ["training.n_train: must be at most the 6 trajectories of data.train.path (got 7)"]),
+        ("window.n_out=6", ["window.n_out: window.start=0, n_in=3, n_out=6 at stride 1 needs 9 frames, "
+                            "data.train.path holds 8 (got 6)",
+                            "window.n_out: window.start=0, n_in=3, n_out=6 at stride 4 needs 33 frames, "
+                            "data.test.path holds 29 (got 6)"]),
+        ("window.frame_dt=0.1", ["window.frame_dt: must be a whole multiple of the dataset's frame_dt 0.2 "
+                                 "(data.train.path) (got 0.1)"]),
+        ("training.resolution=64", ["training.resolution: must be at most the grid 32 of data.train.path (got 64)",
+                                    "training.resolution: must be at most the grid 32 of data.test.path (got 64)"]),
+    ]:
+        res = run_sciml("validate", str(case), "--set", override)
+        assert res.returncode == 2, (override, res.stderr)
+        assert res.stderr.strip().splitlines() == [f"--set {override}: {line}" for line in expected], res.stderr
+    import h5py
+
+    with h5py.File(tmp_path / "other.h5", "w") as h5:
+        h5["x"] = [1.0]
+    res = run_sciml("validate", str(case), "--set", f"data.test.path={tmp_path / 'other.h5'}")
+    assert res.returncode == 2 and "data.test.path: not a trajectory dataset" in res.stderr, res.stderr
+
+
 def test_augmentation_needs_isotropic_initial_conditions(tmp_path):
     case = tmp_path / "bad.yaml"
     text = TINY.format(cache=tmp_path / "cache")
