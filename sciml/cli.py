@@ -102,6 +102,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return _execute(case, out, resume=False, case_text=text)
 
 
+def _machine_problems(case: LoadedCase) -> list[str]:
+    """What this machine cannot give the case (checked by run and resume, not by validate: a job
+    is often validated on a login node without the GPUs it will run on)."""
+    if getattr(case.config, "device", None) != "cuda":
+        return []
+    import torch
+
+    if torch.cuda.is_available():
+        return []
+    from sciml.config import _line_of
+
+    line = _line_of(case.raw, ("device",)) or 1
+    return [f"{case.source}:{line}: device: cuda was asked for, but torch sees no CUDA device on this machine "
+            "(use device: cpu or auto)"]
+
+
 def _cmd_resume(args: argparse.Namespace) -> int:
     folder = Path(args.dir)
     cfg = folder / "config.yaml"
@@ -116,6 +132,9 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None) -> int:
     """Run a validated case on every rank; abort the whole job if any rank fails."""
+    problems = _machine_problems(case)
+    if problems:
+        return _report_invalid(ConfigError(problems))
     from sciml import registry
     from sciml.parallel import LaunchError, world
     from sciml.runs import Run

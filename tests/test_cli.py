@@ -30,6 +30,21 @@ def test_invalid_input_exit_2_one_line_no_traceback(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_gpu_case_on_a_machine_without_one_is_refused_before_work(tmp_path):
+    """`validate` accepts it (login nodes have no GPU); `run` exits 2 naming the line, no traceback."""
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    case = tmp_path / "gpu.yaml"
+    case.write_text((CASES / "default.yaml").read_text() + "device: cuda\n")
+    line = len(case.read_text().splitlines())
+    assert run_sciml("validate", str(case)).returncode == 0
+    out = run_sciml("run", str(case), "--out", str(tmp_path / "run"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().startswith(f"{case}:{line}: device: cuda was asked for"), out.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
 def test_usage_error_exit_2():
     out = run_sciml("run")
     assert out.returncode == 2 and "Traceback" not in out.stderr

@@ -264,7 +264,8 @@ def run(cfg: Config, run) -> dict:
 
     from sciml.parallel import init_torch_distributed
 
-    init_torch_distributed(run.comm)  # data-parallel training over the ranks of the job (if several)
+    # data-parallel training over the ranks of the job (if several); NCCL only for CUDA tensors
+    init_torch_distributed(run.comm, backend="nccl" if resolve_device(cfg.device, run.comm).type == "cuda" else "gloo")
     threads = torch.get_num_threads()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)

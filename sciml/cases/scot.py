@@ -286,7 +286,7 @@ def _fixed_channels(cfg: Config) -> dict[int, float]:
 def run(cfg: Config, run) -> dict:
     """Run the case in ``run`` (a :class:`sciml.runs.Run`); returns the metrics (rank 0)."""
     from sciml.cases.data import resolve_dataset
-    from sciml.parallel import init_torch_distributed
+    from sciml.parallel import init_torch_distributed, resolve_device
 
     comm = run.comm
     paths = {
@@ -297,7 +297,7 @@ def run(cfg: Config, run) -> dict:
         "validation": None if cfg.data.validation is None else resolve_dataset(cfg.data.validation, comm,
                                                                                 log=run.log),
     }
-    init_torch_distributed(comm)
+    init_torch_distributed(comm, backend="nccl" if resolve_device(cfg.device, comm).type == "cuda" else "gloo")
     metrics = _Study(cfg, run, paths).run()
     return metrics if comm.is_root else {}
 
