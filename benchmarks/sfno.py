@@ -73,6 +73,7 @@ def table(name: str, m: dict, goals: dict) -> str:
         ("residual H-1 before", m.get("residual_hm1_before_ft"), None),
         ("residual H-1 after", m.get("residual_hm1_after_ft"), None),
         ("residual H-1 of the true trajectories", m.get("residual_hm1_true"), None),
+        ("  true / untuned residual (median of ratios)", m.get("residual_floor_ratio"), "<= 0.1"),
         ("  residual before / after (median of ratios)", m.get("finetune_residual_ratio"), ">= 10"),
         ("Spearman(residual, error) before fine-tuning, all test trajectories", m.get("estimator_error_spearman"),
          ">= 0.8"),
