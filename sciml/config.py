@@ -19,9 +19,10 @@ import io
 import math
 import operator
 import typing
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, ValidationInfo
@@ -39,7 +40,12 @@ __all__ = [
     "parse_override",
     "dump_yaml",
     "NumberExpr",
+    "parse_expression",
+    "evaluate_expression",
 ]
+
+
+_UNIONS = (typing.Union, getattr(__import__("types"), "UnionType", None))
 
 
 class ConfigError(Exception):
@@ -59,6 +65,7 @@ class Schema(BaseModel):
 # --------------------------------------------------------------------------- numbers
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.Div: operator.truediv, ast.Pow: operator.pow}
+_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 _NAMES = {"pi": math.pi, "e": math.e}
 
 
@@ -77,29 +84,102 @@ def case_relative_path(value: Optional[Path], info: ValidationInfo) -> Optional[
     return value.resolve()
 
 
-def _eval_number(text: str) -> float:
-    """Evaluate a constant arithmetic expression such as ``2*pi`` or ``1/64``."""
+def parse_expression(text: str, variables: Collection[str] = (),
+                     functions: Optional[Mapping[str, int]] = None) -> ast.Expression:
+    """Parse an arithmetic expression and check that it holds nothing else; evaluate nothing.
 
-    def ev(node: ast.AST) -> float:
+    Allowed: numbers, the constants ``pi`` and ``e``, the names in ``variables``, the
+    operators ``+ - * / **``, unary ``+ -``, and calls ``f(a, ...)`` of the names in
+    ``functions`` (name -> number of positional arguments). Anything else (attribute access,
+    subscripts, comparisons, keywords, other names) raises ValueError saying what was found.
+
+    Examples
+    --------
+    >>> evaluate_expression(parse_expression("2*x + 1", ["x"]), {"x": 3.0})
+    7.0
+    >>> parse_expression("x.real", ["x"])
+    Traceback (most recent call last):
+    ...
+    ValueError: attribute access is not allowed
+    """
+    functions = functions or {}
+
+    def check(node: ast.AST) -> None:
         if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-            return float(node.value)
-        if isinstance(node, ast.Name) and node.id in _NAMES:
-            return _NAMES[node.id]
+            return check(node.body)
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+                return None
+            raise ValueError(f"constant {node.value!r} is not a number")
+        if isinstance(node, ast.Name):
+            if node.id in variables or node.id in _NAMES:
+                return None
+            raise ValueError(f"unknown name {node.id!r} (allowed: {', '.join([*variables, *_NAMES])})")
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            left, right = ev(node.left), ev(node.right)
-            if isinstance(node.op, ast.Pow) and abs(right) > 64:
-                raise ValueError("exponent too large")
-            return _BINOPS[type(node.op)](left, right)
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            v = ev(node.operand)
-            return -v if isinstance(node.op, ast.USub) else v
-        raise ValueError("not a constant expression")
+            check(node.left)
+            return check(node.right)
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+            return check(node.operand)
+        if isinstance(node, ast.Call):
+            name = node.func.id if isinstance(node.func, ast.Name) else None
+            if name not in functions:
+                allowed = ", ".join(functions) or "none"
+                raise ValueError(f"call of {ast.unparse(node.func)!r} is not allowed (functions: {allowed})")
+            if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
+                raise ValueError(f"{name}() takes positional arguments only")
+            if len(node.args) != functions[name]:
+                raise ValueError(f"{name}() takes {functions[name]} argument(s), got {len(node.args)}")
+            for arg in node.args:
+                check(arg)
+            return None
+        what = {ast.Attribute: "attribute access", ast.Subscript: "subscripting", ast.Compare: "a comparison",
+                ast.BoolOp: "a boolean operator", ast.Lambda: "a lambda", ast.IfExp: "a conditional"}.get(type(node))
+        raise ValueError(f"{what or 'the syntax ' + type(node).__name__} is not allowed")
 
     try:
-        value = ev(ast.parse(text.strip(), mode="eval"))
-    except (SyntaxError, ValueError, ZeroDivisionError, OverflowError, TypeError, RecursionError, MemoryError) as exc:
+        tree = ast.parse(text.strip(), mode="eval")
+        check(tree)
+    except SyntaxError as exc:
+        raise ValueError(f"invalid syntax ({exc.msg})") from None
+    except (RecursionError, MemoryError):
+        raise ValueError("expression nested too deeply") from None
+    return tree
+
+
+def evaluate_expression(tree: ast.Expression, values: Optional[Mapping[str, Any]] = None,
+                        functions: Optional[Mapping[str, Callable[..., Any]]] = None,
+                        max_exponent: Optional[float] = None) -> Any:
+    """Evaluate a tree checked by :func:`parse_expression`: names from ``values`` (then ``pi``,
+    ``e``), calls from ``functions``; numbers become floats. The operators apply to whatever
+    the values are (floats, numpy arrays). ``max_exponent`` bounds ``|b|`` in ``a ** b``."""
+    values, functions = values or {}, functions or {}
+
+    def ev(node: ast.AST) -> Any:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant):
+            return float(node.value)
+        if isinstance(node, ast.Name):
+            return values[node.id] if node.id in values else _NAMES[node.id]
+        if isinstance(node, ast.BinOp):
+            left, right = ev(node.left), ev(node.right)
+            if max_exponent is not None and isinstance(node.op, ast.Pow) and abs(right) > max_exponent:
+                raise ValueError("exponent too large")
+            return _BINOPS[type(node.op)](left, right)
+        if isinstance(node, ast.UnaryOp):
+            return _UNARY[type(node.op)](ev(node.operand))
+        if isinstance(node, ast.Call):
+            return functions[node.func.id](*(ev(a) for a in node.args))
+        raise ValueError(f"unchecked expression node {type(node).__name__}")
+
+    return ev(tree)
+
+
+def _eval_number(text: str) -> float:
+    """Evaluate a constant arithmetic expression such as ``2*pi`` or ``1/64``."""
+    try:
+        value = float(evaluate_expression(parse_expression(text), max_exponent=64))
+    except (ValueError, ZeroDivisionError, OverflowError, TypeError, RecursionError, MemoryError) as exc:
         raise ValueError(f"expected a number or a constant expression like 2*pi ({exc})") from None
     if not math.isfinite(value):
         raise ValueError("expected a finite number")
@@ -182,6 +262,19 @@ def _line_of(node: Any, path: tuple) -> int | None:
         else:
             break
     return line
+
+
+def _get(data: Any, loc: tuple) -> Any:
+    """The case-file value at ``loc`` (None where there is none)."""
+    node = data
+    for key in loc:
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+            node = node[key]
+        else:
+            return None
+    return node
 
 
 def _clean_loc(data: Any, loc: tuple) -> tuple:
@@ -287,6 +380,46 @@ def _default_of(parent: Any, key: str) -> Any:
             value = info.get_default(call_default_factory=True)
             return value.model_dump(mode="json") if isinstance(value, BaseModel) else None
     return None
+
+
+def _type_at(schema: Any, data: Any, loc: tuple) -> tuple[Any, Any]:
+    """The schema type and the case-file node at ``loc`` (None where the schema has no such key)."""
+    typ, node = schema, data
+    for key in loc:
+        if isinstance(key, int):
+            args = typing.get_args(typ)
+            typ = args[0] if args else None
+            node = node[key] if isinstance(node, list) and 0 <= key < len(node) else None
+            continue
+        fields = _fields_of(typ, node) if typ is not None else None
+        typ = fields.get(key) if fields else None
+        node = node.get(key) if isinstance(node, dict) else None
+    return typ, node
+
+
+def _is_number(annotation: Any) -> bool:
+    """An int or float field (plain, constrained, optional): one that pydantic would also fill from a bool."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _is_number(typing.get_args(annotation)[0])
+    members = _union_members(annotation)
+    if members is not None:
+        return bool not in members and any(_is_number(m) for m in members)
+    return annotation in (int, float)
+
+
+def _bools_for_numbers(schema: Any, node: Any, loc: tuple = ()) -> Iterator[tuple]:
+    """Key paths where the case gives true/false for a number (pydantic's lax mode would read 1 or 0)."""
+    if isinstance(node, dict):
+        fields = _fields_of(schema, node)
+        for key, value in (node.items() if fields else ()):
+            if key in fields:
+                yield from _bools_for_numbers(fields[key], value, loc + (key,))
+    elif isinstance(node, list):
+        args = typing.get_args(schema[0] if isinstance(schema, tuple) else schema)
+        for i, value in enumerate(node):
+            yield from _bools_for_numbers(args[0] if len(args) == 1 else None, value, loc + (i,))
+    elif isinstance(node, bool) and _is_number(schema):
+        yield loc
 
 
 def _describe(err: dict) -> str:
@@ -449,16 +582,40 @@ def load_case(path: str | Path, overrides: Iterable[str] = (), *, text: str | No
         else:
             overridden[tuple(parse_override(ov)[0])] = ov
 
+    def report(loc: tuple, where: str, what: str) -> None:
+        # the override that set this value, or set a key inside the value the error is about
+        origin = next((ov for p, ov in overridden.items()
+                       if loc[: len(p)] == p or (loc and p[: len(loc)] == loc)), None)
+        if origin is not None:
+            problems.append(f"--set {_show(origin)}: {where}: {what}")
+        else:
+            problems.append(f"{source}:{_line_of(data, loc) or 1}: {where}: {what}")
+
+    flagged = set(_bools_for_numbers(schema, data))
+    for loc in sorted(flagged, key=str):
+        report(loc, _fmt_path(loc), f"expected a number (got {str(_get(data, loc)).lower()})")
     try:
         config = schema.model_validate(data, context={"base_dir": path.resolve().parent})
     except pydantic.ValidationError as exc:
         for err in exc.errors(include_url=False):
             loc = _clean_loc(data, tuple(err.get("loc", ())))
-            where = _fmt_path(loc)
             what = _describe(err)
+            value = err.get("input")
+            cross = isinstance(value, dict) and err.get("type", "").startswith(("value_error", "assertion_error"))
+            if loc in flagged:
+                continue  # already reported: a bool given for a number
+            if cross:
+                # a check across the keys of a block: "key.path: what" in its message names the key
+                head, _, rest = what.partition(": ")
+                typ, node = _type_at(schema, data, loc)
+                fields = _fields_of(typ, node) if typ is not None else None
+                if rest and fields and head.split(".")[0] in fields and " " not in head:
+                    loc, what = loc + tuple(head.split(".")), rest
+                    value = _get(data, loc)
+            where = _fmt_path(loc)
             if err.get("type") == "extra_forbidden" and loc:
                 parent_fields = _fields_of(schema, data)
-                node: Any = data
+                node = data
                 for key in loc[:-1]:
                     node = node.get(key) if isinstance(node, dict) else None
                     parent_fields = (_fields_of(parent_fields.get(key), node)
@@ -467,16 +624,9 @@ def load_case(path: str | Path, overrides: Iterable[str] = (), *, text: str | No
                     what += _did_you_mean(str(loc[-1]), [k for k in parent_fields if k != loc[-1]])
             elif err.get("type") == "union_tag_invalid":
                 what += f" (got {_fmt_value((err.get('ctx') or {}).get('tag'))})"
-            elif err.get("type") != "missing" and "input" in err:
-                what += f" (got {_fmt_value(err['input'])})"
-            # the override that set this value, or set a key inside the value the error is about
-            origin = next((ov for p, ov in overridden.items()
-                           if loc[: len(p)] == p or (loc and p[: len(loc)] == loc)), None)
-            if origin is not None:
-                problems.append(f"--set {_show(origin)}: {where}: {what}")
-            else:
-                line = _line_of(data, loc) or 1
-                problems.append(f"{source}:{line}: {where}: {what}")
+            elif err.get("type") != "missing" and "input" in err and not cross and "(got " not in what:
+                what += f" (got {_fmt_value(value)})"
+            report(loc, where, what)
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)

@@ -228,3 +228,18 @@ def test_did_you_mean_follows_the_selected_union_member(tmp_path):
     assert len(lines) == 1 and "initial_condition.k0: unknown key" in lines[0] and "did you mean" not in lines[0]
     lines = problems(write(tmp_path, text.replace("k0: 4.0", "k00: 4.0")))
     assert lines == [f"{tmp_path / 'case.yaml'}:9: initial_condition.k00: unknown key (did you mean 'k0'?)"]
+
+
+def test_true_or_false_for_a_number_is_an_error_not_one_or_zero(tmp_path):
+    """pydantic's lax mode would read `seed: true` as 1; a case file never means that."""
+    path = write(tmp_path, "seed: true\n" + GOOD)
+    assert problems(path) == [f"{path}:1: seed: expected a number (got true)"]
+    assert problems(write(tmp_path, GOOD), ["time.cfl=false"]) == ["--set time.cfl=false: time.cfl: expected a number (got false)"]
+    assert load_case(write(tmp_path, GOOD), ["output.plots=false"]).config.output.plots is False  # a real bool
+
+
+def test_a_check_across_keys_names_the_key_and_its_line(tmp_path):
+    """A block's own check (n even) points at the key it is about, without '(got a mapping)'."""
+    path = write(tmp_path, GOOD.replace("  n: 32", "  n: 33"))
+    assert problems(path) == [f"{path}:3: grid.n: must be even for the real FFT layout (got 33)"]
+    assert problems(write(tmp_path, GOOD), ["grid.n=13"]) == ["--set grid.n=13: grid.n: must be even for the real FFT layout (got 13)"]

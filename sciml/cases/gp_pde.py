@@ -79,11 +79,11 @@ class Problem(Schema):
     def _consistent(self) -> "Problem":
         if self.equation == "advection":
             if self.beta is None:
-                raise ValueError("advection needs beta")
+                raise ValueError("beta: advection needs beta")
             if len(self.domain) != 2:
-                raise ValueError(f"advection needs a domain [[x0, x1], [t0, t1]] (got {len(self.domain)} intervals)")
+                raise ValueError(f"domain: advection needs [[x0, x1], [t0, t1]] (got {len(self.domain)} intervals)")
         elif self.beta is not None:
-            raise ValueError(f"beta is for advection only (equation is {self.equation})")
+            raise ValueError(f"beta: for advection only (equation is {self.equation})")
         return self
 
 
@@ -103,7 +103,7 @@ class Kernel(Schema):
     @model_validator(mode="after")
     def _peaks_fit(self) -> "Kernel":
         if self.max_peaks is not None and self.max_peaks >= self.n_components:
-            raise ValueError(f"max_peaks must be below n_components = {self.n_components} (got {self.max_peaks})")
+            raise ValueError(f"max_peaks: must be below n_components = {self.n_components} (got {self.max_peaks})")
         return self
 
 

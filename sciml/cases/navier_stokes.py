@@ -36,7 +36,7 @@ class Grid(Schema):
     @model_validator(mode="after")
     def _even(self) -> "Grid":
         if self.n % 2:
-            raise ValueError(f"n must be even for the real FFT layout (got {self.n})")
+            raise ValueError(f"n: must be even for the real FFT layout (got {self.n})")
         return self
 
 
@@ -113,7 +113,7 @@ class Time(Schema):
     @model_validator(mode="after")
     def _cn_euler_needs_dt(self) -> "Time":
         if self.stepper == "cn_euler" and self.dt is None:
-            raise ValueError("stepper cn_euler is first order and needs a fixed small dt (set time.dt)")
+            raise ValueError("dt: stepper cn_euler is first order and needs a fixed small dt")
         return self
 
 

@@ -67,7 +67,7 @@ class Data(Schema):
     @model_validator(mode="after")
     def _frames(self) -> "Data":
         if self.frame_out <= self.frame_in:
-            raise ValueError(f"frame_out must be after frame_in (got {self.frame_in} -> {self.frame_out})")
+            raise ValueError(f"frame_out: must be after frame_in (got {self.frame_in} -> {self.frame_out})")
         return self
 
 
