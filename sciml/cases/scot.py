@@ -224,7 +224,16 @@ class Config(Schema):
             sources.append(("data.validation", self.data.validation, self.n_validation))
         for where, src, count in sources:
             gen = src.generate
-            if gen is None:
+            if gen is None:  # a dataset file: its header says as much (caught now, not after hours of pretraining)
+                try:
+                    have, frames = _vorticity_shape(src.path)[:2]
+                except (OSError, KeyError, ValueError):
+                    raise ValueError(f"{where}.path: {src.path} is not a readable trajectory dataset") from None
+                if frames < needed + 1:
+                    raise ValueError(f"{where}.path: {src.path} holds {frames} frames, snapshots.n={s.n} every="
+                                     f"{s.every} need {needed + 1}")
+                if count is not None and have < count:
+                    raise ValueError(f"{where}.path: {src.path} holds {have} trajectories, {count} are needed")
                 continue
             if gen.time.n_frames < needed:
                 raise ValueError(f"{where}.generate.time.n_frames: needs at least {needed} frames for snapshots.n="

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import numpy as np
 import torch
 import yaml
 
@@ -274,6 +275,24 @@ def test_m_star_outside_the_study_is_rejected_with_its_line(tmp_path):
     res = run_sciml("validate", str(case))
     assert res.returncode == 2
     assert "bad.yaml:" in res.stderr and "finetune.m_star" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_dataset_file_too_small_for_the_study_is_rejected_before_any_work(tmp_path):
+    """Its header is read at validation: no pretraining is spent before finding out."""
+    import h5py
+
+    for shape, problem in [((3, 9, 8, 8), "holds 3 trajectories, 4 are needed"),  # M up to 4
+                           ((5, 4, 8, 8), "holds 4 frames, snapshots.n=5 every=1 need 5")]:
+        data = tmp_path / f"small_{shape[0]}.h5"
+        with h5py.File(data, "w") as h5:
+            h5["vorticity"] = np.zeros(shape, np.float32)
+        cfg = yaml.safe_load(TINY.read_text())
+        cfg["data"]["train"] = {"path": str(data)}
+        case = tmp_path / "case.yaml"
+        case.write_text(yaml.safe_dump(cfg))
+        res = run_sciml("validate", str(case), "--set", "finetune.augment=false", "--set", "baseline.augment=false")
+        assert res.returncode == 2 and "Traceback" not in res.stderr
+        assert f"data.train.path: {data} {problem}" in res.stderr, res.stderr
 
 
 def test_augmenting_data_of_an_anisotropic_distribution_is_rejected(tmp_path):
