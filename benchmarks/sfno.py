@@ -14,7 +14,7 @@ reported, not enforced.
 
 ``--step-timing`` instead times one training step (forward + backward, batch
 ``training.batch_size``, random input at ``training.resolution``) of each case's SFNO
-with the spatial transforms of its spectral layers as FFTs and as truncated DFT
+(built as the case builds it, ``sciml.cases.sfno.build_sfno``) with the spatial transforms of its spectral layers as FFTs and as truncated DFT
 matrices (``sciml.solvers.sfno.layers.MATRIX_DFT_MAX_FRACTION``), interleaved in one
 process, CPU time, medians:
 
@@ -99,16 +99,15 @@ def step_timing(case: Path, repeats: int) -> str:
 
     import torch
 
+    from sciml.cases.sfno import build_sfno
     from sciml.config import load_case
-    from sciml.cases.sfno import output_modes_of
-    from sciml.solvers.sfno import SFNO, layers
+    from sciml.solvers import count_parameters
+    from sciml.solvers.sfno import layers
 
     cfg = load_case(case).config
-    m, w, tr = cfg.model, cfg.window, cfg.training
+    w, tr = cfg.window, cfg.training
     torch.manual_seed(0)
-    net = SFNO(modes=m.modes, width=m.width, n_layers=m.n_layers, out_steps=w.n_out, time_padding=m.time_padding,
-               output_modes=output_modes_of(m, w.n_out, tr.resolution),
-               block_mlp_channels=m.block_mlp_channels)
+    net = build_sfno(cfg)  # the case's model, every model setting included
     x = torch.randn(tr.batch_size, w.n_in, tr.resolution, tr.resolution)
     default = layers.MATRIX_DFT_MAX_FRACTION
     times: dict[str, list[float]] = {"fft": [], "matrix": []}
@@ -124,8 +123,8 @@ def step_timing(case: Path, repeats: int) -> str:
     finally:
         layers.MATRIX_DFT_MAX_FRACTION = default
     fft, mat = statistics.median(times["fft"]), statistics.median(times["matrix"])
-    return (f"| {case.stem} | {tr.batch_size} x {w.n_in} -> {w.n_out} at {tr.resolution}² | {fft:.0f} | {mat:.0f} "
-            f"| {fft / mat:.2f} |")
+    return (f"| {case.stem} | {count_parameters(net)} | {tr.batch_size} x {w.n_in} -> {w.n_out} at {tr.resolution}² "
+            f"| {fft:.0f} | {mat:.0f} | {fft / mat:.2f} |")
 
 
 def _ratio(a, b):
@@ -154,7 +153,8 @@ def main() -> None:
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
           f"load average {os.getloadavg()[0]:.1f}")
     if args.step_timing:
-        print("| case | step | FFT CPU ms | DFT matrices CPU ms | FFT / matrices |\n|---|---|---:|---:|---:|")
+        print("| case | SFNO parameters | step | FFT CPU ms | DFT matrices CPU ms | FFT / matrices |\n"
+              "|---|---:|---|---:|---:|---:|")
         for case in args.cases:
             print(step_timing(case, args.repeats))
         return

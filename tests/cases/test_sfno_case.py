@@ -53,7 +53,15 @@ KEYS = ("rel_l2_train_res", "rel_l2_zero_shot_2x", "rel_l2_before_ft", "rel_l2_a
         "rel_l2_persistence", "estimator_error_spearman_after_ft")
 
 
-ESTIMATOR = Path(__file__).resolve().parents[2] / "benchmarks" / "sfno_estimator.py"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+ESTIMATOR = BENCHMARKS / "sfno_estimator.py"
+
+
+def load_benchmark(path: Path):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -142,12 +150,28 @@ def test_mcwilliams_finetuning_on_coarse_frames_warns_that_the_estimator_is_blin
 
 @pytest.mark.filterwarnings("ignore::scipy.stats.ConstantInputWarning")  # the mean shell: zero on every trajectory
 def test_estimator_benchmark_reads_a_finished_run(tiny_run, capsys):
-    spec = importlib.util.spec_from_file_location("benchmark_sfno_estimator", ESTIMATOR)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark(ESTIMATOR)
     assert bench.main([str(tiny_run), "--n", "3"]) == 0  # it checks that its shells add up to the estimator
     printed = capsys.readouterr().out
     assert "3 test trajectories at 32², 20 frames 0.05 apart" in printed and "Spearman(estimator, error)" in printed
+
+
+def test_step_timing_benchmark_times_the_case_model(tmp_path):
+    """``benchmarks/sfno.py --step-timing`` builds the SFNO the case builds, with the model block's every
+    setting (here neuraloperator's block and the input skip, which add parameters)."""
+    from sciml.cases.sfno import build_sfno
+    from sciml.config import load_case
+    from sciml.solvers import count_parameters
+
+    case = tmp_path / "tiny.yaml"
+    case.write_text(TINY.format(cache=tmp_path / "cache").replace(
+        "time_padding: 2}", "time_padding: 2, block: neuralop, block_mlp_channels: 2, input_skip: true, "
+                            "output_init: random}"))
+    cfg = load_case(case).config
+    row = load_benchmark(BENCHMARKS / "sfno.py").step_timing(case, repeats=1)
+    assert row.startswith(f"| tiny | {count_parameters(build_sfno(cfg))} | 3 x 3 -> 5 at 16² |"), row
+    plain = load_case(case, ["model.block=refiner", "model.block_mlp_channels=0", "model.input_skip=false"]).config
+    assert count_parameters(build_sfno(plain)) != count_parameters(build_sfno(cfg))  # the row tells them apart
 
 
 def test_validation_names_the_problem(tmp_path):
