@@ -14,9 +14,10 @@ reported, not enforced.
 
 ``--step-timing`` instead times one training step (forward + backward, batch
 ``training.batch_size``, random input at ``training.resolution``) of each case's SFNO
-(built as the case builds it, ``sciml.cases.sfno.build_sfno``) with the spatial transforms of its spectral layers as FFTs and as truncated DFT
-matrices (``sciml.solvers.sfno.layers.MATRIX_DFT_MAX_FRACTION``), interleaved in one
-process, CPU time, medians:
+(built as the case builds it, ``sciml.cases.sfno.build_sfno``) with the spatial
+transforms of its spectral layers as FFTs and as truncated DFT matrices
+(``sciml.solvers.sfno.layers.MATRIX_DFT_MAX_FRACTION``), interleaved in one process,
+CPU time, medians:
 
     OMP_NUM_THREADS=1 python benchmarks/sfno.py --step-timing [--repeats 7] [--threads 1]
 
