@@ -6,10 +6,17 @@ blade-like body (:func:`~sciml.solvers.rom.academic_blade`: a twisted, tapered a
 extrusion of hexahedra, clamped root, centrifugal load in spin-up/spin-down cycles; its
 shape and rotation in the ``blade`` block). A high-fidelity run of a *training* loading gives the
 snapshots; POD, ECM and the Gappy-POD of the plastic strain make the reduced model;
-it is then run on a *new* loading (another hot spot) three ways: as trained (plain
+it is then run on a *new* loading (another temperature field) three ways: as trained (plain
 POD-ECM ROM), and adaptively (thermo-elastic enrichment of the new temperature field
 before the run, then one HF step whenever the indicator exceeds its threshold).
 A high-fidelity run of the new loading is the reference for the errors.
+
+The temperature fields (``training``, ``online``) are a Gaussian hot spot (``type: hot_spot``,
+the default: ``centre``, ``peak``, ``radius``), a formula (``type: expression``, ``value``: T in
+K of ``x, y, z`` in mm and ``t`` in s, parsed and checked at validation, never passed to
+``eval``) or a table of nodal values (``type: file``, ``path`` of an ``.npz`` with ``times`` and
+``temperature``, format in :mod:`sciml.solvers.rom.temperature`; its shape is checked against
+the mesh and the steps at validation).
 
 Under MPI the cells are cut into blocks of ``mesh.block_size`` (independent of the
 number of ranks) and every reduction is a block-ordered sum, so the metrics other
@@ -46,9 +53,9 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from sciml.config import NumberExpr, Schema
+from sciml.config import NumberExpr, Schema, case_relative_path
 
 __all__ = ["Config", "run", "hf_model", "load_hf_history"]
 
@@ -85,6 +92,10 @@ class Mesh(Schema):
         keys = _PLATE_KEYS if self.geometry == "plate" else _BLADE_KEYS
         return tuple(getattr(self, k) if getattr(self, k) is not None else _CELL_DEFAULTS[k] for k in keys)
 
+    def n_nodes(self) -> int:
+        """Nodes of the mesh (structured: the product of the cell counts plus one)."""
+        return int(np.prod([n + 1 for n in self.cells()]))
+
 
 class Blade(Schema):
     """Shape (mm) and rotation of the blade (:func:`~sciml.solvers.rom.academic_blade`)."""
@@ -109,10 +120,64 @@ class Loading(Schema):
     ramp_time: NumberExpr = Field(10.0, gt=0, description="time for the temperature rise to its peak (s)")
 
 
-class HotSpot(Schema):
-    centre: tuple[float, ...] = Field(..., description="x_c of T = 293 + dT(t) exp(-|x - x_c|^2 / radius^2)")
-    peak: NumberExpr = Field(..., ge=0, description="peak temperature rise dT (K)")
-    radius: NumberExpr = Field(0.3, gt=0, description="radius of the hot spot (mm)")
+#: keys of each temperature type (the others stay null, see Mesh)
+_TEMPERATURE_KEYS = {"hot_spot": ("centre", "peak", "radius"), "expression": ("value",), "file": ("path",)}
+
+
+class Temperature(Schema):
+    """The temperature field of a loading (:mod:`sciml.solvers.rom.temperature`): a hot spot (the
+    default type), an expression in x, y, z, t, or a table of nodal values read from a file."""
+
+    type: Literal["hot_spot", "expression", "file"] = Field(
+        "hot_spot", description="hot_spot: centre, peak, radius; expression: value; file: path")
+    centre: Optional[tuple[float, ...]] = Field(
+        None, description="hot_spot: x_c of T = 293 + dT(t) exp(-|x - x_c|^2 / radius^2), dT rising linearly "
+        "to peak over loading.ramp_time")
+    peak: Optional[NumberExpr] = Field(None, ge=0, description="hot_spot: peak temperature rise dT (K)")
+    radius: Optional[NumberExpr] = Field(None, gt=0, description="hot_spot: radius of the hot spot (mm; default 0.3)")
+    value: Optional[str] = Field(
+        None, description="expression: T (K) in x, y, z (mm; z = 0 in 2D) and t (s), with + - * / **, pi, e and "
+        "exp log sqrt abs sin cos tan tanh min max, e.g. 293 + 400*exp(-((x-1.4)**2+(y-0.3)**2)/0.09)*min(t/10, 1)")
+    path: Optional[Path] = Field(
+        None, description="file: .npz with times (S,) covering 0 to the last step and temperature (S, mesh nodes); "
+        "relative to the case file")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_radius(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("type", "hot_spot") == "hot_spot" and "radius" not in data:
+            return {**data, "radius": 0.3}
+        return data
+
+    @field_validator("value", mode="after")
+    @classmethod
+    def _expression(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            from sciml.solvers.rom.temperature import ExpressionTemperature
+
+            ExpressionTemperature(value)  # ValueError: what is not allowed in it
+        return value
+
+    @field_validator("path", mode="after")
+    @classmethod
+    def _table(cls, value: Optional[Path], info) -> Optional[Path]:
+        value = case_relative_path(value, info)
+        if value is not None:
+            from sciml.solvers.rom.temperature import read_temperature_table
+
+            read_temperature_table(value)  # ValueError: what is wrong with the file
+        return value
+
+    @model_validator(mode="after")
+    def _keys_of_the_type(self) -> "Temperature":
+        mine = _TEMPERATURE_KEYS[self.type]
+        wrong = [k for keys in _TEMPERATURE_KEYS.values() for k in keys if k not in mine and getattr(self, k) is not None]
+        if wrong:
+            raise ValueError(f"{wrong[0]}: not a key of type {self.type} (its keys: {', '.join(mine)})")
+        missing = [k for k in mine if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"type {self.type} needs the key '{missing[0]}'")
+        return self
 
 
 class HF(Schema):
@@ -166,19 +231,40 @@ class Config(Schema):
     seed: int = Field(0, ge=0, description="unused (the case is deterministic); kept for the run record")
     mesh: Mesh = Mesh()
     loading: Loading = Loading()
-    training: HotSpot = HotSpot(centre=(0.5, 0.5), peak=700.0)
-    online: HotSpot = HotSpot(centre=(1.4, 0.3), peak=750.0)
+    training: Temperature = Field(Temperature(centre=(0.5, 0.5), peak=700.0),
+                                  description="temperature field of the training loading")
+    online: Temperature = Field(Temperature(centre=(1.4, 0.3), peak=750.0),
+                                description="temperature field of the new loading the ROM is run on")
     blade: Blade | None = Field(None, description="geometry blade: shape and rotation (defaults when omitted)")
     hf: HF = HF()
     rom: ROM = ROM()
     output: Output = Output()
+
+    @field_validator("training", "online", mode="after")
+    @classmethod
+    def _table_fits(cls, value: Temperature, info) -> Temperature:
+        """A temperature table has a column per mesh node and covers the run's times."""
+        mesh, loading = info.data.get("mesh"), info.data.get("loading")
+        if value.type != "file" or mesh is None or loading is None:
+            return value
+        from sciml.solvers.rom.temperature import read_temperature_table
+
+        times, T, _ = read_temperature_table(value.path)
+        if T.shape[1] != mesh.n_nodes():
+            raise ValueError(f"path: table {value.path.name} has {T.shape[1]} node columns, the mesh has "
+                             f"{mesh.n_nodes()} nodes (expected shape ({times.size}, {mesh.n_nodes()}))")
+        end = loading.n_steps * loading.dt
+        if times[0] > 0.0 or times[-1] < end * (1 - 1e-9):
+            raise ValueError(f"path: the times of table {value.path.name} span [{times[0]}, {times[-1]}], the run needs 0 to "
+                             f"{end} s ({loading.n_steps} steps of {loading.dt} s)")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
         dim = 2 if self.mesh.geometry == "plate" else 3
         for name in ("training", "online"):
             centre = getattr(self, name).centre
-            if len(centre) != dim:
+            if centre is not None and len(centre) != dim:
                 raise ValueError(f"{name}.centre: expected {dim} coordinates for geometry {self.mesh.geometry!r}, "
                                  f"got {len(centre)}")
         if self.blade is not None and self.mesh.geometry != "blade":
@@ -189,26 +275,30 @@ class Config(Schema):
 
 
 # --------------------------------------------------------------------------- pieces
-def hf_model(cfg: Config, spot: HotSpot, comm):
-    """The partitioned HF model of the case for the loading ``spot`` (``cfg.training`` or ``cfg.online``),
-    with the step times and load factors."""
-    from sciml.solvers.rom import (CGSolver, DirectSolver, Partition, PartitionedHFModel, academic_blade,
-                                   academic_plate)
+def hf_model(cfg: Config, temperature: Temperature, comm):
+    """The partitioned HF model of the case under the temperature field ``temperature``
+    (``cfg.training`` or ``cfg.online``), with the step times and load factors."""
+    from sciml.solvers.rom import (CGSolver, DirectSolver, ExpressionTemperature, NodalTemperature, Partition,
+                                   PartitionedHFModel, academic_blade, academic_plate, read_temperature_table)
 
     ld, m = cfg.loading, cfg.mesh
+    spot = ({"centre": tuple(temperature.centre), "peak": temperature.peak, "radius": temperature.radius}
+            if temperature.type == "hot_spot" else {})
     if m.geometry == "plate":
         amplitude = ld.amplitude if ld.amplitude is not None else 0.01
         model, times, lf = academic_plate(*m.cells(), n_steps=ld.n_steps, n_cycles=ld.n_cycles,
-                                          amplitude=amplitude, peak=spot.peak, ramp_time=ld.ramp_time, dt=ld.dt,
-                                          centre=tuple(spot.centre), radius=spot.radius)
+                                          amplitude=amplitude, ramp_time=ld.ramp_time, dt=ld.dt, **spot)
     else:
         b = cfg.blade or Blade()
         model, times, lf = academic_blade(*m.cells(), n_steps=ld.n_steps,
-                                          n_cycles=ld.n_cycles, peak=spot.peak, ramp_time=ld.ramp_time, dt=ld.dt,
-                                          centre=tuple(spot.centre), radius=spot.radius, omega=b.omega,
+                                          n_cycles=ld.n_cycles, ramp_time=ld.ramp_time, dt=ld.dt, omega=b.omega,
                                           density=b.density, hub_radius=b.hub_radius, span=b.span,
                                           chord_root=b.chord_root, chord_tip=b.chord_tip, thickness=b.thickness,
-                                          camber=b.camber, twist=np.radians(b.twist_deg))
+                                          camber=b.camber, twist=np.radians(b.twist_deg), **spot)
+    if temperature.type == "expression":
+        model = model.with_temperature(ExpressionTemperature(temperature.value))
+    elif temperature.type == "file":
+        model = model.with_temperature(NodalTemperature(model.disc, *read_temperature_table(temperature.path)))
     h = cfg.hf.cg_settings()
     solver = (DirectSolver() if cfg.hf.linear_solver == "direct"
               else CGSolver(h["cg_rtol"], h["row_block"], h["cg_max_iter"], amg=h["preconditioner"] == "block_amg"))

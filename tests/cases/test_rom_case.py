@@ -149,3 +149,116 @@ def test_superseded_rom_states_are_removed_and_the_last_one_resumes(runs, tmp_pa
     b = json.loads((folder / "metrics.json").read_text())
     a = json.loads((runs[1] / "metrics.json").read_text())
     assert {k: v for k, v in b.items() if k not in TIMING} == {k: v for k, v in a.items() if k not in TIMING}
+
+
+# --------------------------------------------------------------------------- temperature fields
+#: the default online hot spot of TINY, (1.4, 0.3), 750 K, radius 0.3, ramp 3 s, as an expression
+HOT_SPOT_EXPRESSION = "293 + 750*min(t/3, 1)*exp(-((x-1.4)**2+(y-0.3)**2)/0.3**2)"
+
+
+def _with_online(text: str) -> str:
+    return TINY + f"online:\n  type: expression\n  value: \"{text}\"\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("__import__('os')", "call of '__import__' is not allowed"),
+    ("293 + x.real", "attribute access is not allowed"),
+    ("293 + w*t", "unknown name 'w'"),
+])
+def test_forbidden_temperature_expression_fails_validation(tmp_path, text, message):
+    case = tmp_path / "bad.yaml"
+    case.write_text(_with_online(text))
+    line = case.read_text().splitlines().index(f"  value: \"{text}\"") + 1
+    res = run_sciml("validate", str(case))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith(f"{case}:{line}: online.value: {message}"), res.stderr
+
+
+def test_temperature_table_that_does_not_fit_the_mesh_fails_validation(tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "T.npz", times=np.arange(9.0), temperature=np.full((9, 44), 293.0))
+    case = tmp_path / "bad.yaml"
+    case.write_text(TINY + "training: {type: file, path: T.npz}\n")
+    res = run_sciml("validate", str(case))
+    assert res.returncode == 2
+    assert f"{case}:6: training.path: table T.npz has 44 node columns, the mesh has 45 nodes" in res.stderr, res.stderr
+    np.savez(tmp_path / "T.npz", times=np.arange(8.0), temperature=np.full((8, 45), 293.0))
+    res = run_sciml("validate", str(case))
+    assert res.returncode == 2
+    assert "training.path: the times of table T.npz span [0.0, 7.0], the run needs 0 to 8.0 s" in res.stderr, res.stderr
+
+
+def test_expression_of_the_hot_spot_gives_the_hot_spot_metrics(runs, tmp_path):
+    """The whole case (both HF runs, POD, ECM, the monitor points of the online temperature
+    field, the adaptive run) with the online hot spot written as an expression: the same numbers."""
+    case = tmp_path / "expr.yaml"
+    case.write_text(_with_online(HOT_SPOT_EXPRESSION))
+    res = run_sciml("run", str(case), "--out", str(tmp_path / "run"), timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    a = json.loads((runs[1] / "metrics.json").read_text())
+    b = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {k: v for k, v in b.items() if k not in TIMING} == {k: v for k, v in a.items() if k not in TIMING}
+
+
+def test_table_training_and_expression_online_on_one_and_two_ranks(tmp_path):
+    """Training from a nodal table (another hot spot, sampled at the nodes), online an expression:
+    the case runs, plain POD fails, the adaptive ROM does not, and 2 ranks give the 1-rank numbers."""
+    import numpy as np
+
+    from sciml.meshes import box_mesh_2d
+    from sciml.solvers.rom import hot_spot
+
+    points, _ = box_mesh_2d(8, 4, 2.0, 1.0)
+    times = np.arange(9.0)
+    spot = hot_spot((0.6, 0.6), 700.0, 0.35, 3.0)
+    np.savez(tmp_path / "train.npz", times=times, temperature=np.stack([spot(points, t) for t in times]))
+    case = tmp_path / "mixed.yaml"
+    case.write_text(_with_online(HOT_SPOT_EXPRESSION) + "training: {type: file, path: train.npz}\n")
+    metrics = []
+    for ranks in (1, 2):
+        res = run_sciml("run", str(case), "--out", str(tmp_path / f"run{ranks}"), ranks=ranks, timeout=240)
+        assert res.returncode == 0, res.stderr[-3000:]
+        metrics.append(json.loads((tmp_path / f"run{ranks}" / "metrics.json").read_text()))
+    a, b = metrics
+    assert a["max_rel_error_u_nonadaptive"] > 1e-2 > a["max_rel_error_u"]
+    for key, value in a.items():
+        if key not in TIMING:
+            assert b[key] == (pytest.approx(value, rel=1e-10, abs=1e-12) if isinstance(value, float) else value), key
+
+
+@pytest.mark.parametrize("block, message", [
+    ("{type: expression}", "online: type expression needs the key 'value'"),
+    ("{type: expression, value: '293', peak: 3}", "online.peak: not a key of type expression"),
+    ("{centre: [1.0, 0.5]}", "online: type hot_spot needs the key 'peak'"),
+    ("{type: file, path: missing.npz}", "online.path: no such temperature table"),
+    ("{type: table, path: T.npz}", "online.type: expected one of hot_spot, expression or file"),
+])
+def test_bad_temperature_blocks_are_refused(tmp_path, block, message):
+    from sciml.config import ConfigError, load_case
+
+    case = tmp_path / "bad.yaml"
+    case.write_text(TINY + f"online: {block}\n")
+    with pytest.raises(ConfigError) as err:
+        load_case(case)
+    assert message in str(err.value), str(err.value)
+
+
+def test_temperature_forms_resolve_and_reload(tmp_path):
+    """The resolved config of each form validates again (what `sciml resume` reads)."""
+    import numpy as np
+
+    from sciml.config import dump_yaml, load_case
+
+    np.savez(tmp_path / "T.npz", times=np.arange(9.0), temperature=np.full((9, 45), 293.0))
+    case = tmp_path / "forms.yaml"
+    case.write_text(_with_online(HOT_SPOT_EXPRESSION) + "training: {type: file, path: T.npz}\n")
+    cfg = load_case(case).config
+    assert cfg.training.path == tmp_path / "T.npz" and cfg.online.value == HOT_SPOT_EXPRESSION
+    default = load_case(tmp_path / "forms.yaml", text=TINY).config
+    assert (default.online.type, default.online.radius) == ("hot_spot", 0.3)
+    for c in (cfg, default):
+        again = tmp_path / "resolved" / "config.yaml"
+        again.parent.mkdir(exist_ok=True)
+        again.write_text(dump_yaml(c.model_dump(mode="json")))
+        assert load_case(again).config == c

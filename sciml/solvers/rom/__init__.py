@@ -5,6 +5,8 @@ High-fidelity part:
 * :mod:`~sciml.solvers.rom.material`: J2 elasto-viscoplasticity with Norton flow and
   temperature-dependent coefficients (Mandel notation, backward-Euler radial return,
   consistent tangent);
+* :mod:`~sciml.solvers.rom.temperature`: temperature fields of a loading (hot spot, expression
+  in ``x, y, z, t``, nodal table from a file);
 * :mod:`~sciml.solvers.rom.fem`: Q4 plane-strain and hex8 kinematics with per
   integration point B matrices and weights, assembly on element subsets, and the
   Newton solver of the quasi-static problem with imposed displacements and body forces
@@ -26,8 +28,9 @@ Reduced-order part (MPI-ready: rank-independent results, see :mod:`~sciml.solver
   CG on the row-distributed tangent.
 """
 
+from .temperature import ExpressionTemperature, NodalTemperature, hot_spot, read_temperature_table
 from .fem import (Dirichlet, Discretisation, HFModel, HFState, History, StepResult, academic_blade, academic_plate,
-                  centrifugal, hot_spot, run_history)
+                  centrifugal, run_history)
 from .material import IDENTITY, P_DEV, MaterialState, ThermoViscoplasticJ2, mandel, mandel_to_tensor
 from .pod import EuclideanSpace, PODBasis, Space, orthonormalize, pod, pod_update, truncation_rank
 from .krylov import BlockJacobi, CGResult, CGSolver, DirectSolver, DistributedMatrix, RowBlocks, forcing_term, pcg
@@ -56,6 +59,9 @@ __all__ = [
     "academic_blade",
     "centrifugal",
     "hot_spot",
+    "ExpressionTemperature",
+    "NodalTemperature",
+    "read_temperature_table",
     "Space",
     "EuclideanSpace",
     "PODBasis",

@@ -59,12 +59,10 @@ from sciml.meshes.blade import blade_mesh
 from sciml.meshes.structured import box_mesh_2d, nodes_on_plane
 
 from .material import MaterialState, ThermoViscoplasticJ2
+from .temperature import Temperature, hot_spot
 
 __all__ = ["Discretisation", "Dirichlet", "HFModel", "HFState", "StepResult", "History", "run_history",
-           "academic_plate", "academic_blade", "centrifugal", "hot_spot"]
-
-Temperature = Callable[[np.ndarray, float], np.ndarray]
-"""Temperature field ``T(x, t)``: points ``(Q, dim)`` and a time -> ``(Q,)``."""
+           "academic_plate", "academic_blade", "centrifugal"]
 
 BodyForce = Callable[[np.ndarray], np.ndarray]
 """Body force density ``b(x)`` at load factor 1 (force per volume): points ``(Q, dim)`` -> ``(Q, dim)``."""
@@ -473,6 +471,12 @@ class HFModel:
         self.external = (np.zeros(disc.n_dof) if body_force is None
                          else disc.body_forces(body_force(disc.qp_coords)))
 
+    def with_temperature(self, temperature: Temperature) -> "HFModel":
+        """The same problem (discretisation, material, conditions, loads, Newton settings) under
+        another temperature field ``T(x, t)``."""
+        return HFModel(self.disc, self.material, Dirichlet(self.fixed_dofs, self.fixed_values), temperature,
+                       self.rtol, self.max_iter, self.body_force)
+
     def temperature_at(self, t: float) -> np.ndarray:
         """Temperature at the integration points at time ``t``, ``(n_qp,)``."""
         T = np.asarray(self.temperature(self.disc.qp_coords, t), dtype=np.float64)
@@ -591,7 +595,7 @@ def academic_plate(
     ``u_y = 0`` on ``y = 0``, ``u_x = amplitude * lambda(t)`` on ``x = 2`` with
     ``lambda`` fully reversed triangle cycles ``0 -> 1 -> 0 -> -1 -> 0``
     (``n_cycles`` in ``n_steps`` steps of ``dt``); temperature
-    ``T = 293 + dT(t) exp(-|x - x_c|^2 / radius^2)`` (:func:`hot_spot`) with ``dT`` rising linearly
+    ``T = 293 + dT(t) exp(-|x - x_c|^2 / radius^2)`` (:func:`~sciml.solvers.rom.temperature.hot_spot`) with ``dT`` rising linearly
     to ``peak`` over ``ramp_time`` and held, ``x_c = centre`` (the training loading
     of the ROM case is ``(0.5, 0.5)``, peak 700 K; its new loading ``(1.4, 0.3)``,
     peak 750 K); law :meth:`ThermoViscoplasticJ2.academic`.
@@ -621,19 +625,6 @@ def academic_plate(
     return HFModel(disc, ThermoViscoplasticJ2.academic(), bcs, temperature), times, load_factors
 
 
-def hot_spot(centre: Sequence[float], peak: float, radius: float, ramp_time: float) -> Temperature:
-    """``T(x, t) = 293 + dT(t) exp(-|x - x_c|^2 / radius^2)`` K, ``dT`` rising linearly to ``peak``
-    over ``ramp_time``, then held; ``x_c = centre`` (2 or 3 coordinates)."""
-    c = np.asarray(centre, dtype=np.float64)
-    if not float(radius) > 0.0 or not float(ramp_time) > 0.0:
-        raise ValueError(f"hot_spot: expected radius > 0 and ramp_time > 0, got {radius} and {ramp_time}")
-
-    def temperature(x: np.ndarray, t: float) -> np.ndarray:
-        return 293.0 + peak * min(t / ramp_time, 1.0) * np.exp(-((x - c) ** 2).sum(axis=1) / radius**2)
-
-    return temperature
-
-
 def academic_blade(
     n_chord: int = 16,
     n_thickness: int = 4,
@@ -660,7 +651,7 @@ def academic_blade(
     at ``omega`` about the axis ``{(s, 0, -hub_radius)}`` along x (:func:`centrifugal`,
     ``density`` in t/mm³; 8.2e-9 is a nickel superalloy), scaled by the load factor
     :math:`\lambda = (\omega(t)/\omega)^2` in one-sided triangle cycles ``0 -> 1 -> 0`` (spin up,
-    spin down; ``n_cycles`` in ``n_steps`` steps of ``dt``), hot spot :func:`hot_spot` of
+    spin down; ``n_cycles`` in ``n_steps`` steps of ``dt``), hot spot :func:`~sciml.solvers.rom.temperature.hot_spot` of
     ``peak``, ``radius`` at ``centre``; law :meth:`ThermoViscoplasticJ2.academic`.
 
     Returns

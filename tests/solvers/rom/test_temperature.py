@@ -1,0 +1,133 @@
+"""Temperature fields: an expression of the hot spot gives the hot spot's bits (and so the same HF
+run), forbidden expressions are refused before anything is evaluated, a nodal table interpolates
+a bilinear field exactly and is linear in time, and a table of an expression reproduces the
+expression's HF run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sciml.meshes import box_mesh_2d, box_mesh_3d
+from sciml.solvers.rom import (Discretisation, ExpressionTemperature, NodalTemperature, academic_blade, academic_plate,
+                               hot_spot, read_temperature_table, run_history)
+
+PLATE = dict(nx=12, ny=6, n_steps=6, n_cycles=1, ramp_time=3.0)
+HOT_SPOT_2D = "293 + 750*min(t/3, 1)*exp(-((x-1.4)**2+(y-0.3)**2)/0.3**2)"
+
+
+def test_expression_of_the_hot_spot_gives_its_bits():
+    T = ExpressionTemperature(HOT_SPOT_2D)
+    spot = hot_spot((1.4, 0.3), 750.0, 0.3, 3.0)
+    x = np.random.default_rng(0).uniform(0.0, 2.0, (257, 2))
+    for t in (0.0, 0.5, 3.0, 7.0):
+        np.testing.assert_array_equal(T(x, t), spot(x, t))
+    T3 = ExpressionTemperature("293 + 700*min(t/5, 1)*exp(-((x+3)**2+(y-0)**2+(z-26)**2)/4**2)")
+    x3 = np.random.default_rng(1).uniform(-10.0, 30.0, (100, 3))
+    np.testing.assert_array_equal(T3(x3, 2.0), hot_spot((-3.0, 0.0, 26.0), 700.0, 4.0, 5.0)(x3, 2.0))
+
+
+def test_expression_run_is_the_hot_spot_run():
+    model, times, lf = academic_plate(**PLATE, centre=(1.4, 0.3), peak=750.0)
+    spot = run_history(model, times, lf)
+    expr = run_history(model.with_temperature(ExpressionTemperature(HOT_SPOT_2D)), times, lf)
+    assert spot.p.max() > 1e-3  # plastic: the comparison covers the return mapping
+    np.testing.assert_array_equal(expr.u, spot.u)
+    np.testing.assert_array_equal(expr.p, spot.p)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("__import__('os')", "call of '__import__' is not allowed"),
+    ("x.real", "attribute access is not allowed"),
+    ("np.exp(x)", "call of 'np.exp' is not allowed"),
+    ("293 + w", "unknown name 'w'"),
+    ("x[0]", "subscripting is not allowed"),
+    ("exp(x, y)", "exp() takes 1 argument(s), got 2"),
+    ("min(t, 1, 2)", "min() takes 2 argument(s), got 3"),
+    ("exp(x=1)", "exp() takes positional arguments only"),
+    ("(lambda: 1)()", "call of 'lambda: 1' is not allowed"),
+    ("x if t else y", "a conditional is not allowed"),
+    ("[x]", "the syntax List is not allowed"),
+    ("'293'", "constant '293' is not a number"),
+    ("293 +", "invalid syntax"),
+])
+def test_forbidden_expressions_are_refused(text, message):
+    with pytest.raises(ValueError) as err:
+        ExpressionTemperature(text)
+    assert message in str(err.value)
+
+
+def test_expression_functions_and_broadcasting():
+    T = ExpressionTemperature("300 + 10*t + sqrt(abs(x)) - max(y, 0.5) + tanh(z) + cos(pi) + log(e)")
+    x = np.array([[4.0, 0.0, 0.0], [9.0, 2.0, 1.0]])
+    np.testing.assert_allclose(T(x, 1.0), 300 + 10 + np.array([2.0 - 0.5, 3.0 - 2.0 + np.tanh(1.0)]) - 1 + 1)
+    assert ExpressionTemperature("293 + t").__call__(np.zeros((5, 2)), 2.0).tolist() == [295.0] * 5
+    np.testing.assert_array_equal(ExpressionTemperature("z")(np.ones((3, 2)), 0.0), 0.0)  # z = 0 in 2D
+
+
+@pytest.mark.parametrize("kind", ["quad", "hexahedron"])
+def test_nodal_table_is_exact_for_multilinear_fields_and_linear_in_time(kind):
+    """Q4/hex8 shape functions reproduce a multilinear field at the integration points; between
+    two table times the field is the linear interpolant; the nodes get their own values."""
+    rng = np.random.default_rng(2)
+    points, cells = box_mesh_2d(4, 3, 2.0, 1.5) if kind == "quad" else box_mesh_3d(3, 2, 2, 1.5, 1.0, 1.0)
+    disc = Discretisation(points, cells, kind)
+
+    def field(x, a):
+        return a[0] + a[1] * x[:, 0] + a[2] * x[:, 1] + a[3] * x[:, 0] * x[:, 1] + (
+            a[4] * x[:, 0] * x[:, 1] * x[:, 2] if x.shape[1] == 3 else 0.0)
+
+    a0, a1 = rng.standard_normal(5), rng.standard_normal(5)
+    T = NodalTemperature(disc, np.array([0.0, 2.0]), np.stack([field(points, a0), field(points, a1)]), points)
+    x = disc.qp_coords[rng.permutation(disc.n_qp)[:20]]
+    np.testing.assert_allclose(T(x, 0.0), field(x, a0), rtol=0, atol=1e-13)
+    np.testing.assert_allclose(T(x, 2.0), field(x, a1), rtol=0, atol=1e-13)
+    np.testing.assert_allclose(T(x, 0.5), 0.75 * field(x, a0) + 0.25 * field(x, a1), rtol=0, atol=1e-13)
+    np.testing.assert_array_equal(T(points[::-1], 2.0), field(points, a1)[::-1])
+    with pytest.raises(ValueError, match="mesh nodes and integration points only"):
+        T(0.5 * (points[:1] + points[1:2]), 1.0)
+    with pytest.raises(ValueError, match="outside the table's times"):
+        T(points, 2.1)
+    with pytest.raises(ValueError, match="not the mesh nodes"):
+        NodalTemperature(disc, np.array([0.0]), field(points, a0)[None], points[::-1])
+
+
+def test_table_of_an_expression_reproduces_its_run(tmp_path):
+    """A table of a field bilinear in x, y at every step time is the field itself (to round-off)."""
+    model, times, lf = academic_plate(**PLATE)
+    expr = ExpressionTemperature("293 + 400*(x/2)*(1 + y)*min(t/3, 1) + 30*x*y*t/6")
+    steps = np.concatenate([[0.0], times])
+    np.savez(tmp_path / "T.npz", times=steps, temperature=np.stack([expr(model.disc.points, t) for t in steps]),
+             points=model.disc.points)
+    table = model.with_temperature(NodalTemperature(model.disc, *read_temperature_table(tmp_path / "T.npz")))
+    a = run_history(model.with_temperature(expr), times, lf)
+    b = run_history(table, times, lf)
+    assert a.p.max() > 1e-3
+    np.testing.assert_allclose(b.u, a.u, rtol=0, atol=1e-10 * np.abs(a.u).max())
+    np.testing.assert_allclose(b.p, a.p, rtol=0, atol=1e-8 * a.p.max())
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"times": np.arange(3.0)}, "expected arrays 'times' and 'temperature'"),
+    ({"times": np.arange(3.0), "temperature": np.zeros((2, 5))}, "expected 'temperature' of shape (3, n_nodes)"),
+    ({"times": np.array([0.0, 2.0, 1.0]), "temperature": np.zeros((3, 5))}, "'times' must increase strictly"),
+    ({"times": np.arange(2.0), "temperature": np.full((2, 5), np.nan)}, "must be finite"),
+    ({"times": np.arange(2.0), "temperature": np.zeros((2, 5)), "T": np.zeros(1)}, "unknown array 'T'"),
+    ({"times": np.arange(2.0), "temperature": np.zeros((2, 5)), "points": np.zeros((4, 2))},
+     "expected 'points' of shape (5, 2 or 3)"),
+])
+def test_bad_tables_are_refused(tmp_path, arrays, message):
+    np.savez(tmp_path / "T.npz", **arrays)
+    with pytest.raises(ValueError) as err:
+        read_temperature_table(tmp_path / "T.npz")
+    assert message in str(err.value)
+
+
+def test_blade_expression_run_is_the_hot_spot_run():
+    kw = dict(n_chord=4, n_thickness=1, n_span=2, n_steps=3, ramp_time=2.0)
+    model, times, lf = academic_blade(**kw, centre=(4.0, 1.0, 14.0), peak=750.0, radius=4.0)
+    expr = model.with_temperature(ExpressionTemperature(
+        "293 + 750*min(t/2, 1)*exp(-((x-4)**2+(y-1)**2+(z-14)**2)/4**2)"))
+    a, b = run_history(model, times, lf), run_history(expr, times, lf)
+    np.testing.assert_array_equal(b.u, a.u)
+    np.testing.assert_array_equal(b.p, a.p)
