@@ -90,11 +90,11 @@ class Model(Schema):
         for name in ("modes", "output_modes"):
             value = getattr(self, name)
             if isinstance(value, tuple) and min(value) < 0:
-                raise ValueError(f"{name} must be non-negative (got {list(value)})")
+                raise ValueError(f"{name}: must be non-negative (got {list(value)})")
         if self.block == "neuralop" and self.block_mlp_channels < 1:
-            raise ValueError("block 'neuralop' needs block_mlp_channels >= 1 (neuraloperator uses half the width)")
+            raise ValueError("block_mlp_channels: block 'neuralop' needs at least 1 (neuraloperator uses half the width)")
         if self.input_skip and self.input_path == "frames":
-            raise ValueError("input_skip needs input_path 'temporal' (with 'frames' every latent step sees every "
+            raise ValueError("input_skip: needs input_path 'temporal' (with 'frames' every latent step sees every "
                              "input frame)")
         return self
 
@@ -121,7 +121,7 @@ class Training(Schema):
     @model_validator(mode="after")
     def _even(self) -> "Training":
         if self.resolution % 2:
-            raise ValueError(f"resolution must be even (got {self.resolution})")
+            raise ValueError(f"resolution: must be even (got {self.resolution})")
         return self
 
 

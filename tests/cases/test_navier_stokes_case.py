@@ -161,6 +161,11 @@ def test_a_new_run_into_an_old_folder_leaves_nothing_of_the_old_run(tmp_path):
     assert not (out / "trajectories.h5").exists() and not (out / "fields.pvd").exists()
 
 
+def test_more_paraview_trajectories_than_the_first_chunk_holds_is_rejected(tmp_path):
+    res = run_sciml("validate", str(case(tmp_path)), "--set", "chunk_size=1")
+    assert res.returncode == 2 and "output.paraview_trajectories: at most chunk_size = 1" in res.stderr
+
+
 def test_a_launch_that_mpi_does_not_join_fails_clearly(tmp_path):
     """A process numbered 1 by the launcher (srun without MPI wiring) must not run the job alone."""
     env = child_env()

@@ -273,7 +273,7 @@ def test_output_modes_and_init_accept_their_words_and_reject_others(tmp_path):
     res = run_sciml("validate", str(case), "--set", "model.output_init=zero")
     assert res.returncode == 2 and "model.output_init" in res.stderr and "Traceback" not in res.stderr
     res = run_sciml("validate", str(case), "--set", "model.input_path=frames", "--set", "model.input_skip=true")
-    assert res.returncode == 2 and "input_skip needs input_path 'temporal'" in res.stderr
+    assert res.returncode == 2 and "model.input_skip: needs input_path 'temporal'" in res.stderr
 
 
 @pytest.mark.parametrize("preset", ["sfno_mcwilliams_cpu", "sfno_fno_cpu"])
