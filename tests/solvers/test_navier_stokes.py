@@ -345,6 +345,20 @@ def test_float32_run_agrees_with_float64():
     assert rel(runs[torch.float32].double(), runs[torch.float64]) < 1e-5
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (run on a GPU machine)")
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-11), (torch.float32, 1e-5)])
+def test_cuda_run_agrees_with_the_cpu_run(dtype, tol):
+    """Same grid, forcing, initial field and steps on both devices: the same trajectory to round-off."""
+    runs = {}
+    for device in ("cpu", "cuda"):
+        g = FourierGrid2D(64, dtype=dtype, device=device)
+        eq = NavierStokes2D(g, viscosity=1e-3, forcing=fno_forcing(g))
+        w0 = gaussian_random_field(g, [0, 1, 2])
+        runs[device] = simulate(eq, RK4CN(), w0, n_frames=3, frame_dt=0.1).frames
+        assert runs[device].device.type == device
+    assert rel(runs["cuda"].cpu(), runs["cpu"]) < tol
+
+
 # -- residual of a trajectory -------------------------------------------------------------
 
 
