@@ -630,8 +630,7 @@ class _Study:
             metrics["accuracy_gain_scratch"], metrics["efficiency_gain_scratch"] = g["accuracy_gain"], g["efficiency_gain"]
         model = keep.get("scot_pretrained") or keep.get("scot_scratch")
         if model is not None:
-            seen = [(0, j) for j in range(s.stride, s.n, s.stride)]
-            unseen = [(0, j) for j in range(1, s.n) if j % s.stride]
+            seen, unseen = lead_time_pairs(s.n, s.stride)
             e_seen = _evaluate(model, test, seen, s.t_norm, self.groups, cfg.evaluation.batch_size)
             metrics["median_rel_l1_seen_lead_times"] = float(np.median(e_seen))
             if unseen:
@@ -714,6 +713,18 @@ def fit_power_law(m_values, errors) -> tuple[float, float]:
     x, y = np.log(np.asarray(m_values, float)), np.log(np.asarray(errors, float))
     slope, intercept = np.polyfit(x, y, 1)
     return float(math.exp(intercept)), float(-slope)
+
+
+def lead_time_pairs(n: int, stride: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Evaluation pairs ``(0, j)`` from the initial snapshot, split by whether training saw the lead time.
+
+    Training takes the all2all pairs of snapshots ``0, stride, 2 stride, ...``: their lead times
+    are the multiples of ``stride`` (seen); every other ``j < n`` (the odd ones for stride 2) is
+    a lead time no training pair has (unseen: continuous time).
+    """
+    seen = [(0, j) for j in range(stride, n, stride)]
+    unseen = [(0, j) for j in range(1, n) if j % stride]
+    return seen, unseen
 
 
 def gains_at(scot: tuple[float, float], fno: tuple[float, float], m_star: int, fno_m_values) -> dict:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from sciml.cases.scot import fit_power_law, gains_at, measured_efficiency_gain
+from sciml.cases.scot import fit_power_law, gains_at, lead_time_pairs, measured_efficiency_gain
 from sciml.solvers.scot import ScOT, ScOTConfig
 from sciml.solvers.scot.baseline import TimeFNO
 from sciml.solvers.scot.data import ChannelScaler, PairData, all2all_pairs, relative_l1, velocity_channels
@@ -261,3 +261,14 @@ def test_trainer_moves_inputs_and_targets_by_one_symmetry_the_same_on_resume():
     second.run()
     for (k, a), b in zip(ref_model.state_dict().items(), model3.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("n,stride", [(21, 2), (9, 2), (10, 3), (5, 1)])
+def test_unseen_lead_times_are_exactly_those_no_training_pair_has(n, stride):
+    from sciml.solvers.scot.data import all2all_pairs
+
+    trained = {int(j - i) for i, j in all2all_pairs(n, stride).tolist()}
+    seen, unseen = lead_time_pairs(n, stride)
+    assert {j for _, j in seen} == trained - {0}
+    assert not {j for _, j in unseen} & trained
+    assert sorted(j for _, j in seen + unseen) == list(range(1, n)) and all(i == 0 for i, _ in seen + unseen)
