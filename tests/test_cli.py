@@ -76,3 +76,41 @@ def test_invalid_input_under_mpi_only_rank0_prints_all_exit_2(tmp_path):
     out = run_sciml("run", str(case), ranks=2, timeout=120)
     assert out.returncode == 2, out.stderr
     assert out.stderr.count("grid.n: must be at least 8") == 1, out.stderr
+
+
+def test_a_terminal_gets_a_progress_bar_a_pipe_gets_plain_lines(tmp_path):
+    """Long loops draw a bar when attached to a terminal (a pseudo-terminal here), log lines otherwise."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import termios
+
+    from support import child_env, sciml_cmd
+
+    case = tmp_path / "case.yaml"
+    case.write_text("kind: navier_stokes\ngrid: {n: 16}\ninitial_condition: {type: mcwilliams}\n"
+                    "time: {n_frames: 20, frame_dt: 0.01}\noutput: {plots: false, paraview_trajectories: 0}\n")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))  # a 100-column terminal
+    env = child_env(TERM="xterm")
+    proc = subprocess.Popen(sciml_cmd("run", str(case), "--out", str(tmp_path / "tty")), stdin=slave,
+                            stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=120) == 0
+    on_tty = b"".join(chunks).decode(errors="replace")
+    assert "frames: 100%|" in on_tty and "20/20" in on_tty, on_tty
+    piped = run_sciml("run", str(case), "--out", str(tmp_path / "pipe"))
+    assert piped.returncode == 0 and "%|" not in piped.stdout + piped.stderr
+    assert "frames: 20/20 (" in piped.stdout
