@@ -145,6 +145,31 @@ class Trajectories:
         return float(self.attrs["viscosity"])
 
 
+def dataset_extent(source: DataSource) -> tuple[int, int, int, float]:
+    """``(trajectories, stored frames (the initial one included), grid N, frame spacing)`` of a dataset,
+    without generating or reading it: from the configuration of a generated one, from the header of a
+    ``path`` one (frame spacing nan when the file does not say). ValueError if the file is not a
+    trajectory dataset."""
+    gen = source.generate
+    if gen is not None:
+        return gen.n_trajectories, gen.time.n_frames + 1, gen.grid.n, float(gen.time.frame_dt)
+    import h5py
+
+    try:
+        with h5py.File(source.path, "r") as h5:
+            shape = h5["vorticity"].shape if "vorticity" in h5 else None
+            frame_dt = h5.attrs.get("frame_dt")
+    except OSError as exc:
+        raise ValueError(f"cannot read the dataset ({exc})") from None
+    if shape is None or len(shape) != 4:
+        raise ValueError("not a trajectory dataset: no vorticity of shape (n_traj, n_t, N, N)")
+    try:
+        frame_dt = float(frame_dt)
+    except (TypeError, ValueError):
+        frame_dt = float("nan")
+    return int(shape[0]), int(shape[1]), int(shape[-1]), frame_dt
+
+
 def read_trajectories(path: str | Path, *, dtype=None, indices=None) -> Trajectories:
     """Read a dataset written by the ``navier_stokes`` case (any rank may call it).
 

@@ -54,7 +54,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from sciml.cases.data import DataSource, check_isotropic
+from sciml.cases.data import DataSource, check_isotropic, dataset_extent
 from sciml.config import NumberExpr, Schema, case_relative_path
 from sciml.solvers import count_parameters
 
@@ -226,9 +226,9 @@ class Config(Schema):
             gen = src.generate
             if gen is None:  # a dataset file: its header says as much (caught now, not after hours of pretraining)
                 try:
-                    have, frames = _vorticity_shape(src.path)[:2]
-                except (OSError, KeyError, ValueError):
-                    raise ValueError(f"{where}.path: {src.path} is not a readable trajectory dataset") from None
+                    have, frames = dataset_extent(src)[:2]
+                except ValueError as exc:
+                    raise ValueError(f"{where}.path: {src.path}: {exc}") from None
                 if frames < needed + 1:
                     raise ValueError(f"{where}.path: {src.path} holds {frames} frames, snapshots.n={s.n} every="
                                      f"{s.every} need {needed + 1}")
@@ -253,7 +253,7 @@ def _fields(path, cfg: Config, n_traj: Optional[int], resolution: int, where: st
     from sciml.solvers.scot.data import velocity_channels
 
     s = cfg.snapshots
-    count, frames = _vorticity_shape(path)[:2]
+    count, frames = dataset_extent(DataSource(path=path))[:2]
     if n_traj is not None and count < n_traj:
         raise ValueError(f"{where}: {path} holds {count} trajectories, {n_traj} are needed")
     if frames < (s.n - 1) * s.every + 1:
@@ -265,14 +265,6 @@ def _fields(path, cfg: Config, n_traj: Optional[int], resolution: int, where: st
     if w.shape[-1] != resolution:
         w = fourier_resample(w, resolution)
     return velocity_channels(w, data.domain_length, four_channels=s.four_channels).float(), data
-
-
-def _vorticity_shape(path) -> tuple[int, ...]:
-    """Shape of a dataset's vorticity, ``(n_traj, n_t, N, N)``, without reading it."""
-    import h5py
-
-    with h5py.File(path, "r") as h5:
-        return tuple(h5["vorticity"].shape)
 
 
 def _groups(cfg: Config) -> list[list[int]]:

@@ -29,14 +29,13 @@ epoch and every fine-tuned trajectory let ``sciml resume`` continue where it sto
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import Any, Literal, Optional, Union
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from sciml.cases.data import DataSource, check_isotropic, equation_from_attrs, training_symmetries
+from sciml.cases.data import DataSource, check_isotropic, dataset_extent, equation_from_attrs, training_symmetries
 from sciml.config import NumberExpr, Schema
 
 __all__ = ["Config", "run", "build_sfno", "output_modes_of", "zero_shot_key"]
@@ -215,29 +214,11 @@ class Config(Schema):
 
 
 def _extent(source: DataSource) -> tuple[int, int, int, float]:
-    """``(trajectories, stored frames (the initial one included), grid N, frame spacing)`` of a dataset: from
-    the configuration of a generated one, from the header of a ``path`` one (ValueError if it is not a
-    trajectory dataset)."""
-    gen = source.generate
-    if gen is not None:
-        return gen.n_trajectories, gen.time.n_frames + 1, gen.grid.n, float(gen.time.frame_dt)
-    import h5py
-
-    try:
-        with h5py.File(source.path, "r") as h5:
-            shape = h5["vorticity"].shape if "vorticity" in h5 else None
-            frame_dt = h5.attrs.get("frame_dt")
-    except OSError as exc:
-        raise ValueError(f"cannot read the dataset ({exc})") from None
-    if shape is None or len(shape) != 4:
-        raise ValueError("not a trajectory dataset: no vorticity of shape (n_traj, n_t, N, N)")
-    try:
-        frame_dt = float(frame_dt)
-    except (TypeError, ValueError):
-        frame_dt = math.nan
-    if not frame_dt > 0:
+    """:func:`sciml.cases.data.dataset_extent`, with the frame spacing required (windows are cut by it)."""
+    extent = dataset_extent(source)
+    if not extent[3] > 0:
         raise ValueError("the dataset has no positive frame_dt attribute (the spacing of its frames)")
-    return int(shape[0]), int(shape[1]), int(shape[-1]), frame_dt
+    return extent
 
 
 def _invalid(problems: list[tuple[tuple, str, Any]]):
