@@ -1,10 +1,14 @@
-"""Error-indicator adaptive POD-ROM on the academic thermo-viscoplastic plate or blade (Casenave & Akkari, 2019).
+"""Error-indicator adaptive POD-ROM on a thermo-viscoplastic body (Casenave & Akkari, 2019).
 
-Case kind ``rom_adaptive``. Two bodies (``mesh.geometry``): the plane-strain plate
-(:func:`~sciml.solvers.rom.academic_plate`, imposed displacement cycles) and the 3D
-blade-like body (:func:`~sciml.solvers.rom.academic_blade`: a twisted, tapered aerofoil
-extrusion of hexahedra, clamped root, centrifugal load in spin-up/spin-down cycles; its
-shape and rotation in the ``blade`` block). A high-fidelity run of a *training* loading gives the
+Case kind ``rom_adaptive``. Two academic bodies (``mesh.geometry``) with their own boundary
+conditions and loads: the plane-strain plate (:func:`~sciml.solvers.rom.academic_plate`, imposed
+displacement cycles) and the 3D blade-like body (:func:`~sciml.solvers.rom.academic_blade`: a
+twisted, tapered aerofoil extrusion of hexahedra, clamped root, centrifugal load in
+spin-up/spin-down cycles; its shape and rotation in the ``blade`` block). Any other mesh, a
+``box`` (Q4 or hex8), a ``plate_hole`` (Q4) or a ``file`` read with meshio
+(:func:`sciml.meshes.read_mesh`), takes its conditions from ``boundary``: node sets (a plane
+``{axis, value}`` or a circle/sphere ``{centre, radius}``) with imposed displacement components,
+all scaled by the load factor of ``loading.cycle``. A high-fidelity run of a *training* loading gives the
 snapshots; POD, ECM and the Gappy-POD of the plastic strain make the reduced model;
 it is then run on a *new* loading (another temperature field) three ways: as trained (plain
 POD-ECM ROM), and adaptively (thermo-elastic enrichment of the new temperature field
@@ -48,6 +52,7 @@ the speed-ups do not depend on the load of a shared machine; run single-threaded
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -61,41 +66,171 @@ __all__ = ["Config", "run", "hf_model", "load_hf_history"]
 
 
 # --------------------------------------------------------------------------- schema
-_PLATE_KEYS = ("nx", "ny")
-_BLADE_KEYS = ("n_chord", "n_thickness", "n_span")
+#: keys of each geometry (those of the others stay null: the resolved config.yaml writes every key, so
+#: "set by the user" must be "not null" for `sciml resume` to reload it), and those it cannot do without
+_GEOMETRY_KEYS = {"plate": ("nx", "ny"), "blade": ("n_chord", "n_thickness", "n_span"),
+                  "box": ("nx", "ny", "nz", "size"), "plate_hole": ("n_around", "n_radial", "size", "radius"),
+                  "file": ("file",)}
+_REQUIRED_KEYS = {"box": ("nx", "ny", "size"), "plate_hole": ("n_around", "n_radial", "size", "radius"),
+                  "file": ("file",)}
 _CELL_DEFAULTS = {"nx": 80, "ny": 40, "n_chord": 16, "n_thickness": 4, "n_span": 16}
+#: the academic bodies, with their own boundary conditions (every other geometry takes them from `boundary`)
+_ACADEMIC = ("plate", "blade")
 
 
 class Mesh(Schema):
-    # The cell counts of the other geometry stay null (the resolved config.yaml writes every
-    # key, so "set by the user" must be "not null" for `sciml resume` to reload it).
-    geometry: Literal["plate", "blade"] = Field("plate", description="plane-strain plate or 3D blade")
-    nx: Optional[int] = Field(None, ge=2, le=2000, description="plate: Q4 cells along x on [0, 2] mm (default 80)")
-    ny: Optional[int] = Field(None, ge=2, le=2000, description="plate: Q4 cells along y on [0, 1] mm (default 40)")
+    geometry: Literal["plate", "blade", "box", "plate_hole", "file"] = Field(
+        "plate", description="plate: the academic plane-strain plate; blade: the 3D blade; box: a structured box, "
+        "Q4 or hex8 by the length of size; plate_hole: a Q4 plate with a centred circular hole; file: a mesh file "
+        "(implied by the key file)")
+    nx: Optional[int] = Field(None, ge=1, le=2000, description="plate (default 80; on [0, 2] mm) or box: cells along x")
+    ny: Optional[int] = Field(None, ge=1, le=2000, description="plate (default 40; on [0, 1] mm) or box: cells along y")
+    nz: Optional[int] = Field(None, ge=1, le=2000, description="3D box: cells along z")
+    size: Optional[tuple[NumberExpr, ...]] = Field(
+        None, description="box: [lx, ly] (Q4) or [lx, ly, lz] (hex8), the box [0, lx] x ...; plate_hole: [lx, ly] (mm)")
     n_chord: Optional[int] = Field(None, ge=2, le=2000, description="blade: hexahedra along the chord (default 16)")
     n_thickness: Optional[int] = Field(None, ge=1, le=200,
                                        description="blade: hexahedra through the thickness (default 4)")
     n_span: Optional[int] = Field(None, ge=1, le=2000, description="blade: hexahedra along the span (default 16)")
+    n_around: Optional[int] = Field(None, ge=1, le=2000,
+                                    description="plate_hole: cells along each side, and along each quarter of the hole")
+    n_radial: Optional[int] = Field(None, ge=1, le=2000, description="plate_hole: cells from the hole to the sides")
+    radius: Optional[NumberExpr] = Field(None, gt=0, description="plate_hole: radius of the hole (mm)")
+    file: Optional[Path] = Field(
+        None, description="a mesh meshio reads (.msh, .vtu, .inp, ...) of quad or hexahedron cells, relative to the "
+        "case file; its nodes in the file's order (unused ones dropped)")
     block_size: int = Field(128, ge=1, description="cells per block of the ordered reductions (fixed, not per rank)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file_implies_geometry(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("file") is not None and "geometry" not in data:
+            return {**data, "geometry": "file"}
+        return data
+
+    @field_validator("file", mode="after")
+    @classmethod
+    def _readable(cls, value: Optional[Path], info) -> Optional[Path]:
+        value = case_relative_path(value, info)
+        if value is not None:
+            from sciml.meshes.files import read_mesh
+
+            read_mesh(value)  # ValueError: what is wrong with it
+        return value
 
     @model_validator(mode="after")
     def _keys_of_the_geometry(self) -> "Mesh":
-        other = _BLADE_KEYS if self.geometry == "plate" else _PLATE_KEYS
-        wrong = [k for k in other if getattr(self, k) is not None]
+        mine = _GEOMETRY_KEYS[self.geometry]
+        wrong = [k for keys in _GEOMETRY_KEYS.values() for k in keys if k not in mine and getattr(self, k) is not None]
         if wrong:
-            raise ValueError(f"'{wrong[0]}' is not a key of geometry {self.geometry!r} (its cell counts: "
-                             f"{', '.join(_PLATE_KEYS if self.geometry == 'plate' else _BLADE_KEYS)})")
+            raise ValueError(f"'{wrong[0]}' is not a key of geometry {self.geometry!r} (its keys: {', '.join(mine)})")
+        missing = [k for k in _REQUIRED_KEYS.get(self.geometry, ()) if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"geometry {self.geometry} needs the key '{missing[0]}'")
+        if self.geometry in ("box", "plate_hole"):
+            dims = (2, 3) if self.geometry == "box" else (2,)
+            if len(self.size) not in dims or min(self.size) <= 0:
+                raise ValueError(f"size: expected {' or '.join(map(str, dims))} positive lengths, got {list(self.size)}")
+        if self.geometry == "box" and (len(self.size) == 3) != (self.nz is not None):
+            raise ValueError("nz: a key of the 3D box (size of 3 lengths) only" if self.nz is not None
+                             else "nz: missing, the cells along z of the 3D box")
+        if self.geometry == "plate_hole" and not self.radius < 0.5 * min(self.size):
+            raise ValueError(f"radius: the hole must lie inside the plate, expected < {0.5 * min(self.size)}")
         return self
 
     def cells(self) -> tuple[int, ...]:
-        """The geometry's cell counts, defaults filled in: ``(nx, ny)`` or ``(n_chord, n_thickness, n_span)``."""
-        keys = _PLATE_KEYS if self.geometry == "plate" else _BLADE_KEYS
+        """The cell counts of a structured geometry, defaults filled in: ``(nx, ny)``, ``(nx, ny, nz)``,
+        ``(n_chord, n_thickness, n_span)``, ``(n_around, n_radial)`` (empty for a file)."""
+        keys = [k for k in _GEOMETRY_KEYS[self.geometry] if k not in ("size", "radius", "file")]
+        if self.geometry == "box" and self.nz is None:
+            keys.remove("nz")
         return tuple(getattr(self, k) if getattr(self, k) is not None else _CELL_DEFAULTS[k] for k in keys)
 
-    def n_nodes(self) -> int:
-        """Nodes of the mesh (structured: the product of the cell counts plus one)."""
-        return int(np.prod([n + 1 for n in self.cells()]))
+    def build(self) -> tuple[np.ndarray, np.ndarray, str]:
+        """Points, cells and kind of a box, plate_hole or file mesh (the academic bodies are built by
+        their own functions), read or generated once per process."""
+        return _build_mesh(self)
 
+    def dim(self) -> int:
+        if self.geometry in _ACADEMIC:
+            return 2 if self.geometry == "plate" else 3
+        return 2 if self.build()[2] == "quad" else 3
+
+    def n_nodes(self) -> int:
+        if self.geometry in _ACADEMIC:
+            return int(np.prod([n + 1 for n in self.cells()]))
+        return self.build()[0].shape[0]
+
+    def describe(self) -> str:
+        """A short name for the log: ``plate 80x40``, ``box 8x4x2``, ``file part.msh``, ..."""
+        if self.geometry == "file":
+            return f"file {self.file.name}"
+        return f"{self.geometry} {'x'.join(map(str, self.cells()))}"
+
+
+@functools.lru_cache(maxsize=4)
+def _build_mesh(mesh: Mesh) -> tuple[np.ndarray, np.ndarray, str]:
+    from sciml.meshes import box_mesh_2d, box_mesh_3d, plate_with_hole_mesh, read_mesh
+
+    if mesh.geometry == "box":
+        if len(mesh.size) == 2:
+            return (*box_mesh_2d(mesh.nx, mesh.ny, *mesh.size), "quad")
+        return (*box_mesh_3d(mesh.nx, mesh.ny, mesh.nz, *mesh.size), "hexahedron")
+    if mesh.geometry == "plate_hole":
+        return (*plate_with_hole_mesh(mesh.n_around, mesh.n_radial, *mesh.size, mesh.radius), "quad")
+    if mesh.geometry == "file":
+        return read_mesh(mesh.file)
+    raise ValueError(f"geometry {mesh.geometry!r} is built by its own function")
+
+
+_AXES = ("x", "y", "z")
+
+
+class Where(Schema):
+    """A node set of the mesh: the nodes on a plane ``{axis, value}``, or at the distance ``radius`` from
+    ``centre`` (a circle in 2D, a sphere in 3D: the hole of plate_hole), within ``tol``."""
+
+    axis: Optional[Literal["x", "y", "z"]] = Field(None, description="plane: the coordinate axis it is normal to")
+    value: Optional[NumberExpr] = Field(None, description="plane: its position along axis (mm)")
+    centre: Optional[tuple[float, ...]] = Field(None, description="circle/sphere: centre (mm)")
+    radius: Optional[NumberExpr] = Field(None, ge=0, description="circle/sphere: radius (mm)")
+    tol: Optional[NumberExpr] = Field(None, gt=0, description="absolute tolerance (default 1e-6 x the mesh's extent)")
+
+    @model_validator(mode="after")
+    def _one_set(self) -> "Where":
+        plane = self.axis is not None or self.value is not None
+        sphere = self.centre is not None or self.radius is not None
+        if plane == sphere:
+            raise ValueError("expected a plane {axis, value} or a circle/sphere {centre, radius}")
+        missing = [k for k in (("axis", "value") if plane else ("centre", "radius")) if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"{missing[0]}: missing")
+        return self
+
+    def nodes(self, points: np.ndarray) -> np.ndarray:
+        """The selected nodes of ``points (P, dim)``, increasing."""
+        from sciml.meshes import nodes_on_plane, nodes_on_sphere
+
+        dim = points.shape[1]
+        tol = self.tol if self.tol is not None else 1e-6 * float(np.ptp(points, axis=0).max())
+        if self.axis is not None:
+            if _AXES.index(self.axis) >= dim:
+                raise ValueError(f"a plane normal to {self.axis} in a {dim}D mesh")
+            return nodes_on_plane(points, _AXES.index(self.axis), self.value, tol)
+        if len(self.centre) != dim:
+            raise ValueError(f"a centre of {len(self.centre)} coordinates in a {dim}D mesh")
+        return nodes_on_sphere(points, self.centre, self.radius, tol)
+
+    def describe(self) -> str:
+        return f"{self.axis} = {self.value}" if self.axis is not None else f"|x - {list(self.centre)}| = {self.radius}"
+
+
+class Boundary(Schema):
+    """Conditions on a node set (geometries box, plate_hole, file); every value is scaled by the load factor."""
+
+    where: Where
+    displacement: Optional[dict[Literal["x", "y", "z"], NumberExpr]] = Field(
+        None, description="imposed components at load factor 1 (mm; 0 fixes one), e.g. {x: 0.01}; the others free")
 
 class Blade(Schema):
     """Shape (mm) and rotation of the blade (:func:`~sciml.solvers.rom.academic_blade`)."""
@@ -114,6 +249,9 @@ class Blade(Schema):
 class Loading(Schema):
     n_steps: int = Field(40, ge=2, le=100000)
     n_cycles: int = Field(2, ge=1)
+    cycle: Optional[Literal["reversed", "one_sided"]] = Field(
+        None, description="load factor of each cycle: reversed 0 -> 1 -> 0 -> -1 -> 0 (default) or one_sided "
+        "0 -> 1 -> 0 (the blade's default)")
     amplitude: Optional[NumberExpr] = Field(
         None, gt=0, description="plate: imposed u_x on x = 2 at load factor 1 (mm; default 0.01)")
     dt: NumberExpr = Field(1.0, gt=0, description="time step (s)")
@@ -236,6 +374,8 @@ class Config(Schema):
     online: Temperature = Field(Temperature(centre=(1.4, 0.3), peak=750.0),
                                 description="temperature field of the new loading the ROM is run on")
     blade: Blade | None = Field(None, description="geometry blade: shape and rotation (defaults when omitted)")
+    boundary: list[Boundary] = Field(
+        default_factory=list, description="geometries box, plate_hole, file: imposed displacements on node sets")
     hf: HF = HF()
     rom: ROM = ROM()
     output: Output = Output()
@@ -261,7 +401,7 @@ class Config(Schema):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
-        dim = 2 if self.mesh.geometry == "plate" else 3
+        dim = self.mesh.dim()
         for name in ("training", "online"):
             centre = getattr(self, name).centre
             if centre is not None and len(centre) != dim:
@@ -271,15 +411,51 @@ class Config(Schema):
             raise ValueError("blade: only with mesh.geometry: blade")
         if self.mesh.geometry == "blade" and self.loading.amplitude is not None:
             raise ValueError("loading.amplitude: the blade has no imposed displacement (its load is blade.omega)")
+        if self.mesh.geometry in _ACADEMIC:
+            if self.boundary:
+                raise ValueError(f"boundary: the {self.mesh.geometry} has its own boundary conditions")
+        else:
+            if self.loading.amplitude is not None:
+                raise ValueError("loading.amplitude: a key of the plate (elsewhere, displacements are in boundary)")
+            if not any(b.displacement for b in self.boundary):
+                raise ValueError(f"boundary: geometry {self.mesh.geometry} needs imposed displacements "
+                                 "(e.g. - {where: {axis: x, value: 0.0}, displacement: {x: 0.0}})")
+            self.dirichlet(self.mesh.build()[0])
         return self
+
+    def dirichlet(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The imposed dofs (increasing) and their values at load factor 1 from ``boundary``; ValueError
+        naming the entry when a set is empty, a component is not the mesh's or a dof gets two values."""
+        dim = points.shape[1]
+        imposed: dict[int, float] = {}
+        for i, b in enumerate(self.boundary):
+            try:
+                nodes = b.where.nodes(points)
+            except ValueError as exc:
+                raise ValueError(f"boundary: entry {i}: {exc}") from None
+            if not nodes.size:
+                lo, hi = points.min(axis=0), points.max(axis=0)
+                raise ValueError(f"boundary: entry {i} ({b.where.describe()}) selects no node (the mesh spans "
+                                 f"{' x '.join(f'[{a:g}, {c:g}]' for a, c in zip(lo, hi))})")
+            for comp, value in (b.displacement or {}).items():
+                k = _AXES.index(comp)
+                if k >= dim:
+                    raise ValueError(f"boundary: entry {i} imposes {comp} on a {dim}D mesh")
+                for dof in (dim * nodes + k).tolist():
+                    if imposed.setdefault(dof, value) != value:
+                        raise ValueError(f"boundary: entry {i} imposes {comp} = {value} on node {dof // dim}, "
+                                         f"which an earlier entry sets to {imposed[dof]}")
+        dofs = np.array(sorted(imposed), dtype=np.int64)
+        return dofs, np.array([imposed[d] for d in dofs.tolist()], dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- pieces
 def hf_model(cfg: Config, temperature: Temperature, comm):
     """The partitioned HF model of the case under the temperature field ``temperature``
     (``cfg.training`` or ``cfg.online``), with the step times and load factors."""
-    from sciml.solvers.rom import (CGSolver, DirectSolver, ExpressionTemperature, NodalTemperature, Partition,
-                                   PartitionedHFModel, academic_blade, academic_plate, read_temperature_table)
+    from sciml.solvers.rom import (CGSolver, DirectSolver, Dirichlet, Discretisation, HFModel, Partition,
+                                   PartitionedHFModel, ThermoViscoplasticJ2, academic_blade, academic_plate,
+                                   load_cycle)
 
     ld, m = cfg.loading, cfg.mesh
     spot = ({"centre": tuple(temperature.centre), "peak": temperature.peak, "radius": temperature.radius}
@@ -288,21 +464,39 @@ def hf_model(cfg: Config, temperature: Temperature, comm):
         amplitude = ld.amplitude if ld.amplitude is not None else 0.01
         model, times, lf = academic_plate(*m.cells(), n_steps=ld.n_steps, n_cycles=ld.n_cycles,
                                           amplitude=amplitude, ramp_time=ld.ramp_time, dt=ld.dt, **spot)
-    else:
+    elif m.geometry == "blade":
         b = cfg.blade or Blade()
         model, times, lf = academic_blade(*m.cells(), n_steps=ld.n_steps,
                                           n_cycles=ld.n_cycles, ramp_time=ld.ramp_time, dt=ld.dt, omega=b.omega,
                                           density=b.density, hub_radius=b.hub_radius, span=b.span,
                                           chord_root=b.chord_root, chord_tip=b.chord_tip, thickness=b.thickness,
                                           camber=b.camber, twist=np.radians(b.twist_deg), **spot)
-    if temperature.type == "expression":
-        model = model.with_temperature(ExpressionTemperature(temperature.value))
-    elif temperature.type == "file":
-        model = model.with_temperature(NodalTemperature(model.disc, *read_temperature_table(temperature.path)))
+    else:
+        points, cells, kind = m.build()
+        disc = Discretisation(points, cells, kind)
+        model = HFModel(disc, ThermoViscoplasticJ2.academic(), Dirichlet(*cfg.dirichlet(points)),
+                        _temperature_field(cfg, temperature, disc))
+        times = ld.dt * np.arange(1, ld.n_steps + 1)
+        lf = load_cycle(times, ld.n_cycles)
+    if m.geometry in _ACADEMIC and temperature.type != "hot_spot":
+        model = model.with_temperature(_temperature_field(cfg, temperature, model.disc))
+    if ld.cycle is not None:
+        lf = load_cycle(times, ld.n_cycles, ld.cycle)
     h = cfg.hf.cg_settings()
     solver = (DirectSolver() if cfg.hf.linear_solver == "direct"
               else CGSolver(h["cg_rtol"], h["row_block"], h["cg_max_iter"], amg=h["preconditioner"] == "block_amg"))
     return PartitionedHFModel(model, Partition(model.disc, comm, m.block_size), solver), times, lf
+
+
+def _temperature_field(cfg: Config, temperature: Temperature, disc):
+    """The callable ``T(x, t)`` of a temperature block on the discretisation ``disc``."""
+    from sciml.solvers.rom import ExpressionTemperature, NodalTemperature, hot_spot, read_temperature_table
+
+    if temperature.type == "hot_spot":
+        return hot_spot(temperature.centre, temperature.peak, temperature.radius, cfg.loading.ramp_time)
+    if temperature.type == "expression":
+        return ExpressionTemperature(temperature.value)
+    return NodalTemperature(disc, *read_temperature_table(temperature.path))
 
 
 class _Checkpoint:
@@ -537,7 +731,7 @@ def run(cfg: Config, run) -> dict:
     hf_new, _, _ = hf_model(cfg, cfg.online, comm)
     part = hf_new.partition
     m = cfg.mesh
-    body = f"{m.geometry} {'x'.join(map(str, m.cells()))}"
+    body = m.describe()
     run.log(f"{body} ({cfg.hf.linear_solver} HF solve): {hf_new.disc.n_dof} dofs, {hf_new.disc.n_qp} integration "
             f"points, {part.n_blocks} blocks of {cfg.mesh.block_size} cells on {comm.size} rank(s)")
 

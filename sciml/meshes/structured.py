@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["box_mesh_2d", "box_mesh_3d", "nodes_on_plane"]
+__all__ = ["box_mesh_2d", "box_mesh_3d", "nodes_on_plane", "nodes_on_sphere"]
 
 
 def _check_counts(**counts: int) -> None:
@@ -132,3 +132,37 @@ def nodes_on_plane(points: np.ndarray, axis: int, value: float, tol: float | Non
     if tol is None:
         tol = 1e-9 * float(np.ptp(points, axis=0).max())
     return np.flatnonzero(np.abs(points[:, axis] - value) <= tol).astype(np.int64)
+
+
+def nodes_on_sphere(points: np.ndarray, centre, radius: float, tol: float | None = None) -> np.ndarray:
+    """Indices of the nodes at distance ``radius`` from ``centre`` up to ``tol`` (a circle in 2D, a sphere in 3D).
+
+    Parameters
+    ----------
+    points
+        Node coordinates, shape ``(P, d)``.
+    centre
+        ``d`` coordinates.
+    radius
+        Distance, ``>= 0``.
+    tol
+        Absolute tolerance; default ``1e-9`` times the largest extent of the mesh.
+
+    Returns
+    -------
+    ndarray, shape ``(n,)``, int64, increasing.
+
+    Examples
+    --------
+    >>> points, _ = box_mesh_2d(2, 2, 2.0, 2.0)
+    >>> nodes_on_sphere(points, (1.0, 1.0), 1.0).tolist()
+    [1, 3, 5, 7]
+    """
+    points = np.asarray(points, dtype=np.float64)
+    c = np.asarray(centre, dtype=np.float64)
+    if points.ndim != 2 or c.shape != (points.shape[1],) or not float(radius) >= 0.0:
+        raise ValueError(f"expected points of shape (P, d), a centre of d coordinates and radius >= 0, got "
+                         f"{points.shape}, {c.tolist()} and {radius!r}")
+    if tol is None:
+        tol = 1e-9 * float(np.ptp(points, axis=0).max())
+    return np.flatnonzero(np.abs(np.linalg.norm(points - c, axis=1) - radius) <= tol).astype(np.int64)

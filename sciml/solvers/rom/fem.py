@@ -62,7 +62,7 @@ from .material import MaterialState, ThermoViscoplasticJ2
 from .temperature import Temperature, hot_spot
 
 __all__ = ["Discretisation", "Dirichlet", "HFModel", "HFState", "StepResult", "History", "run_history",
-           "academic_plate", "academic_blade", "centrifugal"]
+           "academic_plate", "academic_blade", "centrifugal", "load_cycle"]
 
 BodyForce = Callable[[np.ndarray], np.ndarray]
 """Body force density ``b(x)`` at load factor 1 (force per volume): points ``(Q, dim)`` -> ``(Q, dim)``."""
@@ -577,6 +577,28 @@ def run_history(
     return History(times, load_factors, u, p, sigma, residuals, state)
 
 
+def load_cycle(times: np.ndarray, n_cycles: int, shape: str = "reversed") -> np.ndarray:
+    """Load factors of ``n_cycles`` triangle cycles over ``times`` (the last time ends the last cycle).
+
+    ``shape='reversed'``: fully reversed cycles ``0 -> 1 -> 0 -> -1 -> 0``; ``'one_sided'``:
+    ``0 -> 1 -> 0``. Returns ``(len(times),)``.
+
+    Examples
+    --------
+    >>> load_cycle(np.arange(1.0, 9.0), 1).tolist()
+    [0.5, 1.0, 0.5, 0.0, -0.5, -1.0, -0.5, 0.0]
+    >>> load_cycle(np.arange(1.0, 5.0), 2, "one_sided").tolist()
+    [1.0, 0.0, 1.0, 0.0]
+    """
+    times = np.asarray(times, dtype=np.float64)
+    phase = (times / (times[-1] / n_cycles)) % 1.0
+    if shape == "reversed":
+        return np.where(phase <= 0.25, 4 * phase, np.where(phase <= 0.75, 2 - 4 * phase, 4 * phase - 4))
+    if shape == "one_sided":
+        return 1.0 - np.abs(2.0 * phase - 1.0)
+    raise ValueError(f"load_cycle: expected shape 'reversed' or 'one_sided', got {shape!r}")
+
+
 def academic_plate(
     nx: int = 80,
     ny: int = 40,
@@ -620,9 +642,7 @@ def academic_plate(
     temperature = hot_spot(centre, peak, radius, ramp_time)
 
     times = dt * np.arange(1, n_steps + 1)
-    phase = (times / (times[-1] / n_cycles)) % 1.0
-    load_factors = np.where(phase <= 0.25, 4 * phase, np.where(phase <= 0.75, 2 - 4 * phase, 4 * phase - 4))
-    return HFModel(disc, ThermoViscoplasticJ2.academic(), bcs, temperature), times, load_factors
+    return HFModel(disc, ThermoViscoplasticJ2.academic(), bcs, temperature), times, load_cycle(times, n_cycles)
 
 
 def academic_blade(
@@ -675,8 +695,7 @@ def academic_blade(
     if centre.shape != (3,):
         raise ValueError(f"academic_blade: expected centre (x, y, z), got {centre.tolist()}")
     times = dt * np.arange(1, n_steps + 1)
-    phase = (times / (times[-1] / n_cycles)) % 1.0
-    load_factors = 1.0 - np.abs(2.0 * phase - 1.0)
+    load_factors = load_cycle(times, n_cycles, "one_sided")
     body = centrifugal(density, omega, (0.0, 0.0, -hub_radius), (1.0, 0.0, 0.0))
     model = HFModel(disc, ThermoViscoplasticJ2.academic(), bcs, hot_spot(centre, peak, radius, ramp_time),
                     body_force=body)
