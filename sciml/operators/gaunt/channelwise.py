@@ -45,7 +45,7 @@ from torch import Tensor
 
 from .coefficients import gaunt_coefficients
 from .fourier import FourierGauntProduct
-from .layout import degree_index, num_coefficients
+from .layout import degree_index, ignore_saved_constants, num_coefficients
 from .sphere_grid import SphereGridGauntProduct
 
 __all__ = [
@@ -129,7 +129,9 @@ def gaunt_output_variance(degrees: Sequence[int], lmax_out: int) -> Tensor:
     kernel = np.ones_like(t)
     for L in degrees:
         kernel = kernel * ((2 * np.arange(L + 1) + 1)[:, None] / (4 * np.pi) * legendre[: L + 1]).sum(0)
-    return torch.from_numpy(2 * np.pi * (legendre[: lmax_out + 1] * kernel * w).sum(1))
+    variance = 2 * np.pi * (legendre[: lmax_out + 1] * kernel * w).sum(1)
+    variance[sum(degrees) + 1:] = 0.0  # beyond the degrees' sum the product has nothing (round-off otherwise)
+    return torch.from_numpy(variance)
 
 
 def _dense_gaunt_tensor(l1: int, l2: int, lo: int) -> Tensor:
@@ -224,14 +226,15 @@ class GauntChannelProduct(torch.nn.Module):
             self.shared = shared[0]
             other = 1 - self.shared
             g = _dense_gaunt_tensor(self.degrees[self.shared], self.degrees[other], self.lmax_out)
-            self.register_buffer("gaunt", g.to(dtype))
+            self.register_buffer("gaunt", g.to(dtype), persistent=False)
             self.path = None
         else:
             path_cls = SphereGridGauntProduct if self.method == "grid" else FourierGauntProduct
             self.path = path_cls(self.degrees, self.lmax_out)
         variance = gaunt_output_variance(self.degrees, self.lmax_out)
         normalizer = torch.where(variance > 0, variance.clamp_min(1e-300).rsqrt(), torch.zeros_like(variance))
-        self.register_buffer("normalizer", normalizer.to(dtype))
+        self.register_buffer("normalizer", normalizer.to(dtype), persistent=False)
+        ignore_saved_constants(self, ["gaunt", "normalizer"])  # rebuilt here; older state dicts hold them
         self.weights = torch.nn.ParameterList(
             [torch.nn.Parameter(torch.ones(c, l + 1)) for c, l in zip(self.channels, self.degrees)]
         )

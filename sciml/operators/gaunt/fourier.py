@@ -80,7 +80,8 @@ import torch
 from torch import Tensor
 
 from .harmonics import normalized_legendre
-from .layout import check_coefficients, order_gather_index, order_merge_index
+from .layout import (check_coefficients, empty_product, ignore_saved_constants, order_gather_index,
+                     order_merge_index)
 
 __all__ = [
     "legendre_fourier_coefficients",
@@ -209,6 +210,7 @@ class FourierGauntProduct(torch.nn.Module):
 
     def __init__(self, degrees: Sequence[int], lmax_out: int) -> None:
         super().__init__()
+        ignore_saved_constants(self)  # its tables are rebuilt by the constructor
         degrees = tuple(int(l) for l in degrees)
         if not degrees or min(degrees) < 0 or lmax_out < 0:
             raise ValueError(f"expected degrees >= 0 (at least one input), got {degrees}, {lmax_out}")
@@ -220,9 +222,9 @@ class FourierGauntProduct(torch.nn.Module):
 
         for i, l in enumerate(degrees):
             self.register_buffer(f"gather_{i}", order_gather_index(l), persistent=False)
-            self.register_buffer(f"synthesis_{i}", self._synthesis_kernel(l).to(dtype))
+            self.register_buffer(f"synthesis_{i}", self._synthesis_kernel(l).to(dtype), persistent=False)
         self.register_buffer("merge_index", order_merge_index(lmax_out), persistent=False)
-        self.register_buffer("projection", self._projection_kernel(umax).to(dtype))
+        self.register_buffer("projection", self._projection_kernel(umax).to(dtype), persistent=False)
 
     def _synthesis_kernel(self, lmax: int) -> Tensor:
         """``(L+1, 2(L+1), 2 N_theta)``: split row ``(s, l)`` of order m -> re, im of ``X[u, m]``."""
@@ -289,6 +291,9 @@ class FourierGauntProduct(torch.nn.Module):
         dtype = self.projection.dtype
         for i, (x, l) in enumerate(zip(xs, self.degrees)):
             check_coefficients(x, l, f"input {i}", dtype)
+        empty = empty_product(xs, self.lmax_out)
+        if empty is not None:
+            return empty
         ndim = max(x.ndim for x in xs)  # batch dimensions sit between the grid axes: align them
         xs = tuple(x.reshape((1,) * (ndim - x.ndim) + x.shape) for x in xs)
         f = self.to_torus(xs[0], 0)

@@ -20,10 +20,15 @@ per-order matrices that read them have zero columns there.
 
 from __future__ import annotations
 
+import math
+from typing import Sequence
+
 import torch
 from torch import Tensor
 
 __all__ = [
+    "empty_product",
+    "ignore_saved_constants",
     "num_coefficients",
     "degree_index",
     "check_coefficients",
@@ -88,3 +93,34 @@ def order_merge_index(lmax: int) -> Tensor:
         for m in range(-l, l + 1):
             index[l * l + l + m] = (abs(m) * 2 + (m < 0)) * (lmax + 1) + l
     return index
+
+
+def ignore_saved_constants(module: torch.nn.Module, names: "Sequence[str] | None" = None) -> None:
+    """Make ``module.load_state_dict`` skip saved copies of constant buffers.
+
+    The constant tables of the Gaunt paths are rebuilt by the constructor (and which
+    tables exist depends on the transform chosen for the machine's thread count), so
+    they are not saved (``persistent=False``). State dicts written before that, or by a
+    module built with another transform, still hold them: this drops the keys ``names``
+    (default: every key directly under the module, for modules without parameters).
+    """
+    def hook(mod, state_dict, prefix, *_args):
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            name = key[len(prefix):]
+            if (names is None and "." not in name) or (names is not None and name in names):
+                del state_dict[key]
+
+    module._register_load_state_dict_pre_hook(hook, with_module=True)
+
+
+def empty_product(xs: "Sequence[Tensor]", lmax_out: int) -> "Tensor | None":
+    """The (empty) product of inputs whose broadcast batch has no element, else None.
+
+    FFTs and reshapes of the fast paths cannot take an empty batch; the result is known
+    without them. It stays attached to the inputs' graph (its gradients are empty too).
+    """
+    batch = torch.broadcast_shapes(*(x.shape[:-1] for x in xs))
+    if math.prod(batch) != 0:
+        return None
+    anchor = sum(x.sum() for x in xs) * 0
+    return anchor + torch.zeros(*batch, num_coefficients(lmax_out), dtype=xs[0].dtype, device=xs[0].device)

@@ -53,11 +53,13 @@ about 10 at :math:`L \le 5` to 5.5 at 14; 1 thread, smaller batches: 7 at 16,
 
 Rule: ``"auto"`` is the grid path, with the dense transform up to degree
 :func:`~sciml.operators.gaunt.sphere_grid.dense_max_degree` (10 with several threads,
-6 with one) and the separable one above, decided at construction from
+5 with one) and the separable one above, decided at construction from
 ``torch.get_num_threads()``. With two threads on a quiet machine the dense transform
 wins through :math:`L = 11` (its GEMMs use both cores); with one thread the separable
-one wins from :math:`L = 7` (``benchmarks/gaunt.py --threads 1 --clock cpu`` confirms it
-at batch 1024 and 4096). On CUDA the rule is the same but *unmeasured* (no GPU was
+one wins from :math:`L = 6` (``benchmarks/gaunt.py --threads 1 --clock cpu``, at batch 1024
+and 4096; benchmarks/RESULTS.md). The transforms' tables are rebuilt at construction
+and not saved in ``state_dict()``, so a model saved under one thread count loads under
+another. On CUDA the rule is the same but *unmeasured* (no GPU was
 available when it was set): re-measure there before relying on it.
 """
 
@@ -118,6 +120,8 @@ class GauntTensorProduct(torch.nn.Module):
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"expected method in {METHODS}, got {method!r}")
+        if any(isinstance(l, bool) or int(l) != l or l < 0 for l in (lmax1, lmax2, lmax_out)):
+            raise ValueError(f"expected degrees that are integers >= 0, got {lmax1}, {lmax2}, {lmax_out}")
         self.lmax1, self.lmax2, self.lmax_out = int(lmax1), int(lmax2), int(lmax_out)
         self.method = "grid" if method == "auto" else method
         if self.method == "grid":
@@ -183,9 +187,9 @@ class WeightedGauntTensorProduct(torch.nn.Module):
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         if self.channels is not None:
             for name, t in (("x", x), ("y", y)):
-                if t.ndim < 2 or t.shape[-2] != self.channels:
+                if t.ndim < 2 or t.shape[-2] not in (1, self.channels):  # 1: one input shared by the channels
                     raise ValueError(
-                        f"expected {name} of shape (..., {self.channels}, (L+1)**2), got {tuple(t.shape)}"
+                        f"expected {name} of shape (..., {self.channels} or 1, (L+1)**2), got {tuple(t.shape)}"
                     )
         check_coefficients(x, self.product.lmax1, "x", self.weight1.dtype)
         check_coefficients(y, self.product.lmax2, "y", self.weight2.dtype)

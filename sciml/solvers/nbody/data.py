@@ -137,15 +137,17 @@ def initial_conditions(system: ChargedSystem, seeds: Sequence[int], dtype: torch
     """Initial ``pos (B, N, 3)``, ``vel (B, N, 3)``, ``charge (B, N)`` of ``len(seeds)`` systems.
 
     System ``b`` uses only ``torch.Generator().manual_seed(seeds[b])``: charges
-    :math:`\\pm 1` (probability 1/2), positions :math:`\\mathcal N(0, \\sigma^2)`,
+    :math:`\\pm 1` (probability 1/2), positions :math:`\\mathcal N(0, \\sigma^2)` with
+    :math:`\\sigma` = ``loc_std`` :math:`(n/5)^{1/3}`,
     velocities of norm ``vel_norm`` in an isotropic random direction.
     """
     n = system.n_particles
+    spread = system.loc_std * (n / 5) ** (1 / 3)  # EGNN's: the same density for any count (exactly 1x at n = 5)
     pos, vel, charge = [], [], []
     for seed in seeds:
         g = torch.Generator().manual_seed(int(seed))
         charge.append(torch.randint(0, 2, (n,), generator=g, dtype=torch.float64) * 2.0 - 1.0)
-        pos.append(torch.randn(n, 3, generator=g, dtype=torch.float64) * system.loc_std)
+        pos.append(torch.randn(n, 3, generator=g, dtype=torch.float64) * spread)
         v = torch.randn(n, 3, generator=g, dtype=torch.float64)
         vel.append(v * (system.vel_norm / torch.linalg.vector_norm(v, dim=-1, keepdim=True)))
     out = (torch.stack(pos), torch.stack(vel), torch.stack(charge))

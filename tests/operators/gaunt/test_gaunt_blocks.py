@@ -345,3 +345,34 @@ def test_convolution_rejects_bad_edges():
         conv(h, torch.tensor([[0, 1], [1, 2]]), torch.randn(2, 9), torch.randn(2, 4))
     with pytest.raises(ValueError, match=r"expected features of shape \(\.\.\., 3, 4\)"):
         conv(torch.randn(3, C, 9), torch.tensor([[0], [1]]), torch.randn(1, 4), torch.randn(1, 4))
+
+
+@pytest.mark.parametrize("method", ["grid", "fourier", "matrix"])
+def test_output_degrees_the_inputs_cannot_reach_are_exactly_zero_in_float32(method):
+    """Degree 3 of a 1 x 1 product is empty: round-off there must not be scaled up by its ~0 variance."""
+    torch.set_default_dtype(torch.float32)
+    assert gaunt_output_variance([1, 1], 4)[3:].eq(0).all()
+    p = GauntChannelProduct([1, 1], 4, channels=[C, 1] if method == "matrix" else [C, C], method=method)
+    x, y = torch.randn(6, C, 4), torch.randn(6, 1 if method == "matrix" else C, 4)
+    z = p(x, y)
+    assert z.dtype == torch.float32 and z[..., 9:].eq(0).all() and z[..., :9].abs().max() > 1e-2
+    block = FeatureInteraction(C, 1, lmax_out=3)
+    assert block(torch.randn(6, C, 4))[..., 9:].eq(0).all()
+
+
+@pytest.mark.parametrize("threads_saved,threads_loaded", [(1, 2), (2, 1)])
+def test_a_saved_block_loads_under_another_thread_count(threads_saved, threads_loaded):
+    """The dense/separable choice follows the thread count; the state dict must not depend on it."""
+    torch.set_num_threads(threads_saved)
+    saved = ManyBodyInteraction(2, 8, 3)
+    state = saved.state_dict()
+    torch.set_num_threads(threads_loaded)
+    loaded = ManyBodyInteraction(2, 8, 3)
+    loaded.load_state_dict(state)  # strict
+    x = torch.randn(5, 2, n_coef(8))
+    torch.testing.assert_close(loaded(x), saved(x), atol=TOL, rtol=0)
+    # state dicts written before the tables stopped being saved hold them: still loaded strictly
+    stale = dict(state, **{"product.normalizer": torch.zeros(9), "product.path.legendre_0": torch.zeros(1),
+                           "product.path.synthesis_even_0": torch.zeros(1)})
+    loaded.load_state_dict(stale)
+    torch.testing.assert_close(loaded(x), saved(x), atol=TOL, rtol=0)

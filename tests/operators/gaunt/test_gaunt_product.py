@@ -329,6 +329,36 @@ def test_weighted_product_starts_as_plain_product_and_scales_degree_blocks():
     torch.testing.assert_close(z, gaunt_product_reference(xw, yw, 3, 2, 4), atol=TOL, rtol=0)
     z.square().sum().backward()
     assert tp.weight1.grad.shape == (3, 4) and tp.weight1.grad.abs().min() > 0
-    expected_shape = r"expected x of shape \(\.\.\., 3, \(L\+1\)\*\*2\), got \(5, 4, 16\)"
+    expected_shape = r"expected x of shape \(\.\.\., 3 or 1, \(L\+1\)\*\*2\), got \(5, 4, 16\)"
     with pytest.raises(ValueError, match=expected_shape):
         tp(torch.randn(5, 4, 16), torch.randn(5, 4, 9))
+
+
+@pytest.mark.parametrize("method,transform", [("fourier", None), ("grid", "separable"), ("grid", "dense")])
+def test_an_empty_batch_gives_an_empty_product_with_gradients(method, transform):
+    torch.set_num_threads(1 if transform == "separable" else 2)
+    tp = GauntTensorProduct(8, 8, 8, method=method)
+    if transform is not None:
+        assert tp.path.transform == transform
+    x = torch.randn(0, 3, 81, requires_grad=True)
+    z = tp(x, torch.randn(1, 81))
+    assert z.shape == (0, 3, 81)
+    z.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+def test_weighted_product_shares_a_one_channel_input_across_channels():
+    tp = WeightedGauntTensorProduct(2, 1, 3, channels=4)
+    with torch.no_grad():
+        tp.weight1.copy_(torch.rand(4, 3))
+        tp.weight2.copy_(torch.rand(4, 2))
+    x, y = torch.randn(5, 4, 9), torch.randn(5, 1, 4)
+    torch.testing.assert_close(tp(x, y), tp(x, y.expand(5, 4, 4)), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="4 or 1"):
+        tp(x, torch.randn(5, 2, 4))
+
+
+@pytest.mark.parametrize("degrees", [(2.5, 2, 2), (2, -1, 2), (True, 1, 1)])
+def test_degrees_must_be_non_negative_integers(degrees):
+    with pytest.raises(ValueError, match="integers >= 0"):
+        GauntTensorProduct(*degrees)

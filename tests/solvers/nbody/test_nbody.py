@@ -238,3 +238,11 @@ def test_training_reduces_the_loss():
     assert evaluate(net, d) < 0.5 * before
     parts = batch_indices(10, 4, g)
     assert [len(p) for p in parts] == [4, 4, 2] and sorted(torch.cat(parts).tolist()) == list(range(10))
+
+
+@pytest.mark.parametrize("n", [5, 40])
+def test_initial_positions_spread_as_egnn_for_any_particle_count(n):
+    """sigma = loc_std (n/5)^(1/3): the same number density of particles whatever their count."""
+    pos, _, _ = initial_conditions(ChargedSystem(n_particles=n, loc_std=0.7), range(400))
+    expected = 0.7 * (n / 5) ** (1 / 3)
+    assert float(pos.std()) == pytest.approx(expected, rel=0.05)
