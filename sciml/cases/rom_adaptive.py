@@ -7,8 +7,10 @@ twisted, tapered aerofoil extrusion of hexahedra, clamped root, centrifugal load
 spin-up/spin-down cycles; its shape and rotation in the ``blade`` block). Any other mesh, a
 ``box`` (Q4 or hex8), a ``plate_hole`` (Q4) or a ``file`` read with meshio
 (:func:`sciml.meshes.read_mesh`), takes its conditions from ``boundary``: node sets (a plane
-``{axis, value}`` or a circle/sphere ``{centre, radius}``) with imposed displacement components,
-all scaled by the load factor of ``loading.cycle``. A high-fidelity run of a *training* loading gives the
+``{axis, value}`` or a circle/sphere ``{centre, radius}``) with imposed displacement components
+or a pressure on the boundary faces of the set (consistent nodal forces,
+:meth:`~sciml.solvers.rom.Discretisation.pressure_forces`), all scaled by the load factor of
+``loading.cycle``. A high-fidelity run of a *training* loading gives the
 snapshots; POD, ECM and the Gappy-POD of the plastic strain make the reduced model;
 it is then run on a *new* loading (another temperature field) three ways: as trained (plain
 POD-ECM ROM), and adaptively (thermo-elastic enrichment of the new temperature field
@@ -231,6 +233,15 @@ class Boundary(Schema):
     where: Where
     displacement: Optional[dict[Literal["x", "y", "z"], NumberExpr]] = Field(
         None, description="imposed components at load factor 1 (mm; 0 fixes one), e.g. {x: 0.01}; the others free")
+    pressure: Optional[NumberExpr] = Field(
+        None, description="pressure at load factor 1 (MPa; positive pushes into the body) on the boundary faces "
+        "whose nodes all lie in the set")
+
+    @model_validator(mode="after")
+    def _a_condition(self) -> "Boundary":
+        if not self.displacement and self.pressure is None:
+            raise ValueError("expected a displacement or a pressure on the set")
+        return self
 
 class Blade(Schema):
     """Shape (mm) and rotation of the blade (:func:`~sciml.solvers.rom.academic_blade`)."""
@@ -375,7 +386,8 @@ class Config(Schema):
                                 description="temperature field of the new loading the ROM is run on")
     blade: Blade | None = Field(None, description="geometry blade: shape and rotation (defaults when omitted)")
     boundary: list[Boundary] = Field(
-        default_factory=list, description="geometries box, plate_hole, file: imposed displacements on node sets")
+        default_factory=list, description="geometries box, plate_hole, file: imposed displacements and pressures "
+        "on node sets")
     hf: HF = HF()
     rom: ROM = ROM()
     output: Output = Output()
@@ -420,8 +432,27 @@ class Config(Schema):
             if not any(b.displacement for b in self.boundary):
                 raise ValueError(f"boundary: geometry {self.mesh.geometry} needs imposed displacements "
                                  "(e.g. - {where: {axis: x, value: 0.0}, displacement: {x: 0.0}})")
-            self.dirichlet(self.mesh.build()[0])
+            points, cells, kind = self.mesh.build()
+            self.dirichlet(points)
+            self.pressures(points, cells, kind)
         return self
+
+    def pressures(self, points: np.ndarray, cells: np.ndarray, kind: str) -> list[tuple[np.ndarray, float]]:
+        """The boundary faces (outward, :func:`sciml.meshes.boundary_faces`) and pressure of each
+        ``boundary`` entry with one; ValueError naming the entry when no face lies in its set."""
+        from sciml.meshes import boundary_faces, faces_on
+
+        faces = boundary_faces(cells, kind)
+        out = []
+        for i, b in enumerate(self.boundary):
+            if b.pressure is None:
+                continue
+            mine = faces_on(faces, b.where.nodes(points))
+            if not mine.size:
+                raise ValueError(f"boundary: entry {i} ({b.where.describe()}) has a pressure but no boundary face "
+                                 f"of the mesh lies in its set")
+            out.append((mine, b.pressure))
+        return out
 
     def dirichlet(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The imposed dofs (increasing) and their values at load factor 1 from ``boundary``; ValueError
@@ -474,8 +505,9 @@ def hf_model(cfg: Config, temperature: Temperature, comm):
     else:
         points, cells, kind = m.build()
         disc = Discretisation(points, cells, kind)
+        loads = [disc.pressure_forces(faces, p) for faces, p in cfg.pressures(points, cells, kind)]
         model = HFModel(disc, ThermoViscoplasticJ2.academic(), Dirichlet(*cfg.dirichlet(points)),
-                        _temperature_field(cfg, temperature, disc))
+                        _temperature_field(cfg, temperature, disc), tractions=sum(loads) if loads else None)
         times = ld.dt * np.arange(1, ld.n_steps + 1)
         lf = load_cycle(times, ld.n_cycles)
     if m.geometry in _ACADEMIC and temperature.type != "hot_spot":

@@ -330,6 +330,46 @@ class Discretisation:
         fe = np.einsum("ga,cgi->cai", self.shape_values, wb).reshape(cells.size, -1)
         return np.bincount(self.cell_dofs[cells].ravel(), weights=fe.ravel(), minlength=self.n_dof)
 
+    def pressure_forces(self, faces: np.ndarray, pressure: float) -> np.ndarray:
+        r"""The load of a uniform ``pressure`` on boundary ``faces``: :math:`f_{ai} = -p \int_\Gamma N_a n_i\,dA`,
+        shape ``(n_dof,)``; a positive pressure pushes into the body.
+
+        ``faces`` is ``(F, 2)`` (edges, 2D; unit thickness) or ``(F, 4)`` (bilinear quadrilaterals, 3D),
+        each oriented so that its normal points out of the body
+        (:func:`~sciml.meshes.topology.boundary_faces`). With the face map :math:`X(\xi)`,
+        :math:`n\,dA = (\partial_\xi X_y, -\partial_\xi X_x)\,d\xi` on an edge and
+        :math:`n\,dA = \partial_u X \times \partial_v X\,du\,dv` on a quadrilateral; 2-point Gauss
+        per direction integrates :math:`N_a\,n\,dA` exactly (degree 2 in each variable at most).
+
+        Examples
+        --------
+        >>> from sciml.meshes import box_mesh_2d
+        >>> disc = Discretisation(*box_mesh_2d(2, 1, 2.0, 1.0), "quad")
+        >>> disc.pressure_forces(np.array([[2, 5]]), 3.0).reshape(-1, 2)[[2, 5]].tolist()  # the edge x = 2
+        [[-1.5, 0.0], [-1.5, 0.0]]
+        """
+        faces = np.asarray(faces, dtype=np.int64)
+        k = 2 if self.dim == 2 else 4
+        if faces.ndim != 2 or faces.shape[1] != k or (faces.size and (faces.min() < 0 or faces.max() >= self.n_nodes)):
+            raise ValueError(f"expected faces of shape (F, {k}) with node indices in [0, {self.n_nodes}), "
+                             f"got {faces.shape}")
+        X = self.points[faces]  # (F, k, dim)
+        g = np.array([-1.0, 1.0]) / math.sqrt(3.0)
+        if self.dim == 2:
+            N = np.stack([0.5 * (1.0 - g), 0.5 * (1.0 + g)], axis=1)  # (g, a)
+            t = 0.5 * (X[:, 1] - X[:, 0])  # dX/dxi, the same at both points
+            n = np.column_stack([t[:, 1], -t[:, 0]])[:, None, :].repeat(g.size, axis=1)  # (F, g, 2)
+        else:
+            signs = _KINDS["quad"][2]
+            u, v = (a.reshape(-1) for a in np.meshgrid(g, g, indexing="xy"))
+            N = 0.25 * (1.0 + u[:, None] * signs[:, 0]) * (1.0 + v[:, None] * signs[:, 1])  # (g, a)
+            dNu = 0.25 * signs[:, 0] * (1.0 + v[:, None] * signs[:, 1])
+            dNv = 0.25 * signs[:, 1] * (1.0 + u[:, None] * signs[:, 0])
+            n = np.cross(np.einsum("ga,fai->fgi", dNu, X), np.einsum("ga,fai->fgi", dNv, X))  # (F, g, 3)
+        fa = -float(pressure) * np.einsum("ga,fgi->fai", N, n)  # Gauss weights 1
+        dofs = faces[:, :, None] * self.dim + np.arange(self.dim)
+        return np.bincount(dofs.ravel(), weights=fa.ravel(), minlength=self.n_dof)
+
     def mass_matrix(self) -> sp.csr_matrix:
         """Vector mass matrix :math:`\\int N_a N_b \\delta_{ij}` (unit density), CSR ``(n_dof, n_dof)``.
 
@@ -430,6 +470,9 @@ class HFModel:
     body_force : callable ``b(x (n_qp, dim)) -> (n_qp, dim)``, optional
         Body force density at load factor 1 (e.g. :func:`centrifugal`); the external load
         ``load_factor * f_ext`` with ``f_ext`` (:attr:`external`) its consistent nodal forces.
+    tractions : ndarray, shape ``(n_dof,)``, optional
+        Nodal forces of surface loads at load factor 1 (e.g. :meth:`Discretisation.pressure_forces`),
+        added to :attr:`external`.
     rtol : float
         Newton stops when ``||R_free|| <= rtol * max(||f_int||, largest ||R_free|| of the step)``
         (``f_int`` over all dofs, reactions included).
@@ -453,6 +496,7 @@ class HFModel:
         rtol: float = 1e-10,
         max_iter: int = 25,
         body_force: BodyForce | None = None,
+        tractions: np.ndarray | None = None,
     ) -> None:
         bcs = [dirichlet] if isinstance(dirichlet, Dirichlet) else list(dirichlet)
         dofs = np.concatenate([np.asarray(b.dofs, dtype=np.int64) for b in bcs]) if bcs else np.zeros(0, np.int64)
@@ -470,12 +514,17 @@ class HFModel:
         self.body_force = body_force
         self.external = (np.zeros(disc.n_dof) if body_force is None
                          else disc.body_forces(body_force(disc.qp_coords)))
+        self.tractions = None if tractions is None else np.asarray(tractions, dtype=np.float64)
+        if self.tractions is not None:
+            if self.tractions.shape != (disc.n_dof,):
+                raise ValueError(f"HFModel: expected tractions of shape ({disc.n_dof},), got {self.tractions.shape}")
+            self.external = self.external + self.tractions
 
     def with_temperature(self, temperature: Temperature) -> "HFModel":
         """The same problem (discretisation, material, conditions, loads, Newton settings) under
         another temperature field ``T(x, t)``."""
         return HFModel(self.disc, self.material, Dirichlet(self.fixed_dofs, self.fixed_values), temperature,
-                       self.rtol, self.max_iter, self.body_force)
+                       self.rtol, self.max_iter, self.body_force, self.tractions)
 
     def temperature_at(self, t: float) -> np.ndarray:
         """Temperature at the integration points at time ``t``, ``(n_qp,)``."""

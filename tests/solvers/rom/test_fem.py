@@ -208,3 +208,64 @@ def test_discretisation_rejects_bad_input():
         Discretisation(points, cells, "tri")
     with pytest.raises(ValueError, match=r"expects points of shape \(P, 3\)"):
         Discretisation(points, cells, "hexahedron")
+
+
+# --------------------------------------------------------------------------- pressure
+@pytest.mark.parametrize("kind", KINDS)
+def test_pressure_forces_match_scikit_fem_on_curved_faces(kind):
+    """-p * int N_a n dA on the faces of the side x = max of a mesh with every node moved (non-planar
+    faces in 3D), against scikit-fem's facet assembly with its outward normals."""
+    from skfem import FacetBasis, LinearForm
+
+    from sciml.meshes import boundary_faces, faces_on
+
+    points, cells = box_mesh_2d(4, 3, 2.0, 1.5) if kind == "quad" else box_mesh_3d(3, 2, 2, 1.5, 1.0, 1.0)
+    side = nodes_on_plane(points, 0, points[:, 0].max())
+    disc = distorted(kind, seed=4)
+    f = disc.pressure_forces(faces_on(boundary_faces(disc.cells, kind), side), 7.0)
+    mesh = skfem_basis(disc).mesh
+    facets = np.flatnonzero(np.isin(mesh.facets, side).all(axis=0))
+    fb = FacetBasis(mesh, ElementVector(ElementQuad1() if kind == "quad" else ElementHex1()), facets=facets,
+                    intorder=3)
+    ref = asm(LinearForm(lambda v, w: -7.0 * dot(w.n, v)), fb)
+    np.testing.assert_allclose(f, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+    assert np.count_nonzero(f) >= side.size  # the load sits on the side's nodes
+
+
+def test_pressure_on_a_closed_curve_has_no_resultant():
+    from sciml.meshes import boundary_faces, faces_on, nodes_on_sphere, plate_with_hole_mesh
+
+    points, cells = plate_with_hole_mesh(5, 3, 3.0, 2.0, 0.5)
+    disc = Discretisation(points, cells, "quad")
+    hole = faces_on(boundary_faces(cells, "quad"), nodes_on_sphere(points, (1.5, 1.0), 0.5))
+    f = disc.pressure_forces(hole, 4.0).reshape(-1, 2)
+    np.testing.assert_allclose(f.sum(axis=0), 0.0, atol=1e-13)
+    radial = ((points - (1.5, 1.0)) * f).sum(axis=1)
+    assert np.all(radial[:20] > 0) and np.all(f[20:] == 0.0)  # pushing into the body, on the hole's 20 nodes
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_uniform_pressure_on_a_box_gives_the_uniaxial_stress(kind):
+    """A box on rollers (u_i = 0 on the plane x_i = 0) at 293 K under a pressure p on the face x = L,
+    its inside distorted: sigma_xx = -p and every other component 0 (plane strain: sigma_zz = -nu p)
+    at every point, to round-off; the nodal forces sum to -p times the face's area along x."""
+    from sciml.meshes import boundary_faces, faces_on
+
+    disc = distorted(kind, boundary=False)
+    points, dim, p = disc.points, disc.dim, 10.0
+    face = faces_on(boundary_faces(disc.cells, kind), nodes_on_plane(points, 0, points[:, 0].max()))
+    f = disc.pressure_forces(face, p)
+    area = 1.5 if kind == "quad" else 1.0 * 1.0
+    np.testing.assert_allclose(f.reshape(-1, dim).sum(axis=0), [-p * area] + [0.0] * (dim - 1), rtol=1e-14,
+                               atol=1e-14 * p)
+    bcs = [Dirichlet.on_nodes(nodes_on_plane(points, k, 0.0), k, dim) for k in range(dim)]
+    model = HFModel(disc, LAW, bcs, lambda x, t: np.full(x.shape[0], 293.0), tractions=f)
+    step = model.solve_step(model.initial_state(), 1.0, 1.0)
+    expected = np.zeros(6)
+    expected[0] = -p
+    if dim == 2:
+        expected[2] = -0.3 * p
+    np.testing.assert_allclose(step.state.sigma, np.broadcast_to(expected, (disc.n_qp, 6)), rtol=0, atol=1e-10 * p)
+    assert step.state.p.max() == 0.0
+    half = model.solve_step(model.initial_state(), 1.0, 0.5)  # the load factor scales the pressure
+    np.testing.assert_allclose(half.state.sigma, 0.5 * step.state.sigma, rtol=0, atol=1e-10 * p)
