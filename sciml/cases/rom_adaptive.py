@@ -9,8 +9,9 @@ spin-up/spin-down cycles; its shape and rotation in the ``blade`` block). Any ot
 (:func:`sciml.meshes.read_mesh`), takes its conditions from ``boundary``: node sets (a plane
 ``{axis, value}`` or a circle/sphere ``{centre, radius}``) with imposed displacement components
 or a pressure on the boundary faces of the set (consistent nodal forces,
-:meth:`~sciml.solvers.rom.Discretisation.pressure_forces`), all scaled by the load factor of
-``loading.cycle``. A high-fidelity run of a *training* loading gives the
+:meth:`~sciml.solvers.rom.Discretisation.pressure_forces`). ``rotation`` adds a centrifugal load
+to any body but the blade (whose rotation is in ``blade``). Every mechanical load is scaled by
+the load factor of ``loading.cycle``. A high-fidelity run of a *training* loading gives the
 snapshots; POD, ECM and the Gappy-POD of the plastic strain make the reduced model;
 it is then run on a *new* loading (another temperature field) three ways: as trained (plain
 POD-ECM ROM), and adaptively (thermo-elastic enrichment of the new temperature field
@@ -257,6 +258,26 @@ class Blade(Schema):
     density: NumberExpr = Field(8.2e-9, gt=0, description="t/mm^3")
 
 
+class Rotation(Schema):
+    """A rotation of the body (any geometry but the blade, whose rotation is in ``blade``): the
+    centrifugal body force rho omega^2 r_perp (:func:`~sciml.solvers.rom.centrifugal`), scaled by
+    the load factor, (omega(t) / omega)^2."""
+
+    omega: NumberExpr = Field(..., ge=0, description="rotation speed at load factor 1 (rad/s)")
+    density: NumberExpr = Field(8.2e-9, gt=0, description="t/mm^3 (default: a nickel superalloy)")
+    axis_point: tuple[float, ...] = Field(..., description="a point of the rotation axis (mm)")
+    axis_direction: tuple[float, ...] = Field(
+        ..., description="direction of the axis; in 2D [0, 0, 1] (a spinning section) or in the plane z = 0")
+
+    @model_validator(mode="after")
+    def _axis(self) -> "Rotation":
+        if len(self.axis_point) not in (2, 3) or len(self.axis_direction) != len(self.axis_point):
+            raise ValueError("axis_direction: expected as many coordinates as axis_point, 2 or 3")
+        if not any(self.axis_direction):
+            raise ValueError("axis_direction: expected a nonzero direction")
+        return self
+
+
 class Loading(Schema):
     n_steps: int = Field(40, ge=2, le=100000)
     n_cycles: int = Field(2, ge=1)
@@ -385,6 +406,7 @@ class Config(Schema):
     online: Temperature = Field(Temperature(centre=(1.4, 0.3), peak=750.0),
                                 description="temperature field of the new loading the ROM is run on")
     blade: Blade | None = Field(None, description="geometry blade: shape and rotation (defaults when omitted)")
+    rotation: Rotation | None = Field(None, description="centrifugal load of a rotation (not with the blade)")
     boundary: list[Boundary] = Field(
         default_factory=list, description="geometries box, plate_hole, file: imposed displacements and pressures "
         "on node sets")
@@ -423,6 +445,18 @@ class Config(Schema):
             raise ValueError("blade: only with mesh.geometry: blade")
         if self.mesh.geometry == "blade" and self.loading.amplitude is not None:
             raise ValueError("loading.amplitude: the blade has no imposed displacement (its load is blade.omega)")
+        if self.rotation is not None:
+            r = self.rotation
+            if self.mesh.geometry == "blade":
+                raise ValueError("rotation: the blade's rotation is blade.omega, blade.hub_radius, ...")
+            if len(r.axis_point) != dim and not (dim == 2 and len(r.axis_point) == 3):
+                raise ValueError(f"rotation: expected an axis of {dim} coordinates (or 3 in 2D) for geometry "
+                                 f"{self.mesh.geometry!r}, got {len(r.axis_point)}")
+            if len(r.axis_point) == 3 and dim == 2:
+                along_z = r.axis_direction[0] == r.axis_direction[1] == 0
+                if not along_z and (r.axis_direction[2] != 0 or r.axis_point[2] != 0):
+                    raise ValueError("rotation: a 2D (plane-strain) body turns about the z direction or about an "
+                                     "axis in the plane z = 0")
         if self.mesh.geometry in _ACADEMIC:
             if self.boundary:
                 raise ValueError(f"boundary: the {self.mesh.geometry} has its own boundary conditions")
@@ -486,15 +520,17 @@ def hf_model(cfg: Config, temperature: Temperature, comm):
     (``cfg.training`` or ``cfg.online``), with the step times and load factors."""
     from sciml.solvers.rom import (CGSolver, DirectSolver, Dirichlet, Discretisation, HFModel, Partition,
                                    PartitionedHFModel, ThermoViscoplasticJ2, academic_blade, academic_plate,
-                                   load_cycle)
+                                   centrifugal, load_cycle)
 
-    ld, m = cfg.loading, cfg.mesh
+    ld, m, r = cfg.loading, cfg.mesh, cfg.rotation
     spot = ({"centre": tuple(temperature.centre), "peak": temperature.peak, "radius": temperature.radius}
             if temperature.type == "hot_spot" else {})
+    body = None if r is None else centrifugal(r.density, r.omega, r.axis_point, r.axis_direction)
     if m.geometry == "plate":
         amplitude = ld.amplitude if ld.amplitude is not None else 0.01
         model, times, lf = academic_plate(*m.cells(), n_steps=ld.n_steps, n_cycles=ld.n_cycles,
-                                          amplitude=amplitude, ramp_time=ld.ramp_time, dt=ld.dt, **spot)
+                                          amplitude=amplitude, ramp_time=ld.ramp_time, dt=ld.dt, body_force=body,
+                                          **spot)
     elif m.geometry == "blade":
         b = cfg.blade or Blade()
         model, times, lf = academic_blade(*m.cells(), n_steps=ld.n_steps,
@@ -507,7 +543,8 @@ def hf_model(cfg: Config, temperature: Temperature, comm):
         disc = Discretisation(points, cells, kind)
         loads = [disc.pressure_forces(faces, p) for faces, p in cfg.pressures(points, cells, kind)]
         model = HFModel(disc, ThermoViscoplasticJ2.academic(), Dirichlet(*cfg.dirichlet(points)),
-                        _temperature_field(cfg, temperature, disc), tractions=sum(loads) if loads else None)
+                        _temperature_field(cfg, temperature, disc), body_force=body,
+                        tractions=sum(loads) if loads else None)
         times = ld.dt * np.arange(1, ld.n_steps + 1)
         lf = load_cycle(times, ld.n_cycles)
     if m.geometry in _ACADEMIC and temperature.type != "hot_spot":

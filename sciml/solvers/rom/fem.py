@@ -74,6 +74,9 @@ def centrifugal(density: float, omega: float, axis_point: Sequence[float],
     ``axis_point`` along ``axis_direction``: :math:`b(x) = \rho\,\omega^2\, r_\perp(x)`,
     :math:`r_\perp = (x - a) - ((x - a)\cdot e)\,e` (units: with MPa, mm, s, ``density`` in t/mm³).
 
+    The axis has the points' dimension, or is 3D for 2D points (a plane-strain section at
+    :math:`z = 0`): then it must be the z direction or lie in the plane :math:`z = 0`, so that
+    :math:`b` has no z component (checked when the force is evaluated).
     A load factor :math:`\lambda` scales it: :math:`\lambda = (\omega(t)/\omega)^2`.
 
     Examples
@@ -81,6 +84,8 @@ def centrifugal(density: float, omega: float, axis_point: Sequence[float],
     >>> b = centrifugal(2.0, 3.0, (0.0, 0.0, 0.0), (1.0, 0.0, 0.0))
     >>> b(np.array([[5.0, 0.0, 2.0]])).tolist()
     [[0.0, 0.0, 36.0]]
+    >>> centrifugal(2.0, 3.0, (1.0, 0.0, 0.0), (0.0, 0.0, 1.0))(np.array([[3.0, 1.0]])).tolist()  # a spinning disc
+    [[36.0, 18.0]]
     """
     a = np.asarray(axis_point, dtype=np.float64)
     e = np.asarray(axis_direction, dtype=np.float64)
@@ -91,8 +96,18 @@ def centrifugal(density: float, omega: float, axis_point: Sequence[float],
     scale = float(density) * float(omega) ** 2
 
     def force(x: np.ndarray) -> np.ndarray:
-        d = np.asarray(x, dtype=np.float64) - a
-        return scale * (d - (d @ e)[:, None] * e)
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape[1] == a.size:
+            d = x - a
+            return scale * (d - (d @ e)[:, None] * e)
+        if x.shape[1] != 2 or a.size != 3:
+            raise ValueError(f"centrifugal: an axis of {a.size} coordinates for points of shape {x.shape}")
+        d = np.column_stack([x, np.zeros(x.shape[0])]) - a
+        r = d - (d @ e)[:, None] * e
+        if np.any(r[:, 2] != 0.0):
+            raise ValueError(f"centrifugal: a plane-strain body (z = 0) rotates about the z direction or an axis in "
+                             f"its plane, not about {a.tolist()} + s {e.tolist()}")
+        return scale * r[:, :2]
 
     return force
 
@@ -659,6 +674,7 @@ def academic_plate(
     dt: float = 1.0,
     centre: tuple[float, float] = (0.5, 0.5),
     radius: float = 0.3,
+    body_force: BodyForce | None = None,
 ) -> tuple[HFModel, np.ndarray, np.ndarray]:
     """The academic plane-strain plate (MPa, mm, K, s).
 
@@ -669,7 +685,8 @@ def academic_plate(
     ``T = 293 + dT(t) exp(-|x - x_c|^2 / radius^2)`` (:func:`~sciml.solvers.rom.temperature.hot_spot`) with ``dT`` rising linearly
     to ``peak`` over ``ramp_time`` and held, ``x_c = centre`` (the training loading
     of the ROM case is ``(0.5, 0.5)``, peak 700 K; its new loading ``(1.4, 0.3)``,
-    peak 750 K); law :meth:`ThermoViscoplasticJ2.academic`.
+    peak 750 K); law :meth:`ThermoViscoplasticJ2.academic`. ``body_force`` (e.g.
+    :func:`centrifugal`), optional, is scaled by the same load factor.
 
     Returns
     -------
@@ -691,7 +708,8 @@ def academic_plate(
     temperature = hot_spot(centre, peak, radius, ramp_time)
 
     times = dt * np.arange(1, n_steps + 1)
-    return HFModel(disc, ThermoViscoplasticJ2.academic(), bcs, temperature), times, load_cycle(times, n_cycles)
+    model = HFModel(disc, ThermoViscoplasticJ2.academic(), bcs, temperature, body_force=body_force)
+    return model, times, load_cycle(times, n_cycles)
 
 
 def academic_blade(

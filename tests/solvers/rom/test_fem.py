@@ -269,3 +269,32 @@ def test_uniform_pressure_on_a_box_gives_the_uniaxial_stress(kind):
     assert step.state.p.max() == 0.0
     half = model.solve_step(model.initial_state(), 1.0, 0.5)  # the load factor scales the pressure
     np.testing.assert_allclose(half.state.sigma, 0.5 * step.state.sigma, rtol=0, atol=1e-10 * p)
+
+
+# --------------------------------------------------------------------------- centrifugal
+def test_centrifugal_load_of_a_plane_section():
+    """2D points with a 3D axis: about z, b = rho w^2 (x - a) in the plane; about an axis in the plane
+    z = 0, the 3D force at z = 0 (no z component); an oblique axis is refused. The load of a plate
+    with a hole spinning about z is rho w^2 A (centroid - a), A and the centroid by the shoelace formula."""
+    from sciml.meshes import plate_with_hole_mesh
+    from sciml.solvers.rom import centrifugal
+
+    x = np.random.default_rng(5).uniform(-1, 1, (10, 2))
+    spin = centrifugal(2.0, 3.0, (0.5, -0.2, 7.0), (0.0, 0.0, 2.0))
+    np.testing.assert_allclose(spin(x), 18.0 * (x - (0.5, -0.2)), rtol=1e-15)
+    flat = centrifugal(2.0, 3.0, (0.5, -0.2, 0.0), (1.0, 1.0, 0.0))
+    full = centrifugal(2.0, 3.0, (0.5, -0.2, 0.0), (1.0, 1.0, 0.0))(np.column_stack([x, np.zeros(10)]))
+    np.testing.assert_array_equal(flat(x), full[:, :2])
+    assert np.all(full[:, 2] == 0.0)
+    with pytest.raises(ValueError, match="rotates about the z direction or an axis in its plane"):
+        centrifugal(2.0, 3.0, (0.0, 0.0, 0.0), (1.0, 0.0, 1.0))(x)
+
+    points, cells = plate_with_hole_mesh(6, 3, 3.0, 2.0, 0.5, (1.0, 0.8))
+    disc = Discretisation(points, cells, "quad")
+    F = disc.body_forces(spin(disc.qp_coords)).reshape(-1, 2).sum(axis=0)
+    X = points[cells]  # the mesh's area and first moments, cell by cell (exact for its straight edges)
+    x0, y0, x1, y1 = X[..., 0], X[..., 1], np.roll(X[..., 0], -1, 1), np.roll(X[..., 1], -1, 1)
+    cross = x0 * y1 - x1 * y0
+    area = 0.5 * cross.sum()
+    moment = np.array([((x0 + x1) * cross).sum(), ((y0 + y1) * cross).sum()]) / 6.0
+    np.testing.assert_allclose(F, 18.0 * (moment - area * np.array([0.5, -0.2])), rtol=1e-13)
