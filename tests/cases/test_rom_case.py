@@ -502,3 +502,28 @@ def test_rotation_of_the_blade_is_refused():
         load_case(CASES / "rom_blade.yaml",
                   ["rotation={omega: 1.0, axis_point: [0, 0, 0], axis_direction: [1, 0, 0]}"])
     assert "rotation: the blade's rotation is blade.omega" in str(err.value)
+
+
+def test_table_online_loading(tmp_path):
+    """The new loading from a nodal table (the monitor points, the enrichment and the reduced model
+    read it at integration points, ParaView at the nodes), the training one an expression."""
+    import numpy as np
+
+    from sciml.meshes import box_mesh_2d
+    from sciml.solvers.rom import hot_spot
+
+    points, _ = box_mesh_2d(8, 4, 2.0, 1.0)
+    times = np.arange(9.0)
+    spot = hot_spot((1.4, 0.3), 750.0, 0.3, 3.0)
+    np.savez(tmp_path / "online.npz", times=times, temperature=np.stack([spot(points, t) for t in times]),
+             points=points)
+    case = tmp_path / "table.yaml"
+    case.write_text(TINY + "online: {type: file, path: online.npz}\n"
+                    "training: {type: expression, value: '293 + 700*min(t/3, 1)*exp(-((x-0.5)**2+(y-0.5)**2)/0.09)'}\n")
+    res = run_sciml("run", str(case), "--out", str(tmp_path / "run"), timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["max_rel_error_u_nonadaptive"] > 1e-2 > m["max_rel_error_u"], m
+    assert "4 monitor points" in (tmp_path / "run" / "log.txt").read_text()
+    vtu = (tmp_path / "run" / "fields" / "fields_7.vtu").read_bytes()
+    assert b'Name="temperature"' in vtu

@@ -9,8 +9,8 @@ High-fidelity part:
   in ``x, y, z, t``, nodal table from a file);
 * :mod:`~sciml.solvers.rom.fem`: Q4 plane-strain and hex8 kinematics with per
   integration point B matrices and weights, assembly on element subsets, and the
-  Newton solver of the quasi-static problem with imposed displacements and body forces
-  (centrifugal); the academic plate and the rotating blade
+  Newton solver of the quasi-static problem with imposed displacements, body forces
+  (centrifugal) and pressures on boundary faces; the academic plate and the rotating blade
   (:func:`~sciml.solvers.rom.academic_blade`, mesh from :mod:`sciml.meshes.blade`).
 
 Reduced-order part (MPI-ready: rank-independent results, see :mod:`~sciml.solvers.rom.distributed`):
