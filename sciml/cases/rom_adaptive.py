@@ -133,7 +133,8 @@ class Mesh(Schema):
         if self.geometry in ("box", "plate_hole"):
             dims = (2, 3) if self.geometry == "box" else (2,)
             if len(self.size) not in dims or min(self.size) <= 0:
-                raise ValueError(f"size: expected {' or '.join(map(str, dims))} positive lengths, got {list(self.size)}")
+                raise ValueError(f"size: expected {' or '.join(map(str, dims))} positive lengths, "
+                                 f"got {list(self.size)}")
         if self.geometry == "box" and (len(self.size) == 3) != (self.nz is not None):
             raise ValueError("nz: a key of the 3D box (size of 3 lengths) only" if self.nz is not None
                              else "nz: missing, the cells along z of the 3D box")
@@ -341,7 +342,8 @@ class Temperature(Schema):
     @model_validator(mode="after")
     def _keys_of_the_type(self) -> "Temperature":
         mine = _TEMPERATURE_KEYS[self.type]
-        wrong = [k for keys in _TEMPERATURE_KEYS.values() for k in keys if k not in mine and getattr(self, k) is not None]
+        wrong = [k for keys in _TEMPERATURE_KEYS.values() for k in keys
+                 if k not in mine and getattr(self, k) is not None]
         if wrong:
             raise ValueError(f"{wrong[0]}: not a key of type {self.type} (its keys: {', '.join(mine)})")
         missing = [k for k in mine if getattr(self, k) is None]
@@ -429,8 +431,8 @@ class Config(Schema):
                              f"{mesh.n_nodes()} nodes (expected shape ({times.size}, {mesh.n_nodes()}))")
         end = loading.n_steps * loading.dt
         if times[0] > 0.0 or times[-1] < end * (1 - 1e-9):
-            raise ValueError(f"path: the times of table {value.path.name} span [{times[0]}, {times[-1]}], the run needs 0 to "
-                             f"{end} s ({loading.n_steps} steps of {loading.dt} s)")
+            raise ValueError(f"path: the times of table {value.path.name} span [{times[0]}, {times[-1]}], the run "
+                             f"needs 0 to {end} s ({loading.n_steps} steps of {loading.dt} s)")
         return value
 
     @model_validator(mode="after")

@@ -682,8 +682,8 @@ def academic_plate(
     ``u_y = 0`` on ``y = 0``, ``u_x = amplitude * lambda(t)`` on ``x = 2`` with
     ``lambda`` fully reversed triangle cycles ``0 -> 1 -> 0 -> -1 -> 0``
     (``n_cycles`` in ``n_steps`` steps of ``dt``); temperature
-    ``T = 293 + dT(t) exp(-|x - x_c|^2 / radius^2)`` (:func:`~sciml.solvers.rom.temperature.hot_spot`) with ``dT`` rising linearly
-    to ``peak`` over ``ramp_time`` and held, ``x_c = centre`` (the training loading
+    ``T = 293 + dT(t) exp(-|x - x_c|^2 / radius^2)`` (:func:`~sciml.solvers.rom.temperature.hot_spot`)
+    with ``dT`` rising linearly to ``peak`` over ``ramp_time`` and held, ``x_c = centre`` (the training loading
     of the ROM case is ``(0.5, 0.5)``, peak 700 K; its new loading ``(1.4, 0.3)``,
     peak 750 K); law :meth:`ThermoViscoplasticJ2.academic`. ``body_force`` (e.g.
     :func:`centrifugal`), optional, is scaled by the same load factor.
