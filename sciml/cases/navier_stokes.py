@@ -139,10 +139,9 @@ class Config(Schema):
 
     @model_validator(mode="after")
     def _shown_from_the_first_chunk(self) -> "Config":
-        if self.output.paraview_trajectories > min(self.chunk_size, self.n_trajectories):
-            raise ValueError(f"output.paraview_trajectories: at most chunk_size = {self.chunk_size} and n_trajectories "
-                             f"= {self.n_trajectories} (the first chunk's trajectories are the ones written; got "
-                             f"{self.output.paraview_trajectories})")
+        if min(self.output.paraview_trajectories, self.n_trajectories) > self.chunk_size:
+            raise ValueError(f"output.paraview_trajectories: at most chunk_size = {self.chunk_size} (the first "
+                             f"chunk's trajectories are the ones written; got {self.output.paraview_trajectories})")
         return self
 
 
@@ -382,7 +381,7 @@ def run(cfg: Config, run) -> dict:
     from sciml.meshes.paraview import ImageGrid, VTKFile
 
     comm = run.comm
-    n_vis = cfg.output.paraview_trajectories  # within the first chunk (checked by Config)
+    n_vis = min(cfg.output.paraview_trajectories, cfg.n_trajectories)  # within the first chunk (Config)
     vtk = None
     image = None
     if comm.is_root and n_vis > 0:
