@@ -152,6 +152,16 @@ def test_every_path_equals_reference(l1, l2, lo):
         torch.testing.assert_close(make(l1, l2, lo)(x, y), expected, atol=TOL, rtol=0, msg=name)
 
 
+@pytest.mark.parametrize("l1,l2,lo", [(13, 11, 16), (14, 14, 14)])
+def test_every_path_equals_reference_beyond_e3nns_degree_12(l1, l2, lo):
+    """Two inputs above e3nn's harmonics (l <= 12): the coefficients come from our own Wigner-3j."""
+    gen = torch.Generator().manual_seed(l1 + l2 + lo)
+    x, y = torch.randn(2, n_coef(l1), generator=gen), torch.randn(2, n_coef(l2), generator=gen)
+    expected = gaunt_product_reference(x, y, l1, l2, lo)
+    for name, make in PATHS.items():
+        torch.testing.assert_close(make(l1, l2, lo)(x, y), expected, atol=TOL, rtol=0, msg=name)
+
+
 def test_fourier_and_grid_paths_agree_at_degree_12():
     x, y = torch.randn(4, n_coef(12)), torch.randn(4, n_coef(12))
     z_grid = SphereGridGauntProduct((12, 12), 12)(x, y)
@@ -213,10 +223,13 @@ def wigner_blocks():
     return blocks, inversion
 
 
-@pytest.mark.parametrize("lmax,method", [(12, "auto"), (6, "auto"), (5, "fourier")])
+@pytest.mark.parametrize("lmax,method", [(12, "auto"), (6, "auto"), (5, "fourier"), (12, "fourier"), (8, "dense")])
 def test_equivariance_under_rotation_and_inversion(lmax, method, wigner_blocks):
     torch.manual_seed(lmax)
-    tp = GauntTensorProduct(lmax, lmax - 1, lmax, method=method)
+    if method == "dense":  # the transform auto picks with several threads (tests run with one)
+        tp = SphereGridGauntProduct((lmax, lmax - 1), lmax, transform="dense")
+    else:
+        tp = GauntTensorProduct(lmax, lmax - 1, lmax, method=method)
     x, y = torch.randn(3, n_coef(lmax)), torch.randn(3, n_coef(lmax - 1))
     for blocks in wigner_blocks:  # D(R) for a random rotation; then Y_lm(-r) = (-1)^l Y_lm(r)
         d1, d2 = torch.block_diag(*blocks[: lmax + 1]), torch.block_diag(*blocks[:lmax])
