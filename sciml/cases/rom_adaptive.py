@@ -911,7 +911,8 @@ def run(cfg: Config, run) -> dict:
 
 
 def _paraview(run, hf, rom, rom_run, err, ref) -> None:
-    """Fields of every step on this rank's cells: u (ROM, HF), p and stress (cell averages), temperature."""
+    """Fields of every step on this rank's cells: u (ROM, HF), p and stress (cell averages), temperature;
+    the global node and cell numbers as ParaView's global ids (the pieces share rank-boundary nodes)."""
     from sciml.meshes.paraview import UnstructuredMesh, VTKFile
 
     part, disc = hf.partition, hf.disc
@@ -933,9 +934,10 @@ def _paraview(run, hf, rom, rom_run, err, ref) -> None:
         T = np.asarray(hf.model.temperature(disc.points[nodes], rec.t), dtype=np.float64)
         vtk.write(rec.t, mesh,
                   point_data={"u_rom": state.u.reshape(-1, dim)[nodes], "u_hf": ref["u"][:, k].reshape(-1, dim)[nodes],
-                              "temperature": T},
+                              "temperature": T, "GlobalNodeIds": nodes.astype(np.int64)},
                   cell_data={"p_rom": cells(state.p), "p_hf": cells(ref["p"][:, k]), "stress_rom": sym,
-                             "hf_step": np.full(part.cells.size, float(rec.hf))})
+                             "hf_step": np.full(part.cells.size, float(rec.hf)),
+                             "GlobalCellIds": np.asarray(part.cells, dtype=np.int64)})
 
 
 def _plot(run, cfg: Config, indicator, err, err_plain, rom_run) -> None:

@@ -42,7 +42,10 @@ trailing shape         kind         components  stored as
 
 The first field of each kind becomes the active scalars / vectors / tensors of its
 point or cell data; vector and tensor components are named (X, Y, Z; XX, XY, ...).
-Dtypes are kept (float32 stays float32); booleans are stored as uint8.
+Dtypes are kept (float32 stays float32); booleans are stored as uint8. An integer
+scalar named ``GlobalNodeIds`` (point data) or ``GlobalCellIds`` (cell data) is tagged
+as the data's global ids instead: the pieces of a ``.pvtu`` share the points on rank
+boundaries, and ParaView's ghost-cell and redistribution filters match them by these ids.
 
 Examples
 --------
@@ -161,10 +164,23 @@ def _vtk_type_name(dtype: Any) -> str:
     return {"i": "Int", "u": "UInt", "f": "Float"}[dt.kind] + str(8 * dt.itemsize)
 
 
+#: Names of the integer scalars tagged as global ids (not as the active scalars).
+GLOBAL_ID_NAMES = ("GlobalNodeIds", "GlobalCellIds")
+
+
+def _is_global_ids(name: str, dtype: Any, n_components: int) -> bool:
+    return name in GLOBAL_ID_NAMES and n_components == 1 and np.dtype(dtype).kind in "iu"
+
+
 def _add_arrays(attributes: Any, arrays: dict[str, np.ndarray]) -> None:
-    """Add ``(n, c)`` arrays to vtkPointData/vtkCellData; tag the first of each kind."""
+    """Add ``(n, c)`` arrays to vtkPointData/vtkCellData; tag the first of each kind (and global ids)."""
     tagged: set[str] = set()
     for name, flat in arrays.items():
+        if _is_global_ids(name, flat.dtype, flat.shape[1]):
+            ids = numpy_to_vtkIdTypeArray(np.ascontiguousarray(flat[:, 0], dtype=np.int64), deep=True)
+            ids.SetName(name)
+            attributes.SetGlobalIds(ids)
+            continue
         vtk_array = numpy_to_vtk(flat)  # no copy: the caller keeps `flat` alive while writing
         vtk_array.SetName(name)
         for i, component in enumerate(_COMPONENT_NAMES.get(flat.shape[1], ())):
@@ -498,9 +514,13 @@ def _p_arrays(parent: ET.Element, tag: str, specs: ArraySpecs | None) -> None:
             type_name = _vtk_type_name(dtype)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{tag} {name!r}: {exc}") from None
-        kind = _ATTRIBUTE_OF.get(n_components)
-        if kind is not None and kind not in element.attrib:
-            element.set(kind, name)
+        if _is_global_ids(name, dtype, n_components):
+            element.set("GlobalIds", name)
+            type_name = "Int64"  # what the pieces hold (vtkIdType)
+        else:
+            kind = _ATTRIBUTE_OF.get(n_components)
+            if kind is not None and kind not in element.attrib:
+                element.set(kind, name)
         array = ET.SubElement(element, "PDataArray", type=type_name, Name=name,
                               NumberOfComponents=str(n_components))
         for i, component in enumerate(_COMPONENT_NAMES.get(n_components, ())):

@@ -216,6 +216,31 @@ def test_pvtu_written_by_hand_joins_pieces(tmp_path):
     np.testing.assert_array_equal(array(data.GetCellData(), "rank")[0], [0, 1])
 
 
+def test_global_ids_are_tagged_and_match_the_shared_points_of_the_pieces(tmp_path):
+    """GlobalNodeIds/GlobalCellIds become the pieces' global ids (not the active scalars); points shared by
+    two pieces carry one id."""
+    points, cells = (np.array(a) for a in MESHES["quad"])
+    for rank in range(2):
+        local = points[cells[rank]]
+        write_vtu(tmp_path / f"q_{rank}.vtu", local, [[0, 1, 2, 3]], "quad",
+                  point_data={"p": local[:, 0], "GlobalNodeIds": cells[rank].astype(np.int64)},
+                  cell_data={"GlobalCellIds": np.array([rank], dtype=np.int64)})
+    write_pvtu(tmp_path / "q.pvtu", ["q_0.vtu", "q_1.vtu"], {"p": ("float64", 1), "GlobalNodeIds": ("int64", 1)},
+               {"GlobalCellIds": ("int64", 1)}, points_dtype="float64")
+    root = ET.parse(tmp_path / "q.pvtu").getroot()
+    assert root.find(".//PPointData").get("GlobalIds") == "GlobalNodeIds"
+    assert root.find(".//PPointData").get("Scalars") == "p"
+    data = read(tmp_path / "q.pvtu")
+    ids = vtk_to_numpy(data.GetPointData().GetGlobalIds())
+    assert data.GetPointData().GetScalars().GetName() == "p"
+    np.testing.assert_array_equal(ids, np.concatenate([cells[0], cells[1]]))
+    np.testing.assert_array_equal(vtk_to_numpy(data.GetCellData().GetGlobalIds()), [0, 1])
+    xyz = points_of(data)
+    for node in set(cells[0]) & set(cells[1]):  # a shared point: the same coordinates under one id
+        where = np.flatnonzero(ids == node)
+        assert len(where) == 2 and np.array_equal(xyz[where[0]], xyz[where[1]])
+
+
 # --------------------------------------------------------------------------- .pvd
 
 
