@@ -18,6 +18,7 @@ import difflib
 import io
 import math
 import operator
+import types
 import typing
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 
-_UNIONS = (typing.Union, getattr(__import__("types"), "UnionType", None))
+_UNIONS = (typing.Union, types.UnionType)  # Optional[X] / Union[...] and X | Y
 
 
 class ConfigError(Exception):
@@ -325,7 +326,7 @@ def _union_members(model: Any) -> list[Any] | None:
     """The members of a (possibly annotated) union type, or None for any other type."""
     if typing.get_origin(model) is typing.Annotated:
         return _union_members(typing.get_args(model)[0])
-    if typing.get_origin(model) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if typing.get_origin(model) in _UNIONS:
         return list(typing.get_args(model))
     return None
 
