@@ -500,23 +500,23 @@ def _apply_override(data: CommentedMap, text: str, schema: type[BaseModel]) -> s
     except ValueError as exc:
         return f"--set {shown}: {exc}"
     # Check the whole path first: a rejected override leaves the data as it was.
-    types: list[Any] = [schema]
+    schema_types: list[Any] = [schema]
     node: Any = data
     for i, key in enumerate(path):
         where = ".".join(path[:i]) or "(top level)"
-        fields = _fields_of(types[-1], node) if types[-1] is not None else None
+        fields = _fields_of(schema_types[-1], node) if schema_types[-1] is not None else None
         if fields is not None and key not in fields:
             return f"--set {shown}: no key '{_show(key)}' in '{where}'{_did_you_mean(key, fields)}"
         if node is not None and not isinstance(node, dict):
             return f"--set {shown}: '{where}' is not a mapping"
-        types.append(fields[key] if fields is not None else None)
+        schema_types.append(fields[key] if fields is not None else None)
         node = node.get(key) if isinstance(node, dict) else None
         if i < len(path) - 1 and node is not None and not isinstance(node, dict):
             node = None  # a scalar in the file under a key the override goes into: replaced by a mapping
     node = data
     for i, key in enumerate(path[:-1]):
         if not isinstance(node.get(key), dict):
-            default = _default_of(types[i], key)
+            default = _default_of(schema_types[i], key)
             node[key] = CommentedMap(default) if isinstance(default, dict) else CommentedMap()
         node = node[key]
     node[path[-1]] = value
