@@ -49,3 +49,30 @@ def run_sciml(*args: str, ranks: int = 1, timeout: float = 300, cwd: Path | None
     return subprocess.run(
         sciml_cmd(*args, ranks=ranks), capture_output=True, text=True, timeout=timeout, env=child_env(), cwd=cwd
     )
+
+
+def write_vtk_series(folder, points, cells, kind, times, fields, name="temperature", extra=None):
+    """A .pvd of .pvtu as a partitioned thermal solver writes it: two pieces per time that share a
+    row of nodes, each piece's nodes in its own (shuffled) order; ``extra`` more point arrays."""
+    import numpy as np
+
+    from sciml.meshes import PVDCollection, write_pvtu, write_vtu
+
+    rng = np.random.default_rng(5)
+    halves = np.array_split(np.arange(len(cells)), 2)
+    pvd = PVDCollection(folder / "thermal.pvd")
+    for k, (t, values) in enumerate(zip(times, fields)):
+        sources = []
+        for r, mine in enumerate(halves):
+            used = np.unique(cells[mine])
+            used = used[rng.permutation(used.size)]
+            local = np.full(len(points), -1)
+            local[used] = np.arange(used.size)
+            xyz = np.c_[points[used], np.zeros((used.size, 3 - points.shape[1]))]
+            data = {name: values[used], **{n: v[used] for n, v in (extra or {}).items()}}
+            write_vtu(folder / f"thermal_{k}_{r}.vtu", xyz, local[cells[mine]], kind, point_data=data)
+            sources.append(f"thermal_{k}_{r}.vtu")
+        specs = {n: ("float64", 1) for n in [name, *(extra or {})]}
+        write_pvtu(folder / f"thermal_{k}.pvtu", sources, point_arrays=specs)
+        pvd.add(t, f"thermal_{k}.pvtu")
+    return pvd.path

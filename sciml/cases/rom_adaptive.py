@@ -22,8 +22,10 @@ The temperature fields (``training``, ``online``) are a Gaussian hot spot (``typ
 the default: ``centre``, ``peak``, ``radius``), a formula (``type: expression``, ``value``: T in
 K of ``x, y, z`` in mm and ``t`` in s, parsed and checked at validation, never passed to
 ``eval``) or a table of nodal values (``type: file``, ``path`` of an ``.npz`` with ``times`` and
-``temperature``, format in :mod:`sciml.solvers.rom.temperature`; its shape is checked against
-the mesh and the steps at validation).
+``temperature``, or of VTK files a thermal solver wrote for ParaView: a ``.pvd`` series of
+``.vtu``/``.pvtu``, its point array named by ``array``; formats in
+:mod:`sciml.solvers.rom.temperature`; at validation the mesh nodes are found in it and its times
+are checked against the steps).
 
 Under MPI the cells are cut into blocks of ``mesh.block_size`` (independent of the
 number of ranks) and every reduction is a block-ordered sum, so the metrics other
@@ -291,8 +293,9 @@ class Loading(Schema):
     ramp_time: NumberExpr = Field(10.0, gt=0, description="time for the temperature rise to its peak (s)")
 
 
-#: keys of each temperature type (the others stay null, see Mesh)
-_TEMPERATURE_KEYS = {"hot_spot": ("centre", "peak", "radius"), "expression": ("value",), "file": ("path",)}
+#: keys of each temperature type (the others stay null, see Mesh), and those it may go without
+_TEMPERATURE_KEYS = {"hot_spot": ("centre", "peak", "radius"), "expression": ("value",), "file": ("path", "array")}
+_OPTIONAL_TEMPERATURE_KEYS = ("array",)
 
 
 class Temperature(Schema):
@@ -310,8 +313,12 @@ class Temperature(Schema):
         None, description="expression: T (K) in x, y, z (mm; z = 0 in 2D) and t (s), with + - * / **, pi, e and "
         "exp log sqrt abs sin cos tan tanh min max, e.g. 293 + 400*exp(-((x-1.4)**2+(y-0.3)**2)/0.09)*min(t/10, 1)")
     path: Optional[Path] = Field(
-        None, description="file: .npz with times (S,) covering 0 to the last step and temperature (S, mesh nodes); "
-        "relative to the case file")
+        None, description="file: relative to the case file; .npz with times (S,) covering 0 to the last step and "
+        "temperature (S, mesh nodes) (+ points (mesh nodes, dim)), or VTK: a .pvd time series of .vtu/.pvtu, or one "
+        ".vtu/.vtk (constant in time); one time only: held constant")
+    array: Optional[str] = Field(
+        None, description="file, VTK: the scalar point array of the temperature (default: temperature, T, or the "
+        "only scalar one)")
 
     @model_validator(mode="before")
     @classmethod
@@ -331,13 +338,8 @@ class Temperature(Schema):
 
     @field_validator("path", mode="after")
     @classmethod
-    def _table(cls, value: Optional[Path], info) -> Optional[Path]:
-        value = case_relative_path(value, info)
-        if value is not None:
-            from sciml.solvers.rom.temperature import read_temperature_table
-
-            read_temperature_table(value)  # ValueError: what is wrong with the file
-        return value
+    def _relative(cls, value: Optional[Path], info) -> Optional[Path]:
+        return case_relative_path(value, info)
 
     @model_validator(mode="after")
     def _keys_of_the_type(self) -> "Temperature":
@@ -346,10 +348,23 @@ class Temperature(Schema):
                  if k not in mine and getattr(self, k) is not None]
         if wrong:
             raise ValueError(f"{wrong[0]}: not a key of type {self.type} (its keys: {', '.join(mine)})")
-        missing = [k for k in mine if getattr(self, k) is None]
+        missing = [k for k in mine if getattr(self, k) is None and k not in _OPTIONAL_TEMPERATURE_KEYS]
         if missing:
             raise ValueError(f"type {self.type} needs the key '{missing[0]}'")
+        if self.type == "file":
+            self.table()  # what is wrong with the file
         return self
+
+    def table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Times, values and points of a ``file`` temperature
+        (:func:`~sciml.solvers.rom.temperature.read_temperature_table`); ValueError names the key at fault."""
+        from sciml.solvers.rom.temperature import read_temperature_table
+
+        try:
+            return read_temperature_table(self.path, self.array)
+        except ValueError as exc:
+            key = "array" if self.array is not None and "array" in str(exc) else "path"
+            raise ValueError(f"{key}: {exc}") from None
 
 
 class HF(Schema):
@@ -416,24 +431,45 @@ class Config(Schema):
     rom: ROM = ROM()
     output: Output = Output()
 
-    @field_validator("training", "online", mode="after")
-    @classmethod
-    def _table_fits(cls, value: Temperature, info) -> Temperature:
-        """A temperature table has a column per mesh node and covers the run's times."""
-        mesh, loading = info.data.get("mesh"), info.data.get("loading")
-        if value.type != "file" or mesh is None or loading is None:
-            return value
-        from sciml.solvers.rom.temperature import read_temperature_table
+    @model_validator(mode="after")
+    def _tables_fit(self) -> "Config":
+        """A temperature table gives every mesh node and covers the run's times (or has one time)."""
+        from sciml.solvers.rom.temperature import match_nodes
 
-        times, T, _ = read_temperature_table(value.path)
-        if T.shape[1] != mesh.n_nodes():
-            raise ValueError(f"path: table {value.path.name} has {T.shape[1]} node columns, the mesh has "
-                             f"{mesh.n_nodes()} nodes (expected shape ({times.size}, {mesh.n_nodes()}))")
-        end = loading.n_steps * loading.dt
-        if times[0] > 0.0 or times[-1] < end * (1 - 1e-9):
-            raise ValueError(f"path: the times of table {value.path.name} span [{times[0]}, {times[-1]}], the run "
-                             f"needs 0 to {end} s ({loading.n_steps} steps of {loading.dt} s)")
-        return value
+        for name in ("training", "online"):
+            temperature = getattr(self, name)
+            if temperature.type != "file":
+                continue
+            times, T, points = temperature.table()
+            file = temperature.path.name
+            if points is None:
+                n = self.mesh.n_nodes()
+                if T.shape[1] != n:
+                    raise ValueError(f"{name}.path: table {file} has {T.shape[1]} node columns, the mesh has {n} "
+                                     f"nodes (expected shape ({times.size}, {n}), or the nodes' points)")
+            else:
+                try:
+                    match_nodes(self.node_points(), points)
+                except ValueError as exc:
+                    raise ValueError(f"{name}.path: {file}: {exc}") from None
+            end = self.loading.n_steps * self.loading.dt
+            if times.size > 1 and (times[0] > 0.0 or times[-1] < end * (1 - 1e-9)):
+                raise ValueError(f"{name}.path: the times of table {file} span [{times[0]}, {times[-1]}], the run "
+                                 f"needs 0 to {end} s ({self.loading.n_steps} steps of {self.loading.dt} s)")
+        return self
+
+    def node_points(self) -> np.ndarray:
+        """Coordinates ``(n_nodes, dim)`` of the mesh's nodes, in the numbering of the HF model."""
+        from sciml.meshes import blade_mesh, box_mesh_2d
+
+        m = self.mesh
+        if m.geometry == "plate":
+            return box_mesh_2d(*m.cells(), 2.0, 1.0)[0]
+        if m.geometry == "blade":
+            b = self.blade or Blade()
+            return blade_mesh(*m.cells(), span=b.span, chord_root=b.chord_root, chord_tip=b.chord_tip,
+                              thickness=b.thickness, camber=b.camber, twist=np.radians(b.twist_deg))[0]
+        return m.build()[0]
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
@@ -567,7 +603,7 @@ def _temperature_field(cfg: Config, temperature: Temperature, disc):
         return hot_spot(temperature.centre, temperature.peak, temperature.radius, cfg.loading.ramp_time)
     if temperature.type == "expression":
         return ExpressionTemperature(temperature.value)
-    return NodalTemperature(disc, *read_temperature_table(temperature.path))
+    return NodalTemperature(disc, *read_temperature_table(temperature.path, temperature.array))
 
 
 class _Checkpoint:

@@ -8,6 +8,7 @@ from sciml.meshes.paraview import (
     PVDEntry,
     UnstructuredMesh,
     VTKFile,
+    read_pvd,
     write_pvti,
     write_pvtu,
     write_vti,
@@ -16,7 +17,7 @@ from sciml.meshes.paraview import (
 from sciml.meshes.structured import box_mesh_2d, box_mesh_3d, nodes_on_plane, nodes_on_sphere
 from sciml.meshes.blade import blade_mesh, naca_camber, naca_thickness
 from sciml.meshes.plate_hole import plate_with_hole_mesh
-from sciml.meshes.files import read_mesh
+from sciml.meshes.files import read_mesh, read_point_series
 from sciml.meshes.topology import CELL_FACES, boundary_faces, faces_on
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "PVDEntry",
     "UnstructuredMesh",
     "VTKFile",
+    "read_pvd",
     "write_pvti",
     "write_pvtu",
     "write_vti",
@@ -39,6 +41,7 @@ __all__ = [
     "naca_camber",
     "plate_with_hole_mesh",
     "read_mesh",
+    "read_point_series",
     "CELL_FACES",
     "boundary_faces",
     "faces_on",

@@ -12,17 +12,22 @@ result is in the form the generators of :mod:`sciml.meshes` give:
 * node order inside a cell is VTK's (meshio's); cells given the other way round (clockwise
   quadrilaterals, hexahedra of negative volume) are turned over;
 * nodes that no cell uses are dropped; the others keep their order in the file.
+
+:func:`read_point_series` reads a scalar point field over time (a ``.pvd`` collection of
+``.vtu``/``.pvtu``/... datasets, as a simulation writes it for ParaView) with pyvista, e.g. a
+temperature history from a thermal solver.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_mesh"]
+__all__ = ["read_mesh", "read_point_series", "POINT_SERIES_SUFFIXES"]
 
 #: meshio cell types by dimension (those not listed count as volume cells of their own kind)
 _DIMENSION = {"vertex": 0, "line": 1, "line3": 1, "triangle": 2, "triangle6": 2, "quad": 2, "quad8": 2, "quad9": 2,
@@ -113,3 +118,125 @@ def _oriented(points: np.ndarray, cells: np.ndarray, kind: str) -> np.ndarray:
     out = cells.copy()
     out[sign < 0] = cells[sign < 0][:, flip]
     return out
+
+
+#: the files :func:`read_point_series` reads: a ``.pvd`` collection, or one VTK dataset
+POINT_SERIES_SUFFIXES = (".pvd", ".vtu", ".pvtu", ".vtk", ".vtp", ".pvtp", ".vti", ".pvti")
+
+
+def read_point_series(path: str | Path, array: str | None = None,
+                      default_names: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A scalar point field over time from VTK files, as a simulation writes it for ParaView.
+
+    A ``.pvd`` collection gives one time per ``timestep``; the datasets of one time (its parts,
+    or the pieces of a ``.pvtu``) are merged, points shared between them kept as many times as
+    they occur. Each later time's points must be those of the first time, in any order. Any other
+    suffix of :data:`POINT_SERIES_SUFFIXES` is a single dataset, read as the one time ``0``.
+
+    Parameters
+    ----------
+    path : str or Path
+    array : str, optional
+        Name of the point-data array. By default the first of ``default_names`` the file has, or
+        its only scalar point array.
+    default_names : sequence of str
+
+    Returns
+    -------
+    times : ndarray, shape ``(S,)``, increasing
+    points : ndarray, shape ``(P, 3)``, the first time's points
+    values : ndarray, shape ``(S, P)``, float64, row ``s`` at ``times[s]`` on ``points``
+
+    Raises
+    ------
+    ValueError
+        A file is missing or unreadable, the array is missing, not scalar or not finite, two
+        datasets claim one time and part, or the times do not share their points.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from sciml.meshes import box_mesh_2d, write_vtu, PVDCollection
+    >>> folder = tempfile.mkdtemp()
+    >>> points, cells = box_mesh_2d(2, 1, 2.0, 1.0)
+    >>> pvd = PVDCollection(os.path.join(folder, "T.pvd"))
+    >>> for k, t in enumerate([0.0, 5.0]):
+    ...     field = {"T": 300 + t * points[:, 0]}
+    ...     write_vtu(os.path.join(folder, f"T_{k}.vtu"), points, cells, "quad", point_data=field)
+    ...     pvd.add(t, f"T_{k}.vtu")
+    >>> times, pts, values = read_point_series(pvd.path)
+    >>> times.tolist(), pts.shape, values[1].tolist()
+    ([0.0, 5.0], (6, 3), [300.0, 305.0, 310.0, 300.0, 305.0, 310.0])
+    """
+    from scipy.spatial import cKDTree
+
+    from sciml.meshes.paraview import read_pvd
+
+    path = Path(path)
+    if path.suffix not in POINT_SERIES_SUFFIXES:
+        raise ValueError(f"{path}: expected a VTK file ({', '.join(POINT_SERIES_SUFFIXES)}), got {path.suffix!r}")
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    if path.suffix == ".pvd":
+        by_time: dict[float, dict[int, Path]] = {}
+        for e in read_pvd(path):
+            parts = by_time.setdefault(e.time, {})
+            if e.part in parts:
+                raise ValueError(f"{path}: two datasets at time {e.time} for part {e.part}")
+            parts[e.part] = path.parent / e.file
+        if not by_time:
+            raise ValueError(f"{path}: the collection has no datasets")
+        times = sorted(by_time)
+        files = [[by_time[t][p] for p in sorted(by_time[t])] for t in times]
+    else:
+        times, files = [0.0], [[path]]
+    first = [_point_array(f, array, default_names) for f in files[0]]
+    name = first[0][2]
+    points = np.concatenate([p for p, _, _ in first])
+    values = np.empty((len(times), points.shape[0]))
+    values[0] = np.concatenate([v for _, v, _ in first])
+    tol = 1e-6 * max(float(np.ptp(points, axis=0).max()), 1e-300)
+    for s in range(1, len(times)):
+        got = [_point_array(f, name, ()) for f in files[s]]
+        at, vals = np.concatenate([p for p, _, _ in got]), np.concatenate([v for _, v, _ in got])
+        if at.shape == points.shape and np.array_equal(at, points):
+            values[s] = vals
+            continue
+        dist, idx = cKDTree(at).query(points)
+        if dist.max(initial=0.0) > tol:
+            raise ValueError(f"{path}: the points at time {times[s]} are not those at time {times[0]} (one is "
+                             f"{dist.max():.3g} from the nearest)")
+        values[s] = vals[idx]
+    return np.asarray(times, dtype=np.float64), points, values
+
+
+def _point_array(path: Path, array: str | None, default_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, str]:
+    """Points ``(P, 3)``, the scalar point array and its name of one VTK dataset."""
+    import pyvista
+
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    try:
+        data = pyvista.read(path)
+    except Exception as exc:  # the reader's own error, by format
+        raise ValueError(f"{path}: not a readable VTK dataset ({type(exc).__name__}: {exc})") from None
+    if isinstance(data, pyvista.MultiBlock) or data.n_points == 0:
+        raise ValueError(f"{path}: expected one dataset with points, got {type(data).__name__} "
+                         f"with {getattr(data, 'n_points', 0)} points")
+    scalar = [k for k in data.point_data.keys()
+              if np.asarray(data.point_data[k]).ndim == 1 and np.asarray(data.point_data[k]).dtype.kind in "iuf"]
+    if array is None:
+        named = [k for k in default_names if k in scalar]
+        if named or len(scalar) == 1:
+            array = (named or scalar)[0]
+        else:
+            raise ValueError(f"{path}: name the point array to read (scalar point arrays: {', '.join(scalar) or 'none'})")
+    if array not in data.point_data.keys():
+        raise ValueError(f"{path}: no point array {array!r} (scalar point arrays: {', '.join(scalar) or 'none'})")
+    if array not in scalar:
+        raise ValueError(f"{path}: point array {array!r} is not a scalar field "
+                         f"(shape {np.asarray(data.point_data[array]).shape})")
+    values = np.asarray(data.point_data[array], dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{path}: point array {array!r} has values that are not finite")
+    return np.asarray(data.points, dtype=np.float64), values, array

@@ -88,6 +88,7 @@ __all__ = [
     "write_pvtu",
     "write_pvti",
     "PVDEntry",
+    "read_pvd",
     "PVDCollection",
     "VTKFile",
 ]
@@ -621,6 +622,29 @@ class PVDEntry(NamedTuple):
     part: int = 0
 
 
+def read_pvd(path: str | os.PathLike) -> tuple[PVDEntry, ...]:
+    """The entries of a ``.pvd`` collection in file order (their files relative to its folder);
+    ValueError says what is wrong with it."""
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable .pvd file ({exc})") from None
+    collection = root.find("Collection")
+    if root.tag != "VTKFile" or root.get("type") != "Collection" or collection is None:
+        raise ValueError(f"{path}: expected <VTKFile type=\"Collection\"><Collection>, "
+                         f"got <{root.tag} type={root.get('type')!r}>")
+    entries = []
+    for element in collection.iter("DataSet"):
+        try:
+            entries.append(PVDEntry(float(element.get("timestep", "0")), element.attrib["file"],
+                                    int(element.get("part", "0"))))
+        except (KeyError, ValueError):
+            raise ValueError(f"{path}: expected <DataSet timestep=... part=... file=...>, "
+                             f"got {ET.tostring(element, encoding='unicode').strip()}") from None
+    return tuple(entries)
+
+
 class PVDCollection:
     """A ParaView time collection (``.pvd``: VTK XML ``Collection``), rewritten on every change.
 
@@ -684,23 +708,7 @@ class PVDCollection:
         self._write()
 
     def _read(self) -> list[PVDEntry]:
-        try:
-            root = ET.parse(self.path).getroot()
-        except ET.ParseError as exc:
-            raise ValueError(f"{self.path}: not a readable .pvd file ({exc})") from None
-        collection = root.find("Collection")
-        if root.tag != "VTKFile" or root.get("type") != "Collection" or collection is None:
-            raise ValueError(f"{self.path}: expected <VTKFile type=\"Collection\"><Collection>, "
-                             f"got <{root.tag} type={root.get('type')!r}>")
-        entries = []
-        for element in collection.iter("DataSet"):
-            try:
-                entries.append(PVDEntry(float(element.get("timestep", "0")), element.attrib["file"],
-                                        int(element.get("part", "0"))))
-            except (KeyError, ValueError):
-                raise ValueError(f"{self.path}: expected <DataSet timestep=... part=... file=...>, "
-                                 f"got {ET.tostring(element, encoding='unicode').strip()}") from None
-        return entries
+        return list(read_pvd(self.path))
 
     def _write(self) -> None:
         root = ET.Element("VTKFile", type="Collection", version="0.1",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from support import CASES, run_sciml
+from support import CASES, run_sciml, write_vtk_series
 
 TINY = """\
 kind: rom_adaptive
@@ -202,6 +202,26 @@ def test_temperature_table_that_does_not_fit_the_mesh_fails_validation(tmp_path)
     assert "training.path: the times of table T.npz span [0.0, 7.0], the run needs 0 to 8.0 s" in res.stderr, res.stderr
 
 
+def test_vtk_temperature_that_does_not_fit_fails_validation(tmp_path):
+    """A VTK series on another mesh, or without the named array, is refused at its key's line."""
+    import numpy as np
+
+    from sciml.meshes import box_mesh_2d
+
+    points, cells = box_mesh_2d(8, 4, 2.0, 1.1)
+    write_vtk_series(tmp_path, points, cells, "quad", [0.0, 8.0], np.full((2, len(points)), 300.0))
+    case = tmp_path / "bad.yaml"
+    case.write_text(TINY + "training:\n  type: file\n  path: thermal.pvd\n")
+    res = run_sciml("validate", str(case))
+    assert res.returncode == 2
+    assert f"{case}:8: training.path: thermal.pvd: the table's points are not the mesh nodes: 36 of 45" in res.stderr, \
+        res.stderr
+    case.write_text(TINY + "training:\n  type: file\n  path: thermal.pvd\n  array: T\n")
+    res = run_sciml("validate", str(case))
+    assert res.returncode == 2
+    assert f"{case}:9: training.array: " in res.stderr and "no point array 'T'" in res.stderr, res.stderr
+
+
 def test_expression_of_the_hot_spot_gives_the_hot_spot_metrics(runs, tmp_path):
     """The whole case (both HF runs, POD, ECM, the monitor points of the online temperature
     field, the adaptive run) with the online hot spot written as an expression: the same numbers."""
@@ -245,6 +265,7 @@ def test_table_training_and_expression_online_on_one_and_two_ranks(tmp_path):
     ("{type: expression, value: '293', peak: 3}", "online.peak: not a key of type expression"),
     ("{centre: [1.0, 0.5]}", "online: type hot_spot needs the key 'peak'"),
     ("{type: file, path: missing.npz}", "online.path: no such temperature table"),
+    ("{centre: [1.0, 0.5], peak: 3, array: T}", "online.array: not a key of type hot_spot"),
     ("{type: table, path: T.npz}", "online.type: expected one of hot_spot, expression or file"),
 ])
 def test_bad_temperature_blocks_are_refused(tmp_path, block, message):
@@ -517,21 +538,29 @@ def test_rotation_of_the_blade_is_refused():
     assert "rotation: the blade's rotation is blade.omega" in str(err.value)
 
 
-def test_table_online_loading(tmp_path):
+@pytest.mark.parametrize("form", ["npz", "pvd"])
+def test_table_online_loading(tmp_path, form):
     """The new loading from a nodal table (the monitor points, the enrichment and the reduced model
-    read it at integration points, ParaView at the nodes), the training one an expression."""
+    read it at integration points, ParaView at the nodes), the training one an expression; the
+    table an .npz, or a .pvd of two-piece .pvtu as a thermal solver writes it (nodes shuffled,
+    the pieces' shared nodes repeated, a second point array beside the temperature)."""
     import numpy as np
 
     from sciml.meshes import box_mesh_2d
     from sciml.solvers.rom import hot_spot
 
-    points, _ = box_mesh_2d(8, 4, 2.0, 1.0)
+    points, cells = box_mesh_2d(8, 4, 2.0, 1.0)
     times = np.arange(9.0)
     spot = hot_spot((1.4, 0.3), 750.0, 0.3, 3.0)
-    np.savez(tmp_path / "online.npz", times=times, temperature=np.stack([spot(points, t) for t in times]),
-             points=points)
+    fields = np.stack([spot(points, t) for t in times])
+    if form == "npz":
+        np.savez(tmp_path / "online.npz", times=times, temperature=fields, points=points)
+        block = "{type: file, path: online.npz}"
+    else:
+        write_vtk_series(tmp_path, points, cells, "quad", times, fields, name="T_K", extra={"flux": fields[0]})
+        block = "{type: file, path: thermal.pvd, array: T_K}"
     case = tmp_path / "table.yaml"
-    case.write_text(TINY + "online: {type: file, path: online.npz}\n"
+    case.write_text(TINY + f"online: {block}\n"
                     "training: {type: expression, value: '293 + 700*min(t/3, 1)*exp(-((x-0.5)**2+(y-0.5)**2)/0.09)'}\n")
     res = run_sciml("run", str(case), "--out", str(tmp_path / "run"), timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -540,3 +569,26 @@ def test_table_online_loading(tmp_path):
     assert "4 monitor points" in (tmp_path / "run" / "log.txt").read_text()
     vtu = (tmp_path / "run" / "fields" / "fields_7.vtu").read_bytes()
     assert b'Name="temperature"' in vtu
+
+
+@pytest.mark.parametrize("mesh", [
+    "mesh: {nx: 8, ny: 4, block_size: 4}",
+    "mesh: {geometry: blade, n_chord: 4, n_thickness: 1, n_span: 2}\nblade: {twist_deg: 20.0, chord_tip: 12.0}",
+    "mesh: {geometry: plate_hole, n_around: 2, n_radial: 2, size: [2.0, 1.0], radius: 0.3}\n"
+    "boundary: [{where: {axis: x, value: 0.0}, displacement: {x: 0.0, y: 0.0}}]",
+])
+def test_node_points_are_the_hf_models_nodes(mesh):
+    """What a temperature table is matched against at validation is the HF model's mesh."""
+    import numpy as np
+
+    from sciml.cases.rom_adaptive import hf_model
+    from sciml.config import load_case
+    from sciml.parallel import SerialComm
+
+    text = TINY.replace("mesh: {nx: 8, ny: 4, block_size: 4}", mesh)
+    if "blade" in mesh:
+        text = text.replace("online: ", "") + "online: {centre: [-4.0, 0.0, 26.0], peak: 700.0}\n"
+        text += "training: {centre: [4.0, 0.0, 10.0], peak: 700.0}\n"
+    cfg = load_case("case.yaml", text=text).config
+    hf, _, _ = hf_model(cfg, cfg.online, SerialComm())
+    np.testing.assert_array_equal(cfg.node_points(), hf.disc.points)

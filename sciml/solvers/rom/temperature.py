@@ -11,21 +11,29 @@ reduced model at its reduced points, the ParaView output at the mesh nodes.
   once by :func:`sciml.config.parse_expression` and evaluated by walking the tree with numpy:
   numbers, the variables, ``pi``, ``e``, ``+ - * / **``, unary minus, and the functions of
   :data:`FUNCTIONS`; nothing else is accepted, nothing is passed to Python's ``eval``;
-* :class:`NodalTemperature`: values at the mesh nodes at given times (read by
+* :class:`NodalTemperature`: values at the nodes of the mesh at given times (read by
   :func:`read_temperature_table`), interpolated with the element shape functions in space and
-  linearly in time.
+  linearly in time; one time only: the field is held constant.
 
-Table file format (``.npz``, e.g. ``np.savez(path, times=times, temperature=T)``):
+Table files, read by :func:`read_temperature_table`:
 
-* ``times``: ``(S,)`` s, strictly increasing; they must cover the run, ``t = 0`` (the initial
-  state) to the last step;
-* ``temperature``: ``(S, n_nodes)`` K, row ``s`` the nodal field at ``times[s]``, the nodes in the
-  mesh's own numbering (:mod:`sciml.meshes`);
-* ``points`` (optional): ``(n_nodes, dim)`` node coordinates, checked against the mesh.
+* ``.npz`` (e.g. ``np.savez(path, times=times, temperature=T)``): ``times`` ``(S,)`` s, strictly
+  increasing; ``temperature`` ``(S, n_nodes)`` K, row ``s`` the nodal field at ``times[s]``, the
+  nodes in the mesh's own numbering (:mod:`sciml.meshes`) unless ``points`` ``(n_nodes, dim)``
+  gives their coordinates;
+* VTK, as a thermal solver writes it for ParaView: a ``.pvd`` collection of ``.vtu``/``.pvtu``/...
+  datasets (its ``timestep`` values are the times; parts and pieces are merged) or one dataset
+  (a field constant in time), the temperature a scalar point array (``temperature`` or ``T``, or
+  named). The points may come in any order and repeat (pieces share their boundary points).
+
+Where a table gives points, the mesh nodes are found among them by their coordinates (to 1e-6
+of the mesh's extent; a 2D mesh's nodes at z = 0). Several times must cover the run, ``t = 0``
+(the initial state) to the last step.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, final
@@ -38,7 +46,7 @@ if TYPE_CHECKING:
     from .fem import Discretisation
 
 __all__ = ["Temperature", "hot_spot", "ExpressionTemperature", "FUNCTIONS", "VARIABLES", "NodalTemperature",
-           "read_temperature_table"]
+           "read_temperature_table", "match_nodes"]
 
 Temperature = Callable[[np.ndarray, float], np.ndarray]
 """Temperature field ``T(x, t)``: points ``(Q, dim)`` and a time -> ``(Q,)``."""
@@ -103,12 +111,42 @@ class ExpressionTemperature:
         return f"ExpressionTemperature({self.text!r})"
 
 
-def read_temperature_table(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """``times (S,)``, ``temperature (S, n_nodes)`` and ``points (n_nodes, dim)`` or None from an
-    ``.npz`` table (format: module docstring); ValueError says what is wrong with it."""
+def read_temperature_table(path: str | Path, array: str | None = None
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``times (S,)``, ``temperature (S, P)`` and ``points (P, dim)`` (None: the mesh's nodes in its
+    numbering) from an ``.npz`` table or VTK files (formats: module docstring); ``array`` names the
+    VTK point array. ValueError says what is wrong with the file. The arrays are read-only (a file
+    is read once per process while it stays unchanged)."""
+    from sciml.meshes.files import POINT_SERIES_SUFFIXES
+
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"no such temperature table: {path}")
+    if path.suffix != ".npz" and path.suffix not in POINT_SERIES_SUFFIXES:
+        raise ValueError(f"{path}: expected an .npz table or a VTK file ({', '.join(POINT_SERIES_SUFFIXES)})")
+    try:
+        stat = path.resolve().stat()
+    except OSError:
+        raise ValueError(f"no such temperature table: {path}") from None
+    return _read_table(path.resolve(), stat.st_mtime_ns, stat.st_size, array)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_table(path: Path, mtime_ns: int, size: int, array: str | None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    times, T, points = _read_table_file(path, array)
+    for a in (times, T, points):
+        if a is not None:
+            a.flags.writeable = False
+    return times, T, points
+
+
+def _read_table_file(path: Path, array: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    from sciml.meshes.files import POINT_SERIES_SUFFIXES, read_point_series
+
+    if path.suffix in POINT_SERIES_SUFFIXES:
+        times, points, T = read_point_series(path, array, default_names=("temperature", "T"))
+        return times, T, points
+    if array is not None:
+        raise ValueError(f"{path}: an .npz table has no named arrays to choose from (array: {array!r})")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: np.asarray(data[k]) for k in data.files}
@@ -137,6 +175,35 @@ def read_temperature_table(path: str | Path) -> tuple[np.ndarray, np.ndarray, np
             None if points is None else points.astype(np.float64))
 
 
+def match_nodes(nodes: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Index ``(n_nodes,)`` into ``points (P, 2 or 3)`` of each of the mesh ``nodes (n_nodes, dim)``,
+    found by coordinates to 1e-6 of the mesh's extent (a 2D mesh's nodes at z = 0 when ``points``
+    has three coordinates); ValueError names a node that is not among the points.
+
+    Examples
+    --------
+    >>> nodes = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
+    >>> match_nodes(nodes, np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])).tolist()
+    [1, 2, 0]
+    """
+    from scipy.spatial import cKDTree
+
+    nodes, points = np.asarray(nodes, dtype=np.float64), np.asarray(points, dtype=np.float64)
+    dim = nodes.shape[1]
+    if points.ndim != 2 or points.shape[1] < dim:
+        raise ValueError(f"the table's points have shape {points.shape}, the mesh's nodes {nodes.shape}")
+    if points.shape[1] > dim:
+        nodes = np.hstack([nodes, np.zeros((nodes.shape[0], points.shape[1] - dim))])
+    tol = 1e-6 * max(float(np.ptp(nodes, axis=0).max()), 1e-300)
+    dist, idx = cKDTree(points).query(nodes)
+    far = np.flatnonzero(dist > tol)
+    if far.size:
+        raise ValueError(f"the table's points are not the mesh nodes: {far.size} of {nodes.shape[0]} nodes have no "
+                         f"point within {tol:.3g}, e.g. node {far[0]} at {nodes[far[0], :dim].tolist()} "
+                         f"({dist[far[0]]:.3g} from the nearest)")
+    return idx
+
+
 @final
 class NodalTemperature:
     r"""Temperatures given at the nodes of a mesh at times :math:`t_s`:
@@ -154,10 +221,12 @@ class NodalTemperature:
     ----------
     disc : Discretisation
     times : ndarray, shape ``(S,)``
-        Increasing; a time outside ``[times[0], times[-1]]`` is an error.
-    values : ndarray, shape ``(S, disc.n_nodes)``
-    points : ndarray, shape ``(disc.n_nodes, dim)``, optional
-        Node coordinates the table was written for, checked against ``disc.points``.
+        Increasing; a time outside ``[times[0], times[-1]]`` is an error, unless there is one time
+        only: then the field is constant in time.
+    values : ndarray, shape ``(S, disc.n_nodes)``, or ``(S, P)`` with ``points``
+    points : ndarray, shape ``(P, 2 or 3)``, optional
+        Coordinates of the values' columns, in any order (repeats allowed): the mesh nodes are
+        found among them (:func:`match_nodes`). Without them the columns are the mesh nodes.
 
     Examples
     --------
@@ -177,20 +246,17 @@ class NodalTemperature:
         values = np.asarray(values, dtype=np.float64)
         if times.ndim != 1 or times.size < 1 or (times.size > 1 and not np.all(np.diff(times) > 0)):
             raise ValueError(f"NodalTemperature: expected increasing times of shape (S,), got {times.tolist()[:8]}")
-        if values.shape != (times.size, disc.n_nodes):
-            raise ValueError(f"NodalTemperature: expected values of shape ({times.size}, {disc.n_nodes}) "
-                             f"(times, mesh nodes), got {values.shape}")
+        columns = disc.n_nodes if points is None else np.asarray(points).shape[0]
+        if values.shape != (times.size, columns):
+            raise ValueError(f"NodalTemperature: expected values of shape ({times.size}, {columns}) "
+                             f"(times, {'mesh nodes' if points is None else 'points'}), got {values.shape}")
+        if points is not None:
+            try:
+                values = values[:, match_nodes(disc.points, points)]
+            except ValueError as exc:
+                raise ValueError(f"NodalTemperature: {exc}") from None
         extent = float(np.ptp(disc.points, axis=0).max())
         self._tol = 1e-9 * extent
-        if points is not None:
-            points = np.asarray(points, dtype=np.float64)
-            if points.shape[0] != disc.n_nodes or points.shape[1] < disc.dim:
-                raise ValueError(f"NodalTemperature: the table's points have shape {points.shape}, the mesh "
-                                 f"{disc.points.shape}")
-            moved = float(np.abs(points[:, :disc.dim] - disc.points).max(initial=0.0))
-            if moved > 1e-6 * extent:
-                raise ValueError(f"NodalTemperature: the table's points are not the mesh nodes (differ by up to "
-                                 f"{moved:.3g})")
         self.times, self.values = times, values
         self._n_nodes = disc.n_nodes
         self._cells, self._shape, self._n_qp_cell = disc.cells, disc.shape_values, disc.n_qp_cell
@@ -220,6 +286,8 @@ class NodalTemperature:
         nodes, weights = self._stencil(x)
         times = self.times
         span = times[-1] - times[0]
+        if times.size == 1:
+            return (weights * self.values[0][nodes]).sum(axis=1)
         if not times[0] - 1e-9 * span <= t <= times[-1] + 1e-9 * span:
             raise ValueError(f"NodalTemperature: t = {t} lies outside the table's times [{times[0]}, {times[-1]}]")
         s = int(np.clip(np.searchsorted(times, t, side="right") - 1, 0, times.size - 1))

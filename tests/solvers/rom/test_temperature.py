@@ -1,7 +1,8 @@
 """Temperature fields: an expression of the hot spot gives the hot spot's bits (and so the same HF
 run), forbidden expressions are refused before anything is evaluated, a nodal table interpolates
-a bilinear field exactly and is linear in time, and a table of an expression reproduces the
-expression's HF run."""
+a bilinear field exactly and is linear in time, a table of an expression reproduces the
+expression's HF run, and a VTK series (a .pvd of two-piece .pvtu, nodes shuffled and repeated)
+gives the .npz table's field."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from sciml.meshes import box_mesh_2d, box_mesh_3d
 from sciml.solvers.rom import (Discretisation, ExpressionTemperature, NodalTemperature, academic_blade, academic_plate,
                                hot_spot, read_temperature_table, run_history)
+from support import write_vtk_series
 
 PLATE = dict(nx=12, ny=6, n_steps=6, n_cycles=1, ramp_time=3.0)
 HOT_SPOT_2D = "293 + 750*min(t/3, 1)*exp(-((x-1.4)**2+(y-0.3)**2)/0.3**2)"
@@ -88,8 +90,14 @@ def test_nodal_table_is_exact_for_multilinear_fields_and_linear_in_time(kind):
         T(0.5 * (points[:1] + points[1:2]), 1.0)
     with pytest.raises(ValueError, match="outside the table's times"):
         T(points, 2.1)
-    with pytest.raises(ValueError, match="not the mesh nodes"):
-        NodalTemperature(disc, np.array([0.0]), field(points, a0)[None], points[::-1])
+    # columns given with their points are found by coordinates, in any order; one time: constant
+    order = rng.permutation(len(points))
+    held = NodalTemperature(disc, np.array([1.0]), field(points, a0)[None, order], points[order])
+    np.testing.assert_allclose(held(x, 7.5), field(x, a0), rtol=0, atol=1e-13)
+    with pytest.raises(ValueError, match="not the mesh nodes: 1 of"):
+        moved = points.copy()
+        moved[3] += 1e-3
+        NodalTemperature(disc, np.array([0.0]), field(points, a0)[None], moved)
 
 
 def test_table_of_an_expression_reproduces_its_run(tmp_path):
@@ -131,3 +139,66 @@ def test_blade_expression_run_is_the_hot_spot_run():
     a, b = run_history(model, times, lf), run_history(expr, times, lf)
     np.testing.assert_array_equal(b.u, a.u)
     np.testing.assert_array_equal(b.p, a.p)
+
+
+@pytest.mark.parametrize("kind", ["quad", "hexahedron"])
+def test_vtk_series_gives_the_npz_table_field(tmp_path, kind):
+    points, cells = box_mesh_2d(6, 3, 2.0, 1.0) if kind == "quad" else box_mesh_3d(3, 2, 2, 1.5, 1.0, 1.0)
+    disc = Discretisation(points, cells, kind)
+    times = np.array([0.0, 1.5, 4.0])
+    expr = ExpressionTemperature("293 + 300*exp(-((x-1.2)**2 + (y-0.4)**2)/0.2)*min(t/2, 1) + 5*z")
+    fields = np.stack([expr(points, t) for t in times])
+    pvd = write_vtk_series(tmp_path, points, cells, kind, times, fields)
+    np.savez(tmp_path / "T.npz", times=times, temperature=fields)
+    vtk = NodalTemperature(disc, *read_temperature_table(pvd))
+    npz = NodalTemperature(disc, *read_temperature_table(tmp_path / "T.npz"))
+    x = np.vstack([disc.points, disc.qp_coords])
+    for t in (0.0, 0.7, 1.5, 3.9, 4.0):
+        np.testing.assert_array_equal(vtk(x, t), npz(x, t))
+    one = tmp_path / "thermal_1.pvtu"  # one dataset: the field of that time, held
+    held = NodalTemperature(disc, *read_temperature_table(one))
+    np.testing.assert_array_equal(held(x, 10.0), npz(x, 1.5))
+
+
+def test_bad_vtk_series_are_refused(tmp_path):
+    from sciml.meshes import PVDCollection, write_vtu
+
+    points, cells = box_mesh_2d(4, 2, 2.0, 1.0)
+    disc = Discretisation(points, cells, "quad")
+    T = np.full((2, len(points)), 300.0)
+    vec = {"u": np.zeros((len(points), 3)), "other": np.ones(len(points))}
+    pvd = write_vtk_series(tmp_path, points, cells, "quad", [0.0, 1.0], T, name="heat", extra={"other": T[0]})
+    with pytest.raises(ValueError, match="name the point array to read .scalar point arrays: heat, other"):
+        read_temperature_table(pvd)
+    times, values, at = read_temperature_table(pvd, "heat")
+    assert values.shape == (2, len(at)) and len(at) > len(points)  # the shared row comes twice
+    with pytest.raises(ValueError, match="no point array 'T' .scalar point arrays: heat, other"):
+        read_temperature_table(pvd, "T")
+    xyz = np.c_[points, np.zeros(len(points))]
+    write_vtu(tmp_path / "vec.vtu", xyz, cells, "quad", point_data=vec)
+    with pytest.raises(ValueError, match="point array 'u' is not a scalar field"):
+        read_temperature_table(tmp_path / "vec.vtu", "u")
+    assert read_temperature_table(tmp_path / "vec.vtu")[1].tolist() == [[1.0] * len(points)]
+    write_vtu(tmp_path / "moved.vtu", xyz + [0.1, 0.0, 0.0], cells, "quad", point_data={"T": T[0]})
+    with pytest.raises(ValueError, match="not the mesh nodes"):
+        NodalTemperature(disc, *read_temperature_table(tmp_path / "moved.vtu"))
+    write_vtu(tmp_path / "lifted.vtu", xyz + [0.0, 0.0, 0.5], cells, "quad", point_data={"T": T[0]})
+    with pytest.raises(ValueError, match="not the mesh nodes"):  # a 2D mesh lies at z = 0
+        NodalTemperature(disc, *read_temperature_table(tmp_path / "lifted.vtu"))
+    twice = PVDCollection(tmp_path / "twice.pvd")
+    twice.add(0.0, "moved.vtu")
+    twice.add(0.0, "lifted.vtu", part=1)
+    twice.add(1.0, "moved.vtu")
+    with pytest.raises(ValueError, match="the points at time 1.0 are not those at time 0.0"):
+        read_temperature_table(twice.path)
+    (tmp_path / "dup.pvd").write_text(twice.path.read_text().replace('part="1"', 'part="0"'))
+    with pytest.raises(ValueError, match="two datasets at time 0.0 for part 0"):
+        read_temperature_table(tmp_path / "dup.pvd")
+    (tmp_path / "broken.pvd").write_text("<VTKFile type='Collection'><Collection><DataSet file='nowhere.vtu'/>")
+    with pytest.raises(ValueError, match="not a readable .pvd file"):
+        read_temperature_table(tmp_path / "broken.pvd")
+    with pytest.raises(ValueError, match="expected an .npz table or a VTK file"):
+        read_temperature_table(tmp_path / "T.csv")
+    with pytest.raises(ValueError, match="an .npz table has no named arrays"):
+        np.savez(tmp_path / "T.npz", times=np.zeros(1), temperature=T[:1])
+        read_temperature_table(tmp_path / "T.npz", "T")
