@@ -1,4 +1,5 @@
-"""Shared test helpers (imported as `support`; tests/ is on pytest's pythonpath): running the CLI in a subprocess, under mpiexec or not."""
+"""Shared test helpers (imported as `support`; tests/ is on pytest's pythonpath): running the CLI in a
+subprocess, under mpiexec or not; writing a VTK time series as a partitioned solver does."""
 
 from __future__ import annotations
 

@@ -230,7 +230,8 @@ def _point_array(path: Path, array: str | None, default_names: Sequence[str]) ->
         if named or len(scalar) == 1:
             array = (named or scalar)[0]
         else:
-            raise ValueError(f"{path}: name the point array to read (scalar point arrays: {', '.join(scalar) or 'none'})")
+            raise ValueError(f"{path}: name the point array to read "
+                             f"(scalar point arrays: {', '.join(scalar) or 'none'})")
     if array not in data.point_data.keys():
         raise ValueError(f"{path}: no point array {array!r} (scalar point arrays: {', '.join(scalar) or 'none'})")
     if array not in scalar:
