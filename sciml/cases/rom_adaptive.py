@@ -5,9 +5,10 @@ conditions and loads: the plane-strain plate (:func:`~sciml.solvers.rom.academic
 displacement cycles) and the 3D blade-like body (:func:`~sciml.solvers.rom.academic_blade`: a
 twisted, tapered aerofoil extrusion of hexahedra, clamped root, centrifugal load in
 spin-up/spin-down cycles; its shape and rotation in the ``blade`` block). Any other mesh, a
-``box`` (Q4 or hex8), a ``plate_hole`` (Q4) or a ``file`` read with meshio
+``box`` (Q4 or hex8), a ``plate_hole`` (Q4, or hex8 extruded along z) or a ``file`` read with meshio
 (:func:`sciml.meshes.read_mesh`), takes its conditions from ``boundary``: node sets (a plane
-``{axis, value}`` or a circle/sphere ``{centre, radius}``) with imposed displacement components
+``{axis, value}``, a circle/sphere ``{centre, radius}`` or in 3D a cylinder along z ``{centre: [x, y],
+radius}``) with imposed displacement components
 or a pressure on the boundary faces of the set (consistent nodal forces,
 :meth:`~sciml.solvers.rom.Discretisation.pressure_forces`). ``rotation`` adds a centrifugal load
 to any body but the blade (whose rotation is in ``blade``). Every mechanical load is scaled by
@@ -74,7 +75,7 @@ __all__ = ["Config", "run", "hf_model", "load_hf_history"]
 #: keys of each geometry (those of the others stay null: the resolved config.yaml writes every key, so
 #: "set by the user" must be "not null" for `sciml resume` to reload it), and those it cannot do without
 _GEOMETRY_KEYS = {"plate": ("nx", "ny"), "blade": ("n_chord", "n_thickness", "n_span"),
-                  "box": ("nx", "ny", "nz", "size"), "plate_hole": ("n_around", "n_radial", "size", "radius"),
+                  "box": ("nx", "ny", "nz", "size"), "plate_hole": ("n_around", "n_radial", "size", "radius", "nz"),
                   "file": ("file",)}
 _REQUIRED_KEYS = {"box": ("nx", "ny", "size"), "plate_hole": ("n_around", "n_radial", "size", "radius"),
                   "file": ("file",)}
@@ -86,13 +87,15 @@ _ACADEMIC = ("plate", "blade")
 class Mesh(Schema):
     geometry: Literal["plate", "blade", "box", "plate_hole", "file"] = Field(
         "plate", description="plate: the academic plane-strain plate; blade: the 3D blade; box: a structured box, "
-        "Q4 or hex8 by the length of size; plate_hole: a Q4 plate with a centred circular hole; file: a mesh file "
+        "Q4 or hex8 by the length of size; plate_hole: a plate with a centred circular hole, Q4 or hex8 (extruded) by "
+        "the length of size; file: a mesh file "
         "(implied by the key file)")
     nx: Optional[int] = Field(None, ge=1, le=2000, description="plate (default 80; on [0, 2] mm) or box: cells along x")
     ny: Optional[int] = Field(None, ge=1, le=2000, description="plate (default 40; on [0, 1] mm) or box: cells along y")
-    nz: Optional[int] = Field(None, ge=1, le=2000, description="3D box: cells along z")
+    nz: Optional[int] = Field(None, ge=1, le=2000, description="3D box or 3D plate_hole: cells along z")
     size: Optional[tuple[NumberExpr, ...]] = Field(
-        None, description="box: [lx, ly] (Q4) or [lx, ly, lz] (hex8), the box [0, lx] x ...; plate_hole: [lx, ly] (mm)")
+        None, description="box: [lx, ly] (Q4) or [lx, ly, lz] (hex8), the box [0, lx] x ...; plate_hole: [lx, ly] "
+        "(Q4) or [lx, ly, lz] (hex8: the plate extruded along z over [0, lz]) (mm)")
     n_chord: Optional[int] = Field(None, ge=2, le=2000, description="blade: hexahedra along the chord (default 16)")
     n_thickness: Optional[int] = Field(None, ge=1, le=200,
                                        description="blade: hexahedra through the thickness (default 4)")
@@ -133,22 +136,21 @@ class Mesh(Schema):
         if missing:
             raise ValueError(f"geometry {self.geometry} needs the key '{missing[0]}'")
         if self.geometry in ("box", "plate_hole"):
-            dims = (2, 3) if self.geometry == "box" else (2,)
-            if len(self.size) not in dims or min(self.size) <= 0:
-                raise ValueError(f"size: expected {' or '.join(map(str, dims))} positive lengths, "
-                                 f"got {list(self.size)}")
-        if self.geometry == "box" and (len(self.size) == 3) != (self.nz is not None):
-            raise ValueError("nz: a key of the 3D box (size of 3 lengths) only" if self.nz is not None
-                             else "nz: missing, the cells along z of the 3D box")
-        if self.geometry == "plate_hole" and not self.radius < 0.5 * min(self.size):
-            raise ValueError(f"radius: the hole must lie inside the plate, expected < {0.5 * min(self.size)}")
+            if len(self.size) not in (2, 3) or min(self.size) <= 0:
+                raise ValueError(f"size: expected 2 or 3 positive lengths, got {list(self.size)}")
+            if (len(self.size) == 3) != (self.nz is not None):
+                body = "3D box" if self.geometry == "box" else "3D plate_hole"
+                raise ValueError(f"nz: a key of the {body} (size of 3 lengths) only" if self.nz is not None
+                                 else f"nz: missing, the cells along z of the {body}")
+        if self.geometry == "plate_hole" and not self.radius < 0.5 * min(self.size[:2]):
+            raise ValueError(f"radius: the hole must lie inside the plate, expected < {0.5 * min(self.size[:2])}")
         return self
 
     def cells(self) -> tuple[int, ...]:
         """The cell counts of a structured geometry, defaults filled in: ``(nx, ny)``, ``(nx, ny, nz)``,
         ``(n_chord, n_thickness, n_span)``, ``(n_around, n_radial)`` (empty for a file)."""
         keys = [k for k in _GEOMETRY_KEYS[self.geometry] if k not in ("size", "radius", "file")]
-        if self.geometry == "box" and self.nz is None:
+        if self.geometry in ("box", "plate_hole") and self.nz is None:
             keys.remove("nz")
         return tuple(getattr(self, k) if getattr(self, k) is not None else _CELL_DEFAULTS[k] for k in keys)
 
@@ -176,14 +178,17 @@ class Mesh(Schema):
 
 @functools.lru_cache(maxsize=4)
 def _build_mesh(mesh: Mesh) -> tuple[np.ndarray, np.ndarray, str]:
-    from sciml.meshes import box_mesh_2d, box_mesh_3d, plate_with_hole_mesh, read_mesh
+    from sciml.meshes import box_mesh_2d, box_mesh_3d, extrude_mesh, plate_with_hole_mesh, read_mesh
 
     if mesh.geometry == "box":
         if len(mesh.size) == 2:
             return (*box_mesh_2d(mesh.nx, mesh.ny, *mesh.size), "quad")
         return (*box_mesh_3d(mesh.nx, mesh.ny, mesh.nz, *mesh.size), "hexahedron")
     if mesh.geometry == "plate_hole":
-        return (*plate_with_hole_mesh(mesh.n_around, mesh.n_radial, *mesh.size, mesh.radius), "quad")
+        plate = plate_with_hole_mesh(mesh.n_around, mesh.n_radial, *mesh.size[:2], mesh.radius)
+        if len(mesh.size) == 2:
+            return (*plate, "quad")
+        return (*extrude_mesh(*plate, mesh.nz, mesh.size[2]), "hexahedron")
     if mesh.geometry == "file":
         return read_mesh(mesh.file)
     raise ValueError(f"geometry {mesh.geometry!r} is built by its own function")
@@ -194,12 +199,14 @@ _AXES = ("x", "y", "z")
 
 class Where(Schema):
     """A node set of the mesh: the nodes on a plane ``{axis, value}``, or at the distance ``radius`` from
-    ``centre`` (a circle in 2D, a sphere in 3D: the hole of plate_hole), within ``tol``."""
+    ``centre`` (a circle in 2D, a sphere in 3D; in 3D a centre ``[x, y]`` of two coordinates gives the
+    cylinder along z: the hole of a 3D plate_hole), within ``tol``."""
 
     axis: Optional[Literal["x", "y", "z"]] = Field(None, description="plane: the coordinate axis it is normal to")
     value: Optional[NumberExpr] = Field(None, description="plane: its position along axis (mm)")
-    centre: Optional[tuple[float, ...]] = Field(None, description="circle/sphere: centre (mm)")
-    radius: Optional[NumberExpr] = Field(None, ge=0, description="circle/sphere: radius (mm)")
+    centre: Optional[tuple[float, ...]] = Field(
+        None, description="circle/sphere: centre (mm); in 3D [x, y]: the axis of a cylinder along z")
+    radius: Optional[NumberExpr] = Field(None, ge=0, description="circle/sphere/cylinder: radius (mm)")
     tol: Optional[NumberExpr] = Field(None, gt=0, description="absolute tolerance (default 1e-6 x the mesh's extent)")
 
     @model_validator(mode="after")
@@ -223,9 +230,9 @@ class Where(Schema):
             if _AXES.index(self.axis) >= dim:
                 raise ValueError(f"a plane normal to {self.axis} in a {dim}D mesh")
             return nodes_on_plane(points, _AXES.index(self.axis), self.value, tol)
-        if len(self.centre) != dim:
+        if len(self.centre) not in ((2,) if dim == 2 else (2, 3)):
             raise ValueError(f"a centre of {len(self.centre)} coordinates in a {dim}D mesh")
-        return nodes_on_sphere(points, self.centre, self.radius, tol)
+        return nodes_on_sphere(points[:, :len(self.centre)], self.centre, self.radius, tol)
 
     def describe(self) -> str:
         return f"{self.axis} = {self.value}" if self.axis is not None else f"|x - {list(self.centre)}| = {self.radius}"

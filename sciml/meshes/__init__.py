@@ -14,7 +14,7 @@ from sciml.meshes.paraview import (
     write_vti,
     write_vtu,
 )
-from sciml.meshes.structured import box_mesh_2d, box_mesh_3d, nodes_on_plane, nodes_on_sphere
+from sciml.meshes.structured import box_mesh_2d, box_mesh_3d, extrude_mesh, nodes_on_plane, nodes_on_sphere
 from sciml.meshes.blade import blade_mesh, naca_camber, naca_thickness
 from sciml.meshes.plate_hole import plate_with_hole_mesh
 from sciml.meshes.files import read_mesh, read_point_series
@@ -34,6 +34,7 @@ __all__ = [
     "write_vtu",
     "box_mesh_2d",
     "box_mesh_3d",
+    "extrude_mesh",
     "nodes_on_plane",
     "nodes_on_sphere",
     "blade_mesh",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["box_mesh_2d", "box_mesh_3d", "nodes_on_plane", "nodes_on_sphere"]
+__all__ = ["box_mesh_2d", "box_mesh_3d", "extrude_mesh", "nodes_on_plane", "nodes_on_sphere"]
 
 
 def _check_counts(**counts: int) -> None:
@@ -100,6 +100,44 @@ def box_mesh_3d(nx: int, ny: int, nz: int, lx: float, ly: float, lz: float) -> t
     bottom = [n0, n0 + sx, n0 + sx + sy, n0 + sy]
     cells = np.column_stack(bottom + [b + sz for b in bottom]).astype(np.int64)
     return points, cells
+
+
+def extrude_mesh(points: np.ndarray, quads: np.ndarray, nz: int, lz: float) -> tuple[np.ndarray, np.ndarray]:
+    """Hexahedral mesh of a quadrilateral mesh in the plane extruded along z over ``[0, lz]``.
+
+    Parameters
+    ----------
+    points : ndarray, shape ``(P, 2)``
+    quads : ndarray, shape ``(C, 4)``, counter-clockwise (VTK quad order)
+    nz : int
+        Layers of cells along z.
+    lz : float
+        Thickness.
+
+    Returns
+    -------
+    points : ndarray, shape ``(P * (nz + 1), 3)``; node ``p`` of layer ``k`` is ``p + P * k``
+    cells : ndarray, shape ``(C * nz, 8)``, int64, VTK hexahedron order (the quad at the bottom,
+        the same quad one layer up on top); cell ``c`` of layer ``k`` is row ``c + C * k``.
+        ``extrude_mesh(*box_mesh_2d(nx, ny, lx, ly), nz, lz)`` is ``box_mesh_3d(nx, ny, nz, lx, ly, lz)``.
+
+    Examples
+    --------
+    >>> points, cells = extrude_mesh(*box_mesh_2d(1, 1, 1.0, 1.0), 2, 1.0)
+    >>> points[cells[1]][:, 2].tolist()
+    [0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 1.0, 1.0]
+    """
+    points, quads = np.asarray(points, dtype=np.float64), np.asarray(quads, dtype=np.int64)
+    if points.ndim != 2 or points.shape[1] != 2 or quads.ndim != 2 or quads.shape[1] != 4:
+        raise ValueError(f"extrude_mesh: expected points (P, 2) and quads (C, 4), got {points.shape} and {quads.shape}")
+    _check_counts(nz=nz)
+    _check_lengths(lz=lz)
+    n = points.shape[0]
+    z = np.linspace(0.0, lz, nz + 1)
+    out = np.column_stack([np.tile(points, (nz + 1, 1)), np.repeat(z, n)])
+    layer = n * np.arange(nz)[:, None, None]
+    cells = np.concatenate([quads[None] + layer, quads[None] + layer + n], axis=2).reshape(-1, 8)
+    return out, cells
 
 
 def nodes_on_plane(points: np.ndarray, axis: int, value: float, tol: float | None = None) -> np.ndarray:

@@ -338,8 +338,8 @@ def test_box_and_mesh_file_with_the_plate_conditions_give_the_plate_metrics(runs
 
 
 def test_plate_with_a_hole_and_a_3d_box_run(tmp_path):
-    """The new geometries end to end (the hole under pressure): plain POD fails on the moved hot spot, the
-    adaptive ROM does not."""
+    """The new geometries end to end (the hole under pressure, in 2D and in the extruded 3D plate where
+    the hole is the cylinder set): plain POD fails on the moved hot spot, the adaptive ROM does not."""
     hole = _geometry_case("{geometry: plate_hole, n_around: 4, n_radial: 3, size: [2.0, 1.0], radius: 0.2, "
                           "block_size: 8}",
                           PLATE_BOUNDARY + "  - {where: {centre: [1.0, 0.5], radius: 0.2}, pressure: 100.0}\n")
@@ -348,13 +348,19 @@ def test_plate_with_a_hole_and_a_3d_box_run(tmp_path):
         PLATE_BOUNDARY + "  - {where: {axis: z, value: 0.0}, displacement: {z: 0.0}}\n"
         "training: {centre: [0.5, 0.5, 0.5], peak: 700.0, radius: 0.4}\n"
         "online: {centre: [1.4, 0.3, 0.7], peak: 750.0, radius: 0.4}\n")
-    for name, text in (("hole", hole), ("box3d", box)):
+    hole3d = _geometry_case(
+        "{geometry: plate_hole, n_around: 3, n_radial: 2, size: [2.0, 1.0, 0.4], nz: 2, radius: 0.2, block_size: 8}",
+        PLATE_BOUNDARY + "  - {where: {axis: z, value: 0.0}, displacement: {z: 0.0}}\n"
+        "  - {where: {centre: [1.0, 0.5], radius: 0.2}, pressure: 100.0}\n"
+        "training: {centre: [0.5, 0.5, 0.2], peak: 700.0, radius: 0.4}\n"
+        "online: {centre: [1.4, 0.3, 0.2], peak: 750.0, radius: 0.4}\n")
+    for name, text in (("hole", hole), ("box3d", box), ("hole3d", hole3d)):
         case = tmp_path / f"{name}.yaml"
         case.write_text(text)
         res = run_sciml("run", str(case), "--out", str(tmp_path / name), timeout=240)
         assert res.returncode == 0, res.stderr[-3000:]
         m = json.loads((tmp_path / name / "metrics.json").read_text())
-        assert m["n_dof"] == {"hole": 2 * 16 * 4, "box3d": 3 * 5 * 3 * 3}[name]
+        assert m["n_dof"] == {"hole": 2 * 16 * 4, "box3d": 3 * 5 * 3 * 3, "hole3d": 3 * 12 * 3 * 3}[name]
         assert m["max_rel_error_u_nonadaptive"] > 1e-2 > m["max_rel_error_u"], (name, m)
 
 
@@ -395,6 +401,10 @@ def test_plate_with_a_hole_and_a_3d_box_run(tmp_path):
     ("{geometry: plate_hole, n_around: 2, n_radial: 2, size: [2.0, 1.0], radius: 0.2}",
      PLATE_BOUNDARY + "  - {where: {centre: [1.0, 0.5, 0.0], radius: 0.2}, displacement: {x: 0.0}}\n",
      "boundary: entry 3: a centre of 3 coordinates in a 2D mesh"),
+    ("{geometry: plate_hole, n_around: 2, n_radial: 2, size: [2.0, 1.0, 0.5], radius: 0.2}", PLATE_BOUNDARY,
+     "mesh.nz: missing, the cells along z of the 3D plate_hole"),
+    ("{geometry: plate_hole, n_around: 2, n_radial: 2, nz: 2, size: [2.0, 1.0], radius: 0.2}", PLATE_BOUNDARY,
+     "mesh.nz: a key of the 3D plate_hole"),
 ])
 def test_bad_geometry_input_is_refused(tmp_path, mesh, extra, message):
     from sciml.config import ConfigError, load_case

@@ -68,3 +68,33 @@ def test_a_hole_touching_a_side_is_refused():
         plate_with_hole_mesh(4, 4, LX, LY, 1.0)
     with pytest.raises(ValueError, match="must lie inside"):
         plate_with_hole_mesh(4, 4, LX, LY, 0.3, (0.2, 1.0))
+
+
+def test_extruded_plate_is_the_plate_times_its_thickness():
+    """The hex8 plate with a hole (extruded along z): its volume is the plate's area times the
+    thickness (Gauss-exact for the extruded cells); the cylinder set finds the whole hole; a
+    uniform pressure on the closed boundary has no resultant, and on the hole alone pushes with
+    p times the hole's lateral area in total."""
+    from sciml.meshes import extrude_mesh
+    from sciml.solvers.rom import Discretisation
+
+    n_around, n_radial, nz, lz, p = 5, 3, 3, 0.7, 40.0
+    plate = plate_with_hole_mesh(n_around, n_radial, LX, LY, R)
+    points, cells = extrude_mesh(*plate, nz, lz)
+    disc = Discretisation(points, cells, "hexahedron")
+    assert disc.qp_weights.sum() == pytest.approx(_area(*plate) * lz, rel=1e-13)
+    hole = nodes_on_sphere(points[:, :2], (LX / 2, LY / 2), R)
+    assert hole.size == 4 * n_around * (nz + 1)
+    faces = boundary_faces(cells, "hexahedron")
+    total = disc.pressure_forces(faces, p).reshape(-1, 3)
+    np.testing.assert_allclose(total.sum(axis=0), 0.0, atol=1e-12 * p * LX * LY)
+    on_hole = faces_on(faces, hole)
+    assert on_hole.shape[0] == 4 * n_around * nz
+    f = disc.pressure_forces(on_hole, p).reshape(-1, 3)
+    perimeter = np.linalg.norm(np.roll(plate[0][:4 * n_around], -1, axis=0) - plate[0][:4 * n_around], axis=1).sum()
+    assert np.abs(f[hole, :2]).sum() > 0 and np.abs(f[:, 2]).max() < 1e-12 * p
+    # the pressure pushes the hole's wall outwards (away from the axis), with |F| summing to p * area
+    radial = points[hole, :2] - (LX / 2, LY / 2)
+    assert np.all(np.einsum("ni,ni->n", f[hole, :2], radial) > 0)
+    normals = np.einsum("ni,ni->n", f[hole, :2], radial / np.linalg.norm(radial, axis=1, keepdims=True))
+    assert normals.sum() == pytest.approx(p * perimeter * lz, rel=0.02)  # the chords are not radial
