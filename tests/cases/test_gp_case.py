@@ -211,3 +211,56 @@ def test_correction_phase_runs_last_and_is_resumed_like_the_others(tmp_path, mon
     assert calls == ["correction", "correction"]
     assert again["iterations"] == first["iterations"]
     assert again["relative_l2"] == pytest.approx(first["relative_l2"], rel=1e-6)
+
+
+SLOW_PART = """\
+kind: gp_pde
+seed: 3
+problem: {equation: poisson, domain: [[0, 1]], solution: x**2 + sin(40*x)}
+n_points: [200]
+kernel: {n_components: 20}
+optimiser: {adam: {steps: 100}, lbfgs: {iterations: 200, rounds: 2}}
+output: {plots: false, paraview: false}
+"""
+
+
+def test_a_fit_that_fails_between_the_grid_points_is_refitted_with_bounded_length_scales(tmp_path):
+    """x**2 + sin(40x): the free kernels meet the equation on the grid and lose the slow part (the
+    residual between the grid points says so, without the exact solution); the bounded refit is
+    kept. With retry_above: null the free fit is the answer."""
+    path = tmp_path / "case.yaml"
+    path.write_text(SLOW_PART)
+    m = gp_pde.run(load_case(path).config, Run(tmp_path / "run"))
+    retry = m["retry"]
+    assert retry["kept"] == "bounded" and retry["residual_free"] > 1e-3 > 10 * retry["residual_bounded"]
+    assert m["relative_l2"] < 1e-3 and m["relative_residual_test"] == retry["residual_bounded"]
+    path.write_text(SLOW_PART.replace("kernel: {n_components: 20}", "kernel: {n_components: 20, retry_above: null}"))
+    free = gp_pde.run(load_case(path).config, Run(tmp_path / "free"))
+    assert "retry" not in free and free["relative_l2"] > 1e-2
+    assert free["relative_residual_test"] == pytest.approx(retry["residual_free"], rel=1e-9)
+
+
+def test_the_bounded_refit_resumes_where_it_stopped(tmp_path, monkeypatch):
+    path = tmp_path / "case.yaml"
+    path.write_text(SLOW_PART)
+    cfg = load_case(path).config
+    whole = gp_pde.run(cfg, Run(tmp_path / "whole"))
+    real = gp_pde._run_phase
+    ran: list[str] = []
+
+    def interrupt(solver, cfg, phase, first_lbfgs, callback=None):
+        ran.append(phase)
+        if ran.count("lbfgs_2") == 2 and "resumed" not in ran:  # in the refit's last phase
+            raise KeyboardInterrupt
+        return real(solver, cfg, phase, first_lbfgs, callback)
+
+    monkeypatch.setattr(gp_pde, "_run_phase", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        gp_pde.run(cfg, Run(tmp_path / "run"))
+    saved = Run(tmp_path / "run").load_checkpoint()["state"]
+    assert saved["attempt"] == 1 and saved["phases_done"] == 2 and saved["first"]["residual"] > 1e-3
+    ran[:] = ["resumed"]
+    resumed = gp_pde.run(cfg, Run(tmp_path / "run", resume=True))
+    assert ran == ["resumed", "lbfgs_2"]
+    for key in ("relative_l2", "relative_residual_test", "iterations", "retry"):
+        assert resumed[key] == whole[key], key
