@@ -387,16 +387,19 @@ def run(cfg: Config, run) -> dict:
     phases = _phases(cfg)
     n_phases = len(phases) + (cfg.correction is not None)
     done, iterations, elapsed = 0, 0, 0.0
-    attempt, first = 0, None  # attempt 1: the refit with bounded length scales; first: attempt 0's result
+    # attempt 1: the refit with bounded length scales; first: attempt 0's result until the two are compared;
+    # retried: the comparison, and which fit was kept
+    attempt, first, retried = 0, None, None
     ckpt = run.load_checkpoint() if run.resume else None
     if ckpt is not None:
         state = ckpt["state"]
         done, iterations, elapsed = int(state["phases_done"]), int(ckpt["step"]), float(state["elapsed_s"])
-        attempt, first = int(state.get("attempt", 0)), state.get("first")
-    solver = build_solver(cfg, _RETRY_LENGTHSCALE if attempt == 1 else None)
+        attempt, first, retried = int(state.get("attempt", 0)), state.get("first"), state.get("retried")
+    bounded = attempt == 1 and (retried is None or retried["kept"] == "bounded")
+    solver = build_solver(cfg, _RETRY_LENGTHSCALE if bounded else None)
     if ckpt is not None:
         solver.load_state_dict(ckpt["state"]["solver"])
-        run.log(f"resumed after phase {done}/{n_phases}{' of the bounded refit' * attempt} "
+        run.log(f"resumed after phase {done}/{n_phases}{' of the bounded refit' * (attempt and retried is None)} "
                 f"({iterations} iterations, {elapsed:.1f} s)")
     run.log(f"{solver.problem!r}, grid {'x'.join(map(str, cfg.n_points))}, phases: "
             f"{', '.join(phases + ['correction'] * (cfg.correction is not None)) or 'none'}")
@@ -405,7 +408,7 @@ def run(cfg: Config, run) -> dict:
 
     def checkpoint(**state) -> None:
         run.save_checkpoint({"elapsed_s": elapsed + time.perf_counter() - t0, "attempt": attempt, "first": first,
-                             **state}, step=iterations)
+                             "retried": retried, **state}, step=iterations)
 
     while True:
         for i in range(min(done, len(phases)), len(phases)):
@@ -437,8 +440,7 @@ def run(cfg: Config, run) -> dict:
             solver = build_solver(cfg, _RETRY_LENGTHSCALE)
             continue
         break
-    retried = None
-    if attempt == 1:
+    if attempt == 1 and retried is None:  # compare the two fits (once: a resume after it reads the outcome)
         keep_first = first["residual"] <= residual
         retried = {"residual_free": first["residual"], "residual_bounded": residual,
                    "kept": "free" if keep_first else "bounded"}
@@ -450,6 +452,7 @@ def run(cfg: Config, run) -> dict:
             main_state = first["solver"]
             info = after_phases(solver, cfg)
             residual = first["residual"]
+        first = None  # no longer needed by a resume
     final = {"final_jitter": solver.jitter, "final_cg_iterations": info.cg_iterations,
              "final_cg_relative_residual": info.cg_relative_residual, "final_preconditioner": info.preconditioner}
     if retried is not None:

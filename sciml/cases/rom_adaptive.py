@@ -148,7 +148,8 @@ class Mesh(Schema):
 
     def cells(self) -> tuple[int, ...]:
         """The cell counts of a structured geometry, defaults filled in: ``(nx, ny)``, ``(nx, ny, nz)``,
-        ``(n_chord, n_thickness, n_span)``, ``(n_around, n_radial)`` (empty for a file)."""
+        ``(n_chord, n_thickness, n_span)``, ``(n_around, n_radial)`` or ``(n_around, n_radial, nz)``
+        (empty for a file)."""
         keys = [k for k in _GEOMETRY_KEYS[self.geometry] if k not in ("size", "radius", "file")]
         if self.geometry in ("box", "plate_hole") and self.nz is None:
             keys.remove("nz")
@@ -365,12 +366,13 @@ class Temperature(Schema):
     def table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Times, values and points of a ``file`` temperature
         (:func:`~sciml.solvers.rom.temperature.read_temperature_table`); ValueError names the key at fault."""
+        from sciml.meshes.files import PointArrayError
         from sciml.solvers.rom.temperature import read_temperature_table
 
         try:
             return read_temperature_table(self.path, self.array)
         except ValueError as exc:
-            key = "array" if self.array is not None and "array" in str(exc) else "path"
+            key = "array" if isinstance(exc, PointArrayError) and self.array is not None else "path"
             raise ValueError(f"{key}: {exc}") from None
 
 
@@ -439,6 +441,44 @@ class Config(Schema):
     output: Output = Output()
 
     @model_validator(mode="after")
+    def _consistent(self) -> "Config":
+        dim = self.mesh.dim()
+        for name in ("training", "online"):
+            centre = getattr(self, name).centre
+            if centre is not None and len(centre) != dim:
+                raise ValueError(f"{name}.centre: expected {dim} coordinates for geometry {self.mesh.geometry!r}, "
+                                 f"got {len(centre)}")
+        if self.blade is not None and self.mesh.geometry != "blade":
+            raise ValueError("blade: only with mesh.geometry: blade")
+        if self.mesh.geometry == "blade" and self.loading.amplitude is not None:
+            raise ValueError("loading.amplitude: the blade has no imposed displacement (its load is blade.omega)")
+        if self.rotation is not None:
+            r = self.rotation
+            if self.mesh.geometry == "blade":
+                raise ValueError("rotation: the blade's rotation is blade.omega, blade.hub_radius, ...")
+            if len(r.axis_point) != dim and not (dim == 2 and len(r.axis_point) == 3):
+                raise ValueError(f"rotation: expected an axis of {dim} coordinates (or 3 in 2D) for geometry "
+                                 f"{self.mesh.geometry!r}, got {len(r.axis_point)}")
+            if len(r.axis_point) == 3 and dim == 2:
+                along_z = r.axis_direction[0] == r.axis_direction[1] == 0
+                if not along_z and (r.axis_direction[2] != 0 or r.axis_point[2] != 0):
+                    raise ValueError("rotation: a 2D (plane-strain) body turns about the z direction or about an "
+                                     "axis in the plane z = 0")
+        if self.mesh.geometry in _ACADEMIC:
+            if self.boundary:
+                raise ValueError(f"boundary: the {self.mesh.geometry} has its own boundary conditions")
+        else:
+            if self.loading.amplitude is not None:
+                raise ValueError("loading.amplitude: a key of the plate (elsewhere, displacements are in boundary)")
+            if not any(b.displacement for b in self.boundary):
+                raise ValueError(f"boundary: geometry {self.mesh.geometry} needs imposed displacements "
+                                 "(e.g. - {where: {axis: x, value: 0.0}, displacement: {x: 0.0}})")
+            points, cells, kind = self.mesh.build()
+            self.dirichlet(points)
+            self.pressures(points, cells, kind)
+        return self
+
+    @model_validator(mode="after")
     def _tables_fit(self) -> "Config":
         """A temperature table gives every mesh node and covers the run's times (or has one time)."""
         from sciml.solvers.rom.temperature import match_nodes
@@ -477,44 +517,6 @@ class Config(Schema):
             return blade_mesh(*m.cells(), span=b.span, chord_root=b.chord_root, chord_tip=b.chord_tip,
                               thickness=b.thickness, camber=b.camber, twist=np.radians(b.twist_deg))[0]
         return m.build()[0]
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "Config":
-        dim = self.mesh.dim()
-        for name in ("training", "online"):
-            centre = getattr(self, name).centre
-            if centre is not None and len(centre) != dim:
-                raise ValueError(f"{name}.centre: expected {dim} coordinates for geometry {self.mesh.geometry!r}, "
-                                 f"got {len(centre)}")
-        if self.blade is not None and self.mesh.geometry != "blade":
-            raise ValueError("blade: only with mesh.geometry: blade")
-        if self.mesh.geometry == "blade" and self.loading.amplitude is not None:
-            raise ValueError("loading.amplitude: the blade has no imposed displacement (its load is blade.omega)")
-        if self.rotation is not None:
-            r = self.rotation
-            if self.mesh.geometry == "blade":
-                raise ValueError("rotation: the blade's rotation is blade.omega, blade.hub_radius, ...")
-            if len(r.axis_point) != dim and not (dim == 2 and len(r.axis_point) == 3):
-                raise ValueError(f"rotation: expected an axis of {dim} coordinates (or 3 in 2D) for geometry "
-                                 f"{self.mesh.geometry!r}, got {len(r.axis_point)}")
-            if len(r.axis_point) == 3 and dim == 2:
-                along_z = r.axis_direction[0] == r.axis_direction[1] == 0
-                if not along_z and (r.axis_direction[2] != 0 or r.axis_point[2] != 0):
-                    raise ValueError("rotation: a 2D (plane-strain) body turns about the z direction or about an "
-                                     "axis in the plane z = 0")
-        if self.mesh.geometry in _ACADEMIC:
-            if self.boundary:
-                raise ValueError(f"boundary: the {self.mesh.geometry} has its own boundary conditions")
-        else:
-            if self.loading.amplitude is not None:
-                raise ValueError("loading.amplitude: a key of the plate (elsewhere, displacements are in boundary)")
-            if not any(b.displacement for b in self.boundary):
-                raise ValueError(f"boundary: geometry {self.mesh.geometry} needs imposed displacements "
-                                 "(e.g. - {where: {axis: x, value: 0.0}, displacement: {x: 0.0}})")
-            points, cells, kind = self.mesh.build()
-            self.dirichlet(points)
-            self.pressures(points, cells, kind)
-        return self
 
     def pressures(self, points: np.ndarray, cells: np.ndarray, kind: str) -> list[tuple[np.ndarray, float]]:
         """The boundary faces (outward, :func:`sciml.meshes.boundary_faces`) and pressure of each

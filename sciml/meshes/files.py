@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_mesh", "read_point_series", "POINT_SERIES_SUFFIXES"]
+__all__ = ["read_mesh", "read_point_series", "point_series_files", "PointArrayError", "POINT_SERIES_SUFFIXES"]
 
 #: meshio cell types by dimension (those not listed count as volume cells of their own kind)
 _DIMENSION = {"vertex": 0, "line": 1, "line3": 1, "triangle": 2, "triangle6": 2, "quad": 2, "quad8": 2, "quad9": 2,
@@ -120,6 +121,11 @@ def _oriented(points: np.ndarray, cells: np.ndarray, kind: str) -> np.ndarray:
     return out
 
 
+class PointArrayError(ValueError):
+    """The point array asked for (or the one to take by default) is not in a VTK dataset as a
+    finite scalar field."""
+
+
 #: the files :func:`read_point_series` reads: a ``.pvd`` collection, or one VTK dataset
 POINT_SERIES_SUFFIXES = (".pvd", ".vtu", ".pvtu", ".vtk", ".vtp", ".pvtp", ".vti", ".pvti")
 
@@ -130,8 +136,9 @@ def read_point_series(path: str | Path, array: str | None = None,
 
     A ``.pvd`` collection gives one time per ``timestep``; the datasets of one time (its parts,
     or the pieces of a ``.pvtu``) are merged, points shared between them kept as many times as
-    they occur. Each later time's points must be those of the first time, in any order. Any other
-    suffix of :data:`POINT_SERIES_SUFFIXES` is a single dataset, read as the one time ``0``.
+    they occur. Each later time's points must include the first time's, in any order (the values
+    are taken at the first time's points). Any other suffix of :data:`POINT_SERIES_SUFFIXES` is a
+    single dataset, read as the one time ``0``.
 
     Parameters
     ----------
@@ -150,8 +157,9 @@ def read_point_series(path: str | Path, array: str | None = None,
     Raises
     ------
     ValueError
-        A file is missing or unreadable, the array is missing, not scalar or not finite, two
-        datasets claim one time and part, or the times do not share their points.
+        A file is missing or unreadable, two datasets claim one time and part, or the times do
+        not share their points; :class:`PointArrayError` (a ValueError) when the array is
+        missing, not scalar, not finite, or not named where the choice is not clear.
 
     Examples
     --------
@@ -195,7 +203,7 @@ def read_point_series(path: str | Path, array: str | None = None,
     points = np.concatenate([p for p, _, _ in first])
     values = np.empty((len(times), points.shape[0]))
     values[0] = np.concatenate([v for _, v, _ in first])
-    tol = 1e-6 * max(float(np.ptp(points, axis=0).max()), 1e-300)
+    tol = 1e-6 * max(float(np.ptp(points, axis=0).max()), float(np.abs(points).max()), 1e-300)
     for s in range(1, len(times)):
         got = [_point_array(f, name, ()) for f in files[s]]
         at, vals = np.concatenate([p for p, _, _ in got]), np.concatenate([v for _, v, _ in got])
@@ -216,13 +224,19 @@ def _point_array(path: Path, array: str | None, default_names: Sequence[str]) ->
 
     if not path.is_file():
         raise ValueError(f"no such file: {path}")
-    try:
-        data = pyvista.read(path)
+    said = io.StringIO()
+    try:  # VTK reports through observers, logging and warnings: keep what it says for the message
+        with warnings.catch_warnings(), contextlib.redirect_stderr(said):
+            warnings.simplefilter("ignore")
+            with pyvista.VtkErrorCatcher(raise_errors=False, send_to_logging=False) as caught:
+                data = pyvista.read(path)
     except Exception as exc:  # the reader's own error, by format
         raise ValueError(f"{path}: not a readable VTK dataset ({type(exc).__name__}: {exc})") from None
-    if isinstance(data, pyvista.MultiBlock) or data.n_points == 0:
-        raise ValueError(f"{path}: expected one dataset with points, got {type(data).__name__} "
-                         f"with {getattr(data, 'n_points', 0)} points")
+    errors = " ".join(" ".join(str(getattr(e, "message", e)).split()) for e in caught.error_events)
+    if errors or isinstance(data, pyvista.MultiBlock) or data.n_points == 0:
+        what = f"{type(data).__name__} with {getattr(data, 'n_points', 0)} points"
+        raise ValueError(f"{path}: not a readable VTK dataset with points (got {what}" +
+                         (f"; VTK: {errors[:300]})" if errors else ")"))
     scalar = [k for k in data.point_data.keys()
               if np.asarray(data.point_data[k]).ndim == 1 and np.asarray(data.point_data[k]).dtype.kind in "iuf"]
     if array is None:
@@ -230,14 +244,40 @@ def _point_array(path: Path, array: str | None, default_names: Sequence[str]) ->
         if named or len(scalar) == 1:
             array = (named or scalar)[0]
         else:
-            raise ValueError(f"{path}: name the point array to read "
-                             f"(scalar point arrays: {', '.join(scalar) or 'none'})")
+            raise PointArrayError(f"{path}: name the point array to read "
+                                  f"(scalar point arrays: {', '.join(scalar) or 'none'})")
     if array not in data.point_data.keys():
-        raise ValueError(f"{path}: no point array {array!r} (scalar point arrays: {', '.join(scalar) or 'none'})")
+        raise PointArrayError(f"{path}: no point array {array!r} "
+                              f"(scalar point arrays: {', '.join(scalar) or 'none'})")
     if array not in scalar:
-        raise ValueError(f"{path}: point array {array!r} is not a scalar field "
-                         f"(shape {np.asarray(data.point_data[array]).shape})")
+        raise PointArrayError(f"{path}: point array {array!r} is not a scalar field "
+                              f"(shape {np.asarray(data.point_data[array]).shape})")
     values = np.asarray(data.point_data[array], dtype=np.float64)
     if not np.all(np.isfinite(values)):
-        raise ValueError(f"{path}: point array {array!r} has values that are not finite")
+        raise PointArrayError(f"{path}: point array {array!r} has values that are not finite")
     return np.asarray(data.points, dtype=np.float64), values, array
+
+
+def point_series_files(path: str | Path) -> list[Path]:
+    """The files :func:`read_point_series` reads for ``path``: the ``.pvd`` itself and its datasets
+    (with the pieces a ``.pvtu``/``.pvtp``/``.pvti`` names), or the one dataset; for telling whether
+    a series changed. Files that cannot be listed are left out (reading them reports them)."""
+    import xml.etree.ElementTree as ET
+
+    from sciml.meshes.paraview import read_pvd
+
+    path = Path(path)
+    out = [path]
+    try:
+        datasets = [path.parent / e.file for e in read_pvd(path)] if path.suffix == ".pvd" else []
+    except ValueError:
+        datasets = []
+    out += datasets
+    for d in [path, *datasets]:
+        if d.suffix in (".pvtu", ".pvtp", ".pvti") and d.is_file():
+            try:
+                out += [d.parent / piece.attrib["Source"] for piece in ET.parse(d).getroot().iter("Piece")
+                        if "Source" in piece.attrib]
+            except (ET.ParseError, OSError):
+                pass
+    return out

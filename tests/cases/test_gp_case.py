@@ -264,3 +264,18 @@ def test_the_bounded_refit_resumes_where_it_stopped(tmp_path, monkeypatch):
     assert ran == ["resumed", "lbfgs_2"]
     for key in ("relative_l2", "relative_residual_test", "iterations", "retry"):
         assert resumed[key] == whole[key], key
+
+
+def test_resume_after_the_correction_keeps_the_fit_the_run_kept(tmp_path):
+    """A refit whose free fit wins (forced by retry_above: 1e-300), then the correction: resumed at
+    the end, the run reports what it reported, free fit and comparison included."""
+    path = write_corrected_case(tmp_path)
+    path.write_text(path.read_text().replace("init: spectrum}", "init: spectrum, retry_above: 1.0e-300}"))
+    cfg = load_case(path).config
+    first = gp_pde.run(cfg, Run(tmp_path / "run"))
+    assert set(first["retry"]) == {"residual_free", "residual_bounded", "kept"}
+    saved = Run(tmp_path / "run").load_checkpoint()["state"]
+    assert saved["retried"] == first["retry"] and saved["first"] is None
+    again = gp_pde.run(cfg, Run(tmp_path / "run", resume=True))
+    for key in ("relative_l2", "relative_residual_test", "iterations", "retry", "dominant_frequencies"):
+        assert again[key] == first[key], key

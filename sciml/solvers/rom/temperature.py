@@ -27,8 +27,8 @@ Table files, read by :func:`read_temperature_table`:
   named). The points may come in any order and repeat (pieces share their boundary points).
 
 Where a table gives points, the mesh nodes are found among them by their coordinates (to 1e-6
-of the mesh's extent; a 2D mesh's nodes at z = 0). Several times must cover the run, ``t = 0``
-(the initial state) to the last step.
+of the mesh's size; a 2D mesh's in any plane z = const: :func:`match_nodes`). Several times must
+cover the run, ``t = 0`` (the initial state) to the last step.
 """
 
 from __future__ import annotations
@@ -115,23 +115,27 @@ def read_temperature_table(path: str | Path, array: str | None = None
                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """``times (S,)``, ``temperature (S, P)`` and ``points (P, dim)`` (None: the mesh's nodes in its
     numbering) from an ``.npz`` table or VTK files (formats: module docstring); ``array`` names the
-    VTK point array. ValueError says what is wrong with the file. The arrays are read-only (a file
-    is read once per process while it stays unchanged)."""
+    VTK point array. ValueError says what is wrong with the file. The arrays are read-only (a table
+    is read once per process while none of its files changes)."""
     from sciml.meshes.files import POINT_SERIES_SUFFIXES
 
     path = Path(path)
     if path.suffix != ".npz" and path.suffix not in POINT_SERIES_SUFFIXES:
         raise ValueError(f"{path}: expected an .npz table or a VTK file ({', '.join(POINT_SERIES_SUFFIXES)})")
-    try:
-        stat = path.resolve().stat()
-    except OSError:
-        raise ValueError(f"no such temperature table: {path}") from None
-    return _read_table(path.resolve(), stat.st_mtime_ns, stat.st_size, array)
+    from sciml.meshes.files import point_series_files
+
+    path = path.resolve()
+    if not path.is_file():
+        raise ValueError(f"no such temperature table: {path}")
+    files = point_series_files(path) if path.suffix in POINT_SERIES_SUFFIXES else [path]
+    stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) if f.is_file() else (str(f), -1, -1)
+                  for f in files)
+    return _read_table(path, stamp, array)
 
 
 @functools.lru_cache(maxsize=8)
-def _read_table(path: Path, mtime_ns: int, size: int, array: str | None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _read_table(path: Path, stamp: tuple, array: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`read_temperature_table`, once per ``stamp`` (the files read, their times and sizes)."""
     times, T, points = _read_table_file(path, array)
     for a in (times, T, points):
         if a is not None:
@@ -177,8 +181,10 @@ def _read_table_file(path: Path, array: str | None) -> tuple[np.ndarray, np.ndar
 
 def match_nodes(nodes: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Index ``(n_nodes,)`` into ``points (P, 2 or 3)`` of each of the mesh ``nodes (n_nodes, dim)``,
-    found by coordinates to 1e-6 of the mesh's extent (a 2D mesh's nodes at z = 0 when ``points``
-    has three coordinates); ValueError names a node that is not among the points.
+    found by coordinates to 1e-6 of the mesh's size (its extent or its largest coordinate); a 2D
+    mesh takes points of three coordinates that lie in a plane z = const (any const, as
+    :func:`~sciml.meshes.read_mesh` reads a 2D mesh). ValueError names a node that is not among
+    the points.
 
     Examples
     --------
@@ -192,9 +198,13 @@ def match_nodes(nodes: np.ndarray, points: np.ndarray) -> np.ndarray:
     dim = nodes.shape[1]
     if points.ndim != 2 or points.shape[1] < dim:
         raise ValueError(f"the table's points have shape {points.shape}, the mesh's nodes {nodes.shape}")
+    tol = 1e-6 * max(float(np.ptp(nodes, axis=0).max()), float(np.abs(nodes).max()), 1e-300)
     if points.shape[1] > dim:
-        nodes = np.hstack([nodes, np.zeros((nodes.shape[0], points.shape[1] - dim))])
-    tol = 1e-6 * max(float(np.ptp(nodes, axis=0).max()), 1e-300)
+        extra = points[:, dim:]
+        if float(np.ptp(extra, axis=0).max()) > tol:
+            raise ValueError(f"the table's points do not lie in a plane z = const (z spans [{extra.min():.6g}, "
+                             f"{extra.max():.6g}]) and the mesh is {dim}D")
+        points = points[:, :dim]  # a 2D mesh in any plane z = const, as read_mesh reads one
     dist, idx = cKDTree(points).query(nodes)
     far = np.flatnonzero(dist > tol)
     if far.size:

@@ -183,8 +183,17 @@ def test_bad_vtk_series_are_refused(tmp_path):
     with pytest.raises(ValueError, match="not the mesh nodes"):
         NodalTemperature(disc, *read_temperature_table(tmp_path / "moved.vtu"))
     write_vtu(tmp_path / "lifted.vtu", xyz + [0.0, 0.0, 0.5], cells, "quad", point_data={"T": T[0]})
-    with pytest.raises(ValueError, match="not the mesh nodes"):  # a 2D mesh lies at z = 0
-        NodalTemperature(disc, *read_temperature_table(tmp_path / "lifted.vtu"))
+    lifted = NodalTemperature(disc, *read_temperature_table(tmp_path / "lifted.vtu"))  # a 2D mesh in z = 0.5
+    np.testing.assert_array_equal(lifted(points, 3.0), T[0])
+    tilted = xyz + np.c_[np.zeros((len(points), 2)), 0.1 * points[:, 0]]
+    write_vtu(tmp_path / "tilted.vtu", tilted, cells, "quad", point_data={"T": T[0]})
+    with pytest.raises(ValueError, match=r"do not lie in a plane z = const \(z spans \[0, 0.2\]\)"):
+        NodalTemperature(disc, *read_temperature_table(tmp_path / "tilted.vtu"))
+    far = xyz + [1234.0, -800.0, 0.0]  # float32 coordinates far from the origin still match
+    write_vtu(tmp_path / "far.vtu", far.astype(np.float32), cells, "quad", point_data={"T": T[0]})
+    far_disc = Discretisation(points + [1234.0, -800.0], cells, "quad")
+    np.testing.assert_array_equal(NodalTemperature(far_disc, *read_temperature_table(tmp_path / "far.vtu"))(
+        far_disc.points, 0.0), T[0])
     twice = PVDCollection(tmp_path / "twice.pvd")
     twice.add(0.0, "moved.vtu")
     twice.add(0.0, "lifted.vtu", part=1)
@@ -197,8 +206,27 @@ def test_bad_vtk_series_are_refused(tmp_path):
     (tmp_path / "broken.pvd").write_text("<VTKFile type='Collection'><Collection><DataSet file='nowhere.vtu'/>")
     with pytest.raises(ValueError, match="not a readable .pvd file"):
         read_temperature_table(tmp_path / "broken.pvd")
+    (tmp_path / "thermal_1_1.vtu").unlink()  # a .pvtu whose piece is gone: VTK's own words, no noise
+    with pytest.raises(ValueError, match=r"thermal_1.pvtu: not a readable VTK dataset with points \(got "):
+        read_temperature_table(tmp_path / "thermal_1.pvtu", "heat")
+    (tmp_path / "cut.vtu").write_bytes((tmp_path / "moved.vtu").read_bytes()[:400])
+    with pytest.raises(ValueError, match="cut.vtu: not a readable VTK dataset"):
+        read_temperature_table(tmp_path / "cut.vtu")
     with pytest.raises(ValueError, match="expected an .npz table or a VTK file"):
         read_temperature_table(tmp_path / "T.csv")
     with pytest.raises(ValueError, match="an .npz table has no named arrays"):
         np.savez(tmp_path / "T.npz", times=np.zeros(1), temperature=T[:1])
         read_temperature_table(tmp_path / "T.npz", "T")
+
+
+def test_a_changed_dataset_of_a_series_is_read_again(tmp_path):
+    """The table cache follows the files a .pvd names, not only the .pvd itself."""
+    points, cells = box_mesh_2d(2, 1, 2.0, 1.0)
+    pvd = write_vtk_series(tmp_path, points, cells, "quad", [0.0, 1.0], np.full((2, len(points)), 300.0))
+    assert read_temperature_table(pvd)[1].max() == 300.0
+    (tmp_path / "new").mkdir()
+    write_vtk_series(tmp_path / "new", points, cells, "quad", [0.0, 1.0], np.full((2, len(points)), 500.0))
+    before = pvd.read_bytes(), (tmp_path / "thermal_1.pvtu").read_bytes()
+    (tmp_path / "thermal_1_0.vtu").write_bytes((tmp_path / "new" / "thermal_1_0.vtu").read_bytes())
+    assert (pvd.read_bytes(), (tmp_path / "thermal_1.pvtu").read_bytes()) == before  # only a piece changed
+    assert read_temperature_table(pvd)[1].max() == 500.0
