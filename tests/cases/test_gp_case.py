@@ -171,13 +171,14 @@ def test_phases_log_their_progress(tmp_path):
 
 
 def write_corrected_case(tmp_path: Path) -> Path:
-    """The sin(500x) case in small: the main fit leaves part of the quadratic to the correction."""
+    """The sin(500x) case in small: the main fit leaves part of the quadratic to the correction (no
+    refit with bounded length scales, which would take part of it)."""
     path = tmp_path / "case.yaml"
     path.write_text("""\
 kind: gp_pde
 problem: {equation: poisson, domain: [[0, 1]], solution: sin(100*x) - 2*(x - 0.5)**2}
 n_points: [100]
-kernel: {n_components: 10, init: spectrum}
+kernel: {n_components: 10, init: spectrum, retry_above: null}
 optimiser: {adam: {steps: 10}, lbfgs: {iterations: 60, rounds: 2}}
 correction: {lbfgs: {iterations: 60, rounds: 1}}
 """)
@@ -234,10 +235,13 @@ def test_a_fit_that_fails_between_the_grid_points_is_refitted_with_bounded_lengt
     retry = m["retry"]
     assert retry["kept"] == "bounded" and retry["residual_free"] > 1e-3 > 10 * retry["residual_bounded"]
     assert m["relative_l2"] < 1e-3 and m["relative_residual_test"] == retry["residual_bounded"]
+    assert retry["error_estimate_free"] > 1e-3 > retry["error_estimate_bounded"]
+    assert m["relative_l2"] / 3 < m["error_estimate"] < 3 * m["relative_l2"]  # the estimate knows the error
     path.write_text(SLOW_PART.replace("kernel: {n_components: 20}", "kernel: {n_components: 20, retry_above: null}"))
     free = gp_pde.run(load_case(path).config, Run(tmp_path / "free"))
     assert "retry" not in free and free["relative_l2"] > 1e-2
     assert free["relative_residual_test"] == pytest.approx(retry["residual_free"], rel=1e-9)
+    assert free["relative_l2"] / 3 < free["error_estimate"] < 3 * free["relative_l2"]
 
 
 def test_the_bounded_refit_resumes_where_it_stopped(tmp_path, monkeypatch):
@@ -270,10 +274,11 @@ def test_resume_after_the_correction_keeps_the_fit_the_run_kept(tmp_path):
     """A refit whose free fit wins (forced by retry_above: 1e-300), then the correction: resumed at
     the end, the run reports what it reported, free fit and comparison included."""
     path = write_corrected_case(tmp_path)
-    path.write_text(path.read_text().replace("init: spectrum}", "init: spectrum, retry_above: 1.0e-300}"))
+    path.write_text(path.read_text().replace("retry_above: null", "retry_above: 1.0e-300"))
     cfg = load_case(path).config
     first = gp_pde.run(cfg, Run(tmp_path / "run"))
-    assert set(first["retry"]) == {"residual_free", "residual_bounded", "kept"}
+    assert set(first["retry"]) == {"residual_free", "residual_bounded", "error_estimate_free",
+                                   "error_estimate_bounded", "kept"}
     saved = Run(tmp_path / "run").load_checkpoint()["state"]
     assert saved["retried"] == first["retry"] and saved["first"] is None
     again = gp_pde.run(cfg, Run(tmp_path / "run", resume=True))

@@ -1185,6 +1185,54 @@ class GPPDESolver(nn.Module):
         scale = max([float(f.norm())] + [float(t.norm()) for t in terms] + [torch.finfo(f.dtype).tiny])
         return float((sum(terms) - f).norm()) / scale
 
+    @torch.no_grad()
+    def error_estimate(self, n_test: int | Sequence[int]) -> float | None:
+        r"""An a-posteriori estimate of the relative :math:`L^2` error, without the exact solution:
+        :math:`\|e\| / \|m\|` with :math:`\Delta_h e = r`, :math:`r` the equation's residual of the
+        posterior mean on the staggered test grid (:meth:`relative_residual`) and :math:`\Delta_h`
+        the 3-point (5-, 7-point) Laplacian on that grid with the mean's misfit of the Dirichlet
+        data, :math:`m - g`, as the values of :math:`e` on the domain's faces; solved by per-axis
+        eigendecompositions. For operators whose linear part is the Laplacian (Poisson;
+        Allen-Cahn, its reaction term left out) with data on every face; None for the others.
+
+        Where the residual misses a slow error (the equation's residual of a slow part is small
+        next to a high-frequency source: 1D ``sin(500x) - 2(x - 0.5)^2`` without the correction,
+        residual 2.3e-5, error 0.47) the inverse Laplacian weights it back: estimate 0.43; for
+        ``x**2 + sin(40*x)`` 0.19 (error 0.20), for ``sin(40*x)`` 3e-10 (error 1.3e-10)."""
+        laplacian = [(d, 2, 1.0) for d in range(self.problem.dim)]
+        if sorted(self.problem.linear_terms) != laplacian or not all(map(all, self.problem.boundary_sides)):
+            return None
+        axes = self.test_axes(n_test)
+        mean, parts = self._mean_and_operator(axes)
+        nonlinear = self.problem.nonlinearity(mean)
+        residual = sum(parts) + (nonlinear if nonlinear is not None else 0) - self.problem.source(
+            *torch.meshgrid(*axes, indexing="ij"))
+        # the faces' Dirichlet data enter as the boundary values of e: m - g there (the ghost point
+        # half a spacing outside makes the face value the mean of the two: a 2 (m - g) / h^2 source)
+        residual = residual.clone()
+        for d, ((lo, hi), x) in enumerate(zip(self.problem.domain, axes)):
+            h = float(x[1] - x[0]) if x.numel() > 1 else float(hi - lo)
+            for side, value in ((0, lo), (-1, hi)):
+                face = [torch.tensor([float(value)], dtype=x.dtype) if e == d else a for e, a in enumerate(axes)]
+                miss = self.predict(*face) - self.problem.exact(*torch.meshgrid(*face, indexing="ij"))
+                index = [slice(None)] * len(axes)
+                index[d] = slice(0, 1) if side == 0 else slice(-1, None)
+                residual[tuple(index)] -= 2.0 * miss / h**2
+        bases, eigenvalues = [], []
+        for x in axes:
+            m, h = x.numel(), float(x[1] - x[0]) if x.numel() > 1 else 1.0
+            lap = (torch.diag(torch.full((m,), -2.0, dtype=x.dtype)) + torch.diag(torch.ones(m - 1, dtype=x.dtype), 1)
+                   + torch.diag(torch.ones(m - 1, dtype=x.dtype), -1))
+            lap[0, 0] = lap[-1, -1] = -3.0  # the face half a spacing outside: the ghost value is minus the inside one
+            lam, q = torch.linalg.eigh(lap / h**2)
+            bases.append(q)
+            eigenvalues.append(lam)
+        total = eigenvalues[0]
+        for lam in eigenvalues[1:]:
+            total = total[..., None] + lam
+        e = kron_matmul(bases, kron_matmul([q.T for q in bases], residual) / total)
+        return float(e.norm()) / max(float(mean.norm()), torch.finfo(mean.dtype).tiny)
+
     def test_axes(self, n_test: int | Sequence[int]) -> list[Tensor]:
         """Staggered test coordinates: the midpoints of ``n_test + 1`` uniform points per axis."""
         n_test = [n_test] * self.problem.dim if isinstance(n_test, int) else list(n_test)

@@ -652,3 +652,20 @@ def test_bounded_length_scales_stay_bounded_and_catch_a_slow_part():
     (err_free, res_free, grid_free), (err_bounded, res_bounded, _) = found[None], found[1.0]
     assert err_free > 1e-2 and res_free > 1e-3 and res_free > 3 * grid_free
     assert err_bounded < 1e-3 and res_bounded < 1e-4
+
+
+def test_error_estimate_sees_the_slow_error_the_residual_hides():
+    """sin(100x) - 2(x - 0.5)**2 on 100 points: the fit leaves part of the quadratic, whose residual
+    (a constant next to the sine's 1e4) is tiny; the inverse Laplacian of the residual finds the
+    error (within a factor 2), and it follows a 2D fit's error too. None for advection."""
+    torch.manual_seed(0)
+    s = GPPDESolver(Poisson("sin(100*x) - 2*(x - 0.5)**2", [(0.0, 1.0)]), [100], n_components=10, init="spectrum")
+    s.fit(n_adam=10, lr=1e-2, u_update_every=1, n_lbfgs=60)
+    err, res, est = s.relative_error(297), s.relative_residual(297), s.error_estimate(297)
+    assert err > 1e-3 and res < 1e-2 * err and err / 2 < est < 2 * err, (err, res, est)
+    torch.manual_seed(0)
+    good = GPPDESolver(Poisson("sin(3*x)*sin(2*y)", [(0.0, 2.0), (0.0, 1.5)]), [24, 20], n_components=4)
+    good.fit(n_adam=30, lr=1e-2, u_update_every=1, n_lbfgs=60)
+    err, est = good.relative_error([47, 39]), good.error_estimate([47, 39])
+    assert err < 1e-3 and err / 3 < est < 3 * err, (err, est)
+    assert small_solvers()[1].error_estimate(5) is None
