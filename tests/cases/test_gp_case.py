@@ -171,14 +171,14 @@ def test_phases_log_their_progress(tmp_path):
 
 
 def write_corrected_case(tmp_path: Path) -> Path:
-    """The sin(500x) case in small: the main fit leaves part of the quadratic to the correction (no
-    refit with bounded length scales, which would take part of it)."""
+    """The sin(500x) case in small: the main fit leaves part of the quadratic to the correction (with
+    a correction, retry_above: auto makes no refit with bounded length scales)."""
     path = tmp_path / "case.yaml"
     path.write_text("""\
 kind: gp_pde
 problem: {equation: poisson, domain: [[0, 1]], solution: sin(100*x) - 2*(x - 0.5)**2}
 n_points: [100]
-kernel: {n_components: 10, init: spectrum, retry_above: null}
+kernel: {n_components: 10, init: spectrum}
 optimiser: {adam: {steps: 10}, lbfgs: {iterations: 60, rounds: 2}}
 correction: {lbfgs: {iterations: 60, rounds: 1}}
 """)
@@ -204,6 +204,7 @@ def test_correction_phase_runs_last_and_is_resumed_like_the_others(tmp_path, mon
     assert calls == ["correction", "correction"]
     assert Run(tmp_path / "run").load_checkpoint()["state"]["phases_done"] == 4
     c = first["correction"]
+    assert "retry" not in first  # auto: no refit where a correction follows
     assert c["relative_l2_before"] > 1e-3  # the main fit alone misses part of the quadratic
     assert first["relative_l2"] < 1e-2 * c["relative_l2_before"]
     assert 0 < c["jitter"] <= 1e-6 and len(c["length_scale"]) == 1
@@ -274,7 +275,7 @@ def test_resume_after_the_correction_keeps_the_fit_the_run_kept(tmp_path):
     """A refit whose free fit wins (forced by retry_above: 1e-300), then the correction: resumed at
     the end, the run reports what it reported, free fit and comparison included."""
     path = write_corrected_case(tmp_path)
-    path.write_text(path.read_text().replace("retry_above: null", "retry_above: 1.0e-300"))
+    path.write_text(path.read_text().replace("init: spectrum}", "init: spectrum, retry_above: 1.0e-300}"))
     cfg = load_case(path).config
     first = gp_pde.run(cfg, Run(tmp_path / "run"))
     assert set(first["retry"]) == {"residual_free", "residual_bounded", "error_estimate_free",
@@ -284,3 +285,20 @@ def test_resume_after_the_correction_keeps_the_fit_the_run_kept(tmp_path):
     again = gp_pde.run(cfg, Run(tmp_path / "run", resume=True))
     for key in ("relative_l2", "relative_residual_test", "iterations", "retry", "dominant_frequencies"):
         assert again[key] == first[key], key
+
+
+@pytest.mark.parametrize("setting, correction, expected", [
+    ("", False, 1e-3), ("", True, None), (", retry_above: 0.01", True, 0.01), (", retry_above: null", False, None)])
+def test_retry_above_auto_refits_only_without_a_correction(tmp_path, setting, correction, expected):
+    text = TINY.format(solution="sin(2*x)").replace("kernel: {n_components: 6}", f"kernel: {{n_components: 6{setting}}}")
+    if correction:
+        text += "correction: {}\n"
+    path = tmp_path / "case.yaml"
+    path.write_text(text)
+    cfg = load_case(path).config
+    assert gp_pde.retry_threshold(cfg) == expected
+    resolved = tmp_path / "resolved.yaml"  # what `sciml resume` reads back
+    from sciml.config import dump_yaml
+
+    resolved.write_text(dump_yaml(cfg.model_dump(mode="json")))
+    assert gp_pde.retry_threshold(load_case(resolved).config) == expected
