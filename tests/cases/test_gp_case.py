@@ -302,3 +302,18 @@ def test_retry_above_auto_refits_only_without_a_correction(tmp_path, setting, co
 
     resolved.write_text(dump_yaml(cfg.model_dump(mode="json")))
     assert gp_pde.retry_threshold(load_case(resolved).config) == expected
+
+
+def test_correction_auto_is_added_where_the_estimate_is_high_and_kept_where_it_helps(tmp_path):
+    """Without a correction block the case adds the correction (when: auto) only where the main fit's
+    estimated error is above 1e-3, and keeps it only where it lowers the estimate."""
+    path = write_corrected_case(tmp_path)
+    text = path.read_text().replace("correction: {lbfgs: {iterations: 60, rounds: 1}}\n", "")
+    path.write_text(text.replace("init: spectrum}", "init: spectrum, retry_above: null}"))
+    m = gp_pde.run(load_case(path).config, Run(tmp_path / "slow"))
+    c = m["correction"]
+    assert c["kept"] and c["relative_l2_before"] > 1e-3 and m["relative_l2"] < 1e-2 * c["relative_l2_before"]
+    assert m["error_estimate"] < 1e-3
+    path.write_text(TINY.format(solution="sin(2*x)"))
+    plain = gp_pde.run(load_case(path).config, Run(tmp_path / "plain"))
+    assert "correction" not in plain and plain["error_estimate"] < 1e-3
