@@ -416,6 +416,7 @@ def run(cfg: Config, run) -> dict:
     solver = build_solver(cfg, _RETRY_LENGTHSCALE if bounded else None)
     if ckpt is not None:
         solver.load_state_dict(ckpt["state"]["solver"])
+        n_phases += done > n_phases  # an automatic correction ran
         run.log(f"resumed after phase {done}/{n_phases}{' of the bounded refit' * (attempt and retried is None)} "
                 f"({iterations} iterations, {elapsed:.1f} s)")
     run.log(f"{solver.problem!r}, grid {'x'.join(map(str, cfg.n_points))}, phases: "
