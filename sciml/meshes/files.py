@@ -232,7 +232,9 @@ def _point_array(path: Path, array: str | None, default_names: Sequence[str]) ->
                 data = pyvista.read(path)
     except Exception as exc:  # the reader's own error, by format
         raise ValueError(f"{path}: not a readable VTK dataset ({type(exc).__name__}: {exc})") from None
-    errors = " ".join(" ".join(str(getattr(e, "message", e)).split()) for e in caught.error_events)
+    events = getattr(caught, "error_events", None)  # pyvista >= 0.47; before, every event is in .events
+    events = events if events is not None else getattr(caught, "events", [])
+    errors = " ".join(" ".join(str(getattr(e, "message", e)).split()) for e in events)
     if errors or isinstance(data, pyvista.MultiBlock) or data.n_points == 0:
         what = f"{type(data).__name__} with {getattr(data, 'n_points', 0)} points"
         raise ValueError(f"{path}: not a readable VTK dataset with points (got {what}" +
