@@ -1139,31 +1139,48 @@ class GPPDESolver(nn.Module):
         """
         if len(axes) != self.problem.dim:
             raise ValueError(f"expected {self.problem.dim} coordinate vectors, got {len(axes)}")
-        grams = [k.toeplitz_grams(n, h, order=0)[0] for k, n, h in zip(self.kernels, self.n_points, self.spacings)]
-        chol = KroneckerCholesky(grams, self.jitter)
-        maps = [chol.right_solve(d, k.gram(x, self.axes[d])) for d, (k, x) in enumerate(zip(self.kernels, axes))]
-        mean = kron_matmul(maps, self.u.detach())
-        return mean if self.base is None else mean + self.base.predict(*axes)
+        return self._mean_and_terms(axes, ())[0]
 
     @torch.no_grad()
-    def _mean_and_operator(self, axes: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        """The posterior mean and each term of the linear operator applied to it (in the order of
-        ``problem.linear_terms``), exactly (kernel derivatives), on the tensor grid of ``axes``; a
+    def _mean_and_terms(self, axes: Sequence[Tensor], terms: Sequence[tuple[int, int, float]] | None = None
+                        ) -> tuple[Tensor, list[Tensor]]:
+        """The posterior mean on the tensor grid of ``axes`` and each of ``terms`` (``(axis, order,
+        coeff)``; default ``problem.linear_terms``) applied to it exactly (kernel derivatives); a
         base's included."""
+        terms = self.problem.linear_terms if terms is None else terms
         grams = [k.toeplitz_grams(n, h, order=0)[0] for k, n, h in zip(self.kernels, self.n_points, self.spacings)]
         chol = KroneckerCholesky(grams, self.jitter)
 
-        def maps(axis: int = -1, order: int = 0) -> list[Tensor]:
-            return [chol.right_solve(d, k.gram(x, self.axes[d], order=order if d == axis else 0))
-                    for d, (k, x) in enumerate(zip(self.kernels, axes))]
+        def row(d: int, order: int) -> Tensor:  # k_d^(order)(x*, X_d) K_d^-1
+            return chol.right_solve(d, self.kernels[d].gram(axes[d], self.axes[d], order=order))
 
+        values = [row(d, 0) for d in range(len(axes))]
         u = self.u.detach()
-        mean = kron_matmul(maps(), u)
-        terms = [coeff * kron_matmul(maps(axis, order), u) for axis, order, coeff in self.problem.linear_terms]
+        mean = kron_matmul(values, u)
+        applied = [coeff * kron_matmul([row(d, order) if d == axis else v for d, v in enumerate(values)], u)
+                   for axis, order, coeff in terms]
         if self.base is not None:
-            base_mean, base_terms = self.base._mean_and_operator(axes)
-            mean, terms = mean + base_mean, [t + b for t, b in zip(terms, base_terms)]
-        return mean, terms
+            base_mean, base_applied = self.base._mean_and_terms(axes, terms)
+            mean, applied = mean + base_mean, [a + b for a, b in zip(applied, base_applied)]
+        return mean, applied
+
+    @torch.no_grad()
+    def _test_residual(self, n_test: int | Sequence[int]) -> tuple[list[Tensor], Tensor, Tensor, float]:
+        """Test axes, the mean on them, the equation's residual and the scale of :meth:`relative_residual`."""
+        axes = self.test_axes(n_test)
+        mean, terms = self._mean_and_terms(axes)
+        nonlinear = self.problem.nonlinearity(mean)
+        if nonlinear is not None:
+            terms = [*terms, nonlinear]
+        f = self.problem.source(*torch.meshgrid(*axes, indexing="ij"))
+        scale = max([float(f.norm())] + [float(t.norm()) for t in terms] + [torch.finfo(f.dtype).tiny])
+        return axes, mean, sum(terms) - f, scale
+
+    @torch.no_grad()
+    def a_posteriori(self, n_test: int | Sequence[int]) -> tuple[float, float | None]:
+        """:meth:`relative_residual` and :meth:`error_estimate` from one evaluation of the residual."""
+        axes, mean, residual, scale = self._test_residual(n_test)
+        return float(residual.norm()) / scale, self._estimate(axes, mean, residual)
 
     @torch.no_grad()
     def relative_residual(self, n_test: int | Sequence[int]) -> float:
@@ -1176,14 +1193,8 @@ class GPPDESolver(nn.Module):
         An a-posteriori check that needs no exact solution: the fit meets the equation on the
         collocation points, and kernels whose collocated derivatives are wrong for the solution
         (``max_lengthscale``) show here as a residual far above the fit's."""
-        axes = self.test_axes(n_test)
-        mean, terms = self._mean_and_operator(axes)
-        nonlinear = self.problem.nonlinearity(mean)
-        if nonlinear is not None:
-            terms = [*terms, nonlinear]
-        f = self.problem.source(*torch.meshgrid(*axes, indexing="ij"))
-        scale = max([float(f.norm())] + [float(t.norm()) for t in terms] + [torch.finfo(f.dtype).tiny])
-        return float((sum(terms) - f).norm()) / scale
+        _, _, residual, scale = self._test_residual(n_test)
+        return float(residual.norm()) / scale
 
     @torch.no_grad()
     def error_estimate(self, n_test: int | Sequence[int]) -> float | None:
@@ -1200,14 +1211,20 @@ class GPPDESolver(nn.Module):
         residual 2.3e-5, error 0.47) the inverse Laplacian weights it back: estimate 0.41; for
         ``x**2 + sin(40*x)`` 0.19 (error 0.20), for ``x**2`` and ``sin(40*x)`` the error to three
         digits (1.225e-3, 1.282e-10; 200 points)."""
-        laplacian = [(d, 2, 1.0) for d in range(self.problem.dim)]
-        if sorted(self.problem.linear_terms) != laplacian or not all(map(all, self.problem.boundary_sides)):
+        if not self._has_estimate():
             return None
-        axes = self.test_axes(n_test)
-        mean, parts = self._mean_and_operator(axes)
-        nonlinear = self.problem.nonlinearity(mean)
-        residual = sum(parts) + (nonlinear if nonlinear is not None else 0) - self.problem.source(
-            *torch.meshgrid(*axes, indexing="ij"))
+        axes, mean, residual, _ = self._test_residual(n_test)
+        return self._estimate(axes, mean, residual)
+
+    def _has_estimate(self) -> bool:
+        """Whether :meth:`error_estimate` applies: the Laplacian as the linear part, data on every face."""
+        laplacian = [(d, 2, 1.0) for d in range(self.problem.dim)]
+        return sorted(self.problem.linear_terms) == laplacian and all(map(all, self.problem.boundary_sides))
+
+    def _estimate(self, axes: Sequence[Tensor], mean: Tensor, residual: Tensor) -> float | None:
+        """:meth:`error_estimate` from the test grid's mean and residual (None where it does not apply)."""
+        if not self._has_estimate():
+            return None
         # the faces' Dirichlet data enter as the boundary values of e: m - g there (the ghost point
         # half a spacing outside makes the face value the mean of the two: a 2 (m - g) / h^2 source)
         residual = residual.clone()
