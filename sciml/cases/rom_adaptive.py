@@ -268,6 +268,11 @@ class Blade(Schema):
     omega: NumberExpr = Field(3000.0, ge=0, description="rotation speed at load factor 1 (rad/s)")
     density: NumberExpr = Field(8.2e-9, gt=0, description="t/mm^3")
 
+    def shape(self) -> dict[str, float]:
+        """The shape keywords of :func:`~sciml.meshes.blade_mesh` (and of ``academic_blade``)."""
+        return {"span": self.span, "chord_root": self.chord_root, "chord_tip": self.chord_tip,
+                "thickness": self.thickness, "camber": self.camber, "twist": float(np.radians(self.twist_deg))}
+
 
 class Rotation(Schema):
     """A rotation of the body (any geometry but the blade, whose rotation is in ``blade``): the
@@ -513,9 +518,7 @@ class Config(Schema):
         if m.geometry == "plate":
             return box_mesh_2d(*m.cells(), 2.0, 1.0)[0]
         if m.geometry == "blade":
-            b = self.blade or Blade()
-            return blade_mesh(*m.cells(), span=b.span, chord_root=b.chord_root, chord_tip=b.chord_tip,
-                              thickness=b.thickness, camber=b.camber, twist=np.radians(b.twist_deg))[0]
+            return blade_mesh(*m.cells(), **(self.blade or Blade()).shape())[0]
         return m.build()[0]
 
     def pressures(self, points: np.ndarray, cells: np.ndarray, kind: str) -> list[tuple[np.ndarray, float]]:
@@ -582,9 +585,7 @@ def hf_model(cfg: Config, temperature: Temperature, comm):
         b = cfg.blade or Blade()
         model, times, lf = academic_blade(*m.cells(), n_steps=ld.n_steps,
                                           n_cycles=ld.n_cycles, ramp_time=ld.ramp_time, dt=ld.dt, omega=b.omega,
-                                          density=b.density, hub_radius=b.hub_radius, span=b.span,
-                                          chord_root=b.chord_root, chord_tip=b.chord_tip, thickness=b.thickness,
-                                          camber=b.camber, twist=np.radians(b.twist_deg), **spot)
+                                          density=b.density, hub_radius=b.hub_radius, **b.shape(), **spot)
     else:
         points, cells, kind = m.build()
         disc = Discretisation(points, cells, kind)

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_mesh", "read_point_series", "point_series_files", "PointArrayError", "POINT_SERIES_SUFFIXES"]
+__all__ = ["read_mesh", "read_point_series", "point_series_files", "nearest_points", "point_tolerance",
+           "PointArrayError", "POINT_SERIES_SUFFIXES"]
 
 #: meshio cell types by dimension (those not listed count as volume cells of their own kind)
 _DIMENSION = {"vertex": 0, "line": 1, "line3": 1, "triangle": 2, "triangle6": 2, "quad": 2, "quad8": 2, "quad9": 2,
@@ -176,8 +177,6 @@ def read_point_series(path: str | Path, array: str | None = None,
     >>> times.tolist(), pts.shape, values[1].tolist()
     ([0.0, 5.0], (6, 3), [300.0, 305.0, 310.0, 300.0, 305.0, 310.0])
     """
-    from scipy.spatial import cKDTree
-
     from sciml.meshes.paraview import read_pvd
 
     path = Path(path)
@@ -203,19 +202,41 @@ def read_point_series(path: str | Path, array: str | None = None,
     points = np.concatenate([p for p, _, _ in first])
     values = np.empty((len(times), points.shape[0]))
     values[0] = np.concatenate([v for _, v, _ in first])
-    tol = 1e-6 * max(float(np.ptp(points, axis=0).max()), float(np.abs(points).max()), 1e-300)
     for s in range(1, len(times)):
         got = [_point_array(f, name, ()) for f in files[s]]
         at, vals = np.concatenate([p for p, _, _ in got]), np.concatenate([v for _, v, _ in got])
         if at.shape == points.shape and np.array_equal(at, points):
             values[s] = vals
             continue
-        dist, idx = cKDTree(at).query(points)
+        idx, dist, tol = nearest_points(points, at)
         if dist.max(initial=0.0) > tol:
             raise ValueError(f"{path}: the points at time {times[s]} are not those at time {times[0]} (one is "
                              f"{dist.max():.3g} from the nearest)")
         values[s] = vals[idx]
     return np.asarray(times, dtype=np.float64), points, values
+
+
+def nearest_points(targets: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """For each of ``targets (T, d)`` the index of the nearest of ``points (P, d)`` and its distance, with
+    the tolerance within which two points count as one (:func:`point_tolerance`): 1e-6 of the targets'
+    size (their extent or their largest coordinate, so that float32 coordinates far from the origin still
+    match).
+
+    Examples
+    --------
+    >>> idx, dist, tol = nearest_points(np.array([[0.0, 1.0], [2.0, 0.0]]), np.array([[2.0, 0.0], [0.0, 1.0]]))
+    >>> idx.tolist(), dist.tolist(), tol
+    ([1, 0], [0.0, 0.0], 2e-06)
+    """
+    from scipy.spatial import cKDTree
+
+    dist, idx = cKDTree(points).query(targets)
+    return idx, dist, point_tolerance(targets)
+
+
+def point_tolerance(points: np.ndarray) -> float:
+    """Distance below which two points of a mesh of ``points (P, d)`` count as one (:func:`nearest_points`)."""
+    return 1e-6 * max(float(np.ptp(points, axis=0).max()), float(np.abs(points).max()), 1e-300)
 
 
 def _point_array(path: Path, array: str | None, default_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, str]:

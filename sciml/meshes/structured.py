@@ -86,20 +86,7 @@ def box_mesh_3d(nx: int, ny: int, nz: int, lx: float, ly: float, lz: float) -> t
     >>> points[cells[0]].tolist()[:4]
     [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0]]
     """
-    _check_counts(nx=nx, ny=ny, nz=nz)
-    _check_lengths(lx=lx, ly=ly, lz=lz)
-    x = np.linspace(0.0, lx, nx + 1)
-    y = np.linspace(0.0, ly, ny + 1)
-    z = np.linspace(0.0, lz, nz + 1)
-    Z, Y, X = np.meshgrid(z, y, x, indexing="ij")  # x fastest when raveled
-    points = np.column_stack([X.ravel(), Y.ravel(), Z.ravel()])
-    k, j, i = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
-    sx, sy = 1, nx + 1
-    sz = (nx + 1) * (ny + 1)
-    n0 = (i * sx + j * sy + k * sz).ravel()
-    bottom = [n0, n0 + sx, n0 + sx + sy, n0 + sy]
-    cells = np.column_stack(bottom + [b + sz for b in bottom]).astype(np.int64)
-    return points, cells
+    return extrude_mesh(*box_mesh_2d(nx, ny, lx, ly), nz, lz)  # layer by layer: x fastest, then y, then z
 
 
 def extrude_mesh(points: np.ndarray, quads: np.ndarray, nz: int, lz: float) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +106,7 @@ def extrude_mesh(points: np.ndarray, quads: np.ndarray, nz: int, lz: float) -> t
     points : ndarray, shape ``(P * (nz + 1), 3)``; node ``p`` of layer ``k`` is ``p + P * k``
     cells : ndarray, shape ``(C * nz, 8)``, int64, VTK hexahedron order (the quad at the bottom,
         the same quad one layer up on top); cell ``c`` of layer ``k`` is row ``c + C * k``.
-        ``extrude_mesh(*box_mesh_2d(nx, ny, lx, ly), nz, lz)`` is ``box_mesh_3d(nx, ny, nz, lx, ly, lz)``.
+        :func:`box_mesh_3d` is ``extrude_mesh(*box_mesh_2d(nx, ny, lx, ly), nz, lz)``.
 
     Examples
     --------

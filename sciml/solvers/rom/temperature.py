@@ -192,20 +192,19 @@ def match_nodes(nodes: np.ndarray, points: np.ndarray) -> np.ndarray:
     >>> match_nodes(nodes, np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])).tolist()
     [1, 2, 0]
     """
-    from scipy.spatial import cKDTree
+    from sciml.meshes.files import nearest_points, point_tolerance
 
     nodes, points = np.asarray(nodes, dtype=np.float64), np.asarray(points, dtype=np.float64)
     dim = nodes.shape[1]
     if points.ndim != 2 or points.shape[1] < dim:
         raise ValueError(f"the table's points have shape {points.shape}, the mesh's nodes {nodes.shape}")
-    tol = 1e-6 * max(float(np.ptp(nodes, axis=0).max()), float(np.abs(nodes).max()), 1e-300)
     if points.shape[1] > dim:
         extra = points[:, dim:]
-        if float(np.ptp(extra, axis=0).max()) > tol:
+        if float(np.ptp(extra, axis=0).max()) > point_tolerance(nodes):
             raise ValueError(f"the table's points do not lie in a plane z = const (z spans [{extra.min():.6g}, "
                              f"{extra.max():.6g}]) and the mesh is {dim}D")
         points = points[:, :dim]  # a 2D mesh in any plane z = const, as read_mesh reads one
-    dist, idx = cKDTree(points).query(nodes)
+    idx, dist, tol = nearest_points(nodes, points)
     far = np.flatnonzero(dist > tol)
     if far.size:
         raise ValueError(f"the table's points are not the mesh nodes: {far.size} of {nodes.shape[0]} nodes have no "
