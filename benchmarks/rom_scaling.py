@@ -45,7 +45,7 @@ def worker(args: argparse.Namespace) -> None:
     t = float(times[len(times) // 4])  # hot spot at its peak, loading under way
     state = hf.initial_state(0.0)
     u = np.zeros(hf.disc.n_dof)
-    u[hf.fixed_dofs] = hf.fixed_values
+    u[hf.fixed_dofs] = hf.fixed_values @ hf.load_vector(1.0)
     T = hf.temperature_at(t)
     eps = hf.strain(u)
     sigma, _, C = hf.material.update(eps, state.material, T, 1.0)

@@ -611,7 +611,8 @@ def load_case(path: str | Path, overrides: Iterable[str] = (), *, text: str | No
                 typ, node = _type_at(schema, data, loc)
                 fields = _fields_of(typ, node) if typ is not None else None
                 if rest and fields and head.split(".")[0] in fields and " " not in head:
-                    loc, what = loc + tuple(head.split(".")), rest
+                    # "a.2.b": list items by their index
+                    loc, what = loc + tuple(int(k) if k.isdigit() else k for k in head.split(".")), rest
                     value = _get(data, loc)
             where = _fmt_path(loc)
             if err.get("type") == "extra_forbidden" and loc:

@@ -12,9 +12,11 @@ radius}``) with imposed displacement components
 or a pressure on the boundary faces of the set (consistent nodal forces,
 :meth:`~sciml.solvers.rom.Discretisation.pressure_forces`). ``rotation`` adds a centrifugal load
 to any body but the blade (whose rotation is in ``blade``). Every mechanical load is scaled by
-the load factor of ``loading.cycle``. A high-fidelity run of a *training* loading gives the
-snapshots; POD, ECM and the Gappy-POD of the plastic strain make the reduced model;
-it is then run on a *new* loading (another temperature field) three ways: as trained (plain
+the load factor of ``loading.cycle`` (a named cycle, ``constant``, or a formula in ``t``), or by
+its own ``factor`` (boundary entries and ``rotation``): each distinct history is a load group with
+its own factor in the HF model and its own lift and external load in the reduced model. A
+high-fidelity run of a *training* loading gives the snapshots; POD, ECM and the Gappy-POD of the
+plastic strain make the reduced model; it is then run on a *new* loading (another temperature field) three ways: as trained (plain
 POD-ECM ROM), and adaptively (thermo-elastic enrichment of the new temperature field
 before the run, then one HF step whenever the indicator exceeds its threshold).
 A high-fidelity run of the new loading is the reference for the errors.
@@ -239,8 +241,23 @@ class Where(Schema):
         return f"{self.axis} = {self.value}" if self.axis is not None else f"|x - {list(self.centre)}| = {self.radius}"
 
 
+def _history(value: Optional[str]) -> Optional[str]:
+    """A load-factor history (:func:`~sciml.solvers.rom.load_history`) checked at validation."""
+    if value is not None:
+        from sciml.solvers.rom.fem import load_history
+
+        load_history(value, np.linspace(0.0, 1.0, 3))  # ValueError: what is wrong with it
+        return value.strip()
+    return value
+
+
+_FACTOR_HELP = ("load factor history of this load: reversed, one_sided, constant or a formula in t (s), e.g. "
+                "min(t/10, 1) (default: loading.cycle)")
+
+
 class Boundary(Schema):
-    """Conditions on a node set (geometries box, plate_hole, file); every value is scaled by the load factor."""
+    """Conditions on a node set (geometries box, plate_hole, file); every value is scaled by the load
+    factor, the loading's or the entry's own ``factor``."""
 
     where: Where
     displacement: Optional[dict[Literal["x", "y", "z"], NumberExpr]] = Field(
@@ -248,6 +265,13 @@ class Boundary(Schema):
     pressure: Optional[NumberExpr] = Field(
         None, description="pressure at load factor 1 (MPa; positive pushes into the body) on the boundary faces "
         "whose nodes all lie in the set")
+    factor: Optional[str] = Field(None, description=_FACTOR_HELP)
+
+    _factor = field_validator("factor", mode="after")(_history)
+
+    def is_load(self) -> bool:
+        """Whether the entry loads the body (a pressure or a nonzero displacement), not only supports it."""
+        return self.pressure is not None or any(v != 0 for v in (self.displacement or {}).values())
 
     @model_validator(mode="after")
     def _a_condition(self) -> "Boundary":
@@ -284,6 +308,9 @@ class Rotation(Schema):
     axis_point: tuple[float, ...] = Field(..., description="a point of the rotation axis (mm)")
     axis_direction: tuple[float, ...] = Field(
         ..., description="direction of the axis; in 2D [0, 0, 1] (a spinning section) or in the plane z = 0")
+    factor: Optional[str] = Field(None, description=_FACTOR_HELP + "; the factor is (omega(t)/omega)^2")
+
+    _factor = field_validator("factor", mode="after")(_history)
 
     @model_validator(mode="after")
     def _axis(self) -> "Rotation":
@@ -297,9 +324,11 @@ class Rotation(Schema):
 class Loading(Schema):
     n_steps: int = Field(40, ge=2, le=100000)
     n_cycles: int = Field(2, ge=1)
-    cycle: Optional[Literal["reversed", "one_sided"]] = Field(
-        None, description="load factor of each cycle: reversed 0 -> 1 -> 0 -> -1 -> 0 (default) or one_sided "
-        "0 -> 1 -> 0 (the blade's default)")
+    cycle: Optional[str] = Field(
+        None, description="load factor in time: n_cycles triangle cycles reversed 0 -> 1 -> 0 -> -1 -> 0 (default) "
+        "or one_sided 0 -> 1 -> 0 (the blade's default), constant (1), or a formula in t (s), e.g. sin(2*pi*t/20)")
+
+    _cycle = field_validator("cycle", mode="after")(_history)
     amplitude: Optional[NumberExpr] = Field(
         None, gt=0, description="plate: imposed u_x on x = 2 at load factor 1 (mm; default 0.01)")
     dt: NumberExpr = Field(1.0, gt=0, description="time step (s)")
@@ -484,6 +513,24 @@ class Config(Schema):
         return self
 
     @model_validator(mode="after")
+    def _histories_at_the_steps(self) -> "Config":
+        """Every load-factor history is finite at every step of the run."""
+        from sciml.solvers.rom import load_history
+
+        times = self.loading.dt * np.arange(1, self.loading.n_steps + 1)
+        owners = [("loading.cycle", self.loading.cycle)] + [(f"boundary.{i}.factor", b.factor)
+                                                            for i, b in enumerate(self.boundary)]
+        if self.rotation is not None:
+            owners.append(("rotation.factor", self.rotation.factor))
+        for key, spec in owners:
+            if spec is not None:
+                try:
+                    load_history(spec, times, self.loading.n_cycles)
+                except ValueError as exc:
+                    raise ValueError(f"{key}: {exc}") from None
+        return self
+
+    @model_validator(mode="after")
     def _tables_fit(self) -> "Config":
         """A temperature table gives every mesh node and covers the run's times (or has one time)."""
         from sciml.solvers.rom.temperature import match_nodes
@@ -521,9 +568,9 @@ class Config(Schema):
             return blade_mesh(*m.cells(), **(self.blade or Blade()).shape())[0]
         return m.build()[0]
 
-    def pressures(self, points: np.ndarray, cells: np.ndarray, kind: str) -> list[tuple[np.ndarray, float]]:
-        """The boundary faces (outward, :func:`sciml.meshes.boundary_faces`) and pressure of each
-        ``boundary`` entry with one; ValueError naming the entry when no face lies in its set."""
+    def pressures(self, points: np.ndarray, cells: np.ndarray, kind: str) -> list[tuple[np.ndarray, float, int]]:
+        """The boundary faces (outward, :func:`sciml.meshes.boundary_faces`), pressure and load group of
+        each ``boundary`` entry with one; ValueError naming the entry when no face lies in its set."""
         from sciml.meshes import boundary_faces, faces_on
 
         faces = boundary_faces(cells, kind)
@@ -535,14 +582,45 @@ class Config(Schema):
             if not mine.size:
                 raise ValueError(f"boundary: entry {i} ({b.where.describe()}) has a pressure but no boundary face "
                                  f"of the mesh lies in its set")
-            out.append((mine, b.pressure))
+            out.append((mine, b.pressure, self.group_of(b)))
         return out
 
-    def dirichlet(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The imposed dofs (increasing) and their values at load factor 1 from ``boundary``; ValueError
-        naming the entry when a set is empty, a component is not the mesh's or a dof gets two values."""
+    def default_history(self) -> str:
+        """The load-factor history of the loads without a ``factor`` of their own."""
+        return self.loading.cycle or ("one_sided" if self.mesh.geometry == "blade" else "reversed")
+
+    def load_groups(self) -> list[str]:
+        """The distinct load-factor histories of the case's loads, group ``g``'s at ``g``: the
+        academic bodies' own load (the plate's displacement, the blade's rotation) first, then the
+        boundary loads and the rotation in order (a load without ``factor`` has the loading's)."""
+        default = self.default_history()
+        groups = [default] if self.mesh.geometry in _ACADEMIC else []
+        loads = [b for b in self.boundary if b.is_load()] + ([self.rotation] if self.rotation is not None else [])
+        for load in loads:
+            if (load.factor or default) not in groups:
+                groups.append(load.factor or default)
+        return groups or [default]
+
+    def group_of(self, load: "Boundary | Rotation") -> int:
+        """The load group of a boundary entry or of the rotation (0 for a support, which loads nothing)."""
+        if isinstance(load, Boundary) and not load.is_load():
+            return 0
+        return self.load_groups().index(load.factor or self.default_history())
+
+    def load_factors(self, times: np.ndarray) -> np.ndarray:
+        """Load factors of the steps ending at ``times``: ``(n_steps,)`` for one load group, else
+        ``(n_steps, G)`` (:meth:`load_groups`)."""
+        from sciml.solvers.rom import load_history
+
+        lf = np.column_stack([load_history(g, times, self.loading.n_cycles) for g in self.load_groups()])
+        return lf[:, 0] if lf.shape[1] == 1 else lf
+
+    def dirichlet(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The imposed dofs (increasing), their values at load factor 1 and their load groups from
+        ``boundary``; ValueError naming the entry when a set is empty, a component is not the mesh's
+        or a dof gets two values (or one nonzero value under two load factors)."""
         dim = points.shape[1]
-        imposed: dict[int, float] = {}
+        imposed: dict[int, tuple[float, int]] = {}
         for i, b in enumerate(self.boundary):
             try:
                 nodes = b.where.nodes(points)
@@ -556,53 +634,63 @@ class Config(Schema):
                 k = _AXES.index(comp)
                 if k >= dim:
                     raise ValueError(f"boundary: entry {i} imposes {comp} on a {dim}D mesh")
+                mine = (value, self.group_of(b) if value != 0 else 0)
                 for dof in (dim * nodes + k).tolist():
-                    if imposed.setdefault(dof, value) != value:
+                    earlier = imposed.setdefault(dof, mine)
+                    if earlier[0] != value:
                         raise ValueError(f"boundary: entry {i} imposes {comp} = {value} on node {dof // dim}, "
-                                         f"which an earlier entry sets to {imposed[dof]}")
+                                         f"which an earlier entry sets to {earlier[0]}")
+                    if earlier[1] != mine[1]:
+                        raise ValueError(f"boundary: entry {i} imposes {comp} = {value} on node {dof // dim} with "
+                                         f"load factor {self.load_groups()[mine[1]]!r}, an earlier entry with "
+                                         f"{self.load_groups()[earlier[1]]!r}")
         dofs = np.array(sorted(imposed), dtype=np.int64)
-        return dofs, np.array([imposed[d] for d in dofs.tolist()], dtype=np.float64)
+        return (dofs, np.array([imposed[d][0] for d in dofs.tolist()], dtype=np.float64),
+                np.array([imposed[d][1] for d in dofs.tolist()], dtype=np.int64))
 
 
 # --------------------------------------------------------------------------- pieces
 def hf_model(cfg: Config, temperature: Temperature, comm):
     """The partitioned HF model of the case under the temperature field ``temperature``
-    (``cfg.training`` or ``cfg.online``), with the step times and load factors."""
+    (``cfg.training`` or ``cfg.online``), with the step times and load factors
+    (:meth:`Config.load_factors`: one column per load group when there are several)."""
     from sciml.solvers.rom import (CGSolver, DirectSolver, Dirichlet, Discretisation, HFModel, Partition,
                                    PartitionedHFModel, ThermoViscoplasticJ2, academic_blade, academic_plate,
-                                   centrifugal, load_cycle)
+                                   centrifugal)
 
     ld, m, r = cfg.loading, cfg.mesh, cfg.rotation
     spot = ({"centre": tuple(temperature.centre), "peak": temperature.peak, "radius": temperature.radius}
             if temperature.type == "hot_spot" else {})
     body = None if r is None else centrifugal(r.density, r.omega, r.axis_point, r.axis_direction)
+    body_group = 0 if r is None else cfg.group_of(r)
     if m.geometry == "plate":
         amplitude = ld.amplitude if ld.amplitude is not None else 0.01
-        model, times, lf = academic_plate(*m.cells(), n_steps=ld.n_steps, n_cycles=ld.n_cycles,
-                                          amplitude=amplitude, ramp_time=ld.ramp_time, dt=ld.dt, body_force=body,
-                                          **spot)
+        model, times, _ = academic_plate(*m.cells(), n_steps=ld.n_steps, n_cycles=ld.n_cycles,
+                                         amplitude=amplitude, ramp_time=ld.ramp_time, dt=ld.dt, body_force=body,
+                                         body_group=body_group, **spot)
     elif m.geometry == "blade":
         b = cfg.blade or Blade()
-        model, times, lf = academic_blade(*m.cells(), n_steps=ld.n_steps,
-                                          n_cycles=ld.n_cycles, ramp_time=ld.ramp_time, dt=ld.dt, omega=b.omega,
-                                          density=b.density, hub_radius=b.hub_radius, **b.shape(), **spot)
+        model, times, _ = academic_blade(*m.cells(), n_steps=ld.n_steps,
+                                         n_cycles=ld.n_cycles, ramp_time=ld.ramp_time, dt=ld.dt, omega=b.omega,
+                                         density=b.density, hub_radius=b.hub_radius, **b.shape(), **spot)
     else:
         points, cells, kind = m.build()
         disc = Discretisation(points, cells, kind)
-        loads = [disc.pressure_forces(faces, p) for faces, p in cfg.pressures(points, cells, kind)]
-        model = HFModel(disc, ThermoViscoplasticJ2.academic(), Dirichlet(*cfg.dirichlet(points)),
-                        _temperature_field(cfg, temperature, disc), body_force=body,
-                        tractions=sum(loads) if loads else None)
+        n_groups = len(cfg.load_groups())
+        tractions = np.zeros((disc.n_dof, n_groups))
+        for faces, pressure, group in cfg.pressures(points, cells, kind):
+            tractions[:, group] += disc.pressure_forces(faces, pressure)
+        dofs, values, groups = cfg.dirichlet(points)
+        bcs = [Dirichlet(dofs[groups == g], values[groups == g], g) for g in range(n_groups)]
+        model = HFModel(disc, ThermoViscoplasticJ2.academic(), bcs, _temperature_field(cfg, temperature, disc),
+                        body_force=body, tractions=tractions, body_group=body_group)
         times = ld.dt * np.arange(1, ld.n_steps + 1)
-        lf = load_cycle(times, ld.n_cycles)
     if m.geometry in _ACADEMIC and temperature.type != "hot_spot":
         model = model.with_temperature(_temperature_field(cfg, temperature, model.disc))
-    if ld.cycle is not None:
-        lf = load_cycle(times, ld.n_cycles, ld.cycle)
     h = cfg.hf.cg_settings()
     solver = (DirectSolver() if cfg.hf.linear_solver == "direct"
               else CGSolver(h["cg_rtol"], h["row_block"], h["cg_max_iter"], amg=h["preconditioner"] == "block_amg"))
-    return PartitionedHFModel(model, Partition(model.disc, comm, m.block_size), solver), times, lf
+    return PartitionedHFModel(model, Partition(model.disc, comm, m.block_size), solver), times, cfg.load_factors(times)
 
 
 def _temperature_field(cfg: Config, temperature: Temperature, disc):

@@ -30,7 +30,7 @@ Reduced-order part (MPI-ready: rank-independent results, see :mod:`~sciml.solver
 
 from .temperature import ExpressionTemperature, NodalTemperature, hot_spot, read_temperature_table
 from .fem import (Dirichlet, Discretisation, HFModel, HFState, History, StepResult, academic_blade, academic_plate,
-                  centrifugal, load_cycle, run_history)
+                  centrifugal, load_cycle, load_history, run_history)
 from .material import IDENTITY, P_DEV, MaterialState, ThermoViscoplasticJ2, mandel, mandel_to_tensor
 from .pod import EuclideanSpace, PODBasis, Space, orthonormalize, pod, pod_update, truncation_rank
 from .krylov import BlockJacobi, CGResult, CGSolver, DirectSolver, DistributedMatrix, RowBlocks, forcing_term, pcg
@@ -59,6 +59,7 @@ __all__ = [
     "academic_blade",
     "centrifugal",
     "load_cycle",
+    "load_history",
     "hot_spot",
     "ExpressionTemperature",
     "NodalTemperature",

@@ -13,13 +13,13 @@ Online (:meth:`AdaptiveROM.run`), step ``n``: a reduced Newton step gives :math:
 at the reduced points and the indicator :math:`E_n` (:class:`~sciml.solvers.rom.gappy.GappyPOD`).
 If :math:`E_n >` ``indicator``, the reduced step is discarded and
 
-a. the full state at step ``n-1`` is rebuilt: :math:`u = \lambda\ell + \Psi q`, and the
+a. the full state at step ``n-1`` is rebuilt: :math:`u = \ell\lambda + \Psi q`, and the
    internal variables at *all* points by replaying the constitutive update along the
    reduced trajectory since the last synchronised state (see below);
 b. one high-fidelity step is solved from it;
 c. its :math:`u` and :math:`p` enter the bases by incremental POD (with
-   ``tangent_snapshots``, also the consistent-tangent response of the converged state
-   to a unit load increment, :func:`tangent_response`), its stresses the ECM rows, and
+   ``tangent_snapshots``, also the consistent-tangent responses of the converged state
+   to a unit increment of each load factor, :func:`tangent_response`), its stresses the ECM rows, and
    the ECM is updated incrementally (:class:`~sciml.solvers.rom.ecm.StressCubature`: only
    the rows of the new snapshot and of the new basis directions are formed, the NNOMP
    restarts from the current points and weights); new QDEIM points join the reduced
@@ -120,7 +120,7 @@ class StepRecord:
 
     step: int
     t: float
-    load_factor: float
+    load_factor: np.ndarray
     indicator: float
     hf: bool
     q_pred: np.ndarray
@@ -162,7 +162,7 @@ class OnlineState:
 
     step: int
     sync: HFState
-    pending: list[tuple[float, float, np.ndarray, int]]
+    pending: list[tuple[float, np.ndarray, np.ndarray, int]]
     rstate: ReducedState
     records: list[StepRecord]
     hf_states: dict[int, HFState]
@@ -202,10 +202,11 @@ def thermoelastic_snapshots(hf: PartitionedHFModel, times: Sequence[float]) -> t
     r"""Linear thermo-elastic responses of the loading of ``hf`` at ``times``, known before it is run.
 
     At each time :math:`t`, with the elasticity :math:`\mathbb C(T(t))` of the virgin
-    material: the response to the mechanical load at load factor 1 (imposed displacements
-    and body forces) without thermal strain, and the response to the thermal strain with
-    no mechanical load (one linearisation, two solves). Returns ``u (n_dof, 2 k)`` and
-    ``sigma (n_local, 6, 2 k)``. The adaptive ROM adds them to its bases before the
+    material: the response to the mechanical load of each load group at unit load factor
+    (imposed displacements, body forces, surface loads) without thermal strain, and the
+    response to the thermal strain with no mechanical load (one linearisation, ``G + 1``
+    solves). Returns ``u (n_dof, (G + 1) k)`` and ``sigma (n_local, 6, (G + 1) k)``,
+    ``G`` the number of load groups. The adaptive ROM adds them to its bases before the
     online run (:meth:`AdaptiveROM.enrich`): they carry what the training loading
     cannot, the elastic response of the new temperature field and of the softened
     material, which the plastic-strain indicator does not see in elastic steps.
@@ -219,30 +220,30 @@ def thermoelastic_snapshots(hf: PartitionedHFModel, times: Sequence[float]) -> t
         op = hf.linearise(C)
         eps_th = mat.thermal_strain(T)
         f_th = hf.internal_forces(np.einsum("qij,qj->qi", C, eps_th))
+        G = hf.n_factors
         sol = op.solve(np.column_stack([hf.external[free] - op.coupling(hf.fixed_values), f_th[free]]))
-        u_mech = np.zeros(disc.n_dof)
-        u_mech[fixed] = hf.fixed_values
-        u_mech[free] = sol[:, 0]
-        u_th = np.zeros(disc.n_dof)
-        u_th[free] = sol[:, 1]
-        for u, th in ((u_mech, 0.0), (u_th, 1.0)):
+        u_all = np.zeros((disc.n_dof, G + 1))
+        u_all[fixed, :G] = hf.fixed_values
+        u_all[free] = sol
+        for u, th in zip(u_all.T, [0.0] * G + [1.0]):
             us.append(u)
             sigmas.append(np.einsum("qij,qj->qi", C, hf.strain(u) - th * eps_th))
     return np.column_stack(us), np.stack(sigmas, axis=2)
 
 
 def tangent_response(hf: PartitionedHFModel, previous: HFState, state: HFState) -> np.ndarray:
-    """:math:`\\delta u = \\partial u / \\partial\\lambda` at a converged HF step ``previous -> state``:
-    :math:`K_{ff}\\,\\delta u_f = f^\\mathrm{ext}_f - K_{fd}\\,\\ell_d`, :math:`\\delta u_d = \\ell_d`, with the
-    consistent tangent of the converged state (one linearisation, one solve). It is the direction
-    the next steps take under continued loading, which one snapshot alone does not give."""
+    r""":math:`\delta u = \partial u / \partial\lambda_g` at a converged HF step ``previous -> state``, one
+    column per load group ``g``: :math:`K_{ff}\,\delta u_f = f^\mathrm{ext}_{f,g} - K_{fd}\,\ell_{d,g}`,
+    :math:`\delta u_d = \ell_{d,g}`, with the consistent tangent of the converged state (one
+    linearisation, ``G`` solves); ``(n_dof, G)``. They span the directions the next steps take under
+    continued loading, which one snapshot alone does not give."""
     dt = state.t - previous.t
     _, _, C = hf.material.update(hf.strain(state.u), previous.material, hf.temperature_at(state.t), dt)
     op = hf.linearise(C)
     free, fixed = hf.free_dofs, hf.fixed_dofs
-    du = np.zeros(hf.disc.n_dof)
+    du = np.zeros((hf.disc.n_dof, hf.n_factors))
     du[fixed] = hf.fixed_values
-    du[free] = op.solve(hf.external[free] - op.coupling(hf.fixed_values))
+    du[free] = op.solve(hf.external[free] - op.coupling(hf.fixed_values)).reshape(free.size, -1)
     return du
 
 
@@ -308,7 +309,7 @@ class AdaptiveROM:
         self.hf, self.partition, self.tol, self.ecm_batch = hf, hf.partition, tol, int(ecm_batch)
         self.tangent_snapshots = bool(tangent_snapshots)
         self.uspace, self.pspace = DofSpace(self.partition), PointSpace(self.partition)
-        self.lift = np.zeros(hf.disc.n_dof)
+        self.lift = np.zeros((hf.disc.n_dof, hf.n_factors))
         self.lift[hf.fixed_dofs] = hf.fixed_values
         u = _homogeneous(snapshots.u, hf.fixed_dofs)
         self.monitor = np.zeros(0, np.int64) if monitor is None else np.asarray(monitor, dtype=np.int64)
@@ -427,29 +428,30 @@ class AdaptiveROM:
         self.p_bases.append(self.p_basis.modes)
         self.revision += 1
 
-    def reduced_state(self, state: HFState, load_factor: float) -> ReducedState:
+    def reduced_state(self, state: HFState, load_factor: float | np.ndarray) -> ReducedState:
         r"""The reduced state closest to an HF state at ``load_factor``:
-        :math:`q = \Psi^\top M (u - \lambda\ell)`, internal variables read at the owned reduced points."""
+        :math:`q = \Psi^\top M (u - \ell\lambda)`, internal variables read at the owned reduced points."""
         u = _homogeneous(state.u, self.hf.fixed_dofs)
         q = self.uspace.gram(self.basis.modes, u[:, None])[:, 0]
         idx = self.partition.local_index(self.model.local_points)
         mat = type(state.material)(state.material.eps_p[idx], state.material.p[idx])
-        return ReducedState(state.t, load_factor, q, mat, state.sigma[idx])
+        return ReducedState(state.t, self.hf.load_vector(load_factor), q, mat, state.sigma[idx])
 
-    def replay(self, state: HFState, steps: Sequence[tuple[float, float, np.ndarray, np.ndarray]]) -> HFState:
+    def replay(self, state: HFState, steps: Sequence[tuple[float, np.ndarray, np.ndarray, np.ndarray]]) -> HFState:
         r"""Full state after ``steps`` ``(t, load_factor, q, modes)`` of a reduced trajectory from ``state``:
-        :math:`u = \lambda\ell + \Psi q` and the constitutive update at every owned point."""
+        :math:`u = \ell\lambda + \Psi q` and the constitutive update at every owned point."""
         hf = self.hf
         for t, lam, q, modes in steps:
-            u = lam * self.lift + modes @ q
+            u = self.lift @ hf.load_vector(lam) + modes @ q
             sigma, mat, _ = hf.material.update(hf.strain(u), state.material, hf.temperature_at(t), t - state.t)
             state = HFState(t, u, mat, sigma)
         return state
 
     # -- online ----------------------------------------------------------------------------------------
-    def run(self, times: Sequence[float], load_factors: Sequence[float], adaptive: bool = True,
+    def run(self, times: Sequence[float], load_factors: np.ndarray, adaptive: bool = True,
             log=None, start: OnlineState | None = None, on_step=None) -> ROMRun:
-        """Run the reduced model over the steps ending at ``times`` from the virgin state at ``t = 0``.
+        """Run the reduced model over the steps ending at ``times`` from the virgin state at ``t = 0``,
+        with ``load_factors`` ``(n_steps,)`` or, one per load group, ``(n_steps, G)``.
 
         With ``adaptive=False`` the indicator is computed but never acted on (the plain
         POD-ECM ROM). ``log(message)`` is told about each HF step. ``on_step(state)`` gets the
@@ -458,14 +460,15 @@ class AdaptiveROM:
         """
         times = np.asarray(times, dtype=np.float64)
         load_factors = np.asarray(load_factors, dtype=np.float64)
-        if times.ndim != 1 or times.shape != load_factors.shape:
-            raise ValueError(f"run: expected times and load_factors of one shape (n_steps,), got {times.shape} "
-                             f"and {load_factors.shape}")
+        if times.ndim != 1 or load_factors.ndim not in (1, 2) or load_factors.shape[0] != times.size:
+            raise ValueError(f"run: expected times (n_steps,) and load_factors (n_steps,) or (n_steps, G), got "
+                             f"{times.shape} and {load_factors.shape}")
+        load_factors = np.stack([self.hf.load_vector(lam) for lam in load_factors])
         if start is None:
             start = OnlineState(0, self.hf.initial_state(0.0), [], self.model.initial_state(), [], {})
         k0, sync, pending, rstate = start.step, start.sync, list(start.pending), start.rstate
         records, hf_states = list(start.records), dict(start.hf_states)
-        for k, (t, lam) in enumerate(zip(times.tolist(), load_factors.tolist())):
+        for k, (t, lam) in enumerate(zip(times.tolist(), load_factors)):
             if k < k0:
                 continue
             t0 = time.process_time()
@@ -515,7 +518,7 @@ class AdaptiveROM:
 
     def prediction(self, run: ROMRun, rec: StepRecord) -> np.ndarray:
         """Displacement ``(n_dof,)`` of the reduced prediction of a step (before any HF correction)."""
-        return rec.load_factor * self.lift + run.bases[rec.basis_pred] @ rec.q_pred
+        return self.lift @ self.hf.load_vector(rec.load_factor) + run.bases[rec.basis_pred] @ rec.q_pred
 
     def p_reconstruction(self, run: ROMRun, rec: StepRecord, state: HFState) -> np.ndarray:
         r"""Gappy-POD estimate :math:`\Phi\gamma` of :math:`p` at the owned points (the HF ``p`` after an HF step)."""

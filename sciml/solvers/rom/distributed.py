@@ -264,11 +264,14 @@ class Linearisation:
             self._M = BlockJacobi(self.A, amg, hf.rigid_modes()[rows.lo:rows.hi] if amg else None, hf.node_size)
 
     def coupling(self, values: np.ndarray) -> np.ndarray:
-        r""":math:`K_{fd} v`, ``(n_free,)`` replicated (CG: the internal forces of the stress
-        :math:`\mathbb C\,\varepsilon(\tilde u)`, :math:`\tilde u` = ``values`` on the fixed dofs, 0 elsewhere)."""
+        r""":math:`K_{fd} v`, ``(n_free,)`` replicated, or ``(n_free, k)`` for ``values (n_fixed, k)`` (CG: the
+        internal forces of the stress :math:`\mathbb C\,\varepsilon(\tilde u)`, :math:`\tilde u` = ``values``
+        on the fixed dofs, 0 elsewhere)."""
         hf = self.hf
         if isinstance(hf.linear_solver, DirectSolver):
             return self._K_fd @ values
+        if np.ndim(values) == 2:
+            return np.column_stack([self.coupling(v) for v in np.asarray(values).T])
         u = np.zeros(hf.disc.n_dof)
         u[hf.fixed_dofs] = values
         return hf.internal_forces(np.einsum("qij,qj->qi", self.C_alg, hf.strain(u)))[hf.free_dofs]
@@ -320,6 +323,7 @@ class PartitionedHFModel:
         self.material = model.material
         self.free_dofs, self.fixed_dofs, self.fixed_values = model.free_dofs, model.fixed_dofs, model.fixed_values
         self.external = model.external  # replicated: the same serial computation on every rank
+        self.n_factors, self.load_vector = model.n_factors, model.load_vector
         self._block_dofs = {b: np.unique(self.disc.cell_dofs[partition.block_cells(b)])
                             for b in partition.owned_blocks}
         self._coords = self.disc.qp_coords[partition.points]
@@ -440,7 +444,7 @@ class PartitionedHFModel:
         factorised (direct) or distributed with its preconditioner (CG)."""
         return Linearisation(self, C_alg)
 
-    def solve_step(self, state: HFState, t: float, load_factor: float) -> StepResult:
+    def solve_step(self, state: HFState, t: float, load_factor: float | np.ndarray) -> StepResult:
         """Newton from ``state`` to time ``t`` (the algorithm of :meth:`HFModel.solve_step`); with
         :class:`CGSolver` each correction is solved to the relative residual
         :func:`~sciml.solvers.rom.krylov.forcing_term` of the current Newton residual."""
@@ -450,8 +454,9 @@ class PartitionedHFModel:
         T = self.temperature_at(t)
         u = state.u.copy()
         free, fixed = self.free_dofs, self.fixed_dofs
-        du_fixed = load_factor * self.fixed_values - u[fixed]
-        f_ext = load_factor * self.external[free]
+        lam = self.load_vector(load_factor)
+        du_fixed = self.fixed_values @ lam - u[fixed]
+        f_ext = self.external[free] @ lam
         residuals: list[float] = []
         iterations: list[int] = []
         rtol, max_iter = self.model.rtol, self.model.max_iter

@@ -59,10 +59,12 @@ from sciml.meshes.blade import blade_mesh
 from sciml.meshes.structured import box_mesh_2d, nodes_on_plane
 
 from .material import MaterialState, ThermoViscoplasticJ2
-from .temperature import Temperature, hot_spot
+from sciml.config import evaluate_expression, parse_expression
+
+from .temperature import FUNCTIONS, Temperature, hot_spot
 
 __all__ = ["Discretisation", "Dirichlet", "HFModel", "HFState", "StepResult", "History", "run_history",
-           "academic_plate", "academic_blade", "centrifugal", "load_cycle"]
+           "academic_plate", "academic_blade", "centrifugal", "load_cycle", "load_history", "NAMED_HISTORIES"]
 
 BodyForce = Callable[[np.ndarray], np.ndarray]
 """Body force density ``b(x)`` at load factor 1 (force per volume): points ``(Q, dim)`` -> ``(Q, dim)``."""
@@ -414,25 +416,30 @@ class Discretisation:
 
 @dataclass(frozen=True)
 class Dirichlet:
-    """Imposed displacements ``u[dofs] = load_factor * values``.
+    """Imposed displacements ``u[dofs] = load_factor[group] * values``.
 
     Attributes
     ----------
     dofs : ndarray, shape ``(D,)``, int
     values : ndarray, shape ``(D,)``
         Displacements at load factor 1.
+    group : int
+        The load factor that scales them (:class:`HFModel`: one factor per load group).
     """
 
     dofs: np.ndarray
     values: np.ndarray
+    group: int = 0
 
     @classmethod
-    def on_nodes(cls, nodes: np.ndarray, component: int, dim: int, value: float = 0.0) -> "Dirichlet":
-        """Component ``component`` (0: x, 1: y, 2: z) of ``nodes`` set to ``value`` at load factor 1."""
+    def on_nodes(cls, nodes: np.ndarray, component: int, dim: int, value: float = 0.0,
+                 group: int = 0) -> "Dirichlet":
+        """Component ``component`` (0: x, 1: y, 2: z) of ``nodes`` set to ``value`` at load factor 1
+        of load group ``group``."""
         if not 0 <= component < dim:
             raise ValueError(f"expected 0 <= component < {dim}, got {component}")
         nodes = np.asarray(nodes, dtype=np.int64)
-        return cls(dim * nodes + component, np.full(nodes.shape, float(value)))
+        return cls(dim * nodes + component, np.full(nodes.shape, float(value)), int(group))
 
 
 @dataclass(frozen=True)
@@ -483,16 +490,30 @@ class HFModel:
         Imposed displacements; the dofs of all of them must be distinct.
     temperature : callable ``T(x (n_qp, dim), t) -> (n_qp,)``
     body_force : callable ``b(x (n_qp, dim)) -> (n_qp, dim)``, optional
-        Body force density at load factor 1 (e.g. :func:`centrifugal`); the external load
-        ``load_factor * f_ext`` with ``f_ext`` (:attr:`external`) its consistent nodal forces.
-    tractions : ndarray, shape ``(n_dof,)``, optional
+        Body force density at load factor 1 of group ``body_group`` (e.g. :func:`centrifugal`).
+    tractions : ndarray, shape ``(n_dof,)`` or ``(n_dof, G)``, optional
         Nodal forces of surface loads at load factor 1 (e.g. :meth:`Discretisation.pressure_forces`),
-        added to :attr:`external`.
+        of group 0, or column ``g`` of group ``g``.
     rtol : float
         Newton stops when ``||R_free|| <= rtol * max(||f_int||, largest ||R_free|| of the step)``
         (``f_int`` over all dofs, reactions included).
     max_iter : int
         Newton iteration limit; exceeding it raises ``RuntimeError`` with the residuals.
+    body_group : int
+        The load factor of the body force.
+
+    Attributes
+    ----------
+    n_factors : int
+        ``G``, the number of load groups: each load (imposed displacements, body force,
+        surface loads) belongs to one, and each group has its own load factor in time. A
+        step's ``load_factor`` is a ``(G,)`` vector, or one number for all groups.
+    fixed_values : ndarray, shape ``(n_fixed, G)``
+        Imposed values of the fixed dofs at unit load factor of each group (column ``g``:
+        group ``g``'s, zero on the dofs of the other groups); ``u_d = fixed_values @ load_factor``.
+    external : ndarray, shape ``(n_dof, G)``
+        Consistent nodal forces of each group's body force and surface loads at unit load
+        factor; the external load of a step is ``external @ load_factor``.
 
     Examples
     --------
@@ -512,34 +533,54 @@ class HFModel:
         max_iter: int = 25,
         body_force: BodyForce | None = None,
         tractions: np.ndarray | None = None,
+        body_group: int = 0,
     ) -> None:
         bcs = [dirichlet] if isinstance(dirichlet, Dirichlet) else list(dirichlet)
         dofs = np.concatenate([np.asarray(b.dofs, dtype=np.int64) for b in bcs]) if bcs else np.zeros(0, np.int64)
         values = np.concatenate([np.asarray(b.values, dtype=np.float64) for b in bcs]) if bcs else np.zeros(0)
+        groups = np.concatenate([np.full(np.size(b.dofs), int(b.group)) for b in bcs]) if bcs else np.zeros(0, int)
         if dofs.shape != values.shape:
             raise ValueError(f"Dirichlet: expected as many values as dofs, got {values.shape} and {dofs.shape}")
         if np.unique(dofs).size != dofs.size:
             raise ValueError("Dirichlet: a dof is imposed twice; merge the conditions")
         if dofs.size and (dofs.min() < 0 or dofs.max() >= disc.n_dof):
             raise ValueError(f"Dirichlet: dofs must lie in [0, {disc.n_dof})")
+        tr = None if tractions is None else np.asarray(tractions, dtype=np.float64)
+        if tr is not None and (tr.ndim not in (1, 2) or tr.shape[0] != disc.n_dof):
+            raise ValueError(f"HFModel: expected tractions of shape ({disc.n_dof},) or ({disc.n_dof}, G), "
+                             f"got {tr.shape}")
+        if (groups.size and groups.min() < 0) or body_group < 0:
+            raise ValueError("HFModel: load groups are numbered from 0")
+        self.n_factors = 1 + max([int(groups.max(initial=0)), int(body_group) if body_force is not None else 0,
+                                  tr.shape[1] - 1 if tr is not None and tr.ndim == 2 else 0])
         self.disc, self.material, self.temperature = disc, material, temperature
         self.rtol, self.max_iter = rtol, max_iter
-        self.fixed_dofs, self.fixed_values = dofs, values
+        self.dirichlet = bcs
+        self.fixed_dofs = dofs
+        self.fixed_values = np.zeros((dofs.size, self.n_factors))
+        self.fixed_values[np.arange(dofs.size), groups] = values
         self.free_dofs = np.setdiff1d(np.arange(disc.n_dof), dofs)
-        self.body_force = body_force
-        self.external = (np.zeros(disc.n_dof) if body_force is None
-                         else disc.body_forces(body_force(disc.qp_coords)))
-        self.tractions = None if tractions is None else np.asarray(tractions, dtype=np.float64)
-        if self.tractions is not None:
-            if self.tractions.shape != (disc.n_dof,):
-                raise ValueError(f"HFModel: expected tractions of shape ({disc.n_dof},), got {self.tractions.shape}")
-            self.external = self.external + self.tractions
+        self.body_force, self.body_group, self.tractions = body_force, int(body_group), tr
+        self.external = np.zeros((disc.n_dof, self.n_factors))
+        if body_force is not None:
+            self.external[:, self.body_group] = disc.body_forces(body_force(disc.qp_coords))
+        if tr is not None:
+            self.external[:, :1 if tr.ndim == 1 else tr.shape[1]] += tr.reshape(disc.n_dof, -1)
 
     def with_temperature(self, temperature: Temperature) -> "HFModel":
         """The same problem (discretisation, material, conditions, loads, Newton settings) under
         another temperature field ``T(x, t)``."""
-        return HFModel(self.disc, self.material, Dirichlet(self.fixed_dofs, self.fixed_values), temperature,
-                       self.rtol, self.max_iter, self.body_force, self.tractions)
+        return HFModel(self.disc, self.material, self.dirichlet, temperature, self.rtol, self.max_iter,
+                       self.body_force, self.tractions, self.body_group)
+
+    def load_vector(self, load_factor: float | np.ndarray) -> np.ndarray:
+        """The ``(G,)`` load factors of a step from one number (every group) or ``G`` of them."""
+        lam = np.asarray(load_factor, dtype=np.float64).reshape(-1)
+        if lam.size == 1:
+            return np.full(self.n_factors, float(lam[0]))
+        if lam.size != self.n_factors:
+            raise ValueError(f"expected one load factor or {self.n_factors} (one per load group), got {lam.size}")
+        return lam
 
     def temperature_at(self, t: float) -> np.ndarray:
         """Temperature at the integration points at time ``t``, ``(n_qp,)``."""
@@ -554,7 +595,7 @@ class HFModel:
         sigma = -np.einsum("qij,qj->qi", self.material.elastic_tangent(T), self.material.thermal_strain(T))
         return HFState(t0, np.zeros(self.disc.n_dof), MaterialState.zeros(self.disc.n_qp), sigma)
 
-    def solve_step(self, state: HFState, t: float, load_factor: float) -> StepResult:
+    def solve_step(self, state: HFState, t: float, load_factor: float | np.ndarray) -> StepResult:
         """Newton on the free-dof residual from ``state`` to time ``t``.
 
         Iteration 0 linearises about ``state.u`` (return mapping from
@@ -562,7 +603,7 @@ class HFModel:
         Dirichlet increment, ``K_ff du_f = -(R_f + K_fd du_d)``, so that the imposed
         displacement is spread over the body instead of straining the boundary cells
         alone; later iterations solve ``K_ff du_f = -R_f`` (SuperLU), with
-        ``R = f_int - load_factor * f_ext`` (:attr:`external`). The first entry
+        ``R = f_int - external @ load_factor`` (:attr:`external`). The first entry
         of the residual history is taken at ``state.u``, before the increment.
         """
         dt = t - state.t
@@ -571,12 +612,14 @@ class HFModel:
         T = self.temperature_at(t)
         u = state.u.copy()
         free, fixed = self.free_dofs, self.fixed_dofs
-        du_fixed = load_factor * self.fixed_values - u[fixed]
+        lam = self.load_vector(load_factor)
+        du_fixed = self.fixed_values @ lam - u[fixed]
+        f_ext = self.external[free] @ lam
         residuals: list[float] = []
         for it in range(self.max_iter + 1):
             sigma, mat, C_alg = self.material.update(self.disc.strain(u), state.material, T, dt)
             f = self.disc.internal_forces(sigma)
-            r = f[free] - load_factor * self.external[free]
+            r = f[free] - f_ext
             residuals.append(float(np.linalg.norm(r)))
             if it > 0 or not du_fixed.any():
                 if residuals[-1] <= self.rtol * max(float(np.linalg.norm(f)), max(residuals)):
@@ -599,7 +642,7 @@ class History:
     Attributes
     ----------
     times : ndarray, shape ``(n_steps,)``
-    load_factors : ndarray, shape ``(n_steps,)``
+    load_factors : ndarray, shape ``(n_steps,)`` or ``(n_steps, G)``
     u : ndarray, shape ``(n_dof, n_steps)``
     p : ndarray, shape ``(n_qp, n_steps)``
     sigma : ndarray, shape ``(n_qp, 6, n_steps)``
@@ -620,12 +663,13 @@ class History:
 def run_history(
     model: HFModel, times: Sequence[float], load_factors: Sequence[float], state: HFState | None = None
 ) -> History:
-    """Solve the steps ending at ``times`` with the given load factors, from ``state``
-    (default :meth:`HFModel.initial_state` at ``t = 0``), and collect snapshots."""
+    """Solve the steps ending at ``times`` with the given load factors (one per step, or a row of
+    ``G`` per step, :attr:`HFModel.n_factors`), from ``state`` (default :meth:`HFModel.initial_state`
+    at ``t = 0``), and collect snapshots."""
     times = np.asarray(times, dtype=np.float64)
     load_factors = np.asarray(load_factors, dtype=np.float64)
-    if times.ndim != 1 or times.shape != load_factors.shape:
-        raise ValueError(f"expected times and load_factors of the same shape (n_steps,), "
+    if times.ndim != 1 or load_factors.ndim not in (1, 2) or load_factors.shape[0] != times.size:
+        raise ValueError(f"expected times (n_steps,) and load_factors (n_steps,) or (n_steps, G), "
                          f"got {times.shape} and {load_factors.shape}")
     state = model.initial_state(0.0) if state is None else state
     d = model.disc
@@ -634,7 +678,7 @@ def run_history(
     sigma = np.empty((d.n_qp, 6, times.size))
     residuals = []
     for k, (t, lam) in enumerate(zip(times, load_factors)):
-        step = model.solve_step(state, float(t), float(lam))
+        step = model.solve_step(state, float(t), lam)
         state = step.state
         u[:, k], p[:, k], sigma[:, :, k] = state.u, state.p, state.sigma
         residuals.append(step.residuals)
@@ -663,6 +707,49 @@ def load_cycle(times: np.ndarray, n_cycles: int, shape: str = "reversed") -> np.
     raise ValueError(f"load_cycle: expected shape 'reversed' or 'one_sided', got {shape!r}")
 
 
+#: the named load-factor histories of :func:`load_history`
+NAMED_HISTORIES = ("reversed", "one_sided", "constant")
+
+
+def load_history(spec: str, times: np.ndarray, n_cycles: int = 1) -> np.ndarray:
+    """Load factors at ``times`` (s) of a history written as a name or a formula, ``(len(times),)``.
+
+    ``reversed``, ``one_sided``: ``n_cycles`` triangle cycles (:func:`load_cycle`); ``constant``: 1
+    at every step; anything else a formula in ``t`` (s) with the operators and functions of a
+    temperature expression (:class:`~sciml.solvers.rom.temperature.ExpressionTemperature`), e.g.
+    ``min(t/10, 1)`` or ``sin(2*pi*t/20)``. ValueError says what is wrong with it, or that it is
+    not finite at some step.
+
+    Examples
+    --------
+    >>> load_history("min(t/2, 1)", np.arange(1.0, 5.0)).tolist()
+    [0.5, 1.0, 1.0, 1.0]
+    >>> load_history("constant", np.arange(1.0, 3.0)).tolist()
+    [1.0, 1.0]
+    """
+    times = np.asarray(times, dtype=np.float64)
+    name = str(spec).strip()
+    if name in ("reversed", "one_sided"):
+        return load_cycle(times, n_cycles, name)
+    if name == "constant":
+        return np.ones_like(times)
+    try:
+        tree = parse_expression(name, ("t",), {f: n for f, (_, n) in FUNCTIONS.items()})
+    except ValueError as exc:
+        raise ValueError(f"expected {', '.join(NAMED_HISTORIES)} or a formula in t: {exc}") from None
+    try:
+        with np.errstate(all="ignore"):
+            values = evaluate_expression(tree, {"t": times}, {f: fn for f, (fn, _) in FUNCTIONS.items()},
+                                         max_exponent=100.0)
+    except (ArithmeticError, ValueError) as exc:
+        raise ValueError(f"{name!r} cannot be evaluated ({exc})") from None
+    values = np.array(np.broadcast_to(np.asarray(values, dtype=np.float64), times.shape))
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise ValueError(f"{name!r} is {values[bad[0]]} at t = {times[bad[0]]:g}")
+    return values
+
+
 def academic_plate(
     nx: int = 80,
     ny: int = 40,
@@ -675,6 +762,7 @@ def academic_plate(
     centre: tuple[float, float] = (0.5, 0.5),
     radius: float = 0.3,
     body_force: BodyForce | None = None,
+    body_group: int = 0,
 ) -> tuple[HFModel, np.ndarray, np.ndarray]:
     """The academic plane-strain plate (MPa, mm, K, s).
 
@@ -686,7 +774,8 @@ def academic_plate(
     with ``dT`` rising linearly to ``peak`` over ``ramp_time`` and held, ``x_c = centre`` (the training loading
     of the ROM case is ``(0.5, 0.5)``, peak 700 K; its new loading ``(1.4, 0.3)``,
     peak 750 K); law :meth:`ThermoViscoplasticJ2.academic`. ``body_force`` (e.g.
-    :func:`centrifugal`), optional, is scaled by the same load factor.
+    :func:`centrifugal`), optional, is scaled by the same load factor, or by a load factor
+    of its own with ``body_group=1``.
 
     Returns
     -------
@@ -708,7 +797,8 @@ def academic_plate(
     temperature = hot_spot(centre, peak, radius, ramp_time)
 
     times = dt * np.arange(1, n_steps + 1)
-    model = HFModel(disc, ThermoViscoplasticJ2.academic(), bcs, temperature, body_force=body_force)
+    model = HFModel(disc, ThermoViscoplasticJ2.academic(), bcs, temperature, body_force=body_force,
+                    body_group=body_group)
     return model, times, load_cycle(times, n_cycles)
 
 

@@ -1,17 +1,18 @@
 r"""The hyper-reduced model and its online Newton solver.
 
-Displacements are sought as :math:`u = \lambda\,\ell + \Psi q`: :math:`\ell` the Dirichlet
-lift at load factor 1 (the imposed values on the fixed dofs, zero elsewhere),
+Displacements are sought as :math:`u = \ell\lambda + \Psi q`: :math:`\ell` ``(n_dof, G)`` the
+Dirichlet lift at unit load factor of each load group (the imposed values on the fixed dofs,
+zero elsewhere), :math:`\lambda` ``(G,)`` the load factors of the step,
 :math:`\Psi` ``(n_dof, n)`` POD modes vanishing on the fixed dofs, :math:`q` ``(n,)``.
 Galerkin projection of the internal forces, integrated by the reduced quadrature
 :math:`(x_q, \hat w_q)_{q\in\mathcal R}`, minus the projected external load
-:math:`\lambda\,\Psi^\top f^\mathrm{ext}` (body forces; exact, precomputed once per basis):
+:math:`\Psi^\top f^\mathrm{ext}\lambda` (body forces, surface loads; exact, precomputed once per basis):
 
 .. math::
 
-    r(q) = \sum_{q\in\mathcal R} \hat w_q (B_q\Psi)^\top \sigma_q - \lambda\Psi^\top f^\mathrm{ext}, \qquad
+    r(q) = \sum_{q\in\mathcal R} \hat w_q (B_q\Psi)^\top \sigma_q - \Psi^\top f^\mathrm{ext}\lambda, \qquad
     K(q) = \sum_{q\in\mathcal R} \hat w_q (B_q\Psi)^\top \mathbb C_q (B_q\Psi),
-    \qquad \varepsilon_q = \lambda B_q\ell + (B_q\Psi) q,
+    \qquad \varepsilon_q = B_q\ell\lambda + (B_q\Psi) q,
 
 with :math:`\sigma_q, \mathbb C_q` from the constitutive update at the reduced points
 only. :math:`B_q\Psi` ``(6, n)`` and :math:`B_q\ell` are precomputed per reduced point, so
@@ -21,9 +22,9 @@ updated like the others (the indicator reads their plastic strain) and add nothi
 to the sums.
 
 The first iteration of a step linearises at the previous state with the new
-temperature, including the load increment (:math:`K\,\delta q = -(r + (k_\lambda - \Psi^\top f^\mathrm{ext})
-\Delta\lambda)`, :math:`k_\lambda = \sum \hat w_q (B_q\Psi)^\top \mathbb C_q B_q\ell`), as the
-high-fidelity Newton does.
+temperature, including the load increment (:math:`K\,\delta q = -(r + k_{\Delta\lambda} - \Psi^\top
+f^\mathrm{ext}\Delta\lambda)`, :math:`k_{\Delta\lambda} = \sum \hat w_q (B_q\Psi)^\top \mathbb C_q
+B_q\ell\Delta\lambda`), as the high-fidelity Newton does.
 
 Under MPI each rank updates the reduced points it owns; per-block partial sums of
 :math:`r, K` are added in block order (:meth:`Comm.ordered_sum`) every iteration, and
@@ -60,7 +61,8 @@ class ReducedState:
 
     Attributes
     ----------
-    t, load_factor : float
+    t : float
+    load_factor : ndarray, shape ``(G,)``
     q : ndarray, shape ``(n,)``
         Reduced coordinates (replicated).
     material : MaterialState
@@ -69,7 +71,7 @@ class ReducedState:
     """
 
     t: float
-    load_factor: float
+    load_factor: np.ndarray
     q: np.ndarray
     material: MaterialState
     sigma: np.ndarray
@@ -86,8 +88,8 @@ class ReducedModel:
     temperature : callable ``T(x (Q, dim), t) -> (Q,)``
     modes : ndarray, shape ``(n_dof, n)``
         Replicated POD modes (zero on the fixed dofs).
-    lift : ndarray, shape ``(n_dof,)``
-        Displacement at load factor 1 on the fixed dofs, zero elsewhere.
+    lift : ndarray, shape ``(n_dof,)`` or ``(n_dof, G)``
+        Displacement at unit load factor (of each group) on the fixed dofs, zero elsewhere.
     points : ndarray, shape ``(p,)``
         Reduced points (global indices, increasing).
     weights : ndarray, shape ``(p,)``
@@ -96,8 +98,8 @@ class ReducedModel:
         Newton stops when :math:`\|r\| \le` ``rtol``
         :math:`\max(\max_i \|r_i\|, \|\sum \hat w_q |B_q\Psi|^\top|\sigma_q|\|)`.
     max_iter : int
-    external : ndarray, shape ``(n_dof,)``, optional
-        External nodal load at load factor 1 (replicated); default none.
+    external : ndarray, shape ``(n_dof,)`` or ``(n_dof, G)``, optional
+        External nodal load at unit load factor (of each group; replicated); default none.
 
     Notes
     -----
@@ -117,15 +119,21 @@ class ReducedModel:
         self.partition, self.material, self.temperature = partition, material, temperature
         self.points, self.weights = points, weights
         self.n_modes = modes.shape[1]
-        self.f_ext = (np.zeros(self.n_modes) if external is None
-                      else np.asarray(modes, dtype=np.float64).T @ np.asarray(external, dtype=np.float64))
+        lift = np.asarray(lift, dtype=np.float64).reshape(modes.shape[0], -1)
+        self.n_factors = lift.shape[1]
+        external = (np.zeros((modes.shape[0], self.n_factors)) if external is None
+                    else np.asarray(external, dtype=np.float64).reshape(modes.shape[0], -1))
+        if external.shape[1] != self.n_factors:
+            raise ValueError(f"ReducedModel: expected a lift and an external load of as many load groups, got "
+                             f"{self.n_factors} and {external.shape[1]}")
+        self.f_ext = np.asarray(modes, dtype=np.float64).T @ external  # (n, G)
         self.rtol, self.max_iter = rtol, max_iter
         mine = partition.owned_mask(points)
         self.slots = np.flatnonzero(mine)  # positions of the owned points in `points`
         self.local_points = points[mine]
         self.w = weights[mine]
         self.BPsi = mode_strains(partition, modes, self.local_points)
-        self.Blift = mode_strains(partition, lift[:, None], self.local_points)[:, :, 0]
+        self.Blift = mode_strains(partition, lift, self.local_points)  # (r_local, 6, G)
         self.coords = partition.disc.qp_coords[self.local_points]
         blocks = partition.block_of_local()[partition.local_index(self.local_points)] if self.local_points.size \
             else np.zeros(0, np.int64)
@@ -138,15 +146,15 @@ class ReducedModel:
         return int(self.points.size)
 
     def initial_state(self, material: MaterialState | None = None, q: np.ndarray | None = None,
-                      t: float = 0.0, load_factor: float = 0.0) -> ReducedState:
+                      t: float = 0.0, load_factor: float | np.ndarray = 0.0) -> ReducedState:
         """A state at ``t``; ``material`` at the owned reduced points (default: virgin), ``q`` (default 0)."""
         r = self.local_points.size
         mat = MaterialState.zeros(r) if material is None else material
-        return ReducedState(t, load_factor, np.zeros(self.n_modes) if q is None else np.asarray(q, dtype=np.float64),
-                            mat, np.zeros((r, 6)))
+        q = np.zeros(self.n_modes) if q is None else np.asarray(q, dtype=np.float64)
+        return ReducedState(t, self.load_vector(load_factor), q, mat, np.zeros((r, 6)))
 
     def _assemble(self, sigma: np.ndarray, CB: np.ndarray, CBlift: np.ndarray | None) -> np.ndarray:
-        """:math:`[r, K, \\sum \\hat w|B\\Psi|^\\top|\\sigma|, k_\\lambda]` summed over all reduced points:
+        """:math:`[r, K, \\sum \\hat w|B\\Psi|^\\top|\\sigma|, k_{\\Delta\\lambda}]` summed over all reduced points:
         one GEMM per block (``(6 r_b, n)`` operands, the block's fixed shape), blocks added in order."""
         n = self.n_modes
         ends = np.r_[self._starts[1:], self.local_points.size].astype(int)
@@ -160,11 +168,21 @@ class ReducedModel:
             parts[b] = np.concatenate(pieces)
         return self.partition.comm.ordered_sum(parts)
 
-    def strain(self, q: np.ndarray, load_factor: float) -> np.ndarray:
-        r""":math:`\lambda B_q\ell + B_q\Psi q` at the owned reduced points, ``(r_local, 6)``."""
-        return load_factor * self.Blift + np.einsum("qik,k->qi", self.BPsi, q)
+    def load_vector(self, load_factor: float | np.ndarray) -> np.ndarray:
+        """The ``(G,)`` load factors from one number (every group) or ``G`` of them."""
+        lam = np.asarray(load_factor, dtype=np.float64).reshape(-1)
+        if lam.size == 1:
+            return np.full(self.n_factors, float(lam[0]))
+        if lam.size != self.n_factors:
+            raise ValueError(f"expected one load factor or {self.n_factors} (one per load group), got {lam.size}")
+        return lam
 
-    def solve_step(self, state: ReducedState, t: float, load_factor: float) -> tuple[ReducedState, int]:
+    def strain(self, q: np.ndarray, load_factor: float | np.ndarray) -> np.ndarray:
+        r""":math:`B_q\ell\lambda + B_q\Psi q` at the owned reduced points, ``(r_local, 6)``."""
+        return self.Blift @ self.load_vector(load_factor) + np.einsum("qik,k->qi", self.BPsi, q)
+
+    def solve_step(self, state: ReducedState, t: float, load_factor: float | np.ndarray
+                   ) -> tuple[ReducedState, int]:
         """Newton from ``state`` to ``t`` with load factor ``load_factor``; returns the state and the
         number of tangent solves."""
         dt = t - state.t
@@ -173,25 +191,26 @@ class ReducedModel:
         n = self.n_modes
         T = np.asarray(self.temperature(self.coords, t), dtype=np.float64).reshape(-1)
         q = state.q.copy()
+        target = self.load_vector(load_factor)
         lam = state.load_factor
-        dlam = load_factor - lam
+        dlam = target - lam
         history: list[float] = []
         for it in range(self.max_iter + 1):
             sigma, mat, C = self.material.update(self.strain(q, lam), state.material, T, dt)
-            predictor = it == 0 and dlam != 0.0
-            CBlift = np.einsum("qij,qj->qi", C, self.Blift) if predictor else None
+            predictor = it == 0 and bool(dlam.any())
+            CBlift = np.einsum("qij,qj->qi", C, self.Blift @ dlam) if predictor else None
             total = self._assemble(sigma, np.matmul(C, self.BPsi), CBlift)
-            f, K = total[:n] - lam * self.f_ext, total[n:n + n * n].reshape(n, n)
+            f, K = total[:n] - self.f_ext @ lam, total[n:n + n * n].reshape(n, n)
             scale = float(np.linalg.norm(total[n + n * n:n + n * n + n]))
-            rhs = f + dlam * (total[n + n * n + n:] - self.f_ext) if predictor else f
+            rhs = f + total[n + n * n + n:] - self.f_ext @ dlam if predictor else f
             history.append(float(np.linalg.norm(rhs)))
             if not predictor and history[-1] <= self.rtol * max(max(history), scale):
-                return ReducedState(t, load_factor, q, mat, sigma), it
+                return ReducedState(t, target, q, mat, sigma), it
             if it == self.max_iter:
                 break
             q = q - np.linalg.solve(K, rhs)
             if predictor:
-                lam = load_factor
+                lam = target
         raise RuntimeError(f"ReducedModel.solve_step: Newton did not converge in {self.max_iter} iterations at "
                            f"t = {t}; residual norms {history}")
 

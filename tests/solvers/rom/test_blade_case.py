@@ -25,7 +25,7 @@ def test_centrifugal_load_matches_the_exact_integral():
     rho omega^2 int (z + R_hub) A(z) dz with A(z) = c(z)^2 * (area of the unit section)."""
     rho, omega, hub = 8.2e-9, 3000.0, 100.0
     model, _, _ = academic_blade(n_chord=32, n_thickness=8, n_span=16, density=rho, omega=omega, hub_radius=hub)
-    F = model.external.reshape(-1, 3).sum(axis=0)
+    F = model.external[:, 0].reshape(-1, 3).sum(axis=0)
     unit = quad(lambda s: 2.0 * naca_thickness(s, 0.2), 0.02, 0.9)[0]
     exact_z = rho * omega**2 * quad(lambda z: (z + hub) * unit * (20.0 - 6.0 * z / 40.0) ** 2, 0.0, 40.0)[0]
     assert F[0] == 0.0  # the rotation axis is x: no axial component
@@ -54,7 +54,7 @@ def test_blade_hf_steps_converge_in_equilibrium(blade_steps):
         assert step.residuals[-1] <= 1e-9 * max(step.residuals)
         # free dofs balance the centrifugal load; the root reactions carry the rest
         f = hf.internal_forces(step.state.sigma)
-        r = f[hf.free_dofs] - lam * hf.external[hf.free_dofs]
+        r = f[hf.free_dofs] - lam * hf.external[hf.free_dofs, 0]
         assert np.linalg.norm(r) <= 1e-9 * np.linalg.norm(f)
         reaction = f.reshape(-1, 3).sum(axis=0)  # internal forces of a body sum to zero
         assert np.abs(reaction).max() <= 1e-9 * np.abs(f).max()

@@ -298,3 +298,80 @@ def test_centrifugal_load_of_a_plane_section():
     area = 0.5 * cross.sum()
     moment = np.array([((x0 + x1) * cross).sum(), ((y0 + y1) * cross).sum()]) / 6.0
     np.testing.assert_allclose(F, 18.0 * (moment - area * np.array([0.5, -0.2])), rtol=1e-13)
+
+
+# --------------------------------------------------------------------------- load groups
+def _two_load_plate(temperature, groups=(0, 1)):
+    """A 6 x 3 plate on rollers (x = 0, y = 0): u_x = 0.004 on x = 2 (load group ``groups[0]``) and a
+    pressure of 150 MPa on y = 1 (group ``groups[1]``)."""
+    from sciml.meshes import boundary_faces, faces_on
+
+    points, cells = box_mesh_2d(6, 3, 2.0, 1.0)
+    disc = Discretisation(points, cells, "quad")
+    top = disc.pressure_forces(faces_on(boundary_faces(cells, "quad"), nodes_on_plane(points, 1, 1.0)), 150.0)
+    tractions = np.zeros((disc.n_dof, max(groups) + 1))
+    tractions[:, groups[1]] = top
+    bcs = [Dirichlet.on_nodes(nodes_on_plane(points, 0, 0.0), 0, 2),
+           Dirichlet.on_nodes(nodes_on_plane(points, 1, 0.0), 1, 2),
+           Dirichlet.on_nodes(nodes_on_plane(points, 0, 2.0), 0, 2, 0.004, group=groups[0])]
+    return HFModel(disc, LAW, bcs, temperature, tractions=tractions)
+
+
+def test_load_groups_superpose_in_the_elastic_range():
+    """At room temperature and small loads the response is linear: the step under factors (a, b)
+    is a * (response to group 0 alone) + b * (response to group 1 alone), and each group's
+    factor scales its own load only."""
+    model = _two_load_plate(lambda x, t: np.full(x.shape[0], 293.0))
+    assert model.n_factors == 2 and model.external[:, 0].max() == 0 and model.fixed_values[:, 1].max() == 0
+    start = model.initial_state()
+    solve = lambda lam: model.solve_step(start, 1.0, np.asarray(lam, dtype=float)).state  # noqa: E731
+    both, first, second = solve([0.7, -1.3]), solve([1.0, 0.0]), solve([0.0, 1.0])
+    assert both.p.max() == 0.0
+    expected = 0.7 * first.u - 1.3 * second.u
+    np.testing.assert_allclose(both.u, expected, rtol=0, atol=1e-10 * np.abs(expected).max())
+    assert np.abs(first.u - second.u).max() > 0.1 * np.abs(first.u).max()  # the groups are different loads
+    np.testing.assert_allclose(solve(0.5).u, 0.5 * (first.u + second.u), rtol=0, atol=1e-10 * np.abs(first.u).max())
+
+
+def test_one_group_per_load_under_equal_factors_is_the_single_group_model():
+    """Plastic steps (hot spot): two load groups driven by the same history give the model with one."""
+    from sciml.solvers.rom.temperature import hot_spot
+
+    T = hot_spot((1.4, 0.3), 750.0, 0.3, 2.0)
+    one, two = _two_load_plate(T, groups=(0, 0)), _two_load_plate(T)
+    assert (one.n_factors, two.n_factors) == (1, 2)
+    times = np.arange(1.0, 5.0)
+    lf = np.array([0.5, 1.0, 0.5, 0.0])
+    a, b = run_history(one, times, lf), run_history(two, times, np.column_stack([lf, lf]))
+    assert a.p.max() > 1e-4
+    np.testing.assert_allclose(b.u, a.u, rtol=0, atol=1e-12 * np.abs(a.u).max())
+    np.testing.assert_allclose(b.p, a.p, rtol=0, atol=1e-12)
+
+
+def test_load_factors_of_the_wrong_size_are_refused():
+    model = _two_load_plate(lambda x, t: np.full(x.shape[0], 293.0))
+    with pytest.raises(ValueError, match="one load factor or 2"):
+        model.solve_step(model.initial_state(), 1.0, np.ones(3))
+    with pytest.raises(ValueError, match="load groups are numbered from 0"):
+        HFModel(model.disc, LAW, Dirichlet(np.array([0]), np.array([0.0]), -1), model.temperature)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("x + 1", "unknown name 'x'"), ("1/0", "cannot be evaluated"), ("log(t - 3)", "is nan at t = 1"),
+    ("t.real", "attribute access"), ("zigzag", "expected reversed, one_sided, constant or a formula in t")])
+def test_load_history_refuses_what_it_cannot_evaluate(spec, message):
+    from sciml.solvers.rom.fem import load_history
+
+    with pytest.raises(ValueError, match=message):
+        load_history(spec, np.arange(1.0, 6.0))
+
+
+def test_load_history_of_names_and_formulas():
+    from sciml.solvers.rom.fem import load_cycle, load_history
+
+    t = np.arange(1.0, 13.0)
+    np.testing.assert_array_equal(load_history("reversed", t, 3), load_cycle(t, 3))
+    np.testing.assert_array_equal(load_history(" one_sided ", t, 2), load_cycle(t, 2, "one_sided"))
+    np.testing.assert_array_equal(load_history("constant", t), np.ones(12))
+    np.testing.assert_allclose(load_history("sin(2*pi*t/12)**2 + min(t/4, 1)", t),
+                               np.sin(2 * np.pi * t / 12) ** 2 + np.minimum(t / 4, 1), rtol=1e-15)
