@@ -241,12 +241,16 @@ class Where(Schema):
         return f"{self.axis} = {self.value}" if self.axis is not None else f"|x - {list(self.centre)}| = {self.radius}"
 
 
-def _history(value: Optional[str]) -> Optional[str]:
-    """A load-factor history (:func:`~sciml.solvers.rom.load_history`) checked at validation."""
-    if value is not None:
-        from sciml.solvers.rom.fem import load_history
+def _history(value: Any) -> Any:
+    """A load-factor history (:func:`~sciml.solvers.rom.load_history`): a name or a formula in t, a
+    number read as the formula of a constant; the formula parsed here, its values checked at the
+    steps of the run (:meth:`Config._histories_at_the_steps`)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = repr(float(value))
+    if isinstance(value, str):
+        from sciml.solvers.rom.fem import parse_history
 
-        load_history(value, np.linspace(0.0, 1.0, 3))  # ValueError: what is wrong with it
+        parse_history(value)  # ValueError: what is not allowed in it
         return value.strip()
     return value
 
@@ -267,7 +271,7 @@ class Boundary(Schema):
         "whose nodes all lie in the set")
     factor: Optional[str] = Field(None, description=_FACTOR_HELP)
 
-    _factor = field_validator("factor", mode="after")(_history)
+    _factor = field_validator("factor", mode="before")(_history)
 
     def is_load(self) -> bool:
         """Whether the entry loads the body (a pressure or a nonzero displacement), not only supports it."""
@@ -310,7 +314,7 @@ class Rotation(Schema):
         ..., description="direction of the axis; in 2D [0, 0, 1] (a spinning section) or in the plane z = 0")
     factor: Optional[str] = Field(None, description=_FACTOR_HELP + "; the factor is (omega(t)/omega)^2")
 
-    _factor = field_validator("factor", mode="after")(_history)
+    _factor = field_validator("factor", mode="before")(_history)
 
     @model_validator(mode="after")
     def _axis(self) -> "Rotation":
@@ -328,7 +332,7 @@ class Loading(Schema):
         None, description="load factor in time: n_cycles triangle cycles reversed 0 -> 1 -> 0 -> -1 -> 0 (default) "
         "or one_sided 0 -> 1 -> 0 (the blade's default), constant (1), or a formula in t (s), e.g. sin(2*pi*t/20)")
 
-    _cycle = field_validator("cycle", mode="after")(_history)
+    _cycle = field_validator("cycle", mode="before")(_history)
     amplitude: Optional[NumberExpr] = Field(
         None, gt=0, description="plate: imposed u_x on x = 2 at load factor 1 (mm; default 0.01)")
     dt: NumberExpr = Field(1.0, gt=0, description="time step (s)")
@@ -948,7 +952,10 @@ def run(cfg: Config, run) -> dict:
 
     # offline ROM: checkpoint step 2n + 1
     if "build" in ckpt.state:
-        rom = AdaptiveROM.from_state_dict(hf_new, ckpt.rom())
+        try:
+            rom = AdaptiveROM.from_state_dict(hf_new, ckpt.rom())
+        except ValueError as exc:
+            raise RuntimeError(f"{run.latest_checkpoint}: {exc}; start the run again with `sciml run`") from None
         run.log("offline ROM: read from the checkpoint")
     else:
         tol = Tolerances(pod=r.pod_tol, ecm=r.ecm_tol, gappy=r.gappy_tol, indicator=r.indicator_tol,

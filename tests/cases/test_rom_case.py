@@ -529,6 +529,21 @@ def test_one_factor_for_every_load_is_one_group_and_the_loading_cycle_may_be_a_f
     assert cfg.load_groups() == ["reversed", "constant"] and cfg.group_of(cfg.rotation) == 1
 
 
+def test_histories_are_judged_at_the_steps_and_a_number_is_a_constant():
+    """``1/t`` is finite at every step (t = dt, 2 dt, ...) though not at t = 0; a bare number is a
+    constant factor."""
+    import numpy as np
+
+    from sciml.config import load_case
+
+    extra = TWO_FACTORS.replace('factor: "min(t/4, 1)"', 'factor: "1/t"')
+    text = _geometry_case("{geometry: box, nx: 8, ny: 4, size: [2.0, 1.0]}", extra)
+    cfg = load_case("inv.yaml", text=text.replace("n_cycles: 1,", "n_cycles: 1, cycle: 0.5,")).config
+    assert cfg.load_groups() == ["0.5", "1/t"]
+    times = cfg.loading.dt * np.arange(1, 9)
+    np.testing.assert_array_equal(cfg.load_factors(times), np.column_stack([np.full(8, 0.5), 1 / times]))
+
+
 @pytest.mark.parametrize("extra, message", [
     ('  - {where: {axis: x, value: 2.0}, displacement: {x: 0.01}, factor: "t/8"}\n',
      "boundary: entry 4 imposes x = 0.01 on node 8 with load factor 't/8', an earlier entry with 'reversed'"),

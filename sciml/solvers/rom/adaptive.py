@@ -354,6 +354,9 @@ class AdaptiveROM:
         rom.uspace, rom.pspace = DofSpace(rom.partition), PointSpace(rom.partition)
         for k in cls._STATE:
             setattr(rom, k, state[k])
+        if np.ndim(rom.lift) != 2 or rom.lift.shape[1] != hf.n_factors:
+            raise ValueError(f"AdaptiveROM.from_state_dict: a lift of shape {np.shape(rom.lift)}, the model has "
+                             f"{hf.n_factors} load group(s) (a state of an older version, or of another case)")
         rom.cubature = StressCubature.from_state_dict(state["cubature"], rom.partition)
         rom._assemble()
         return rom

@@ -64,7 +64,7 @@ from sciml.config import evaluate_expression, parse_expression
 from .temperature import FUNCTIONS, Temperature, hot_spot
 
 __all__ = ["Discretisation", "Dirichlet", "HFModel", "HFState", "StepResult", "History", "run_history",
-           "academic_plate", "academic_blade", "centrifugal", "load_cycle", "load_history", "NAMED_HISTORIES"]
+           "academic_plate", "academic_blade", "centrifugal", "load_cycle", "load_history", "parse_history", "NAMED_HISTORIES"]
 
 BodyForce = Callable[[np.ndarray], np.ndarray]
 """Body force density ``b(x)`` at load factor 1 (force per volume): points ``(Q, dim)`` -> ``(Q, dim)``."""
@@ -711,6 +711,18 @@ def load_cycle(times: np.ndarray, n_cycles: int, shape: str = "reversed") -> np.
 NAMED_HISTORIES = ("reversed", "one_sided", "constant")
 
 
+def parse_history(spec: str):
+    """The checked formula of a load-factor history (None for a name of :data:`NAMED_HISTORIES`);
+    ValueError says what in it is not allowed. Evaluates nothing (:func:`load_history` does)."""
+    name = str(spec).strip()
+    if name in NAMED_HISTORIES:
+        return None
+    try:
+        return parse_expression(name, ("t",), {f: n for f, (_, n) in FUNCTIONS.items()})
+    except ValueError as exc:
+        raise ValueError(f"expected {', '.join(NAMED_HISTORIES)} or a formula in t: {exc}") from None
+
+
 def load_history(spec: str, times: np.ndarray, n_cycles: int = 1) -> np.ndarray:
     """Load factors at ``times`` (s) of a history written as a name or a formula, ``(len(times),)``.
 
@@ -733,10 +745,7 @@ def load_history(spec: str, times: np.ndarray, n_cycles: int = 1) -> np.ndarray:
         return load_cycle(times, n_cycles, name)
     if name == "constant":
         return np.ones_like(times)
-    try:
-        tree = parse_expression(name, ("t",), {f: n for f, (_, n) in FUNCTIONS.items()})
-    except ValueError as exc:
-        raise ValueError(f"expected {', '.join(NAMED_HISTORIES)} or a formula in t: {exc}") from None
+    tree = parse_history(name)
     try:
         with np.errstate(all="ignore"):
             values = evaluate_expression(tree, {"t": times}, {f: fn for f, (fn, _) in FUNCTIONS.items()},

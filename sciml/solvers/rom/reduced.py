@@ -192,7 +192,7 @@ class ReducedModel:
         T = np.asarray(self.temperature(self.coords, t), dtype=np.float64).reshape(-1)
         q = state.q.copy()
         target = self.load_vector(load_factor)
-        lam = state.load_factor
+        lam = self.load_vector(state.load_factor)
         dlam = target - lam
         history: list[float] = []
         for it in range(self.max_iter + 1):
