@@ -317,3 +317,37 @@ def test_correction_auto_is_added_where_the_estimate_is_high_and_kept_where_it_h
     path.write_text(TINY.format(solution="sin(2*x)"))
     plain = gp_pde.run(load_case(path).config, Run(tmp_path / "plain"))
     assert "correction" not in plain and plain["error_estimate"] < 1e-3
+
+
+ADVECTION = """\
+kind: gp_pde
+seed: 0
+problem: {equation: advection, beta: 20, domain: [[0, 1], [0, 1]], solution: sin(x - 20*t)}
+n_points: [24, 20]
+kernel: {n_components: 6, init: spectrum}
+optimiser: {adam: {steps: 0}, lbfgs: {iterations: 5, rounds: 1}}
+output: {plots: false, paraview: false}
+"""
+
+
+def test_advection_fits_are_judged_by_their_estimate_along_the_characteristics(tmp_path):
+    """Too few L-BFGS steps for sin(x - 20t) on 24 x 20: the estimate (integrated along the
+    characteristics) is above 1e-3, so the case refits with bounded length scales and adds the
+    automatic correction, keeping each only where it lowers the estimate; the reported estimate
+    is the kept answer's and knows its error. A longer fit is left alone."""
+    path = tmp_path / "adv.yaml"
+    path.write_text(ADVECTION)
+    m = gp_pde.run(load_case(path).config, Run(tmp_path / "short"))
+    retry = m["retry"]
+    assert retry["error_estimate_free"] > 1e-3
+    kept = retry["error_estimate_bounded" if retry["kept"] == "bounded" else "error_estimate_free"]
+    assert kept == min(retry["error_estimate_free"], retry["error_estimate_bounded"])
+    assert ("correction" in m) == (kept > 1e-3)  # correction.when: auto
+    if "correction" in m:
+        assert m["correction"]["kept"] == (m["error_estimate"] < kept)
+    assert m["error_estimate"] <= kept
+    assert m["relative_l2"] / 1.5 < m["error_estimate"] < 1.5 * m["relative_l2"], m
+    path.write_text(ADVECTION.replace("iterations: 5, rounds: 1", "iterations: 80, rounds: 1"))
+    good = gp_pde.run(load_case(path).config, Run(tmp_path / "long"))
+    assert "retry" not in good and "correction" not in good and good["error_estimate"] < 1e-3
+    assert good["relative_l2"] / 1.5 < good["error_estimate"] < 1.5 * good["relative_l2"], good

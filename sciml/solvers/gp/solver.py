@@ -102,9 +102,14 @@ from torch import Tensor, nn
 from .kernels import GaussianSpectralMixture, SpectralMixture1D, StudentTSpectralMixture
 from .spectrum import empirical_spectrum, merge_spectra, spectral_peaks
 from .kronecker import KroneckerCholesky, NotPositiveDefiniteError, apply_along, kron_dense, kron_matmul
-from .problems import PDEProblem
+from .problems import Advection, PDEProblem
+from .transport import transport_error
 
 __all__ = ["GPPDESolver", "USolveInfo"]
+
+#: the transport estimate's residual grid, in collocation spacings per cell, and its test points per axis
+_TRANSPORT_REFINE = 4
+_TRANSPORT_POINTS = 96
 
 _INADMISSIBLE_LOSS = 1e30
 _RELATIVE_NOISE = 1e-4
@@ -1204,7 +1209,11 @@ class GPPDESolver(nn.Module):
         the 3-point (5-, 7-point) Laplacian on that grid with the mean's misfit of the Dirichlet
         data, :math:`m - g`, as the values of :math:`e` on the domain's faces; solved by per-axis
         eigendecompositions. For operators whose linear part is the Laplacian (Poisson;
-        Allen-Cahn, its reaction term left out) with data on every face; None for the others.
+        Allen-Cahn, its reaction term left out) with data on every face. For the transport
+        equation :math:`e` is integrated along the characteristics instead, from the data's misfit
+        where they enter (:meth:`_transport_estimate`): exact but for quadrature and the
+        interpolation of the residual; ``sin(x - 20t)`` on 24 x 20 after 20 L-BFGS steps, residual
+        1.1e-2, error 6.000e-4, estimate 6.014e-4. None for other operators.
 
         Where the residual misses a slow error (the equation's residual of a slow part is small
         next to a high-frequency source: 1D ``sin(500x) - 2(x - 0.5)^2`` without the correction,
@@ -1217,7 +1226,10 @@ class GPPDESolver(nn.Module):
         return self._estimate(axes, mean, residual)
 
     def _has_estimate(self) -> bool:
-        """Whether :meth:`error_estimate` applies: the Laplacian as the linear part, data on every face."""
+        """Whether :meth:`error_estimate` applies: transport, or the Laplacian as the linear part with
+        data on every face."""
+        if isinstance(self.problem, Advection):
+            return True
         laplacian = [(d, 2, 1.0) for d in range(self.problem.dim)]
         return sorted(self.problem.linear_terms) == laplacian and all(map(all, self.problem.boundary_sides))
 
@@ -1225,6 +1237,8 @@ class GPPDESolver(nn.Module):
         """:meth:`error_estimate` from the test grid's mean and residual (None where it does not apply)."""
         if not self._has_estimate():
             return None
+        if isinstance(self.problem, Advection):
+            return self._transport_estimate(axes, mean)
         # the faces' Dirichlet data enter as the boundary values of e: m - g there (the ghost point
         # half a spacing outside makes the face value the mean of the two: a 2 (m - g) / h^2 source)
         residual = residual.clone()
@@ -1250,6 +1264,38 @@ class GPPDESolver(nn.Module):
             total = total[..., None] + lam
         e = kron_matmul(bases, kron_matmul([q.T for q in bases], residual) / total)
         return float(e.norm()) / max(float(mean.norm()), torch.finfo(mean.dtype).tiny)
+
+    def _transport_estimate(self, axes: Sequence[Tensor], mean: Tensor) -> float:
+        r""":meth:`error_estimate` of the transport equation: the error integrated along the
+        characteristics from the inflow face and the initial line
+        (:func:`~sciml.solvers.gp.transport.transport_error`), the residual of the mean on a grid
+        :data:`_TRANSPORT_REFINE` times finer than the collocation grid, the data's misfit where the
+        characteristics enter; at up to :data:`_TRANSPORT_POINTS` test points per axis, evenly picked."""
+        problem = self.problem
+        grid = [torch.linspace(a, b, _TRANSPORT_REFINE * (n - 1) + 1, dtype=x.dtype)
+                for (a, b), n, x in zip(problem.domain, self.n_points, axes)]
+        _, terms = self._mean_and_terms(grid)
+        residual = sum(terms) - problem.source(*torch.meshgrid(*grid, indexing="ij"))
+        picks = [torch.unique(torch.linspace(0, m - 1, min(m, _TRANSPORT_POINTS)).round().long())
+                 for m in mean.shape]
+        x, t = axes[0][picks[0]], axes[1][picks[1]]
+        (x0, x1), (t0, _) = problem.domain
+
+        def misfit(xs: Tensor, ts: Tensor) -> Tensor:
+            out = torch.empty_like(xs)
+            initial = ts == t0
+            if initial.any():
+                p = xs[initial]
+                out[initial] = self.predict(p, ts.new_tensor([t0]))[:, 0] - problem.exact(p, torch.full_like(p, t0))
+            if (~initial).any():
+                q, edge = ts[~initial], x0 if problem.beta > 0 else x1
+                out[~initial] = (self.predict(q.new_tensor([edge]), q)[0]
+                                 - problem.exact(torch.full_like(q, edge), q))
+            return out
+
+        e = transport_error(problem.beta, problem.domain, grid, residual, misfit, x, t)
+        m = mean[picks[0]][:, picks[1]]
+        return float(e.norm()) / max(float(m.norm()), torch.finfo(m.dtype).tiny)
 
     def test_axes(self, n_test: int | Sequence[int]) -> list[Tensor]:
         """Staggered test coordinates: the midpoints of ``n_test + 1`` uniform points per axis."""
