@@ -115,9 +115,8 @@ class Kernel(Schema):
         None, description="keep every component's length scale at most this many axis lengths (default: free; "
         "a free component can become a pure sinusoid)")
     retry_above: Union[PositiveFloat, Literal["auto"], None] = Field(
-        "auto", description="with max_lengthscale unset: when the fit's estimated relative error (error_estimate; "
-        "not for advection, which has none) exceeds this, fit again from "
-        "the start with max_lengthscale 1 and keep the fit with the smaller one; auto: 1e-3, but never where a "
+        "auto", description="with max_lengthscale unset: when the fit's estimated relative error (error_estimate) "
+        "exceeds this, fit again from the start with max_lengthscale 1 and keep the fit with the smaller one; auto: 1e-3, but never where a "
         "correction block (when: always) follows (the correction fits what the main fit leaves); null: never")
     init: Literal["uniform", "spectrum"] = Field(
         "uniform", description="uniform: frequencies spread over [0, Nyquist] (the paper's start); spectrum: the "

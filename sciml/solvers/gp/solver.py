@@ -1272,11 +1272,11 @@ class GPPDESolver(nn.Module):
         :data:`_TRANSPORT_REFINE` times finer than the collocation grid, the data's misfit where the
         characteristics enter; at up to :data:`_TRANSPORT_POINTS` test points per axis, evenly picked."""
         problem = self.problem
-        grid = [torch.linspace(a, b, _TRANSPORT_REFINE * (n - 1) + 1, dtype=x.dtype)
+        grid = [torch.linspace(a, b, _TRANSPORT_REFINE * (n - 1) + 1, dtype=x.dtype, device=x.device)
                 for (a, b), n, x in zip(problem.domain, self.n_points, axes)]
         _, terms = self._mean_and_terms(grid)
         residual = sum(terms) - problem.source(*torch.meshgrid(*grid, indexing="ij"))
-        picks = [torch.unique(torch.linspace(0, m - 1, min(m, _TRANSPORT_POINTS)).round().long())
+        picks = [torch.unique(torch.linspace(0, m - 1, min(m, _TRANSPORT_POINTS)).round().long()).to(mean.device)
                  for m in mean.shape]
         x, t = axes[0][picks[0]], axes[1][picks[1]]
         (x0, x1), (t0, _) = problem.domain

@@ -60,8 +60,11 @@ def transport_error(beta: float, domain: Sequence[Sequence[float]], grid: Sequen
     if residual.shape != (gx.numel(), gt.numel()):
         raise ValueError(f"transport_error: residual of shape {tuple(residual.shape)} on a grid of "
                          f"{gx.numel()} x {gt.numel()}")
-    dtype = residual.dtype
-    X, T = torch.meshgrid(x.to(dtype), t.to(dtype), indexing="ij")
+    if gx.numel() < 4 or gt.numel() < 4:
+        raise ValueError(f"transport_error: the residual's grid needs 4 points per axis or more (cubic "
+                         f"interpolation), got {gx.numel()} x {gt.numel()}")
+    dtype, device = residual.dtype, residual.device
+    X, T = torch.meshgrid(x.to(device, dtype), t.to(device, dtype), indexing="ij")
     X, T = X.reshape(-1), T.reshape(-1)
     tau = T - t0
     from_face = torch.zeros_like(X, dtype=torch.bool)
@@ -81,13 +84,13 @@ def transport_error(beta: float, domain: Sequence[Sequence[float]], grid: Sequen
     hx, ht = (x1 - x0) / (gx.numel() - 1), (t1 - t0) / (gt.numel() - 1)
     cells = torch.maximum(tau / ht, abs(beta) * tau / hx).ceil().clamp(min=1).to(torch.int64)
     xi, wi = np.polynomial.legendre.leggauss(nodes)
-    xi, wi = torch.as_tensor(xi, dtype=dtype), torch.as_tensor(wi, dtype=dtype)
+    xi, wi = torch.as_tensor(xi, dtype=dtype, device=device), torch.as_tensor(wi, dtype=dtype, device=device)
     starts = torch.cumsum(cells, 0) - cells  # first segment of each point
     total = int(cells.sum())
     integral = torch.zeros_like(e)
     for s0 in range(0, total, max(1, chunk // nodes)):
         s1 = min(total, s0 + max(1, chunk // nodes))
-        seg = torch.arange(s0, s1)
+        seg = torch.arange(s0, s1, device=device)
         owner = torch.searchsorted(starts, seg, right=True) - 1
         k = (seg - starts[owner]).to(dtype)
         length = tau[owner] / cells[owner].to(dtype)
@@ -109,7 +112,7 @@ def _cubic(values: Tensor, u: Tensor, v: Tensor) -> Tensor:
         s = w - i  # in [-1, 2]: nodes i - 1, i, i + 1, i + 2 at -1, 0, 1, 2
         weights.append(torch.stack([-s * (s - 1) * (s - 2) / 6, (s + 1) * (s - 1) * (s - 2) / 2,
                                     -(s + 1) * s * (s - 2) / 2, (s + 1) * s * (s - 1) / 6], dim=-1))
-        index.append(i.to(torch.int64)[..., None] + torch.arange(-1, 3))
+        index.append(i.to(torch.int64)[..., None] + torch.arange(-1, 3, device=w.device))
     for a in range(4):
         for b in range(4):
             out += weights[0][..., a] * weights[1][..., b] * values[index[0][..., a], index[1][..., b]]
