@@ -17,8 +17,8 @@ not used: the case knows the solution only as an expression.
 broad kernel component per axis fits what the main mean leaves of the equation and the
 boundary data, and the reported solution is the sum of the two means
 (:meth:`~sciml.solvers.gp.GPPDESolver.correction`); ``metrics.json`` then keeps the main
-fit's error as ``correction.relative_l2_before``. A ``correction:`` block (``when: always``, a block's default) runs it always;
-without one (``when: auto``) it runs only where the main fit's estimated error (below) is
+fit's error as ``correction.relative_l2_before``. A ``correction:`` block (``when: always``, a
+block's default) runs it always; without one (``when: auto``) it runs only where the main fit's estimated error (below) is
 above 1e-3 and is kept only where it lowers it (``correction.kept``); ``correction: null``
 never runs it.
 
