@@ -18,8 +18,8 @@ broad kernel component per axis fits what the main mean leaves of the equation a
 boundary data, and the reported solution is the sum of the two means
 (:meth:`~sciml.solvers.gp.GPPDESolver.correction`); ``metrics.json`` then keeps the main
 fit's error as ``correction.relative_l2_before``. A ``correction:`` block (``when: always``, a
-block's default) runs it always; without one (``when: auto``) it runs only where the main fit's estimated error (below) is
-above 1e-3 and is kept only where it lowers it (``correction.kept``); ``correction: null``
+block's default) runs it always; without one (``when: auto``) it runs only where the main fit's
+estimated error (below) is above 1e-3 and is kept only where it lowers it (``correction.kept``); ``correction: null``
 never runs it.
 
 Kernels free to become pure sinusoids reproduce a sine's derivatives to round-off, but can also
@@ -116,7 +116,8 @@ class Kernel(Schema):
         "a free component can become a pure sinusoid)")
     retry_above: Union[PositiveFloat, Literal["auto"], None] = Field(
         "auto", description="with max_lengthscale unset: when the fit's estimated relative error (error_estimate) "
-        "exceeds this, fit again from the start with max_lengthscale 1 and keep the fit with the smaller one; auto: 1e-3, but never where a "
+        "exceeds this, fit again from the start with max_lengthscale 1 and keep the fit with the smaller one; "
+        "auto: 1e-3, but never where a "
         "correction block (when: always) follows (the correction fits what the main fit leaves); null: never")
     init: Literal["uniform", "spectrum"] = Field(
         "uniform", description="uniform: frequencies spread over [0, Nyquist] (the paper's start); spectrum: the "
