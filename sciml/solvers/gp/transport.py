@@ -14,9 +14,8 @@ initial line after a time :math:`\tau`, where :math:`e` is the misfit of the dat
 :func:`transport_error` evaluates this with composite Gauss-Legendre quadrature, a few nodes per
 cell of the residual's grid that the characteristic crosses, the residual interpolated from that
 grid (cubic Lagrange, fourth order). No time stepping: nothing is dispersed or damped, whatever
-:math:`\beta`; a residual
-that oscillates along the characteristic integrates to the small error it makes (the reason the
-residual's size alone overstates the error of a good fit).
+:math:`\beta`; a residual that oscillates along the characteristic integrates to the small error
+it makes (the reason the residual's size alone overstates the error of a good fit).
 """
 
 from __future__ import annotations
