@@ -38,9 +38,13 @@ sums from several ranks add up to the whole.
 
 Quasi-static problem
 --------------------
-:class:`HFModel` solves :math:`f^\mathrm{int}(u_{n+1}) = 0` on the free dofs with the
-Dirichlet dofs imposed (eliminated), by Newton with the consistent tangent of
-:class:`~sciml.solvers.rom.material.ThermoViscoplasticJ2` and a direct sparse solve.
+:class:`HFModel` solves :math:`f^\mathrm{int}(u_{n+1}) = F\lambda_{n+1}` on the free dofs with the
+Dirichlet dofs imposed (eliminated) at :math:`u_d = L\lambda_{n+1}`, by Newton with the consistent
+tangent of :class:`~sciml.solvers.rom.material.ThermoViscoplasticJ2` and a direct sparse solve.
+Loads come in groups, each with its own load factor in time: :math:`\lambda \in \mathbb R^G`, the
+columns of :math:`F` (:attr:`HFModel.external`: body forces, surface loads) and :math:`L`
+(:attr:`HFModel.fixed_values`: imposed displacements) the loads of each group at unit factor.
+:func:`load_history` writes a factor's history as a named cycle or a formula in t.
 """
 
 from __future__ import annotations
