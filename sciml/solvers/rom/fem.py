@@ -578,13 +578,8 @@ class HFModel:
                        self.body_force, self.tractions, self.body_group)
 
     def load_vector(self, load_factor: float | np.ndarray) -> np.ndarray:
-        """The ``(G,)`` load factors of a step from one number (every group) or ``G`` of them."""
-        lam = np.asarray(load_factor, dtype=np.float64).reshape(-1)
-        if lam.size == 1:
-            return np.full(self.n_factors, float(lam[0]))
-        if lam.size != self.n_factors:
-            raise ValueError(f"expected one load factor or {self.n_factors} (one per load group), got {lam.size}")
-        return lam
+        """The ``(G,)`` load factors of a step (:func:`load_vector`)."""
+        return load_vector(load_factor, self.n_factors)
 
     def temperature_at(self, t: float) -> np.ndarray:
         """Temperature at the integration points at time ``t``, ``(n_qp,)``."""
@@ -709,6 +704,16 @@ def load_cycle(times: np.ndarray, n_cycles: int, shape: str = "reversed") -> np.
     if shape == "one_sided":
         return 1.0 - np.abs(2.0 * phase - 1.0)
     raise ValueError(f"load_cycle: expected shape 'reversed' or 'one_sided', got {shape!r}")
+
+
+def load_vector(load_factor: float | np.ndarray, n_factors: int) -> np.ndarray:
+    """The ``(n_factors,)`` load factors of a step from one number (every load group) or one per group."""
+    lam = np.asarray(load_factor, dtype=np.float64).reshape(-1)
+    if lam.size == 1:
+        return np.full(n_factors, float(lam[0]))
+    if lam.size != n_factors:
+        raise ValueError(f"expected one load factor or {n_factors} (one per load group), got {lam.size}")
+    return lam
 
 
 #: the named load-factor histories of :func:`load_history`

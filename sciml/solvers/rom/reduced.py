@@ -40,6 +40,7 @@ from typing import final
 import numpy as np
 
 from .distributed import Partition
+from .fem import load_vector
 from .material import MaterialState, ThermoViscoplasticJ2
 
 __all__ = ["ReducedState", "ReducedModel", "mode_strains"]
@@ -169,13 +170,8 @@ class ReducedModel:
         return self.partition.comm.ordered_sum(parts)
 
     def load_vector(self, load_factor: float | np.ndarray) -> np.ndarray:
-        """The ``(G,)`` load factors from one number (every group) or ``G`` of them."""
-        lam = np.asarray(load_factor, dtype=np.float64).reshape(-1)
-        if lam.size == 1:
-            return np.full(self.n_factors, float(lam[0]))
-        if lam.size != self.n_factors:
-            raise ValueError(f"expected one load factor or {self.n_factors} (one per load group), got {lam.size}")
-        return lam
+        """The ``(G,)`` load factors of a step (:func:`~sciml.solvers.rom.fem.load_vector`)."""
+        return load_vector(load_factor, self.n_factors)
 
     def strain(self, q: np.ndarray, load_factor: float | np.ndarray) -> np.ndarray:
         r""":math:`B_q\ell\lambda + B_q\Psi q` at the owned reduced points, ``(r_local, 6)``."""
