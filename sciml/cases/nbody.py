@@ -158,14 +158,24 @@ def make_datasets(cfg: Config, log=print) -> dict:
     return out
 
 
-def build_model(cfg: Config, product: str):
+def build_model(cfg: Config, product: str, dtype=None):
+    """The case's network with ``product``, built with ``dtype`` (default: torch's) as the default dtype,
+    so that constant tables computed at construction (e3nn's Clebsch-Gordan coefficients among them)
+    are exact in that precision rather than widened from float32."""
+    import torch
+
     from sciml.solvers.nbody.model import NBodyNetwork
 
     m = cfg.model
-    return NBodyNetwork(channels=m.channels, lmax=m.lmax, lmax_edge=m.lmax_edge, layers=m.layers,
-                        correlation=m.correlation, n_radial=m.n_radial, r_max=m.r_max,
-                        radial_hidden=m.radial_hidden, message_layers=m.message_layers,
-                        product=product, method=m.method)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype or previous)
+    try:
+        return NBodyNetwork(channels=m.channels, lmax=m.lmax, lmax_edge=m.lmax_edge, layers=m.layers,
+                            correlation=m.correlation, n_radial=m.n_radial, r_max=m.r_max,
+                            radial_hidden=m.radial_hidden, message_layers=m.message_layers,
+                            product=product, method=m.method)
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def _optimiser(cfg: Config, model):
@@ -193,7 +203,7 @@ def _train_product(cfg: Config, run, product: str, data: dict, ckpt: dict | None
     train, val, test = (data[s].to(dtype=dtype, device=device) for s in ("train", "val", "test"))
 
     torch.manual_seed(t.seed)
-    model = build_model(cfg, product).to(dtype=dtype, device=device)
+    model = build_model(cfg, product, dtype).to(device=device)
     module = model
     if run.comm.size > 1:
         from torch.nn.parallel import DistributedDataParallel

@@ -45,13 +45,14 @@ sums over edges, so they commute with permutations of the nodes.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional
 
 import torch
 from torch import Tensor
 
 from .channelwise import channel_product
-from .layout import degree_index, num_coefficients
+from .layout import as_count, as_degree, check_coefficients, degree_index, num_coefficients
 
 __all__ = [
     "EquivariantLinear",
@@ -62,11 +63,14 @@ __all__ = [
 ]
 
 
-def _check_features(x: Tensor, channels: int, lmax: int, name: str = "features") -> None:
+def _check_features(x: Tensor, channels: int, lmax: int, like: Tensor, name: str = "features") -> None:
+    """``x`` of shape ``(..., channels, (lmax+1)**2)``, with the dtype and device of ``like`` (a parameter)."""
     n = num_coefficients(lmax)
-    if x.ndim < 2 or x.shape[-2:] != (channels, n):
+    if not isinstance(x, Tensor) or x.ndim < 2 or x.shape[-2:] != (channels, n):
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"expected {name} of shape (..., {channels}, {n}) (channels, degrees <= {lmax}), "
-                         f"got {tuple(x.shape)}")
+                         f"got {shape}")
+    check_coefficients(x, lmax, name, like.dtype, like.device)
 
 
 class EquivariantLinear(torch.nn.Module):
@@ -96,9 +100,10 @@ class EquivariantLinear(torch.nn.Module):
     def __init__(self, channels_in: int, channels_out: int, lmax_in: int, lmax_out: Optional[int] = None,
                  bias: bool = True) -> None:
         super().__init__()
-        self.channels_in, self.channels_out = int(channels_in), int(channels_out)
-        self.lmax_in = int(lmax_in)
-        self.lmax_out = self.lmax_in if lmax_out is None else int(lmax_out)
+        self.channels_in, self.channels_out = as_count(channels_in, "channels_in"), as_count(channels_out,
+                                                                                                "channels_out")
+        self.lmax_in = as_degree(lmax_in, "lmax_in")
+        self.lmax_out = self.lmax_in if lmax_out is None else as_degree(lmax_out, "lmax_out")
         n_weights = min(self.lmax_in, self.lmax_out) + 1
         self.weight = torch.nn.Parameter(torch.randn(n_weights, self.channels_out, self.channels_in)
                                          / math.sqrt(self.channels_in))
@@ -110,7 +115,7 @@ class EquivariantLinear(torch.nn.Module):
                 f"lmax_out={self.lmax_out}, bias={self.bias is not None}")
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_features(x, self.channels_in, self.lmax_in)
+        _check_features(x, self.channels_in, self.lmax_in, self.weight)
         n = self.degrees.shape[0]
         y = torch.einsum("koc,...ck->...ok", self.weight.index_select(0, self.degrees), x[..., :n])
         if self.bias is not None:
@@ -146,7 +151,7 @@ class Gate(torch.nn.Module):
 
     def __init__(self, channels: int, lmax: int) -> None:
         super().__init__()
-        self.channels, self.lmax = int(channels), int(lmax)
+        self.channels, self.lmax = as_count(channels, "channels"), as_degree(lmax, "lmax")
         self.gates = torch.nn.Linear(self.channels, self.channels * self.lmax) if self.lmax > 0 else None
         self.register_buffer("gate_index", (degree_index(self.lmax) - 1)[1:], persistent=False)
 
@@ -154,7 +159,7 @@ class Gate(torch.nn.Module):
         return f"channels={self.channels}, lmax={self.lmax}"
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_features(x, self.channels, self.lmax)
+        _check_features(x, self.channels, self.lmax, x if self.gates is None else self.gates.weight)
         scalars = x[..., 0]
         out = torch.nn.functional.silu(scalars)[..., None]
         if self.gates is None:
@@ -201,15 +206,15 @@ class FeatureInteraction(torch.nn.Module):
     def __init__(self, channels: int, lmax: int, lmax_out: Optional[int] = None, product: str = "gaunt",
                  method: str = "auto") -> None:
         super().__init__()
-        self.channels, self.lmax = int(channels), int(lmax)
-        self.lmax_out = self.lmax if lmax_out is None else int(lmax_out)
+        self.channels, self.lmax = as_count(channels, "channels"), as_degree(lmax, "lmax")
+        self.lmax_out = self.lmax if lmax_out is None else as_degree(lmax_out, "lmax_out")
         self.left = EquivariantLinear(channels, channels, lmax)
         self.right = EquivariantLinear(channels, channels, lmax)
         self.product = channel_product(product, (lmax, lmax), self.lmax_out, (channels, channels), method)
         self.out = EquivariantLinear(channels, channels, self.lmax_out)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_features(x, self.channels, self.lmax)
+        _check_features(x, self.channels, self.lmax, self.left.weight)
         return self.out(self.product(self.left(x), self.right(x)))
 
 
@@ -281,9 +286,14 @@ class EquivariantConvolution(torch.nn.Module):
                  edge_features: int, radial_hidden: int = 64, avg_neighbors: float = 1.0,
                  message_layers: int = 1, product: str = "gaunt", method: str = "auto") -> None:
         super().__init__()
-        self.channels_in, self.channels_out = int(channels_in), int(channels_out)
-        self.lmax_in, self.lmax_out, self.lmax_edge = int(lmax_in), int(lmax_out), int(lmax_edge)
-        self.edge_features = int(edge_features)
+        self.channels_in, self.channels_out = as_count(channels_in, "channels_in"), as_count(channels_out,
+                                                                                                "channels_out")
+        self.lmax_in, self.lmax_out, self.lmax_edge = (as_degree(l, name) for l, name in (
+            (lmax_in, "lmax_in"), (lmax_out, "lmax_out"), (lmax_edge, "lmax_edge")))
+        self.edge_features = as_count(edge_features, "edge_features")
+        radial_hidden = as_count(radial_hidden, "radial_hidden")
+        if not (isinstance(avg_neighbors, numbers.Real) and math.isfinite(avg_neighbors) and avg_neighbors > 0):
+            raise ValueError(f"expected avg_neighbors to be a number > 0, got {avg_neighbors!r}")
         self.avg_neighbors = float(avg_neighbors)
         self.source = EquivariantLinear(channels_in, channels_out, lmax_in)
         self.target = EquivariantLinear(channels_in, channels_out, lmax_in, bias=False)
@@ -294,9 +304,7 @@ class EquivariantConvolution(torch.nn.Module):
         )
         self.product = channel_product(product, (lmax_in, lmax_edge), lmax_out, (channels_out, 1), method)
         self.register_buffer("degrees_in", degree_index(self.lmax_in), persistent=False)
-        if int(message_layers) < 1:
-            raise ValueError(f"expected message_layers >= 1, got {message_layers!r}")
-        self.message_layers = int(message_layers)
+        self.message_layers = as_count(message_layers, "message_layers")
         self.register_buffer("degrees_out", degree_index(self.lmax_out), persistent=False)
         self.message_gates, self.message_mixes = torch.nn.ModuleList(), torch.nn.ModuleList()
         self.message_radials, self.message_products = torch.nn.ModuleList(), torch.nn.ModuleList()
@@ -314,16 +322,25 @@ class EquivariantConvolution(torch.nn.Module):
         return f"avg_neighbors={self.avg_neighbors}, message_layers={self.message_layers}"
 
     def forward(self, h: Tensor, edge_index: Tensor, edge_sh: Tensor, edge_scalars: Tensor) -> Tensor:
-        _check_features(h, self.channels_in, self.lmax_in)
+        like = self.source.weight
+        _check_features(h, self.channels_in, self.lmax_in, like, "h")
+        if h.ndim != 3:
+            raise ValueError(f"expected h of shape (N, {self.channels_in}, {num_coefficients(self.lmax_in)}) "
+                             f"(one graph; batch graphs by concatenating their nodes), got {tuple(h.shape)}")
+        if edge_index.ndim != 2 or edge_index.shape[0] != 2 or edge_index.dtype != torch.long:
+            raise ValueError(f"expected edge_index of shape (2, E) and dtype torch.int64, got "
+                             f"{tuple(edge_index.shape)} {edge_index.dtype}")
         n_edges = edge_index.shape[-1]
-        if edge_index.ndim != 2 or edge_index.shape[0] != 2:
-            raise ValueError(f"expected edge_index of shape (2, E), got {tuple(edge_index.shape)}")
+        if n_edges and (int(edge_index.min()) < 0 or int(edge_index.max()) >= h.shape[0]):
+            raise ValueError(f"expected edge_index entries in [0, {h.shape[0]}) (node numbers), got "
+                             f"[{int(edge_index.min())}, {int(edge_index.max())}]")
         if edge_sh.shape != (n_edges, num_coefficients(self.lmax_edge)):
             raise ValueError(f"expected edge_sh of shape ({n_edges}, {num_coefficients(self.lmax_edge)}), "
                              f"got {tuple(edge_sh.shape)}")
-        if edge_scalars.shape != (n_edges, self.edge_features):
-            raise ValueError(f"expected edge_scalars of shape ({n_edges}, {self.edge_features}), "
-                             f"got {tuple(edge_scalars.shape)}")
+        check_coefficients(edge_sh, self.lmax_edge, "edge_sh", like.dtype, like.device)
+        if edge_scalars.shape != (n_edges, self.edge_features) or edge_scalars.dtype != like.dtype:
+            raise ValueError(f"expected edge_scalars of shape ({n_edges}, {self.edge_features}) and dtype "
+                             f"{like.dtype}, got {tuple(edge_scalars.shape)} {edge_scalars.dtype}")
         src, dst = edge_index
         u = self.source(h).index_select(0, src) + self.target(h).index_select(0, dst)
         weights = self.radial(edge_scalars).unflatten(-1, (self.channels_out, self.lmax_in + 1))
@@ -380,10 +397,9 @@ class ManyBodyInteraction(torch.nn.Module):
     def __init__(self, channels: int, lmax: int, correlation: int, lmax_out: Optional[int] = None,
                  product: str = "gaunt", method: str = "auto") -> None:
         super().__init__()
-        if correlation < 2:
-            raise ValueError(f"expected correlation >= 2, got {correlation}")
-        self.channels, self.lmax, self.correlation = int(channels), int(lmax), int(correlation)
-        self.lmax_out = self.lmax if lmax_out is None else int(lmax_out)
+        self.channels, self.lmax = as_count(channels, "channels"), as_degree(lmax, "lmax")
+        self.correlation = correlation = as_count(correlation, "correlation", minimum=2)
+        self.lmax_out = self.lmax if lmax_out is None else as_degree(lmax_out, "lmax_out")
         self.factors = torch.nn.ModuleList(EquivariantLinear(channels, channels, lmax) for _ in range(correlation))
         with torch.no_grad():
             for f in self.factors:
@@ -396,5 +412,5 @@ class ManyBodyInteraction(torch.nn.Module):
         return f"correlation={self.correlation}"
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_features(x, self.channels, self.lmax)
+        _check_features(x, self.channels, self.lmax, self.out.weight)
         return self.out(self.product(*(f(x) for f in self.factors)))

@@ -45,7 +45,8 @@ from torch import Tensor
 
 from .coefficients import gaunt_coefficients
 from .fourier import FourierGauntProduct
-from .layout import degree_index, ignore_saved_constants, num_coefficients
+from .layout import (TableModule, as_count, as_degree, check_coefficients, degree_index, ignore_saved_constants,
+                     num_coefficients)
 from .sphere_grid import SphereGridGauntProduct
 
 __all__ = [
@@ -85,13 +86,27 @@ def from_irreps_layout(x: Tensor, channels: int, lmax: int) -> Tensor:
     return torch.cat([b.reshape(*lead, channels, 2 * l + 1) for l, b in enumerate(blocks)], -1)
 
 
-def _check_inputs(xs: Sequence[Tensor], degrees: tuple[int, ...], channels: tuple[int, ...]) -> None:
+def _check_inputs(xs: Sequence[Tensor], degrees: tuple[int, ...], channels: tuple[int, ...], like: Tensor) -> None:
+    """Shapes ``(..., c, (l+1)**2)`` per input, and the dtype and device of ``like`` (a module parameter)."""
     if len(xs) != len(degrees):
         raise ValueError(f"expected {len(degrees)} inputs (degrees {degrees}), got {len(xs)}")
     for i, (x, l, c) in enumerate(zip(xs, degrees, channels)):
         n = num_coefficients(l)
-        if x.ndim < 2 or x.shape[-1] != n or x.shape[-2] != c:
-            raise ValueError(f"expected input {i} of shape (..., {c}, {n}) (degrees <= {l}), got {tuple(x.shape)}")
+        if not isinstance(x, Tensor) or x.ndim < 2 or x.shape[-1] != n or x.shape[-2] != c:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"expected input {i} of shape (..., {c}, {n}) (degrees <= {l}), got {shape}")
+        check_coefficients(x, l, f"input {i}", like.dtype, like.device)
+
+
+def _degrees_and_channels(degrees: Sequence[int], lmax_out: int,
+                          channels: Sequence[int]) -> tuple[tuple[int, ...], int, tuple[int, ...]]:
+    """The constructor arguments of the channel-wise products, checked."""
+    degrees = tuple(as_degree(l, "every degree") for l in degrees)
+    channels = tuple(as_count(c, "every channel count") for c in channels)
+    if not degrees or len(channels) != len(degrees):
+        raise ValueError(f"expected at least one input and one channel count per input, got degrees {degrees}, "
+                         f"channels {channels}")
+    return degrees, as_degree(lmax_out, "lmax_out"), channels
 
 
 def gaunt_output_variance(degrees: Sequence[int], lmax_out: int) -> Tensor:
@@ -144,7 +159,7 @@ def _dense_gaunt_tensor(l1: int, l2: int, lo: int) -> Tensor:
     return g
 
 
-class GauntChannelProduct(torch.nn.Module):
+class GauntChannelProduct(TableModule):
     r"""Channel-wise :math:`\nu`-fold Gaunt product with per-degree weights.
 
     .. math::
@@ -205,12 +220,7 @@ class GauntChannelProduct(torch.nn.Module):
 
     def __init__(self, degrees: Sequence[int], lmax_out: int, channels: Sequence[int], method: str = "auto") -> None:
         super().__init__()
-        self.degrees = tuple(int(l) for l in degrees)
-        self.channels = tuple(int(c) for c in channels)
-        self.lmax_out = int(lmax_out)
-        if len(self.channels) != len(self.degrees):
-            raise ValueError(f"expected one channel count per input, got degrees {self.degrees}, "
-                             f"channels {self.channels}")
+        self.degrees, self.lmax_out, self.channels = _degrees_and_channels(degrees, lmax_out, channels)
         out_channels = max(self.channels)
         if any(c not in (1, out_channels) for c in self.channels):
             raise ValueError(f"expected channel counts C or 1, got {self.channels}")
@@ -221,19 +231,18 @@ class GauntChannelProduct(torch.nn.Module):
         if method == "matrix" and not matrix_ok:
             raise ValueError(f"method 'matrix' needs two inputs, exactly one with 1 channel (got {self.channels})")
         self.method = ("matrix" if matrix_ok else "grid") if method == "auto" else method
-        dtype = torch.get_default_dtype()
         if self.method == "matrix":
             self.shared = shared[0]
             other = 1 - self.shared
             g = _dense_gaunt_tensor(self.degrees[self.shared], self.degrees[other], self.lmax_out)
-            self.register_buffer("gaunt", g.to(dtype), persistent=False)
+            self.register_table("gaunt", g)
             self.path = None
         else:
             path_cls = SphereGridGauntProduct if self.method == "grid" else FourierGauntProduct
             self.path = path_cls(self.degrees, self.lmax_out)
         variance = gaunt_output_variance(self.degrees, self.lmax_out)
         normalizer = torch.where(variance > 0, variance.clamp_min(1e-300).rsqrt(), torch.zeros_like(variance))
-        self.register_buffer("normalizer", normalizer.to(dtype), persistent=False)
+        self.register_table("normalizer", normalizer)
         ignore_saved_constants(self, ["gaunt", "normalizer"])  # rebuilt here; older state dicts hold them
         self.weights = torch.nn.ParameterList(
             [torch.nn.Parameter(torch.ones(c, l + 1)) for c, l in zip(self.channels, self.degrees)]
@@ -247,7 +256,7 @@ class GauntChannelProduct(torch.nn.Module):
         return f"degrees={self.degrees}, lmax_out={self.lmax_out}, channels={self.channels}, method={self.method!r}"
 
     def forward(self, *xs: Tensor) -> Tensor:
-        _check_inputs(xs, self.degrees, self.channels)
+        _check_inputs(xs, self.degrees, self.channels, self.weight_out)
         xs = tuple(x * w.index_select(-1, getattr(self, f"degrees_{i}"))
                    for i, (x, w) in enumerate(zip(xs, self.weights)))
         if self.method == "matrix":
@@ -285,10 +294,8 @@ class CGChannelProduct(torch.nn.Module):
 
     def __init__(self, degrees: Sequence[int], lmax_out: int, channels: Sequence[int]) -> None:
         super().__init__()
-        self.degrees = tuple(int(l) for l in degrees)
-        self.channels = tuple(int(c) for c in channels)
-        self.lmax_out = int(lmax_out)
-        if len(self.degrees) < 2 or len(self.channels) != len(self.degrees):
+        self.degrees, self.lmax_out, self.channels = _degrees_and_channels(degrees, lmax_out, channels)
+        if len(self.degrees) < 2:
             raise ValueError(f"expected >= 2 inputs with one channel count each, got {self.degrees}, {self.channels}")
         c = self.channels[0]
         if any(k not in (1, c) for k in self.channels[1:]):
@@ -318,7 +325,7 @@ class CGChannelProduct(torch.nn.Module):
         return f"degrees={self.degrees}, lmax_out={self.lmax_out}, channels={self.channels}"
 
     def forward(self, *xs: Tensor) -> Tensor:
-        _check_inputs(xs, self.degrees, self.channels)
+        _check_inputs(xs, self.degrees, self.channels, next(self.parameters()))
         lead = torch.broadcast_shapes(*(x.shape[:-2] for x in xs))
         flat = [to_irreps_layout(x.expand(*lead, *x.shape[-2:]), l).reshape(-1, c * num_coefficients(l))
                 for x, l, c in zip(xs, self.degrees, self.channels)]

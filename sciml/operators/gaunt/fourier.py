@@ -80,8 +80,8 @@ import torch
 from torch import Tensor
 
 from .harmonics import normalized_legendre
-from .layout import (check_coefficients, empty_product, ignore_saved_constants, order_gather_index,
-                     order_merge_index)
+from .layout import (TableModule, as_degree, check_coefficients, empty_product, ignore_saved_constants,
+                     order_gather_index, order_merge_index)
 
 __all__ = [
     "legendre_fourier_coefficients",
@@ -180,7 +180,7 @@ def legendre_projection_coefficients(lmax: int, umax: int) -> np.ndarray:
     return np.einsum("mlk,uk->mlu", c, kernel)
 
 
-class FourierGauntProduct(torch.nn.Module):
+class FourierGauntProduct(TableModule):
     r"""Exact :math:`\nu`-fold Gaunt product through 2D Fourier coefficients (the paper's path).
 
     Computes the SH expansion, truncated at ``lmax_out``, of the pointwise product
@@ -211,20 +211,20 @@ class FourierGauntProduct(torch.nn.Module):
     def __init__(self, degrees: Sequence[int], lmax_out: int) -> None:
         super().__init__()
         ignore_saved_constants(self)  # its tables are rebuilt by the constructor
-        degrees = tuple(int(l) for l in degrees)
-        if not degrees or min(degrees) < 0 or lmax_out < 0:
-            raise ValueError(f"expected degrees >= 0 (at least one input), got {degrees}, {lmax_out}")
+        degrees = tuple(as_degree(l, "every degree") for l in degrees)
+        lmax_out = as_degree(lmax_out, "lmax_out")
+        if not degrees:
+            raise ValueError("expected at least one input degree, got none")
         self.degrees, self.lmax_out = degrees, int(lmax_out)
         umax = sum(degrees)
         self.n_theta = next_smooth_size(2 * umax + 1)
         self.n_phi = next_smooth_size(max(umax + lmax_out + 1, 2 * max(degrees + (lmax_out,)) + 1))
-        dtype = torch.get_default_dtype()
 
         for i, l in enumerate(degrees):
             self.register_buffer(f"gather_{i}", order_gather_index(l), persistent=False)
-            self.register_buffer(f"synthesis_{i}", self._synthesis_kernel(l).to(dtype), persistent=False)
+            self.register_table(f"synthesis_{i}", self._synthesis_kernel(l))
         self.register_buffer("merge_index", order_merge_index(lmax_out), persistent=False)
-        self.register_buffer("projection", self._projection_kernel(umax).to(dtype), persistent=False)
+        self.register_table("projection", self._projection_kernel(umax))
 
     def _synthesis_kernel(self, lmax: int) -> Tensor:
         """``(L+1, 2(L+1), 2 N_theta)``: split row ``(s, l)`` of order m -> re, im of ``X[u, m]``."""
@@ -288,9 +288,9 @@ class FourierGauntProduct(torch.nn.Module):
     def forward(self, *xs: Tensor) -> Tensor:
         if len(xs) != len(self.degrees):
             raise ValueError(f"expected {len(self.degrees)} inputs (degrees {self.degrees}), got {len(xs)}")
-        dtype = self.projection.dtype
+        table = self.projection
         for i, (x, l) in enumerate(zip(xs, self.degrees)):
-            check_coefficients(x, l, f"input {i}", dtype)
+            check_coefficients(x, l, f"input {i}", table.dtype, table.device)
         empty = empty_product(xs, self.lmax_out)
         if empty is not None:
             return empty

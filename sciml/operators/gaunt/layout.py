@@ -21,12 +21,16 @@ per-order matrices that read them have zero columns there.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+import numbers
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    "TableModule",
+    "as_degree",
+    "as_count",
     "empty_product",
     "ignore_saved_constants",
     "num_coefficients",
@@ -48,8 +52,23 @@ def degree_index(lmax: int) -> Tensor:
     return torch.repeat_interleave(torch.arange(lmax + 1), 2 * torch.arange(lmax + 1) + 1)
 
 
-def check_coefficients(x: Tensor, lmax: int, name: str, dtype: torch.dtype) -> None:
-    """Raise ``ValueError`` unless ``x`` is a ``(..., (lmax+1)**2)`` tensor of ``dtype``."""
+def as_degree(value: Any, name: str) -> int:
+    """``value`` as a degree (an integer >= 0; an integral float is accepted), else ``ValueError``."""
+    return as_count(value, name, minimum=0)
+
+
+def as_count(value: Any, name: str, minimum: int = 1) -> int:
+    """``value`` as an integer >= ``minimum`` (an integral float is accepted), else ``ValueError``."""
+    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+          and int(value) == value and value >= minimum)
+    if not ok:
+        raise ValueError(f"expected {name} to be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_coefficients(x: Tensor, lmax: int, name: str, dtype: torch.dtype,
+                       device: "torch.device | None" = None) -> None:
+    """Raise ``ValueError`` unless ``x`` is a ``(..., (lmax+1)**2)`` tensor of ``dtype`` (on ``device``)."""
     n = num_coefficients(lmax)
     if not isinstance(x, Tensor):
         raise ValueError(f"expected {name} to be a torch.Tensor, got {type(x).__name__}")
@@ -62,6 +81,9 @@ def check_coefficients(x: Tensor, lmax: int, name: str, dtype: torch.dtype) -> N
             f"expected {name} of dtype {dtype} (the module's; use .to(dtype) on the module), "
             f"got {x.dtype}"
         )
+    if device is not None and x.device != device:
+        raise ValueError(f"expected {name} on {device} (the module's; use .to(device) on the module), "
+                         f"got {x.device}")
 
 
 def order_gather_index(lmax: int) -> Tensor:
@@ -93,6 +115,33 @@ def order_merge_index(lmax: int) -> Tensor:
         for m in range(-l, l + 1):
             index[l * l + l + m] = (abs(m) * 2 + (m < 0)) * (lmax + 1) + l
     return index
+
+
+class TableModule(torch.nn.Module):
+    """A module whose constant floating-point tables stay exact under ``.to(dtype)``.
+
+    A table is computed in float64 and registered with :meth:`register_table`: the buffer
+    holds it in the default dtype (what the module computes in), and the float64 original
+    is kept beside it. A cast of the module (``.double()``, ``.to(torch.float64)``,
+    ``.half()``) rebuilds every table from the original, so a module built in float32 and
+    cast to float64 has float64-exact tables, not float32 ones widened. Device moves keep
+    the original on the CPU.
+    """
+
+    def register_table(self, name: str, table: Tensor) -> None:
+        """Register ``table`` (computed in float64) as the non-persistent buffer ``name``."""
+        if not hasattr(self, "_exact_tables"):
+            self._exact_tables: dict[str, Tensor] = {}
+        self._exact_tables[name] = table.detach().to(device="cpu", dtype=torch.float64)
+        self.register_buffer(name, table.to(torch.get_default_dtype()), persistent=False)
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        for name, exact in getattr(self, "_exact_tables", {}).items():
+            now = self._buffers.get(name)
+            if now is not None:
+                self._buffers[name] = exact.to(device=now.device, dtype=now.dtype, copy=True)
+        return self
 
 
 def ignore_saved_constants(module: torch.nn.Module, names: "Sequence[str] | None" = None) -> None:

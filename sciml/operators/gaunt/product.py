@@ -69,7 +69,7 @@ import torch
 from torch import Tensor
 
 from .fourier import FourierGauntProduct
-from .layout import check_coefficients, degree_index
+from .layout import as_count, as_degree, check_coefficients, degree_index
 from .sphere_grid import SphereGridGauntProduct
 
 __all__ = ["METHODS", "GauntTensorProduct", "WeightedGauntTensorProduct"]
@@ -87,8 +87,9 @@ class GauntTensorProduct(torch.nn.Module):
         \int_{S^2} Y_{l_1 m_1} Y_{l_2 m_2} Y_{l_3 m_3}\, d\Omega,
         \qquad l_1 \le L_1,\ l_2 \le L_2,\ l_3 \le L_\text{out}.
 
-    Exact (to round-off) by every method; buffers are built in float64 and cast to
-    the default dtype at construction (``.to(dtype)`` / ``.to(device)`` move them).
+    Exact (to round-off) by every method; the tables are computed in float64 and held in
+    the default dtype at construction; ``.to(dtype)`` rebuilds them from the float64
+    originals (a float32 module cast to float64 is float64-exact), ``.to(device)`` moves them.
 
     Parameters
     ----------
@@ -120,9 +121,8 @@ class GauntTensorProduct(torch.nn.Module):
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"expected method in {METHODS}, got {method!r}")
-        if any(isinstance(l, bool) or int(l) != l or l < 0 for l in (lmax1, lmax2, lmax_out)):
-            raise ValueError(f"expected degrees that are integers >= 0, got {lmax1}, {lmax2}, {lmax_out}")
-        self.lmax1, self.lmax2, self.lmax_out = int(lmax1), int(lmax2), int(lmax_out)
+        self.lmax1, self.lmax2, self.lmax_out = (as_degree(l, name) for l, name in
+                                                 ((lmax1, "lmax1"), (lmax2, "lmax2"), (lmax_out, "lmax_out")))
         self.method = "grid" if method == "auto" else method
         if self.method == "grid":
             self.path = SphereGridGauntProduct((self.lmax1, self.lmax2), self.lmax_out)
@@ -174,8 +174,9 @@ class WeightedGauntTensorProduct(torch.nn.Module):
     ) -> None:
         super().__init__()
         self.product = GauntTensorProduct(lmax1, lmax2, lmax_out, method=method)
-        lead = () if channels is None else (int(channels),)
-        self.channels = channels
+        lmax1, lmax2 = self.product.lmax1, self.product.lmax2
+        self.channels = None if channels is None else as_count(channels, "channels")
+        lead = () if self.channels is None else (self.channels,)
         self.weight1 = torch.nn.Parameter(torch.ones(*lead, lmax1 + 1))
         self.weight2 = torch.nn.Parameter(torch.ones(*lead, lmax2 + 1))
         self.register_buffer("degrees1", degree_index(lmax1), persistent=False)
@@ -191,8 +192,8 @@ class WeightedGauntTensorProduct(torch.nn.Module):
                     raise ValueError(
                         f"expected {name} of shape (..., {self.channels} or 1, (L+1)**2), got {tuple(t.shape)}"
                     )
-        check_coefficients(x, self.product.lmax1, "x", self.weight1.dtype)
-        check_coefficients(y, self.product.lmax2, "y", self.weight2.dtype)
+        check_coefficients(x, self.product.lmax1, "x", self.weight1.dtype, self.weight1.device)
+        check_coefficients(y, self.product.lmax2, "y", self.weight2.dtype, self.weight2.device)
         x = x * self.weight1[..., self.degrees1]
         y = y * self.weight2[..., self.degrees2]
         return self.product(x, y)

@@ -51,8 +51,8 @@ import torch
 from torch import Tensor
 
 from .harmonics import azimuthal_basis, normalized_legendre
-from .layout import (check_coefficients, empty_product, ignore_saved_constants, order_empty_rows, order_gather_index,
-                     order_merge_index)
+from .layout import (TableModule, as_degree, check_coefficients, empty_product, ignore_saved_constants,
+                     order_empty_rows, order_gather_index, order_merge_index)
 
 __all__ = ["SphereGridGauntProduct", "DENSE_MAX_DEGREE", "DENSE_MAX_DEGREE_ONE_THREAD", "dense_max_degree"]
 
@@ -72,7 +72,7 @@ def dense_max_degree(threads: int | None = None) -> int:
     return DENSE_MAX_DEGREE if threads > 1 else DENSE_MAX_DEGREE_ONE_THREAD
 
 
-class SphereGridGauntProduct(torch.nn.Module):
+class SphereGridGauntProduct(TableModule):
     r"""Exact :math:`\nu`-fold Gaunt product by Gauss–Legendre × uniform-:math:`\varphi` quadrature.
 
     Parameters
@@ -102,9 +102,10 @@ class SphereGridGauntProduct(torch.nn.Module):
     def __init__(self, degrees: Sequence[int], lmax_out: int, transform: str = "auto") -> None:
         super().__init__()
         ignore_saved_constants(self)  # its tables are rebuilt, and depend on the transform chosen
-        degrees = tuple(int(l) for l in degrees)
-        if not degrees or min(degrees) < 0 or lmax_out < 0:
-            raise ValueError(f"expected degrees >= 0 (at least one input), got {degrees}, {lmax_out}")
+        degrees = tuple(as_degree(l, "every degree") for l in degrees)
+        lmax_out = as_degree(lmax_out, "lmax_out")
+        if not degrees:
+            raise ValueError("expected at least one input degree, got none")
         if transform not in ("auto", "separable", "dense"):
             raise ValueError(f"expected transform in ('auto', 'separable', 'dense'), got {transform!r}")
         if transform == "auto":
@@ -118,7 +119,6 @@ class SphereGridGauntProduct(torch.nn.Module):
         lmax = max(degrees + (lmax_out,))
         legendre = normalized_legendre(lmax, t, np.sqrt(1.0 - t * t))  # (m, l, j)
         azimuth = azimuthal_basis(lmax, phi)  # (m, s, k)
-        dtype = torch.get_default_dtype()
 
         def legendre_of(l: int) -> Tensor:  # (m, l, j)
             return torch.from_numpy(legendre[: l + 1, : l + 1].copy())
@@ -134,16 +134,14 @@ class SphereGridGauntProduct(torch.nn.Module):
                 self.register_buffer(f"gather_{i}", order_gather_index(l), persistent=False)
                 self.register_buffer(f"empty_{i}", order_empty_rows(l), persistent=False)
                 self.register_buffer(f"merge_{i}", order_merge_index(l), persistent=False)
-                self.register_buffer(f"legendre_{i}", _per_order(legendre_of(l)).transpose(1, 2).to(dtype),
-                                     persistent=False)
-                self.register_buffer(f"azimuth_{i}", azimuth_of(l).flatten(0, 1).T.contiguous().to(dtype),
-                                     persistent=False)
+                self.register_table(f"legendre_{i}", _per_order(legendre_of(l)).transpose(1, 2))
+                self.register_table(f"azimuth_{i}", azimuth_of(l).flatten(0, 1).T.contiguous())
             self.register_buffer("merge_index", order_merge_index(lmax_out), persistent=False)
             self.register_buffer("split_out", order_gather_index(lmax_out), persistent=False)
             self.register_buffer("empty_out", order_empty_rows(lmax_out), persistent=False)
             self.register_buffer("no_rows", torch.zeros(0, dtype=torch.long), persistent=False)
-            self.register_buffer("legendre_out", _per_order(p_out).to(dtype), persistent=False)
-            self.register_buffer("azimuth_out", a_out.flatten(0, 1).to(dtype), persistent=False)
+            self.register_table("legendre_out", _per_order(p_out))
+            self.register_table("azimuth_out", a_out.flatten(0, 1))
             self._dtype_ref = "legendre_out"
         else:
             # northern nodes t >= 0 (the equator, for odd N_theta, is its own mirror:
@@ -157,12 +155,12 @@ class SphereGridGauntProduct(torch.nn.Module):
                 synthesis = _dense(legendre_of(l)[:, :, north], azimuth_of(l))
                 self.register_buffer(f"even_{i}", even, persistent=False)
                 self.register_buffer(f"odd_{i}", odd, persistent=False)
-                self.register_buffer(f"synthesis_even_{i}", synthesis[even].to(dtype), persistent=False)
-                self.register_buffer(f"synthesis_odd_{i}", synthesis[odd].to(dtype), persistent=False)
+                self.register_table(f"synthesis_even_{i}", synthesis[even])
+                self.register_table(f"synthesis_odd_{i}", synthesis[odd])
             even, odd = _parity_split(lmax_out)
             analysis = _dense(p_out[:, :, north] * half, a_out)
-            self.register_buffer("analysis_even", analysis[even].T.contiguous().to(dtype), persistent=False)
-            self.register_buffer("analysis_odd", analysis[odd].T.contiguous().to(dtype), persistent=False)
+            self.register_table("analysis_even", analysis[even].T.contiguous())
+            self.register_table("analysis_odd", analysis[odd].T.contiguous())
             self.register_buffer("merge_parity", torch.argsort(torch.cat([even, odd])), persistent=False)
             self._dtype_ref = "analysis_even"
 
@@ -211,9 +209,9 @@ class SphereGridGauntProduct(torch.nn.Module):
     def forward(self, *xs: Tensor) -> Tensor:
         if len(xs) != len(self.degrees):
             raise ValueError(f"expected {len(self.degrees)} inputs (degrees {self.degrees}), got {len(xs)}")
-        dtype = getattr(self, self._dtype_ref).dtype
+        table = getattr(self, self._dtype_ref)
         for i, (x, l) in enumerate(zip(xs, self.degrees)):
-            check_coefficients(x, l, f"input {i}", dtype)
+            check_coefficients(x, l, f"input {i}", table.dtype, table.device)
         empty = empty_product(xs, self.lmax_out)
         if empty is not None:
             return empty

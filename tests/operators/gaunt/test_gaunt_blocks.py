@@ -318,7 +318,7 @@ def test_two_message_layers_see_the_radial_part_of_a_vector():
 
 
 def test_message_layers_must_be_positive():
-    with pytest.raises(ValueError, match="message_layers >= 1"):
+    with pytest.raises(ValueError, match="message_layers to be an integer >= 1"):
         EquivariantConvolution(C, C, 1, 1, 1, edge_features=4, message_layers=0)
 
 
@@ -343,7 +343,7 @@ def test_convolution_rejects_bad_edges():
     h = torch.randn(3, C, 4)
     with pytest.raises(ValueError, match=r"expected edge_sh of shape \(2, 4\)"):
         conv(h, torch.tensor([[0, 1], [1, 2]]), torch.randn(2, 9), torch.randn(2, 4))
-    with pytest.raises(ValueError, match=r"expected features of shape \(\.\.\., 3, 4\)"):
+    with pytest.raises(ValueError, match=r"expected h of shape \(\.\.\., 3, 4\)"):
         conv(torch.randn(3, C, 9), torch.tensor([[0], [1]]), torch.randn(1, 4), torch.randn(1, 4))
 
 
@@ -376,3 +376,44 @@ def test_a_saved_block_loads_under_another_thread_count(threads_saved, threads_l
                            "product.path.synthesis_even_0": torch.zeros(1)})
     loaded.load_state_dict(stale)
     torch.testing.assert_close(loaded(x), saved(x), atol=TOL, rtol=0)
+
+
+def test_channel_products_refuse_bad_degrees_channels_and_dtypes():
+    for bad in ([-1, 1], [1.5, 1], []):
+        with pytest.raises(ValueError, match=r"expected (every degree to be an integer >= 0|at least one input)"):
+            GauntChannelProduct(bad, 1, [C, 1][:len(bad)], method="matrix" if len(bad) == 2 else "auto")
+    with pytest.raises(ValueError, match=r"expected lmax_out to be an integer >= 0"):
+        GauntChannelProduct([1, 1], -1, [C, 1])
+    with pytest.raises(ValueError, match=r"expected every channel count to be an integer >= 1"):
+        CGChannelProduct([1, 1], 1, [0, 1])
+    x, y = torch.randn(5, C, 4), torch.randn(5, 1, 4)
+    for p in (GauntChannelProduct([1, 1], 2, [C, 1], method="matrix"), CGChannelProduct([1, 1], 2, [C, 1])):
+        with pytest.raises(ValueError, match=r"expected input 1 of dtype torch.float64.*got torch.float32"):
+            p(x, y.float())
+
+
+def test_blocks_refuse_bad_sizes_and_inputs_with_a_message():
+    with pytest.raises(ValueError, match="expected channels_in to be an integer >= 1"):
+        EquivariantLinear(-1, 4, 1)
+    with pytest.raises(ValueError, match="expected lmax_out to be an integer >= 0"):
+        EquivariantLinear(4, 4, 1, -1)
+    with pytest.raises(ValueError, match="expected channels to be an integer >= 1"):
+        FeatureInteraction(0, 1)
+    with pytest.raises(ValueError, match="expected correlation to be an integer >= 2"):
+        ManyBodyInteraction(4, 1, 2.5)
+    with pytest.raises(ValueError, match="expected lmax_edge to be an integer >= 0"):
+        EquivariantConvolution(C, C, 1, 1, -1, edge_features=4)
+    with pytest.raises(ValueError, match="expected avg_neighbors to be a number > 0"):
+        EquivariantConvolution(C, C, 1, 1, 1, edge_features=4, avg_neighbors=0)
+    with pytest.raises(ValueError, match=r"expected features of dtype torch.float64.*got torch.float32"):
+        EquivariantLinear(C, C, 1)(torch.randn(2, C, 4).float())
+    conv = EquivariantConvolution(C, C, 1, 1, 1, edge_features=4)
+    edges = torch.tensor([[0, 1], [1, 2]])
+    h, sh, scalars = torch.randn(3, C, 4), torch.randn(2, 4), torch.randn(2, 4)
+    with pytest.raises(ValueError, match=r"expected h of shape \(N, 3, 4\) \(one graph"):
+        conv(h[None].expand(2, 3, C, 4), edges, sh, scalars)
+    with pytest.raises(ValueError, match=r"expected edge_index entries in \[0, 3\)"):
+        conv(h, torch.tensor([[0, 1], [1, 3]]), sh, scalars)
+    with pytest.raises(ValueError, match=r"expected edge_sh of dtype torch.float64"):
+        conv(h, edges, sh.float(), scalars)
+    assert conv(h, edges, sh, scalars).shape == (3, C, 4)

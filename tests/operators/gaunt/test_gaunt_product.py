@@ -373,5 +373,43 @@ def test_weighted_product_shares_a_one_channel_input_across_channels():
 
 @pytest.mark.parametrize("degrees", [(2.5, 2, 2), (2, -1, 2), (True, 1, 1)])
 def test_degrees_must_be_non_negative_integers(degrees):
-    with pytest.raises(ValueError, match="integers >= 0"):
+    with pytest.raises(ValueError, match="an integer >= 0"):
         GauntTensorProduct(*degrees)
+
+
+@pytest.mark.parametrize("degree", [float("nan"), float("inf"), None, "2", -3])
+def test_degrees_that_are_not_numbers_are_refused_by_name(degree):
+    with pytest.raises(ValueError, match=r"expected lmax_out to be an integer >= 0"):
+        GauntTensorProduct(2, 2, degree)
+    with pytest.raises(ValueError, match=r"expected every degree to be an integer >= 0"):
+        SphereGridGauntProduct((2, degree), 2)
+
+
+@pytest.mark.parametrize("channels", [0, -3, 2.5, "4", True])
+def test_weighted_product_refuses_channel_counts_that_are_not_positive_integers(channels):
+    with pytest.raises(ValueError, match=r"expected channels to be an integer >= 1"):
+        WeightedGauntTensorProduct(2, 1, 2, channels=channels)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: FourierGauntProduct((5, 4), 7),
+    lambda: SphereGridGauntProduct((5, 4), 7, transform="separable"),
+    lambda: SphereGridGauntProduct((5, 4), 7, transform="dense"),
+    lambda: WeightedGauntTensorProduct(5, 4, 7, channels=2),
+], ids=["fourier", "grid-separable", "grid-dense", "weighted"])
+def test_a_module_built_in_float32_and_cast_to_float64_has_float64_exact_tables(make):
+    """The tables are recomputed from their float64 originals by ``.double()``, not widened from
+    float32: the cast module equals the reference to 1e-10, as one built in float64 does (a widened
+    float32 table is off by ~1e-7)."""
+    torch.set_default_dtype(torch.float32)
+    module = make()
+    torch.set_default_dtype(torch.float64)
+    gen = torch.Generator().manual_seed(3)
+    x, y = torch.randn(4, 2, n_coef(5), generator=gen), torch.randn(4, 2, n_coef(4), generator=gen)
+    expected = gaunt_product_reference(x, y, 5, 4, 7)
+    torch.testing.assert_close(module.double()(x, y), expected, atol=TOL, rtol=0)
+    z32 = module.float()(x.float(), y.float())  # and back: float32 tables rounded from the originals
+    assert z32.dtype == torch.float32
+    assert (z32.double() - expected).abs().max() < 1e-5 * expected.abs().max()
+    with pytest.raises(ValueError, match="dtype torch.float32"):
+        module(x, y.float())
