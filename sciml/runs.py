@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import platform
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from typing import Any, Iterable, Iterator, TypeVar
 
 from sciml.parallel import Comm, SerialComm
 
-__all__ = ["Run", "atomic_write", "atomic_write_text", "CHECKPOINT_FORMAT"]
+__all__ = ["Run", "atomic_write", "atomic_write_text", "save_arrays", "load_arrays", "CHECKPOINT_FORMAT"]
 
 #: Version of the checkpoint dictionary layout written by :meth:`Run.save_checkpoint`.
 CHECKPOINT_FORMAT = 1
@@ -65,6 +66,28 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_write(path, "w") as fh:
         fh.write(text)
+
+
+def save_arrays(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` (dicts, lists, dataclasses of numpy arrays and numbers; CPU only) to ``path``
+    atomically, as a pickle of protocol 5: the arrays' bytes go to the file as they are.
+
+    For large numpy states this is several times faster than ``torch.save``, which pickles
+    numpy arrays with protocol 2 (their bytes re-encoded, 1.5x the size: 3-4 s against 0.15 s for
+    170 MB here). :func:`load_arrays` reads it, and ``torch.save`` files as well."""
+    with atomic_write(path) as fh:
+        pickle.dump(obj, fh, protocol=5)
+
+
+def load_arrays(path: str | Path) -> Any:
+    """Read a file of :func:`save_arrays` (or of ``torch.save``, mapped to the CPU)."""
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":  # not a zip: a plain pickle
+            fh.seek(0)
+            return pickle.load(fh)
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _git_commit() -> str | None:
@@ -263,11 +286,12 @@ class Run:
         import torch
 
         payload = {"format": CHECKPOINT_FORMAT, "step": int(step), "state": state}
+        # protocol 5: numpy arrays in the state are written as they are (protocol 2 re-encodes them)
         with atomic_write(self.latest_checkpoint) as fh:
-            torch.save(payload, fh)
+            torch.save(payload, fh, pickle_protocol=5)
         if keep:
             with atomic_write(self.checkpoint_dir / f"step_{step:08d}.pt") as fh:
-                torch.save(payload, fh)
+                torch.save(payload, fh, pickle_protocol=5)
         if self._provenance is not None and self._status == "running":
             self._write_provenance("running")
 

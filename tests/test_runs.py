@@ -3,11 +3,13 @@ and resuming removes the killed write's temporary file."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 import textwrap
 import time
+from typing import Any
 
 import pytest
 
@@ -54,3 +56,34 @@ def test_provenance_keeps_the_wall_time_of_a_killed_process(tmp_path):
     assert done["wall_time_total_s"] == pytest.approx(done["wall_time_s"] + killed["wall_time_s"], abs=2e-3)
     second.save_checkpoint({"x": 2}, step=2)  # after the end, checkpoints leave the record alone
     assert json.loads((tmp_path / "provenance.json").read_text()) == done
+
+
+@dataclasses.dataclass
+class _Record:
+    step: int
+    values: Any
+
+
+def test_array_files_round_trip_and_read_torch_save_files(tmp_path):
+    """``save_arrays`` keeps every array bit for bit (dtype, shape, strides' order, values) inside nested
+    containers and dataclasses, and ``load_arrays`` also reads a file written by ``torch.save``."""
+    import numpy as np
+    import torch
+
+    from sciml.runs import load_arrays, save_arrays
+
+    rng = np.random.default_rng(0)
+    obj = {"a": rng.standard_normal((7, 6, 5)), "f": np.asfortranarray(rng.standard_normal((4, 3))),
+           "i": np.arange(9, dtype=np.int64)[::2], "list": [_Record(3, rng.standard_normal(4)), None, 2.5],
+           "empty": np.zeros((0, 3))}
+    save_arrays(tmp_path / "state.pt", obj)
+    back = load_arrays(tmp_path / "state.pt")
+    for key in ("a", "f", "i", "empty"):
+        assert back[key].dtype == obj[key].dtype and back[key].shape == obj[key].shape
+        assert np.array_equal(back[key], obj[key])
+    assert back["f"].flags.f_contiguous and back["list"][0].step == 3
+    assert np.array_equal(back["list"][0].values, obj["list"][0].values) and back["list"][1:] == [None, 2.5]
+    back["a"][0, 0, 0] = 1.0  # writable
+    torch.save({"x": obj["a"]}, tmp_path / "old.pt")
+    assert np.array_equal(load_arrays(tmp_path / "old.pt")["x"], obj["a"])
+    assert not list(tmp_path.glob(".*.tmp"))  # the temporary file was renamed

@@ -752,12 +752,12 @@ class _Checkpoint:
         return name
 
     def _read(self, name: str):
-        import torch
+        from sciml.runs import load_arrays
 
         path = self.dir / name
         if not path.is_file():
             raise RuntimeError(f"{path}: missing; {self.run.latest_checkpoint} refers to it")
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return load_arrays(path)
 
     def rom(self) -> dict | None:
         """This rank's checkpointed :meth:`AdaptiveROM.state_dict`, or None."""
@@ -827,13 +827,10 @@ class _Checkpoint:
 
 
 def _save(path: Path, obj) -> None:
-    """``torch.save`` to ``path`` atomically (:func:`sciml.runs.atomic_write`)."""
-    import torch
+    """``obj`` (numpy arrays and plain data) to ``path`` atomically (:func:`sciml.runs.save_arrays`)."""
+    from sciml.runs import save_arrays
 
-    from sciml.runs import atomic_write
-
-    with atomic_write(path) as fh:
-        torch.save(obj, fh)
+    save_arrays(path, obj)
 
 
 def hf_step_file(checkpoint_dir, name: str, k: int):
@@ -843,12 +840,12 @@ def hf_step_file(checkpoint_dir, name: str, k: int):
 
 def load_hf_step(checkpoint_dir, name: str, k: int) -> dict[str, np.ndarray]:
     """The fields ``u``, ``sigma``, ``p``, ``eps_p`` (global arrays) after step ``k`` of HF run ``name``."""
-    import torch
+    from sciml.runs import load_arrays
 
     path = hf_step_file(checkpoint_dir, name, k)
     if not path.is_file():
         raise RuntimeError(f"{path}: missing; the checkpoint records {k} or more steps of HF run {name!r}")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_arrays(path)
 
 
 def load_hf_history(checkpoint_dir, name: str, n_steps: int) -> dict[str, np.ndarray]:

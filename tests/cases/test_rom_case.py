@@ -430,7 +430,7 @@ def test_pressure_cycles_on_one_and_two_ranks(tmp_path):
     the pieces (mesh, rollers, consistent pressure forces, hot spot, load cycle), and 2 ranks give the
     1-rank numbers."""
     import numpy as np
-    import torch
+    from sciml.cases.rom_adaptive import load_hf_step
 
     from sciml.meshes import box_mesh_2d, boundary_faces, faces_on, nodes_on_plane
     from sciml.solvers.rom import (Dirichlet, Discretisation, HFModel, ThermoViscoplasticJ2, hot_spot, load_cycle,
@@ -458,7 +458,7 @@ def test_pressure_cycles_on_one_and_two_ranks(tmp_path):
     times = np.arange(1.0, 9.0)
     ref = run_history(model, times, load_cycle(times, 1))
     for k in (2, 6, 8):  # peak compression, peak tension, the end
-        saved = torch.load(tmp_path / "run1" / "checkpoints" / "hf_reference" / f"step_{k:05d}.pt", weights_only=False)
+        saved = load_hf_step(tmp_path / "run1" / "checkpoints", "reference", k)
         np.testing.assert_allclose(saved["u"], ref.u[:, k - 1], rtol=0, atol=1e-9 * np.abs(ref.u).max())
 
 
@@ -478,7 +478,7 @@ def test_loads_with_their_own_factors_on_one_and_two_ranks(tmp_path):
     HF reference is the model built by hand (each load scaled by its own history), the adaptive
     ROM beats plain POD, and 2 ranks give the 1-rank numbers."""
     import numpy as np
-    import torch
+    from sciml.cases.rom_adaptive import load_hf_step
 
     from sciml.config import load_case
     from sciml.meshes import box_mesh_2d, boundary_faces, faces_on, nodes_on_plane
@@ -510,7 +510,7 @@ def test_loads_with_their_own_factors_on_one_and_two_ranks(tmp_path):
     times = np.arange(1.0, 9.0)
     ref = run_history(model, times, np.column_stack([load_cycle(times, 1), np.minimum(times / 4, 1.0)]))
     for k in (2, 4, 8):
-        saved = torch.load(tmp_path / "run1" / "checkpoints" / "hf_reference" / f"step_{k:05d}.pt", weights_only=False)
+        saved = load_hf_step(tmp_path / "run1" / "checkpoints", "reference", k)
         np.testing.assert_allclose(saved["u"], ref.u[:, k - 1], rtol=0, atol=1e-9 * np.abs(ref.u).max())
 
 
@@ -566,7 +566,7 @@ def test_rotating_3d_box_runs_and_its_hf_model_is_the_one_built_by_hand(tmp_path
     blade's load on another body): the case runs, plain POD fails and the adaptive ROM does not, and
     the HF reference is the model built by hand from the pieces."""
     import numpy as np
-    import torch
+    from sciml.cases.rom_adaptive import load_hf_step
 
     from sciml.meshes import box_mesh_3d, nodes_on_plane
     from sciml.solvers.rom import (Dirichlet, Discretisation, HFModel, ThermoViscoplasticJ2, centrifugal, hot_spot,
@@ -596,7 +596,7 @@ def test_rotating_3d_box_runs_and_its_hf_model_is_the_one_built_by_hand(tmp_path
     ref = run_history(model, times, load_cycle(times, 1, "one_sided"))
     assert np.abs(model.external).max() > 0
     for k in (4, 8):
-        saved = torch.load(tmp_path / "run" / "checkpoints" / "hf_reference" / f"step_{k:05d}.pt", weights_only=False)
+        saved = load_hf_step(tmp_path / "run" / "checkpoints", "reference", k)
         np.testing.assert_allclose(saved["u"], ref.u[:, k - 1], rtol=0, atol=1e-9 * np.abs(ref.u).max())
 
 
