@@ -622,8 +622,9 @@ class StressCubature:
 
     def _block_values(self, sig: np.ndarray, be: np.ndarray, blocks) -> np.ndarray:
         """Rows of ``blocks`` at the points of ``sig (q, 6, m)``, ``be (q, 6, n)``: ``(q, rows)``."""
-        out = [np.matmul(sig[:, :, s0:s1].transpose(0, 2, 1), be[:, :, e0:e1]).reshape(sig.shape[0], -1)
-               for s0, s1, e0, e1 in blocks]
+        out = [np.matmul(sig[:, :, s0:s1].transpose(0, 2, 1), be[:, :, e0:e1]).reshape(sig.shape[0],
+                                                                                    (s1 - s0) * (e1 - e0))
+               for s0, s1, e0, e1 in blocks]  # explicit widths: a rank without blocks sees 0 points
         return np.concatenate(out, axis=1) if out else np.zeros((sig.shape[0], 0))
 
     def _grid_rows(self) -> np.ndarray:

@@ -67,8 +67,12 @@ from sciml.config import evaluate_expression, parse_expression
 
 from .temperature import FUNCTIONS, Temperature, hot_spot
 
-__all__ = ["Discretisation", "Dirichlet", "HFModel", "HFState", "StepResult", "History", "run_history",
+__all__ = ["Discretisation", "Dirichlet", "HFModel", "HFState", "StepResult", "History", "run_history", "ROUND_OFF",
            "academic_plate", "academic_blade", "centrifugal", "load_cycle", "load_history", "parse_history", "NAMED_HISTORIES"]
+
+#: A Newton residual at most this times the force scale of the current strain is round-off (converged):
+#: stresses formed from strains of size ``|eps|`` carry errors of a few ``eps_machine * |C| |eps|``.
+ROUND_OFF = 1e3 * float(np.finfo(np.float64).eps)
 
 BodyForce = Callable[[np.ndarray], np.ndarray]
 """Body force density ``b(x)`` at load factor 1 (force per volume): points ``(Q, dim)`` -> ``(Q, dim)``."""
@@ -500,7 +504,9 @@ class HFModel:
         of group 0, or column ``g`` of group ``g``.
     rtol : float
         Newton stops when ``||R_free|| <= rtol * max(||f_int||, largest ||R_free|| of the step)``
-        (``f_int`` over all dofs, reactions included).
+        (``f_int`` over all dofs, reactions included), or when it is at round-off of the force scale of
+        the current strain, ``<= ROUND_OFF * ||f_int(C_alg : eps(u))||`` (for a body expanding freely, or
+        a step that starts in equilibrium, the stress and every residual are round-off).
     max_iter : int
         Newton iteration limit; exceeding it raises ``RuntimeError`` with the residuals.
     body_group : int
@@ -594,6 +600,10 @@ class HFModel:
         sigma = -np.einsum("qij,qj->qi", self.material.elastic_tangent(T), self.material.thermal_strain(T))
         return HFState(t0, np.zeros(self.disc.n_dof), MaterialState.zeros(self.disc.n_qp), sigma)
 
+    def _elastic_scale(self, C_alg: np.ndarray, u: np.ndarray) -> float:
+        """The force scale of the current strain (see ``rtol``)."""
+        return float(np.linalg.norm(self.disc.internal_forces(np.einsum("qij,qj->qi", C_alg, self.disc.strain(u)))))
+
     def solve_step(self, state: HFState, t: float, load_factor: float | np.ndarray) -> StepResult:
         """Newton on the free-dof residual from ``state`` to time ``t``.
 
@@ -621,7 +631,8 @@ class HFModel:
             r = f[free] - f_ext
             residuals.append(float(np.linalg.norm(r)))
             if it > 0 or not du_fixed.any():
-                if residuals[-1] <= self.rtol * max(float(np.linalg.norm(f)), max(residuals)):
+                target = self.rtol * max(float(np.linalg.norm(f)), max(residuals))
+                if residuals[-1] <= target or residuals[-1] <= ROUND_OFF * self._elastic_scale(C_alg, u):
                     return StepResult(HFState(t, u, mat, sigma), residuals)
             if it == self.max_iter:
                 break

@@ -40,7 +40,7 @@ from typing import final
 import numpy as np
 
 from .distributed import Partition
-from .fem import load_vector
+from .fem import ROUND_OFF, load_vector
 from .material import MaterialState, ThermoViscoplasticJ2
 
 __all__ = ["ReducedState", "ReducedModel", "mode_strains"]
@@ -97,7 +97,10 @@ class ReducedModel:
         Reduced weights (0 for sampling-only points).
     rtol : float
         Newton stops when :math:`\|r\| \le` ``rtol``
-        :math:`\max(\max_i \|r_i\|, \|\sum \hat w_q |B_q\Psi|^\top|\sigma_q|\|)`.
+        :math:`\max(\max_i \|r_i\|, \|\sum \hat w_q |B_q\Psi|^\top|\sigma_q|\|)`, or at round-off
+        (:data:`~sciml.solvers.rom.fem.ROUND_OFF`) of the force scale of the current strain,
+        :math:`\|\sum \hat w_q |B_q\Psi|^\top|C_q\varepsilon_q|\|` (a body expanding freely, where the stress
+        and every residual are round-off).
     max_iter : int
     external : ndarray, shape ``(n_dof,)`` or ``(n_dof, G)``, optional
         External nodal load at unit load factor (of each group; replicated); default none.
@@ -154,16 +157,18 @@ class ReducedModel:
         q = np.zeros(self.n_modes) if q is None else np.asarray(q, dtype=np.float64)
         return ReducedState(t, self.load_vector(load_factor), q, mat, np.zeros((r, 6)))
 
-    def _assemble(self, sigma: np.ndarray, CB: np.ndarray, CBlift: np.ndarray | None) -> np.ndarray:
-        """:math:`[r, K, \\sum \\hat w|B\\Psi|^\\top|\\sigma|, k_{\\Delta\\lambda}]` summed over all reduced points:
-        one GEMM per block (``(6 r_b, n)`` operands, the block's fixed shape), blocks added in order."""
+    def _assemble(self, sigma: np.ndarray, CB: np.ndarray, CBlift: np.ndarray | None,
+                  Ceps: np.ndarray) -> np.ndarray:
+        """:math:`[r, K, \\sum \\hat w|B\\Psi|^\\top|\\sigma|, \\sum \\hat w|B\\Psi|^\\top|C\\varepsilon|,
+        k_{\\Delta\\lambda}]` summed over all reduced points: one GEMM per block (``(6 r_b, n)`` operands,
+        the block's fixed shape), blocks added in order."""
         n = self.n_modes
         ends = np.r_[self._starts[1:], self.local_points.size].astype(int)
         parts = {}
         for b, s0, s1 in zip(self._blocks.tolist(), self._starts.tolist(), ends.tolist()):
             wB = self._wB[s0:s1].reshape(-1, n)
             pieces = [wB.T @ sigma[s0:s1].reshape(-1), (wB.T @ CB[s0:s1].reshape(-1, n)).ravel(),
-                      np.abs(wB).T @ np.abs(sigma[s0:s1]).reshape(-1)]
+                      np.abs(wB).T @ np.abs(sigma[s0:s1]).reshape(-1), np.abs(wB).T @ np.abs(Ceps[s0:s1]).reshape(-1)]
             if CBlift is not None:
                 pieces.append(wB.T @ CBlift[s0:s1].reshape(-1))
             parts[b] = np.concatenate(pieces)
@@ -192,15 +197,20 @@ class ReducedModel:
         dlam = target - lam
         history: list[float] = []
         for it in range(self.max_iter + 1):
-            sigma, mat, C = self.material.update(self.strain(q, lam), state.material, T, dt)
+            eps = self.strain(q, lam)
+            sigma, mat, C = self.material.update(eps, state.material, T, dt)
             predictor = it == 0 and bool(dlam.any())
             CBlift = np.einsum("qij,qj->qi", C, self.Blift @ dlam) if predictor else None
-            total = self._assemble(sigma, np.matmul(C, self.BPsi), CBlift)
+            total = self._assemble(sigma, np.matmul(C, self.BPsi), CBlift, np.einsum("qij,qj->qi", C, eps))
             f, K = total[:n] - self.f_ext @ lam, total[n:n + n * n].reshape(n, n)
-            scale = float(np.linalg.norm(total[n + n * n:n + n * n + n]))
-            rhs = f + total[n + n * n + n:] - self.f_ext @ dlam if predictor else f
+            k = n + n * n
+            # force scales: of the stress, and of the current strain (the stress is round-off where the
+            # body expands freely, and so is every residual of a step that starts in equilibrium)
+            scale, strain_scale = (float(np.linalg.norm(total[i:i + n])) for i in (k, k + n))
+            rhs = f + total[k + 2 * n:] - self.f_ext @ dlam if predictor else f
             history.append(float(np.linalg.norm(rhs)))
-            if not predictor and history[-1] <= self.rtol * max(max(history), scale):
+            if not predictor and (history[-1] <= self.rtol * max(max(history), scale)
+                                  or history[-1] <= ROUND_OFF * strain_scale):
                 return ReducedState(t, target, q, mat, sigma), it
             if it == self.max_iter:
                 break
