@@ -504,23 +504,55 @@ def _apply_override(data: CommentedMap, text: str, schema: type[BaseModel]) -> s
     node: Any = data
     for i, key in enumerate(path):
         where = ".".join(path[:i]) or "(top level)"
+        if isinstance(node, list):  # an item of a list the file writes, by its index
+            if not (key.isdigit() and int(key) < len(node)):
+                return (f"--set {shown}: '{where}' is a list of {len(node)} item(s): expected an index "
+                        f"0..{len(node) - 1} after it (got '{_show(key)}')")
+            schema_types.append(_item_type(schema_types[-1], int(key)))
+            node = node[int(key)]
+            continue
         fields = _fields_of(schema_types[-1], node) if schema_types[-1] is not None else None
+        if fields is None and node is None and key.isdigit() and _item_type(schema_types[-1], int(key)) is not None:
+            return f"--set {shown}: the file writes no list '{where}' to index: set it whole ({where}=[...])"
         if fields is not None and key not in fields:
             return f"--set {shown}: no key '{_show(key)}' in '{where}'{_did_you_mean(key, fields)}"
         if node is not None and not isinstance(node, dict):
             return f"--set {shown}: '{where}' is not a mapping"
         schema_types.append(fields[key] if fields is not None else None)
         node = node.get(key) if isinstance(node, dict) else None
-        if i < len(path) - 1 and node is not None and not isinstance(node, dict):
+        if i < len(path) - 1 and node is not None and not isinstance(node, (dict, list)):
             node = None  # a scalar in the file under a key the override goes into: replaced by a mapping
     node = data
     for i, key in enumerate(path[:-1]):
-        if not isinstance(node.get(key), dict):
+        if isinstance(node, list):
+            node = node[int(key)]
+            continue
+        if not isinstance(node.get(key), (dict, list)):
             default = _default_of(schema_types[i], key)
             node[key] = CommentedMap(default) if isinstance(default, dict) else CommentedMap()
         node = node[key]
-    node[path[-1]] = value
+    if isinstance(node, list):
+        node[int(path[-1])] = value
+    else:
+        node[path[-1]] = value
     return None
+
+
+def _item_type(typ: Any, index: int) -> Any:
+    """The schema type of item ``index`` of a list or tuple type (None where unknown)."""
+    if typing.get_origin(typ) is typing.Annotated:
+        return _item_type(typing.get_args(typ)[0], index)
+    members = _union_members(typ)
+    if members is not None:
+        for member in members:
+            found = _item_type(member, index)
+            if found is not None:
+                return found
+        return None
+    args = typing.get_args(typ)
+    if typing.get_origin(typ) is tuple and args and args[-1] is not Ellipsis:
+        return args[index] if index < len(args) else None
+    return args[0] if typing.get_origin(typ) in (list, tuple) and args else None
 
 
 def load_case(path: str | Path, overrides: Iterable[str] = (), *, text: str | None = None) -> LoadedCase:
@@ -585,8 +617,9 @@ def load_case(path: str | Path, overrides: Iterable[str] = (), *, text: str | No
 
     def report(loc: tuple, where: str, what: str) -> None:
         # the override that set this value, or set a key inside the value the error is about
+        named = tuple(str(k) for k in loc)  # list indices as the override writes them
         origin = next((ov for p, ov in overridden.items()
-                       if loc[: len(p)] == p or (loc and p[: len(loc)] == loc)), None)
+                       if named[: len(p)] == p or (named and p[: len(named)] == named)), None)
         if origin is not None:
             problems.append(f"--set {_show(origin)}: {where}: {what}")
         else:

@@ -243,3 +243,39 @@ def test_a_check_across_keys_names_the_key_and_its_line(tmp_path):
     path = write(tmp_path, GOOD.replace("  n: 32", "  n: 33"))
     assert problems(path) == [f"{path}:3: grid.n: must be even for the real FFT layout (got 33)"]
     assert problems(write(tmp_path, GOOD), ["grid.n=13"]) == ["--set grid.n=13: grid.n: must be even for the real FFT layout (got 13)"]
+
+
+BOX = """\
+kind: rom_adaptive
+mesh: {geometry: box, nx: 8, ny: 4, size: [2.0, 1.0]}
+boundary:
+  - {where: {axis: x, value: 0.0}, displacement: {x: 0.0}}
+  - {where: {axis: y, value: 0.0}, displacement: {y: 0.0}}
+  - {where: {axis: x, value: 2.0}, displacement: {x: 0.01}}
+  - {where: {axis: y, value: 1.0}, pressure: 100.0}
+training: {centre: [0.5, 0.5], peak: 700.0}
+"""
+
+
+def test_an_override_reaches_one_item_of_a_list_by_its_index(tmp_path):
+    """`--set boundary.3.pressure=5` changes that entry only; a bad index, a misspelt key under an item
+    and a bad value there are named by the override; a list the file does not write cannot be indexed."""
+    path = write(tmp_path, BOX)
+    cfg = load_case(path, ["boundary.3.pressure=5", "training.centre.1=0.25"]).config
+    assert cfg.boundary[3].pressure == 5.0 and cfg.boundary[2].displacement == {"x": 0.01}
+    assert tuple(cfg.training.centre) == (0.5, 0.25)
+    assert problems(path, ["boundary.7.pressure=1"]) == [
+        "--set boundary.7.pressure=1: 'boundary' is a list of 4 item(s): expected an index 0..3 after it (got '7')"]
+    assert problems(path, ["boundary.3.presure=1"]) == [
+        "--set boundary.3.presure=1: no key 'presure' in 'boundary.3' (did you mean 'pressure'?)"]
+    assert problems(path, ["boundary.0.where.axis=w"]) == [
+        "--set boundary.0.where.axis=w: boundary[0].where.axis: expected one of x, y or z (got 'w')"]
+    assert problems(path, ["online.centre.0=1.0"]) == [
+        "--set online.centre.0=1.0: the file writes no list 'online.centre' to index: set it whole "
+        "(online.centre=[...])"]
+
+
+def test_a_problem_of_one_list_item_found_after_parsing_points_at_its_line(tmp_path):
+    path = write(tmp_path, BOX.replace("{axis: y, value: 1.0}, pressure", "{axis: y, value: 3.0}, pressure"))
+    assert problems(path) == [f"{path}:7: boundary[3]: the set y = 3.0 selects no node (the mesh spans [0, 2] x "
+                              f"[0, 1])"]

@@ -584,8 +584,8 @@ class Config(Schema):
                 continue
             mine = faces_on(faces, b.where.nodes(points))
             if not mine.size:
-                raise ValueError(f"boundary: entry {i} ({b.where.describe()}) has a pressure but no boundary face "
-                                 f"of the mesh lies in its set")
+                raise ValueError(f"boundary.{i}: the set {b.where.describe()} has a pressure but no boundary face "
+                                 f"of the mesh lies in it")
             out.append((mine, b.pressure, self.group_of(b)))
         return out
 
@@ -629,23 +629,23 @@ class Config(Schema):
             try:
                 nodes = b.where.nodes(points)
             except ValueError as exc:
-                raise ValueError(f"boundary: entry {i}: {exc}") from None
+                raise ValueError(f"boundary.{i}: {exc}") from None
             if not nodes.size:
                 lo, hi = points.min(axis=0), points.max(axis=0)
-                raise ValueError(f"boundary: entry {i} ({b.where.describe()}) selects no node (the mesh spans "
+                raise ValueError(f"boundary.{i}: the set {b.where.describe()} selects no node (the mesh spans "
                                  f"{' x '.join(f'[{a:g}, {c:g}]' for a, c in zip(lo, hi))})")
             for comp, value in (b.displacement or {}).items():
                 k = _AXES.index(comp)
                 if k >= dim:
-                    raise ValueError(f"boundary: entry {i} imposes {comp} on a {dim}D mesh")
+                    raise ValueError(f"boundary.{i}: imposes {comp} on a {dim}D mesh")
                 mine = (value, self.group_of(b) if value != 0 else 0)
                 for dof in (dim * nodes + k).tolist():
                     earlier = imposed.setdefault(dof, mine)
                     if earlier[0] != value:
-                        raise ValueError(f"boundary: entry {i} imposes {comp} = {value} on node {dof // dim}, "
+                        raise ValueError(f"boundary.{i}: imposes {comp} = {value} on node {dof // dim}, "
                                          f"which an earlier entry sets to {earlier[0]}")
                     if earlier[1] != mine[1]:
-                        raise ValueError(f"boundary: entry {i} imposes {comp} = {value} on node {dof // dim} with "
+                        raise ValueError(f"boundary.{i}: imposes {comp} = {value} on node {dof // dim} with "
                                          f"load factor {self.load_groups()[mine[1]]!r}, an earlier entry with "
                                          f"{self.load_groups()[earlier[1]]!r}")
         dofs = np.array(sorted(imposed), dtype=np.int64)
