@@ -60,7 +60,7 @@ class ConfigError(Exception):
 class Schema(BaseModel):
     """Base of every case schema: keys mirror the YAML one to one, unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- numbers

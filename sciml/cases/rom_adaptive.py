@@ -207,7 +207,7 @@ class Where(Schema):
 
     axis: Optional[Literal["x", "y", "z"]] = Field(None, description="plane: the coordinate axis it is normal to")
     value: Optional[NumberExpr] = Field(None, description="plane: its position along axis (mm)")
-    centre: Optional[tuple[float, ...]] = Field(
+    centre: Optional[tuple[NumberExpr, ...]] = Field(
         None, description="circle/sphere: centre (mm); in 3D [x, y]: the axis of a cylinder along z")
     radius: Optional[NumberExpr] = Field(None, ge=0, description="circle/sphere/cylinder: radius (mm)")
     tol: Optional[NumberExpr] = Field(None, gt=0, description="absolute tolerance (default 1e-6 x the mesh's extent)")
@@ -309,8 +309,8 @@ class Rotation(Schema):
 
     omega: NumberExpr = Field(..., ge=0, description="rotation speed at load factor 1 (rad/s)")
     density: NumberExpr = Field(8.2e-9, gt=0, description="t/mm^3 (default: a nickel superalloy)")
-    axis_point: tuple[float, ...] = Field(..., description="a point of the rotation axis (mm)")
-    axis_direction: tuple[float, ...] = Field(
+    axis_point: tuple[NumberExpr, ...] = Field(..., description="a point of the rotation axis (mm)")
+    axis_direction: tuple[NumberExpr, ...] = Field(
         ..., description="direction of the axis; in 2D [0, 0, 1] (a spinning section) or in the plane z = 0")
     factor: Optional[str] = Field(None, description=_FACTOR_HELP + "; the factor is (omega(t)/omega)^2")
 
@@ -350,7 +350,7 @@ class Temperature(Schema):
 
     type: Literal["hot_spot", "expression", "file"] = Field(
         "hot_spot", description="hot_spot: centre, peak, radius; expression: value; file: path")
-    centre: Optional[tuple[float, ...]] = Field(
+    centre: Optional[tuple[NumberExpr, ...]] = Field(
         None, description="hot_spot: x_c of T = 293 + dT(t) exp(-|x - x_c|^2 / radius^2), dT rising linearly "
         "to peak over loading.ramp_time")
     peak: Optional[NumberExpr] = Field(None, ge=0, description="hot_spot: peak temperature rise dT (K)")
@@ -512,7 +512,11 @@ class Config(Schema):
                 raise ValueError(f"boundary: geometry {self.mesh.geometry} needs imposed displacements "
                                  "(e.g. - {where: {axis: x, value: 0.0}, displacement: {x: 0.0}})")
             points, cells, kind = self.mesh.build()
-            self.dirichlet(points)
+            dofs = self.dirichlet(points)[0]
+            free = _free_rigid_motion(points, dofs)
+            if free:
+                raise ValueError(f"boundary: the imposed displacements leave the body free to move ({free}): its "
+                                 "stiffness is singular; impose enough components to hold it")
             self.pressures(points, cells, kind)
         return self
 
@@ -559,6 +563,38 @@ class Config(Schema):
             if times.size > 1 and (times[0] > 0.0 or times[-1] < end * (1 - 1e-9)):
                 raise ValueError(f"{name}.path: the times of table {file} span [{times[0]}, {times[-1]}], the run "
                                  f"needs 0 to {end} s ({self.loading.n_steps} steps of {self.loading.dt} s)")
+        return self
+
+    @model_validator(mode="after")
+    def _temperatures_admissible(self) -> "Config":
+        """Each temperature field is finite at the mesh nodes at every step (and t = 0), and inside the
+        range where the material law is defined (:meth:`ThermoViscoplasticJ2.inadmissible`)."""
+        from sciml.solvers.rom import ThermoViscoplasticJ2
+
+        law = ThermoViscoplasticJ2.academic()
+        times = self.loading.dt * np.arange(self.loading.n_steps + 1)
+        points = None
+        for name in ("training", "online"):
+            temperature = getattr(self, name)
+            if temperature.type == "file":
+                problem = law.inadmissible(temperature.table()[1])
+                if problem:
+                    raise ValueError(f"{name}.path: {temperature.path.name} gives {problem}")
+                continue
+            points = self.node_points() if points is None else points
+            field = _temperature_field(self, temperature, None)
+            for t in times:
+                try:
+                    with np.errstate(all="ignore"):
+                        T = field(points, float(t))
+                except (ArithmeticError, ValueError) as exc:
+                    T, problem = None, f"cannot be evaluated at t = {t:g} ({exc})"
+                if T is not None:
+                    problem = law.inadmissible(T)
+                if problem:
+                    where = "value" if temperature.type == "expression" else "peak"
+                    raise ValueError(f"{name}.{where}: at t = {t:g} s {problem}" if T is not None
+                                     else f"{name}.{where}: {problem}")
         return self
 
     def node_points(self) -> np.ndarray:
@@ -651,6 +687,38 @@ class Config(Schema):
         dofs = np.array(sorted(imposed), dtype=np.int64)
         return (dofs, np.array([imposed[d][0] for d in dofs.tolist()], dtype=np.float64),
                 np.array([imposed[d][1] for d in dofs.tolist()], dtype=np.int64))
+
+
+def _free_rigid_motion(points: np.ndarray, fixed_dofs: np.ndarray) -> str | None:
+    """The rigid-body motion (translation or rotation, 3 in 2D, 6 in 3D) the imposed dofs ``fixed_dofs``
+    do not prevent, described; None if they hold the body. A motion is free when it vanishes at every
+    imposed dof: a null vector of the rigid modes restricted to those dofs."""
+    dim = points.shape[1]
+    x = points - points.mean(axis=0)
+    size = max(float(np.abs(x).max()), 1e-300)
+    x = x / size
+    names, modes = [], []
+    for k, axis in enumerate("xyz"[:dim]):
+        mode = np.zeros_like(x)
+        mode[:, k] = 1.0
+        names.append(f"translation along {axis}")
+        modes.append(mode.reshape(-1))
+    for axis, (i, j) in (("z", (0, 1)), ("x", (1, 2)), ("y", (2, 0)))[: 1 if dim == 2 else 3]:
+        mode = np.zeros_like(x)
+        mode[:, i], mode[:, j] = -x[:, j], x[:, i]
+        names.append(f"rotation about {axis}")
+        modes.append(mode.reshape(-1))
+    R = np.stack(modes, axis=1)[np.asarray(fixed_dofs, dtype=np.int64)]
+    if R.shape[0] == 0:
+        return names[0]
+    _, s, Vt = np.linalg.svd(R, full_matrices=True)
+    rank = int((s > 1e-8 * max(float(s[0]), 1e-300)).sum()) if s.size else 0
+    if rank == len(names):
+        return None
+    v = Vt[rank]  # a free combination of the modes
+    main = int(np.argmax(np.abs(v)))
+    return names[main] if abs(v[main]) > 0.99 * np.linalg.norm(v) else "a combination of " + ", ".join(
+        names[k] for k in np.flatnonzero(np.abs(v) > 1e-6))
 
 
 # --------------------------------------------------------------------------- pieces

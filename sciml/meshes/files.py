@@ -91,6 +91,11 @@ def read_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray, str]:
     points = np.asarray(mesh.points, dtype=np.float64)
     if cells.min() < 0 or cells.max() >= points.shape[0]:
         raise ValueError(f"{path}: cell node indices outside [0, {points.shape[0]})")
+    ordered = np.sort(cells, axis=1)
+    repeated = np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))
+    if repeated.size:
+        raise ValueError(f"{path}: {repeated.size} {kind} cell(s) name a node twice (degenerate cells), first: "
+                         f"cell {int(repeated[0])} with nodes {cells[repeated[0]].tolist()}")
     if kind == "quad" and points.shape[1] == 3:
         if np.ptp(points[:, 2]) > 1e-12 * max(float(np.ptp(points[:, :2], axis=0).max()), 1e-300):
             raise ValueError(f"{path}: a quadrilateral mesh must lie in a plane z = const")

@@ -267,6 +267,15 @@ def test_table_training_and_expression_online_on_one_and_two_ranks(tmp_path):
     ("{type: file, path: missing.npz}", "online.path: no such temperature table"),
     ("{centre: [1.0, 0.5], peak: 3, array: T}", "online.array: not a key of type hot_spot"),
     ("{type: table, path: T.npz}", "online.type: expected one of hot_spot, expression or file"),
+    ("{centre: [.nan, 0.5], peak: 3}", "online.centre[0]: expected a finite number (got nan)"),
+    # fields a run could not use, found at the nodes and steps before any work
+    ("{type: expression, value: '293 + log(x - 1)'}", "online.value: at t = 0 s a temperature that is not a "
+                                                      "finite number (nan)"),
+    ("{type: expression, value: '293 + 100/(t-3)'}", "online.value: cannot be evaluated at t = 3"),
+    ("{type: expression, value: '1e5'}", "online.value: at t = 0 s the Young's modulus E is -5.782e+06 at "
+                                         "T = 100000 K (expected > 0)"),
+    ("{centre: [1.4, 0.3], peak: 3500}", "online.peak: at t = 2 s the yield stress sigma_y is -115.4 at "
+                                         "T = 2323.76 K (expected >= 0)"),
 ])
 def test_bad_temperature_blocks_are_refused(tmp_path, block, message):
     from sciml.config import ConfigError, load_case
@@ -364,6 +373,25 @@ def test_plate_with_a_hole_and_a_3d_box_run(tmp_path):
         assert m["max_rel_error_u_nonadaptive"] > 1e-2 > m["max_rel_error_u"], (name, m)
 
 
+def test_rigid_motions_left_free_by_the_supports_are_found():
+    """Translations and rotations (2D: 3, 3D: 6) that vanish at every imposed dof: a roller plane leaves
+    the in-plane ones; rollers on three orthogonal planes or a clamped face hold the body."""
+    import numpy as np
+
+    from sciml.cases.rom_adaptive import _free_rigid_motion
+    from sciml.meshes import box_mesh_3d
+
+    points = box_mesh_3d(2, 2, 2, 2.0, 1.0, 1.0)[0]
+    on = {k: np.flatnonzero(np.isclose(points[:, k], 0.0)) for k in range(3)}
+    assert _free_rigid_motion(points, 3 * on[2] + 2) is not None  # z rollers on z = 0 only
+    rollers = np.concatenate([3 * on[k] + k for k in range(3)])
+    assert _free_rigid_motion(points, rollers) is None
+    assert _free_rigid_motion(points, np.concatenate([3 * on[2] + k for k in range(3)])) is None  # clamped
+    # x rollers on x = 0 and y rollers on y = 0: only the translation along z is left
+    assert _free_rigid_motion(points, np.concatenate([3 * on[0], 3 * on[1] + 1])) == "translation along z"
+    assert _free_rigid_motion(points, np.zeros(0, dtype=np.int64)) == "translation along x"
+
+
 @pytest.mark.parametrize("mesh, extra, message", [
     ("{geometry: box, nx: 8, ny: 4}", PLATE_BOUNDARY, "mesh: geometry box needs the key 'size'"),
     ("{geometry: box, nx: 8, ny: 4, nz: 2, size: [2.0, 1.0]}", PLATE_BOUNDARY, "mesh.nz: a key of the 3D box"),
@@ -375,6 +403,10 @@ def test_plate_with_a_hole_and_a_3d_box_run(tmp_path):
     ("{file: none.msh}", PLATE_BOUNDARY, "mesh.file: no such mesh file"),
     ("{nx: 8, ny: 4}", PLATE_BOUNDARY, "boundary: the plate has its own boundary conditions"),
     ("{geometry: box, nx: 8, ny: 4, size: [2.0, 1.0]}", "", "boundary: geometry box needs imposed displacements"),
+    ("{geometry: box, nx: 8, ny: 4, size: [2.0, 1.0]}",
+     "boundary:\n  - {where: {axis: x, value: 0.0}, displacement: {x: 0.0}}\n"
+     "  - {where: {axis: x, value: 2.0}, displacement: {x: 0.01}}\n",
+     "boundary: the imposed displacements leave the body free to move (translation along y)"),
     ("{geometry: box, nx: 8, ny: 4, size: [2.0, 1.0]}",
      PLATE_BOUNDARY + "  - {where: {axis: x, value: 2.5}, displacement: {y: 0.0}}\n",
      "boundary[3]: the set x = 2.5 selects no node (the mesh spans [0, 2] x [0, 1])"),
@@ -677,6 +709,8 @@ def test_rotation_of_the_plate_enters_its_model():
     ("rotation: {omega: 10.0, axis_point: [0, 0], axis_direction: [0, 0]}",
      "rotation.axis_direction: expected a nonzero direction"),
     ("rotation: {omega: -1.0, axis_point: [0, 0], axis_direction: [1, 0]}", "rotation.omega: must be at least 0"),
+    ("rotation: {omega: 10.0, axis_point: [.nan, 0], axis_direction: [1, 0]}",
+     "rotation.axis_point[0]: expected a finite number (got nan)"),
 ])
 def test_bad_rotation_is_refused(tmp_path, text, message):
     from sciml.config import ConfigError, load_case

@@ -67,6 +67,8 @@ def test_orientation_unused_nodes_and_boundary_entities(tmp_path):
     ([("tetra", [[0, 1, 2, 4]]), ("hexahedron", [list(range(8))])], None, "found tetra"),
     ([("line", [[0, 1]])], None, "no 2D or 3D cells"),
     ([("quad", [[0, 1, 3, 2]])], np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 1.0]]), "lie in a plane"),
+    ([("quad", [[0, 1, 1, 2]])], np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0.0]]),
+     r"1 quad cell\(s\) name a node twice \(degenerate cells\), first: cell 0 with nodes \[0, 1, 1, 2\]"),
 ])
 def test_unsupported_meshes_are_refused(tmp_path, cells, points, message):
     if points is None:

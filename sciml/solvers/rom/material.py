@@ -200,6 +200,28 @@ class ThermoViscoplasticJ2:
             t_ref=293.0,
         )
 
+    def inadmissible(self, T: np.ndarray) -> str | None:
+        """What makes the law meaningless at some of the temperatures ``T`` (any shape): a temperature
+        that is not finite, or outside the range where E > 0, -1 < nu < 1/2, sigma_y >= 0, H >= 0, K > 0
+        and n > 0 (the return mapping's convergence argument needs n > 0); None if all is well."""
+        T = np.asarray(T, dtype=np.float64).reshape(-1)
+        if not np.all(np.isfinite(T)):
+            return f"a temperature that is not a finite number ({T[~np.isfinite(T)][0]})"
+        checks = [("Young's modulus E", self.young, lambda v: v > 0, "> 0"),
+                  ("Poisson's ratio nu", self.poisson, lambda v: (v > -1) & (v < 0.5), "in (-1, 0.5)"),
+                  ("yield stress sigma_y", self.sigma_y, lambda v: v >= 0, ">= 0"),
+                  ("hardening modulus H", self.hardening, lambda v: v >= 0, ">= 0"),
+                  ("Norton stress K", self.norton_k, lambda v: v > 0, "> 0"),
+                  ("Norton exponent n", self.norton_n, lambda v: v > 0, "> 0")]
+        for name, coef, ok, want in checks:
+            with np.errstate(all="ignore"):
+                value = self._eval(coef, T)
+                bad = ~ok(value)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                return f"the {name} is {value[i]:.4g} at T = {T[i]:.6g} K (expected {want})"
+        return None
+
     @staticmethod
     def _eval(coef: Coefficient, T: np.ndarray) -> np.ndarray:
         if callable(coef):
