@@ -14,6 +14,7 @@ without a traceback. Nothing heavy happens here: no tensors, no MPI.
 from __future__ import annotations
 
 import ast
+import copy
 import difflib
 import io
 import math
@@ -522,14 +523,19 @@ def _apply_override(data: CommentedMap, text: str, schema: type[BaseModel]) -> s
         node = node.get(key) if isinstance(node, dict) else None
         if i < len(path) - 1 and node is not None and not isinstance(node, (dict, list)):
             node = None  # a scalar in the file under a key the override goes into: replaced by a mapping
+    # Each block on the path is replaced by a (shallow) copy of itself: a block the file shares through a
+    # YAML anchor (`grid: *ns`) is changed where the override points, not at every alias of it.
     node = data
     for i, key in enumerate(path[:-1]):
         if isinstance(node, list):
+            node[int(key)] = copy.copy(node[int(key)])
             node = node[int(key)]
             continue
         if not isinstance(node.get(key), (dict, list)):
             default = _default_of(schema_types[i], key)
             node[key] = CommentedMap(default) if isinstance(default, dict) else CommentedMap()
+        else:
+            node[key] = copy.copy(node[key])
         node = node[key]
     if isinstance(node, list):
         node[int(path[-1])] = value

@@ -279,3 +279,30 @@ def test_a_problem_of_one_list_item_found_after_parsing_points_at_its_line(tmp_p
     path = write(tmp_path, BOX.replace("{axis: y, value: 1.0}, pressure", "{axis: y, value: 3.0}, pressure"))
     assert problems(path) == [f"{path}:7: boundary[3]: the set y = 3.0 selects no node (the mesh spans [0, 2] x "
                               f"[0, 1])"]
+
+
+def test_an_override_into_a_block_shared_through_an_anchor_changes_that_place_only(tmp_path):
+    """`grid: *g` shares one block: `--set a.grid.n=...` must not change the other places that alias it."""
+    text = """\
+kind: scot
+data:
+  pretrain:
+    - generate: &ns
+        n_trajectories: 4
+        grid: {n: 32, length: 1.0}
+        physics: {viscosity: 4.0e-5}
+        initial_condition: {type: sine_sum}
+        time: {n_frames: 4, frame_dt: 0.5}
+    - generate:
+        <<: *ns
+        seed: 10000
+  train: {generate: {<<: *ns, n_trajectories: 256}}
+  test: {generate: {<<: *ns, n_trajectories: 16}}
+snapshots: {n: 3, stride: 1}
+"""
+    path = write(tmp_path, text)
+    data = load_case(path, ["data.pretrain.0.generate.grid.n=24"]).resolved()["data"]
+    assert [d["generate"]["grid"]["n"] for d in data["pretrain"]] == [24, 32]
+    assert data["train"]["generate"]["grid"]["n"] == data["test"]["generate"]["grid"]["n"] == 32
+    lines = problems(path, ["data.pretrain.1.generate.grid.n=7"])
+    assert len(lines) == 1 and lines[0].startswith("--set data.pretrain.1.generate.grid.n=7: "), lines
