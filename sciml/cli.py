@@ -103,19 +103,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _machine_problems(case: LoadedCase) -> list[str]:
-    """What this machine cannot give the case (checked by run and resume, not by validate: a job
-    is often validated on a login node without the GPUs it will run on)."""
-    if getattr(case.config, "device", None) != "cuda":
-        return []
-    import torch
+    """What this machine and launch cannot give the case (checked by run and resume, not by validate: a
+    job is often validated on a login node without the GPUs and ranks it will run on): a CUDA device,
+    and the case's own checks against the number of processes (``Config.launch_problems(world_size)``,
+    ``(key path, message)`` pairs)."""
+    from sciml.parallel import env_size
 
-    if torch.cuda.is_available():
-        return []
-    from sciml.config import _line_of
+    found: list[tuple[tuple, str]] = []
+    if getattr(case.config, "device", None) == "cuda":
+        import torch
 
-    line = _line_of(case.raw, ("device",)) or 1
-    return [f"{case.source}:{line}: device: cuda was asked for, but torch sees no CUDA device on this machine "
-            "(use device: cpu or auto)"]
+        if not torch.cuda.is_available():
+            found.append((("device",), "cuda was asked for, but torch sees no CUDA device on this machine (use "
+                                       "device: cpu or auto)"))
+    check = getattr(case.config, "launch_problems", None)
+    if check is not None:
+        found += check(env_size())
+    return [f"{case.where(loc)}: {'.'.join(map(str, loc))}: {what}" for loc, what in found]
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:

@@ -483,6 +483,19 @@ class LoadedCase:
         """The fully resolved configuration (defaults filled in), as plain data."""
         return self.config.model_dump(mode="json")
 
+    def where(self, loc: tuple) -> str:
+        """Where the value at key path ``loc`` came from: ``--set ...`` (the last override that set it, or a
+        key inside it), else ``file:line``."""
+        named = tuple(str(k) for k in loc)
+        for ov in reversed(self.overrides):
+            try:
+                path = tuple(parse_override(ov)[0])
+            except ValueError:
+                continue
+            if named[: len(path)] == path or path[: len(named)] == named:
+                return f"--set {_show(ov)}"
+        return f"{self.source}:{_line_of(self.raw, loc) or 1}"
+
 
 def _did_you_mean(key: str, options: Iterable[str]) -> str:
     close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.6)

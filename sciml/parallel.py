@@ -71,15 +71,24 @@ def env_rank() -> int:
     return 0
 
 
-def launched_under_mpi() -> bool:
-    """True when an MPI launcher started this process with more than one rank."""
+def env_size() -> int:
+    """Number of processes the launcher started (MPI or ``torchrun``), from the environment; 1 when none.
+
+    Usable before any communicator exists (the checks of a case against the world size)."""
+    if launched_by_torchrun():
+        return int(os.environ.get("WORLD_SIZE", "1"))
     for var in _SIZE_VARS:
         if var in os.environ:
             try:
-                return int(os.environ[var]) > 1
+                return max(int(os.environ[var]), 1)
             except ValueError:
                 pass
-    return False
+    return 1
+
+
+def launched_under_mpi() -> bool:
+    """True when an MPI launcher started this process with more than one rank."""
+    return not launched_by_torchrun() and env_size() > 1
 
 
 def chunk_ranges(n_items: int, chunk_size: int) -> list[range]:

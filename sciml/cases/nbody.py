@@ -124,6 +124,16 @@ class Config(Schema):
     training: Training = Training()
     output: Output = Output()
 
+    def launch_problems(self, world_size: int) -> list[tuple[tuple, str]]:
+        """Every training batch (the last, partial one included) is shared by the ranks: each needs a sample."""
+        size, last = self.training.batch_size, self.data.n_train % self.training.batch_size
+        smallest = min(size, self.data.n_train) if last == 0 else min(size, last)
+        if smallest >= world_size:
+            return []
+        return [(("training", "batch_size"), f"the smallest training batch ({smallest} of data.n_train = "
+                                             f"{self.data.n_train} in batches of {size}) cannot be shared by "
+                                             f"{world_size} ranks (at least one sample each)")]
+
 
 # --------------------------------------------------------------------------- pieces
 def system_of(cfg: Config):

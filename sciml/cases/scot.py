@@ -46,6 +46,7 @@ weights, optimiser, scheduler and RNG state plus every finished result, so
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -123,6 +124,46 @@ class ModelSpec(Schema):
         return self
 
 
+def checkpoint_config(path: Path):
+    """The :class:`~sciml.solvers.scot.ScOTConfig` of a ``model.checkpoint`` (a ``pretrained.pt`` of a scot
+    run, or a Poseidon folder), read without loading its weights; ValueError says what the file is not."""
+    import pickle
+
+    import torch
+
+    from sciml.solvers.scot.checkpoint import config_from_poseidon
+    from sciml.solvers.scot.model import ScOTConfig
+
+    if path.is_dir():
+        try:
+            config = config_from_poseidon(json.loads((path / "config.json").read_text(encoding="utf-8")))
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path / 'config.json'}: not a Poseidon configuration ({exc})") from None
+        try:
+            from safetensors import safe_open
+
+            with safe_open(path / "model.safetensors", "pt") as fh:
+                fh.keys()
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise ValueError(f"{path / 'model.safetensors'}: not a safetensors file ({exc})") from None
+        return config
+    what = f"{path}: not a pretrained.pt of a scot run"
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":
+            raise ValueError(f"{what} (not a file of torch.save)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError) as exc:
+        raise ValueError(f"{what} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(blob, dict) or not {"config", "model"} <= blob.keys():
+        keys = sorted(blob)[:6] if isinstance(blob, dict) else type(blob).__name__
+        raise ValueError(f"{what} (it holds {keys}; a run's pretrained.pt holds config and model)")
+    try:
+        return ScOTConfig(**blob["config"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} (its config: {exc})") from None
+
+
 class Optim(Schema):
     steps: int = Field(200, ge=0, le=10**7, description="optimiser steps of each training")
     batch_size: int = Field(16, ge=1, le=65536, description="global batch (all ranks)")
@@ -189,9 +230,40 @@ class Config(Schema):
     evaluation: Evaluation = Evaluation()
     output: Output = Output()
 
+    def launch_problems(self, world_size: int) -> list[tuple[tuple, str]]:
+        """Trainings of this run whose global batch cannot be split over ``world_size`` ranks (every rank
+        needs at least one sample of each batch)."""
+        stages = [("finetune", self.finetune)]
+        if self.pretrain.enabled and self.model.checkpoint is None:
+            stages.insert(0, ("pretrain", self.pretrain))
+        if self.baseline.enabled:
+            stages.append(("baseline", self.baseline))
+        return [((name, "batch_size"), f"a global batch of {stage.batch_size} cannot be split over {world_size} "
+                                      f"ranks (at least one sample each)")
+                for name, stage in stages if stage.batch_size < world_size]
+
+    @model_validator(mode="after")
+    def _checkpoint_fits(self) -> "Config":
+        """``model.checkpoint`` is a model of ours or of Poseidon (read without its weights), and runs at the
+        resolution of this case."""
+        if self.model.checkpoint is None:
+            return self
+        path = self.model.checkpoint
+        try:
+            config = checkpoint_config(path)
+            resolution = self.model.config(4 if self.snapshots.four_channels else 2).image_size
+            if config.image_size != resolution:
+                config.check_resolution(resolution, resolution)
+        except ValueError as exc:
+            raise ValueError(f"model.checkpoint: {exc}") from None
+        return self
+
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
         s, ft = self.snapshots, self.finetune
+        if s.stride > s.n - 1:
+            raise ValueError(f"snapshots.stride: expected at most snapshots.n - 1 = {s.n - 1}, or all2all has "
+                             f"the identity pairs only (got {s.stride})")
         if ft.m_star not in ft.m_values:
             raise ValueError(f"finetune.m_star: must be one of finetune.m_values {ft.m_values} (got {ft.m_star})")
         for name in ("finetune", "baseline"):
@@ -480,8 +552,9 @@ class _Study:
             model.load_state_dict(blob["model"])
         if model.config.image_size != self.resolution:
             model.config.check_resolution(self.resolution, self.resolution)
-            self.log(f"note: {path} was trained at {model.config.image_size}², it runs here at the data's "
-                     f"{self.resolution}² (set model.image_size to resample the data instead)")
+            self.log(f"note: {path} was trained at {model.config.image_size}², it runs here at {self.resolution}² "
+                     f"(the model's image_size here, the data resampled to it; model.image_size: "
+                     f"{model.config.image_size} runs it at its own)")
         if blob["config"]["in_channels"] != self.channels:
             model.reset_io(self.channels, self.channels)
             self.log(f"pretrained model {path}: {blob['config']['in_channels']} channels, embedding and recovery "

@@ -121,3 +121,14 @@ def test_two_ranks_train_the_same_network_as_one(tmp_path, reference):
     for key in ("test_mse_gaunt", "test_mse_cg"):
         assert b[key] == pytest.approx(a[key], rel=1e-3), key
     assert "on 2 rank(s)" in (out / "log.txt").read_text()
+
+
+def test_a_training_batch_smaller_than_the_ranks_is_refused_at_start(tmp_path):
+    """24 samples in batches of 7 leave a last batch of 3: 4 ranks cannot share it; known at launch."""
+    out = tmp_path / "run"
+    res = run_sciml("run", str(case(tmp_path)), "--out", str(out), "--set", "training.batch_size=7", ranks=4,
+                    timeout=300)
+    assert res.returncode == 2, res.stderr
+    assert ("--set training.batch_size=7: training.batch_size: the smallest training batch (3 of data.n_train = 24 "
+            "in batches of 7) cannot be shared by 4 ranks" in res.stderr), res.stderr
+    assert not (out / "checkpoints").exists()

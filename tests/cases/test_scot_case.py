@@ -305,3 +305,45 @@ def test_augmenting_data_of_an_anisotropic_distribution_is_rejected(tmp_path):
     res = run_sciml("validate", str(case), "--set", "data.train.generate.initial_condition={type: taylor_green}",
                     "--set", "finetune.augment=false")
     assert res.returncode == 0, res.stderr
+
+
+def test_a_checkpoint_that_is_not_a_model_is_refused_before_any_work(tiny_run, tmp_path):
+    """model.checkpoint is read (without its weights) when the case is validated: a file that is not a
+    pretrained.pt, a run's latest.pt, a Poseidon folder with a broken file, or a model that cannot run at the
+    case's resolution exit 2 naming the key, before any data is generated."""
+    from poseidon_fixture import POSEIDON_TINY, write_poseidon_folder
+
+    base, ref = tiny_run
+    broken = tmp_path / "poseidon"
+    write_poseidon_folder(broken, dict(POSEIDON_TINY, num_channels=4, num_out_channels=4))
+    (broken / "model.safetensors").write_bytes(b"junk")
+    cases = [(str(TINY), "not a pretrained.pt of a scot run (not a file of torch.save)"),
+             (str(ref / "checkpoints" / "latest.pt"), "not a pretrained.pt of a scot run (it holds"),
+             (str(broken), "model.safetensors: not a safetensors file")]
+    for checkpoint, message in cases:
+        res = run_sciml("validate", str(base / "tiny.yaml"), "--set", f"model.checkpoint={checkpoint}")
+        assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert f"--set model.checkpoint={checkpoint}: model.checkpoint: " in res.stderr
+    # our pretrained.pt (2 x 2 patches, 2 levels: sides multiple of 4) where the case's model runs at 6²
+    res = run_sciml("validate", str(base / "tiny.yaml"), "--set", f"model.checkpoint={ref / 'pretrained.pt'}",
+                    "--set", "model.image_size=6", "--set", "model.depths=[1]", "--set", "model.num_heads=[2]",
+                    "--set", "model.window_size=3")
+    assert res.returncode == 2 and "multiples of patch_size * 2**(levels-1) = 4, got 6 x 6" in res.stderr, res.stderr
+
+
+def test_a_global_batch_smaller_than_the_ranks_is_refused_at_start(tiny_run, tmp_path):
+    """Known before any work from the launch: exit 2 naming each training's batch_size (the override here)."""
+    base, _ = tiny_run
+    out = tmp_path / "run"
+    res = run_sciml("run", str(base / "tiny.yaml"), "--out", str(out), "--set", "baseline.batch_size=1", ranks=2,
+                    timeout=300)
+    assert res.returncode == 2, res.stderr
+    assert ("--set baseline.batch_size=1: baseline.batch_size: a global batch of 1 cannot be split over 2 ranks"
+            in res.stderr), res.stderr
+    assert res.stderr.count("cannot be split") == 1 and not (out / "checkpoints").exists()
+
+
+def test_a_snapshot_stride_that_leaves_only_the_identity_is_refused(tiny_run):
+    base, _ = tiny_run
+    res = run_sciml("validate", str(base / "tiny.yaml"), "--set", "snapshots.stride=9")
+    assert res.returncode == 2 and "snapshots.stride: expected at most snapshots.n - 1" in res.stderr, res.stderr
