@@ -179,6 +179,10 @@ class Config(Schema):
                     (("window", "frame_dt"), f"must be a whole multiple of the dataset's frame_dt {frame_dt:g} "
                      f"(data.{name}.path)", w.frame_dt))
                 continue
+            if name == "test" and self.finetune.enabled and self.finetune.order > stride * w.n_out:
+                problems.append((("finetune", "order"), f"must be at most the {stride * w.n_out} frames a "
+                                 f"fine-tuning predicts (window.n_out {w.n_out} x the test set's {stride} stored "
+                                 f"frames per window frame)", self.finetune.order))
             last = (w.start + w.n_in + w.n_out - 1) * stride  # index of the window's last stored frame
             window = f"window.start={w.start}, n_in={w.n_in}, n_out={w.n_out} at stride {stride}"
             if last >= n_stored:
@@ -200,6 +204,10 @@ class Config(Schema):
                      n_traj) if gen is not None else
                     (tuple(needed[0].split(".")), f"must be at most the {n_traj} trajectories of "
                      f"data.{name}.path", needed[1]))
+        if w.n_in == 1 and self.model.input_path == "temporal":
+            problems.append((("window", "n_in"), "the temporal input path needs at least 2 input frames (from one "
+                             "frame its latent field is constant in time and the SFNO can only predict persistence); "
+                             "use model.input_path: frames", w.n_in))
         if self.finetune.enabled and self.finetune.n_trajectories > self.n_test:
             problems.append((("finetune", "n_trajectories"), f"must be at most n_test {self.n_test}",
                              self.finetune.n_trajectories))

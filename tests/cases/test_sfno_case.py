@@ -182,6 +182,23 @@ def test_validation_names_the_problem(tmp_path):
     assert "must be a whole multiple of the dataset's frame_dt" in res.stderr
 
 
+def test_sizes_the_run_cannot_use_are_refused_before_any_work(tmp_path):
+    """A BDF order above the frames a fine-tuning predicts (window.n_out 5 x the test set's stored frames per
+    window frame: 4, or 1 when the test set is stored at the window's spacing), and one input
+    frame on the temporal path (whose latent field would be constant in time: persistence only)."""
+    case = tmp_path / "bad.yaml"
+    case.write_text(TINY.format(cache=tmp_path / "cache"))
+    assert run_sciml("validate", str(case), "--set", "finetune.order=6").returncode == 0  # 6 <= 20: fine
+    res = run_sciml("validate", str(case), "--set", "finetune.order=6",
+                    "--set", "data.test.generate.time.frame_dt=0.2")
+    assert res.returncode == 2 and "finetune.order: must be at most the 5 frames a fine-tuning predicts" in res.stderr
+    res = run_sciml("validate", str(case), "--set", "window.n_in=1")
+    assert res.returncode == 2 and ("--set window.n_in=1: window.n_in: the temporal input path needs at least 2 "
+                                    "input frames") in res.stderr
+    assert run_sciml("validate", str(case), "--set", "window.n_in=1", "--set", "model.input_path=frames"
+                     ).returncode == 0
+
+
 ON_PATHS = """\
 kind: sfno
 n_test: 4
