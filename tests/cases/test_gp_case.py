@@ -351,3 +351,25 @@ def test_advection_fits_are_judged_by_their_estimate_along_the_characteristics(t
     good = gp_pde.run(load_case(path).config, Run(tmp_path / "long"))
     assert "retry" not in good and "correction" not in good and good["error_estimate"] < 1e-3
     assert good["relative_l2"] / 1.5 < good["error_estimate"] < 1.5 * good["relative_l2"], good
+
+
+def test_final_solve_raises_a_jitter_the_kernels_cannot_be_factored_with(tmp_path):
+    """y**2 fitted by Student-t components that all became near-constant in y: the Gram matrix has no
+    Cholesky factor at the lowered final jitter (3e-10 of the kernel scale); the final solve raises it
+    (at most to the fit's) instead of failing a run whose fit was good."""
+    path = tmp_path / "smooth.yaml"
+    path.write_text("""\
+kind: gp_pde
+seed: 0
+problem: {equation: poisson, domain: [[0, 1], [0, 1]], solution: y**2}
+n_points: [30, 30]
+kernel: {family: student_t, n_components: 20, jitter: 1.0e-6, init: spectrum}
+optimiser: {adam: {steps: 0}, lbfgs: {iterations: 40, rounds: 1}}
+output: {plots: false, paraview: false}
+""")
+    out = tmp_path / "run"
+    res = run_sciml("run", str(path), "--out", str(out), timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["relative_l2"] < 1e-3
+    assert metrics["final_jitter"] <= 1e-6  # never above the fit's

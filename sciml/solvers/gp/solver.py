@@ -668,7 +668,9 @@ class GPPDESolver(nn.Module):
         :math:`\varepsilon` the jitter of the fit: kernels whose weights grew, 1D ``sin(500x) - 2(x -
         0.5)^2`` to a scale of ~1.9e3, keep theirs instead of a raised one) and
         :attr:`u` to the minimiser of :math:`\mathcal J` for the current kernels at that
-        jitter; :meth:`predict` then uses the same jitter. Meant for the end of a fit:
+        jitter; :meth:`predict` then uses the same jitter. Where the kernels' Gram matrices have no
+        Cholesky factor at that jitter it is raised tenfold until they do (at most to the fit's
+        jitter). Meant for the end of a fit:
         the jitter conditions the U problem during the optimisation, and once the weights
         have shrunk (2D Poisson ``sin(100x) sin(100y)`` at 300²: to 0.017-0.05) the fixed
         absolute jitter is a sizeable part of the kernel and sets the error
@@ -676,13 +678,26 @@ class GPPDESolver(nn.Module):
         solve of U alone (the U updates inside a fit stop early).
         """
         self._reset_cg_choice()
+        fit_jitter = self.jitter
         if relative_jitter is not None:
             if not 0.0 < relative_jitter < 1.0:
                 raise ValueError(f"relative_jitter must be in (0, 1) (got {relative_jitter})")
             with torch.no_grad():
                 scale = min(float(k.weight.sum()) for k in self.kernels)
             self.jitter = min(self.jitter, relative_jitter * scale)
-        return self.solve_u(cg_tol=cg_tol, cg_max_iter=cg_max_iter)
+        u0 = self.u.detach().clone()
+        while True:
+            try:
+                return self.solve_u(cg_tol=cg_tol, cg_max_iter=cg_max_iter)
+            except (NotPositiveDefiniteError, FloatingPointError):
+                # the lowered jitter is below what these kernels' Gram matrices can be factored with (a
+                # smooth solution fitted by near-degenerate components): raise it tenfold, at most back
+                # to the fit's, where the U problem was solved throughout the fit
+                if self.jitter >= fit_jitter:
+                    raise
+                self.jitter = min(10.0 * self.jitter, fit_jitter)
+                with torch.no_grad():
+                    self.u.copy_(u0)
 
     @torch.no_grad()
     def _solve_u(
