@@ -63,6 +63,8 @@ _VARIABLES = {"poisson": ("x", "y", "z"), "allen_cahn": ("x", "y", "z"), "advect
 _WEIGHT_SHARE = 0.01  # components counted by the test-grid rule: >= 1 % of the axis' kernel weight
 _RETRY_LENGTHSCALE = 1.0  # kernel.retry_above: the refit's bound on the length scales, in axis lengths
 _RETRY_ABOVE = 1e-3  # kernel.retry_above: auto
+_MAX_POINTS_AXIS = 20000  # n_points per axis: one dense (n, n) kernel factor per axis
+_MAX_POINTS = 2**24  # n_points in all: the length of U (256³)
 
 
 # --------------------------------------------------------------------------- schema
@@ -80,6 +82,9 @@ class Problem(Schema):
         for a, b in value:
             if not a < b:
                 raise ValueError(f"each interval must have a < b (got [{a:g}, {b:g}])")
+            if max(abs(a), abs(b)) > 1e12 or b - a < 1e-9 * max(1.0, abs(a), abs(b)):
+                raise ValueError(f"each interval must have a length float64 resolves, between 1e-9 of its "
+                                 f"magnitude and 1e12 (got [{a:g}, {b:g}])")
         return value
 
     @field_validator("solution")
@@ -212,7 +217,7 @@ class Output(Schema):
 
 class Config(Schema):
     kind: Literal["gp_pde"]
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
     problem: Problem
     n_points: list[int] = Field(..., min_length=1, max_length=3, description="grid points per axis, boundary included")
     kernel: Kernel = Kernel()
@@ -230,14 +235,39 @@ class Config(Schema):
     def _enough(cls, value: list[int]) -> list[int]:
         if min(value) < 3:
             raise ValueError(f"expected at least 3 points per axis (got {value})")
+        if max(value) > _MAX_POINTS_AXIS or math.prod(value) > _MAX_POINTS:
+            raise ValueError(f"expected at most {_MAX_POINTS_AXIS} points per axis and {_MAX_POINTS} in all (a "
+                             f"dense {_MAX_POINTS_AXIS}² factor per axis is 3.2 GB) (got {value})")
         return value
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
         if len(self.n_points) != len(self.problem.domain):
             raise ValueError(
-                f"n_points has {len(self.n_points)} entries for a domain of {len(self.problem.domain)} intervals"
+                f"n_points: has {len(self.n_points)} entries for a domain of {len(self.problem.domain)} intervals"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _finite_on_the_grids(self) -> "Config":
+        """The solution and the source derived from it are finite at the collocation points and at the
+        cells' centres (a singularity between grid points would make every error measure NaN)."""
+        import torch
+
+        try:
+            problem = build_problem(self)
+        except RecursionError:
+            raise ValueError("problem.solution: too deeply nested to differentiate") from None
+        axes = [torch.linspace(float(a), float(b), n, dtype=torch.float64)
+                for (a, b), n in zip(self.problem.domain, self.n_points)]
+        centres = [0.5 * (x[1:] + x[:-1]) for x in axes]
+        for name, grid in (("the grid points", axes), ("the cells' centres", centres)):
+            coords = torch.meshgrid(*grid, indexing="ij")
+            for what, value in (("solution", problem.exact(*coords)), ("source", problem.source(*coords))):
+                bad = ~torch.isfinite(value)
+                if bool(bad.any()):
+                    where = ", ".join(f"{c[bad][0].item():.6g}" for c in coords)
+                    raise ValueError(f"problem.solution: the {what} is not finite at ({where}), one of {name}")
         return self
 
 

@@ -126,7 +126,7 @@ class Output(Schema):
 
 class Config(Schema):
     kind: Literal["navier_stokes"]
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
     n_trajectories: int = Field(1, ge=1, le=1_000_000)
     chunk_size: int = Field(8, ge=1, description="trajectories stepped together; fixed, independent of ranks")
     dtype: Literal["float32", "float64"] = "float64"
@@ -136,6 +136,26 @@ class Config(Schema):
     initial_condition: InitialCondition = Field(..., description="initial vorticity")
     time: Time
     output: Output = Output()
+
+    @model_validator(mode="after")
+    def _resolved_wavenumbers(self) -> "Config":
+        """Wavenumbers of the start and the forcing that the grid keeps: the 2/3 rule keeps |m| < n/3 (a
+        higher one would be zero, or aliased, and the run meaningless)."""
+        n = self.grid.n
+        top = math.ceil(n / 3) - 1
+        ic, f = self.initial_condition, self.physics.forcing
+        asked = []
+        if ic.type == "taylor_green":
+            asked.append(("initial_condition.k", ic.k))
+        elif ic.type == "sine_sum":
+            asked.append(("initial_condition.max_wavenumber", ic.max_wavenumber))
+        if f.type == "kolmogorov":
+            asked.append(("physics.forcing.k", f.k))
+        for key, k in asked:
+            if k > top:
+                raise ValueError(f"{key}: must be at most {top}, the largest wavenumber a grid of n = {n} keeps "
+                                 f"(2/3 rule: |m| < n/3) (got {k:g})")
+        return self
 
     @model_validator(mode="after")
     def _shown_from_the_first_chunk(self) -> "Config":

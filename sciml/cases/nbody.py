@@ -103,7 +103,7 @@ class Training(Schema):
     weight_decay: NumberExpr = Field(1e-8, ge=0)
     scheduler: Literal["cosine", "constant"] = "cosine"
     grad_clip: Optional[NumberExpr] = Field(None, gt=0, description="max gradient norm; null: none")
-    seed: int = Field(0, ge=0, description="initial weights and batch order")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="initial weights and batch order")
     eval_every: int = Field(1, ge=1, description="epochs between validations (and the last one)")
     eval_batch_size: int = Field(500, ge=1)
 
@@ -114,7 +114,7 @@ class Output(Schema):
 
 class Config(Schema):
     kind: Literal["nbody"]
-    seed: int = Field(0, ge=0, description="data seed (per-trajectory seeds derive from it)")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="data seed (per-trajectory seeds derive from it)")
     dtype: Literal["float32", "float64"] = "float32"
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     threads: Optional[int] = Field(None, ge=1, le=1024,

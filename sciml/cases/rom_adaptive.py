@@ -462,7 +462,8 @@ class Output(Schema):
 
 class Config(Schema):
     kind: Literal["rom_adaptive"]
-    seed: int = Field(0, ge=0, description="unused (the case is deterministic); kept for the run record")
+    seed: int = Field(0, ge=0, le=2**63 - 1,
+                      description="unused (the case is deterministic); kept for the run record")
     mesh: Mesh = Mesh()
     loading: Loading = Loading()
     training: Temperature = Field(Temperature(centre=(0.5, 0.5), peak=700.0),

@@ -217,7 +217,7 @@ class Output(Schema):
 
 class Config(Schema):
     kind: Literal["scot"]
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     n_test: int = Field(16, ge=1, description="test trajectories evaluated (the first ones)")
     n_validation: int = Field(16, ge=1, description="validation trajectories (the first ones of data.validation)")

@@ -145,7 +145,7 @@ class Output(Schema):
 
 class Config(Schema):
     kind: Literal["sfno"]
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="where training and fine-tuning run")
     n_test: int = Field(16, ge=1, description="test trajectories evaluated (the first ones)")
     data: Data

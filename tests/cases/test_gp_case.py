@@ -82,7 +82,12 @@ def test_bad_expression_exits_2_with_file_line_and_key(tmp_path):
     "edit, where",
     [
         (lambda t: t.replace("solution: sin(2*x)", "solution: sin(2*y)"), "problem.solution"),
-        (lambda t: t.replace("n_points: [30]", "n_points: [30, 30]"), "(top level)"),
+        (lambda t: t.replace("n_points: [30]", "n_points: [30, 30]"), "n_points"),
+        (lambda t: t.replace("n_points: [30]", "n_points: [200000]"), "n_points"),
+        (lambda t: t.replace("solution: sin(2*x)", "solution: 1/(x - 1.5)"), "problem.solution"),
+        (lambda t: t.replace("solution: sin(2*x)", "solution: " + "sin(" * 150 + "x" + ")" * 150),
+         "problem.solution"),
+        (lambda t: t.replace("seed: 1", "seed: 18446744073709551616"), "seed"),
         (lambda t: t.replace("equation: poisson", "equation: poisson\n  beta: 3"), "problem.beta"),
         (lambda t: t.replace("optimiser:", "optimiser:\n  u_tol: 0"), "optimiser.u_tol"),
         (lambda t: t.replace("rounds: 2", "rounds: 2, trust: wide"), "optimiser.lbfgs.trust"),
@@ -94,6 +99,8 @@ def test_bad_expression_exits_2_with_file_line_and_key(tmp_path):
     ],
 )
 def test_inconsistent_configs_are_config_errors(tmp_path, edit, where):
+    """Each names its key; a solution that is singular between the grid points (1/(x - 1.5) on 30 points of [0, 3]:
+    at a cell centre), too deep to differentiate, or a grid too large to hold are input errors too."""
     path = tmp_path / "case.yaml"
     path.write_text(edit(TINY.format(solution="sin(2*x)")))
     with pytest.raises(ConfigError) as err:
