@@ -87,6 +87,12 @@ class Problem(Schema):
                                  f"magnitude and 1e12 (got [{a:g}, {b:g}])")
         return value
 
+    @field_validator("solution", mode="before")
+    @classmethod
+    def _number_is_an_expression(cls, value: Any) -> Any:
+        """``solution: 1`` (a YAML number) is the expression ``1``."""
+        return repr(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
     @field_validator("solution")
     @classmethod
     def _parsable(cls, value: str, info: ValidationInfo) -> str:

@@ -384,7 +384,11 @@ def write_dataset(path: Path, cfg: Config, data: dict) -> None:
             h5.attrs["domain_length"] = cfg.grid.length
             h5.attrs["frame_dt"] = cfg.time.frame_dt
             h5.attrs["warmup"] = cfg.time.warmup
-            h5.attrs["dt"] = cfg.time.dt if cfg.time.dt is not None else cfg.time.frame_dt / int(data["n_substeps"].max())
+            # the step taken: frame_dt over the steps of a frame interval (a fixed dt is rounded down to divide
+            # frame_dt; the CFL step varies, and this is the smallest)
+            h5.attrs["dt"] = cfg.time.frame_dt / int(data["n_substeps"].max())
+            if cfg.time.dt is not None:
+                h5.attrs["dt_requested"] = cfg.time.dt
             h5.attrs["dt_mode"] = "fixed" if cfg.time.dt is not None else f"cfl={cfg.time.cfl} per frame interval"
             h5.attrs["forcing"] = _forcing_text(cfg)
             h5.attrs["initial_condition"] = json.dumps(cfg.initial_condition.model_dump())

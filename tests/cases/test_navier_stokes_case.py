@@ -212,3 +212,14 @@ def test_wavenumbers_the_grid_does_not_keep_are_refused(tmp_path, overrides, mes
     res = run_sciml("validate", str(path), *[a for o in overrides for a in ("--set", o)])
     assert res.returncode == 2 and message in res.stderr, res.stderr
     assert run_sciml("validate", str(path), "--set", "initial_condition={type: taylor_green, k: 2}").returncode == 0
+
+
+def test_the_dataset_records_the_step_taken(tmp_path):
+    """A fixed dt of 0.03 in frames 0.1 apart is taken as 4 steps of 0.025: the file says 0.025 (and what
+    was asked for)."""
+    out = tmp_path / "run"
+    res = run_sciml("run", str(case(tmp_path, n_traj=1, frames=2, dt=", dt: 0.03")), "--out", str(out),
+                    "--set", "output.plots=false")
+    assert res.returncode == 0, res.stderr
+    _, attrs = read_dataset(out)
+    assert attrs["dt"] == pytest.approx(0.025, rel=1e-12) and attrs["dt_requested"] == 0.03
