@@ -204,13 +204,24 @@ def read_trajectories(path: str | Path, *, dtype=None, indices=None) -> Trajecto
 
 
 def check_isotropic(source: DataSource, key: str, where: str) -> None:
-    """Reject augmentation (setting ``key``) of a generated dataset (``where`` in the case) whose initial
-    conditions are not in :data:`ISOTROPIC_INITIAL_CONDITIONS`; a ``path`` dataset is checked when read
-    (:func:`training_symmetries`)."""
-    ic = None if source.generate is None else source.generate.initial_condition.type
-    if ic is not None and ic not in ISOTROPIC_INITIAL_CONDITIONS:
+    """Reject augmentation (setting ``key``) of a dataset (``where`` in the case) whose initial conditions
+    are not in :data:`ISOTROPIC_INITIAL_CONDITIONS`: from the configuration of a generated one, from the
+    header of a ``path`` one (its ``initial_condition`` attribute; a file that does not say is checked
+    again when read, :func:`training_symmetries`)."""
+    if source.generate is not None:
+        ic, named = source.generate.initial_condition.type, f"{where}.generate.initial_condition.type"
+    else:
+        import h5py
+
+        try:
+            with h5py.File(source.path, "r") as h5:
+                ic = json.loads(str(h5.attrs["initial_condition"]))["type"]
+        except (OSError, KeyError, ValueError, TypeError):
+            return
+        named = f"the initial_condition of {where}.path {Path(source.path).name}"
+    if ic not in ISOTROPIC_INITIAL_CONDITIONS:
         raise ValueError(f"{key}: needs isotropic initial conditions ({', '.join(ISOTROPIC_INITIAL_CONDITIONS)}), "
-                         f"{where}.generate.initial_condition.type is {ic!r}")
+                         f"{named} is {ic!r}")
 
 
 def equation_from_attrs(attrs: dict, n: int, dtype, device=None):

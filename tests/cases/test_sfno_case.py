@@ -275,6 +275,21 @@ def test_augmentation_needs_isotropic_initial_conditions(tmp_path):
     assert run_sciml("validate", str(case), "--set", "training.augment=false").returncode == 0
 
 
+def test_augmentation_of_a_dataset_file_reads_its_initial_conditions_from_the_header(tmp_path):
+    import h5py
+
+    train = fake_dataset(tmp_path / "train.h5", 8, 12, 32, 0.2)
+    with h5py.File(train, "a") as h5:
+        h5.attrs["initial_condition"] = json.dumps({"type": "taylor_green", "k": 1})
+    case = tmp_path / "case.yaml"
+    case.write_text(ON_PATHS.format(train=train, test=fake_dataset(tmp_path / "test.h5", 4, 12, 32, 0.2), n_ft=1)
+                    + "  enabled: false\n")
+    res = run_sciml("validate", str(case), "--set", "training.augment=true")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert "training.augment: needs isotropic initial conditions" in res.stderr and "train.h5" in res.stderr
+    assert run_sciml("validate", str(case)).returncode == 0, res.stderr
+
+
 def test_output_modes_and_init_accept_their_words_and_reject_others(tmp_path):
     from sciml.cases.sfno import Model, output_modes_of
 
