@@ -7,6 +7,7 @@ rank), 2 invalid input (one line per problem on stderr, no traceback, nothing ru
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -122,6 +123,38 @@ def _machine_problems(case: LoadedCase) -> list[str]:
     return [f"{case.where(loc)}: {'.'.join(map(str, loc))}: {what}" for loc, what in found]
 
 
+#: Blocks that may change between the processes of one run (what is written and where it runs, not what
+#: is computed).
+_FREE_ON_RESUME = ("output", "device", "threads")
+_STARTED = ".config_started.json"
+
+
+def _changed_since_start(case: LoadedCase, out: Path) -> list[str]:
+    """Keys of the resolved configuration that differ from the one the run's checkpoints were written
+    with (``DIR/.config_started.json``): a resumed run would mix two configurations. Nothing when the
+    run has no checkpoint yet (it starts over) or the record is missing (an older run)."""
+    record = out / _STARTED
+    if not (out / "checkpoints" / "latest.pt").is_file() or not record.is_file():
+        return []
+    try:
+        started = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+
+    def flat(tree, prefix=()):
+        if isinstance(tree, dict):
+            for k, v in tree.items():
+                yield from flat(v, prefix + (str(k),))
+        else:
+            yield prefix, tree
+
+    now, then = dict(flat(json.loads(json.dumps(case.resolved())))), dict(flat(started))
+    changed = sorted(k for k in set(now) | set(then) if k[0] not in _FREE_ON_RESUME and now.get(k) != then.get(k))
+    return [f"{case.source}: {'.'.join(k)}: changed since the run started ({then.get(k)!r} -> {now.get(k)!r}); "
+            "`sciml resume` continues the same run: restore it, or start a new run with `sciml run`"
+            for k in changed]
+
+
 def _cmd_resume(args: argparse.Namespace) -> int:
     folder = Path(args.dir)
     cfg = folder / "config.yaml"
@@ -136,7 +169,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None) -> int:
     """Run a validated case on every rank; abort the whole job if any rank fails."""
-    problems = _machine_problems(case)
+    problems = _machine_problems(case) + (_changed_since_start(case, out) if resume else [])
     if problems:
         return _report_invalid(ConfigError(problems))
     from sciml import registry
@@ -163,6 +196,10 @@ def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None
     seed = getattr(case.config, "seed", None)
     try:
         run.write_config(case.resolved(), case_text, case.overrides)
+        if comm.is_root and (not resume or not (out / "checkpoints" / "latest.pt").is_file()):
+            from sciml.runs import atomic_write_text
+
+            atomic_write_text(out / _STARTED, json.dumps(case.resolved()))
         run.write_provenance(seed=seed, kind=case.kind, status="running")
         run.log(f"sciml {__version__}: {'resuming' if resume else 'running'} '{case.kind}' case "
                 f"{case.source} in {out} on {comm.size} rank(s)")

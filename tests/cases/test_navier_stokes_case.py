@@ -223,3 +223,19 @@ def test_the_dataset_records_the_step_taken(tmp_path):
     assert res.returncode == 0, res.stderr
     _, attrs = read_dataset(out)
     assert attrs["dt"] == pytest.approx(0.025, rel=1e-12) and attrs["dt_requested"] == 0.03
+
+
+def test_resume_refuses_a_configuration_changed_since_the_run_started(tmp_path):
+    """Editing config.yaml between the processes of a run would mix two runs in one folder: refused with
+    the keys that changed (exit 2); what is written (output.*) may change."""
+    out = tmp_path / "run"
+    assert run_sciml("run", str(case(tmp_path, n_traj=1, frames=2)), "--out", str(out)).returncode == 0
+    config = out / "config.yaml"
+    original = config.read_text()
+    config.write_text(original.replace("viscosity: 0.001", "viscosity: 0.002"))
+    res = run_sciml("resume", str(out))
+    assert res.returncode == 2, res.stderr
+    assert "physics.viscosity: changed since the run started (0.001 -> 0.002)" in res.stderr, res.stderr
+    config.write_text(original.replace("plots: true", "plots: false"))
+    res = run_sciml("resume", str(out))
+    assert res.returncode == 0, res.stderr
