@@ -211,7 +211,8 @@ def read_yaml(text: str, source: str) -> Any:
         return _yaml().load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else "?"
+        # a mark at the end of the text (an unclosed quote or bracket) is one past its last line
+        line = min(mark.line + 1, max(len(text.splitlines()), 1)) if mark is not None else "?"
         what = exc.problem or exc.context or "invalid YAML"
         raise ConfigError([f"{source}:{line}: {_show(what.strip())}"]) from None
     except YAMLError as exc:

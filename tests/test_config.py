@@ -78,6 +78,9 @@ def test_unknown_kind_lists_valid_ones(tmp_path):
 def test_malformed_yaml_has_line(tmp_path):
     lines = problems(write(tmp_path, "kind: navier_stokes\ngrid: [1,\n"))
     assert re.match(rf"{re.escape(str(tmp_path / 'case.yaml'))}:\d+: ", lines[0])
+    # a text cut off inside a quote is reported at its last line, not one past it
+    lines = problems(write(tmp_path, 'kind: navier_stokes\ntime: {frame_dt: "0.1}\n'))
+    assert lines[0].startswith(f"{tmp_path / 'case.yaml'}:2: "), lines
 
 
 def test_missing_file(tmp_path):
