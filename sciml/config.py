@@ -635,15 +635,29 @@ def load_case(path: str | Path, overrides: Iterable[str] = (), *, text: str | No
         else:
             overridden[tuple(parse_override(ov)[0])] = ov
 
+    grouped: dict[str, list[str]] = {}  # "file:line: key" -> what (one line per key: union members' errors join)
+
     def report(loc: tuple, where: str, what: str) -> None:
         # the override that set this value, or set a key inside the value the error is about
         named = tuple(str(k) for k in loc)  # list indices as the override writes them
         origin = next((ov for p, ov in overridden.items()
                        if named[: len(p)] == p or (named and p[: len(named)] == named)), None)
-        if origin is not None:
-            problems.append(f"--set {_show(origin)}: {where}: {what}")
-        else:
-            problems.append(f"{source}:{_line_of(data, loc) or 1}: {where}: {what}")
+        head = f"--set {_show(origin)}: {where}" if origin is not None else \
+            f"{source}:{_line_of(data, loc) or 1}: {where}"
+        if head not in grouped:
+            grouped[head] = []
+        if what not in grouped[head]:
+            grouped[head].append(what)
+
+    def flush() -> None:
+        for head, whats in grouped.items():
+            got = {w[w.rfind(" (got "):] for w in whats if w.endswith(")") and " (got " in w}
+            if len(whats) > 1 and len(got) == 1:  # the same value refused by each member of a union
+                suffix = got.pop()
+                whats = [w.removesuffix(suffix) for w in whats]
+                problems.append(f"{head}: {', or '.join(whats)}{suffix}")
+            else:
+                problems.extend(f"{head}: {w}" for w in whats)
 
     flagged = set(_bools_for_numbers(schema, data))
     for loc in sorted(flagged, key=str):
@@ -682,7 +696,9 @@ def load_case(path: str | Path, overrides: Iterable[str] = (), *, text: str | No
             elif err.get("type") != "missing" and "input" in err and not cross and "(got " not in what:
                 what += f" (got {_fmt_value(value)})"
             report(loc, where, what)
+        flush()
         raise ConfigError(problems) from None
+    flush()
     if problems:
         raise ConfigError(problems)
     return LoadedCase(config=config, kind=kind, source=source, raw=data, overrides=overrides)

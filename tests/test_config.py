@@ -309,3 +309,10 @@ snapshots: {n: 3, stride: 1}
     assert data["train"]["generate"]["grid"]["n"] == data["test"]["generate"]["grid"]["n"] == 32
     lines = problems(path, ["data.pretrain.1.generate.grid.n=7"])
     assert len(lines) == 1 and lines[0].startswith("--set data.pretrain.1.generate.grid.n=7: "), lines
+
+
+def test_a_value_every_member_of_a_union_refuses_is_one_line():
+    """`retry_above: auto | number > 0` given -1: one line naming both forms, not one per member."""
+    lines = problems(CASES / "gp_poisson_1d_sin100.yaml", ["kernel.retry_above=-1"])
+    assert lines == ["--set kernel.retry_above=-1: kernel.retry_above: must be greater than 0.0, or expected one "
+                     "of auto (got -1)"]
