@@ -77,7 +77,8 @@ def env_size() -> int:
     Usable before any communicator exists (the checks of a case against the world size)."""
     if launched_by_torchrun():
         return int(os.environ.get("WORLD_SIZE", "1"))
-    for var in _SIZE_VARS:
+    # SLURM_NTASKS is the allocation's size, also in a batch script's serial process: only a launched step
+    for var in tuple(v for v in _SIZE_VARS if v != "SLURM_NTASKS") + ("SLURM_STEP_NUM_TASKS",):
         if var in os.environ:
             try:
                 return max(int(os.environ[var]), 1)
@@ -88,7 +89,13 @@ def env_size() -> int:
 
 def launched_under_mpi() -> bool:
     """True when an MPI launcher started this process with more than one rank."""
-    return not launched_by_torchrun() and env_size() > 1
+    for var in _SIZE_VARS:
+        if var in os.environ:
+            try:
+                return int(os.environ[var]) > 1
+            except ValueError:
+                pass
+    return False
 
 
 def chunk_ranges(n_items: int, chunk_size: int) -> list[range]:

@@ -101,3 +101,20 @@ def test_exception_on_one_rank_aborts_the_job(tmp_path):
                          capture_output=True, text=True, timeout=90, env=env)
     assert out.returncode != 0
     assert "rank 1: RuntimeError: boom on purpose" in out.stderr
+
+
+def test_the_launch_size_is_the_launched_step_not_the_allocation(monkeypatch):
+    """A serial process inside a SLURM allocation of 4 tasks (SLURM_NTASKS) is one process; under srun
+    (SLURM_STEP_NUM_TASKS) or mpiexec (OMPI_COMM_WORLD_SIZE) it is one of N."""
+    from sciml.parallel import env_size
+
+    for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS", "MV2_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS",
+                "WORLD_SIZE", "TORCHELASTIC_RUN_ID", "LOCAL_RANK", "RANK"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    assert env_size() == 1
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
+    assert env_size() == 4
+    monkeypatch.delenv("SLURM_STEP_NUM_TASKS")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    assert env_size() == 2

@@ -83,8 +83,8 @@ class Problem(Schema):
             if not a < b:
                 raise ValueError(f"each interval must have a < b (got [{a:g}, {b:g}])")
             if max(abs(a), abs(b)) > 1e12 or b - a < 1e-9 * max(1.0, abs(a), abs(b)):
-                raise ValueError(f"each interval must have a length float64 resolves, between 1e-9 of its "
-                                 f"magnitude and 1e12 (got [{a:g}, {b:g}])")
+                raise ValueError(f"each interval must lie within [-1e12, 1e12] and be at least 1e-9 long (and "
+                                 f"1e-9 of its end points' magnitude) (got [{a:g}, {b:g}])")
         return value
 
     @field_validator("solution", mode="before")

@@ -139,22 +139,21 @@ class Config(Schema):
 
     @model_validator(mode="after")
     def _resolved_wavenumbers(self) -> "Config":
-        """Wavenumbers of the start and the forcing that the grid keeps: the 2/3 rule keeps |m| < n/3 (a
-        higher one would be zero, or aliased, and the run meaningless)."""
+        """Wavenumbers the grid can hold: a start below the Nyquist wavenumber n/2 (the state keeps every
+        mode; above it the start is zero or aliased), a forcing below n/3 (the 2/3 rule masks it)."""
         n = self.grid.n
-        top = math.ceil(n / 3) - 1
         ic, f = self.initial_condition, self.physics.forcing
         asked = []
         if ic.type == "taylor_green":
-            asked.append(("initial_condition.k", ic.k))
+            asked.append(("initial_condition.k", ic.k, math.ceil(n / 2) - 1, "the Nyquist wavenumber n/2"))
         elif ic.type == "sine_sum":
-            asked.append(("initial_condition.max_wavenumber", ic.max_wavenumber))
+            asked.append(("initial_condition.max_wavenumber", ic.max_wavenumber, math.ceil(n / 2) - 1,
+                          "the Nyquist wavenumber n/2"))
         if f.type == "kolmogorov":
-            asked.append(("physics.forcing.k", f.k))
-        for key, k in asked:
+            asked.append(("physics.forcing.k", f.k, math.ceil(n / 3) - 1, "n/3 (the 2/3 rule masks the forcing)"))
+        for key, k, top, why in asked:
             if k > top:
-                raise ValueError(f"{key}: must be at most {top}, the largest wavenumber a grid of n = {n} keeps "
-                                 f"(2/3 rule: |m| < n/3) (got {k:g})")
+                raise ValueError(f"{key}: must be at most {top}, below {why} on a grid of n = {n} (got {k:g})")
         return self
 
     @model_validator(mode="after")

@@ -568,8 +568,9 @@ class Config(Schema):
 
     @model_validator(mode="after")
     def _temperatures_admissible(self) -> "Config":
-        """Each temperature field is finite at the mesh nodes at every step (and t = 0), and inside the
-        range where the material law is defined (:meth:`ThermoViscoplasticJ2.inadmissible`)."""
+        """Each temperature field is finite at the integration points (the nodes, for a table: the values in
+        between are their convex combinations) at every step (and t = 0), and inside the range where the
+        material law is defined (:meth:`ThermoViscoplasticJ2.inadmissible`)."""
         from sciml.solvers.rom import ThermoViscoplasticJ2
 
         law = ThermoViscoplasticJ2.academic()
@@ -582,7 +583,7 @@ class Config(Schema):
                 if problem:
                     raise ValueError(f"{name}.path: {temperature.path.name} gives {problem}")
                 continue
-            points = self.node_points() if points is None else points
+            points = self.integration_points() if points is None else points
             field = _temperature_field(self, temperature, None)
             for t in times:
                 try:
@@ -600,14 +601,24 @@ class Config(Schema):
 
     def node_points(self) -> np.ndarray:
         """Coordinates ``(n_nodes, dim)`` of the mesh's nodes, in the numbering of the HF model."""
+        return self._mesh()[0]
+
+    def _mesh(self) -> tuple[np.ndarray, np.ndarray, str]:
+        """Points, cells and cell kind of the HF model's mesh."""
         from sciml.meshes import blade_mesh, box_mesh_2d
 
         m = self.mesh
         if m.geometry == "plate":
-            return box_mesh_2d(*m.cells(), 2.0, 1.0)[0]
+            return (*box_mesh_2d(*m.cells(), 2.0, 1.0), "quad")
         if m.geometry == "blade":
-            return blade_mesh(*m.cells(), **(self.blade or Blade()).shape())[0]
-        return m.build()[0]
+            return (*blade_mesh(*m.cells(), **(self.blade or Blade()).shape()), "hexahedron")
+        return m.build()
+
+    def integration_points(self) -> np.ndarray:
+        """Coordinates ``(n_qp, dim)`` of the HF model's integration points (where it evaluates temperatures)."""
+        from sciml.solvers.rom.fem import Discretisation
+
+        return Discretisation(*self._mesh()).qp_coords
 
     def pressures(self, points: np.ndarray, cells: np.ndarray, kind: str) -> list[tuple[np.ndarray, float, int]]:
         """The boundary faces (outward, :func:`sciml.meshes.boundary_faces`), pressure and load group of

@@ -200,18 +200,18 @@ def test_dataset_bitwise_identical_on_1_and_2_ranks(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["initial_condition={type: taylor_green, k: 3}"], "initial_condition.k: must be at most 2, the largest "
-                                                        "wavenumber a grid of n = 8 keeps"),
-    (["physics.forcing={type: kolmogorov, k: 3}"], "physics.forcing.k: must be at most 2"),
+    (["initial_condition={type: taylor_green, k: 4}"], "initial_condition.k: must be at most 3, below the Nyquist "
+                                                        "wavenumber n/2 on a grid of n = 8"),
+    (["physics.forcing={type: kolmogorov, k: 3}"], "physics.forcing.k: must be at most 2, below n/3"),
     (["initial_condition={type: sine_sum, max_wavenumber: 5}"], "initial_condition.max_wavenumber: must be at "
-                                                                "most 2"),
+                                                                "most 3"),
 ])
 def test_wavenumbers_the_grid_does_not_keep_are_refused(tmp_path, overrides, message):
-    """The 2/3 rule keeps |m| < n/3: at n = 8 a start or forcing at wavenumber 3 would be masked to zero."""
+    """At n = 8 a start at wavenumber 4 (Nyquist) is zero or aliased, a forcing at 3 is masked by the 2/3 rule."""
     path = case(tmp_path, n=8)
     res = run_sciml("validate", str(path), *[a for o in overrides for a in ("--set", o)])
     assert res.returncode == 2 and message in res.stderr, res.stderr
-    assert run_sciml("validate", str(path), "--set", "initial_condition={type: taylor_green, k: 2}").returncode == 0
+    assert run_sciml("validate", str(path), "--set", "initial_condition={type: taylor_green, k: 3}").returncode == 0
 
 
 def test_the_dataset_records_the_step_taken(tmp_path):

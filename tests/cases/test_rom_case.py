@@ -274,8 +274,11 @@ def test_table_training_and_expression_online_on_one_and_two_ranks(tmp_path):
     ("{type: expression, value: '293 + 100/(t-3)'}", "online.value: cannot be evaluated at t = 3"),
     ("{type: expression, value: '1e5'}", "online.value: at t = 0 s the Young's modulus E is -5.782e+06 at "
                                          "T = 100000 K (expected > 0)"),
-    ("{centre: [1.4, 0.3], peak: 3500}", "online.peak: at t = 2 s the yield stress sigma_y is -115.4 at "
-                                         "T = 2323.76 K (expected >= 0)"),
+    ("{centre: [1.4, 0.3], peak: 3500}", "online.peak: at t = 2 s the yield stress sigma_y is -34.03 at "
+                                         "T = 2161.05 K (expected >= 0)"),
+    # a hot spot between the nodes (at a cell's centre): cool at the nodes, too hot at the integration points
+    ("{centre: [0.125, 0.125], peak: 5000, radius: 0.1}", "online.peak: at t = 2 s the Norton exponent n is 0.9591 "
+                                                         "at T = 1469.22 K (expected >= 1)"),
 ])
 def test_bad_temperature_blocks_are_refused(tmp_path, block, message):
     from sciml.config import ConfigError, load_case

@@ -327,11 +327,13 @@ class EquivariantConvolution(torch.nn.Module):
         if h.ndim != 3:
             raise ValueError(f"expected h of shape (N, {self.channels_in}, {num_coefficients(self.lmax_in)}) "
                              f"(one graph; batch graphs by concatenating their nodes), got {tuple(h.shape)}")
-        if edge_index.ndim != 2 or edge_index.shape[0] != 2 or edge_index.dtype != torch.long:
-            raise ValueError(f"expected edge_index of shape (2, E) and dtype torch.int64, got "
+        if edge_index.ndim != 2 or edge_index.shape[0] != 2 or edge_index.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"expected edge_index of shape (2, E) and an integer dtype, got "
                              f"{tuple(edge_index.shape)} {edge_index.dtype}")
         n_edges = edge_index.shape[-1]
-        if n_edges and (int(edge_index.min()) < 0 or int(edge_index.max()) >= h.shape[0]):
+        # the node numbers are checked on the CPU only (on a GPU, reading them back would stall every forward)
+        if n_edges and edge_index.device.type == "cpu" and (int(edge_index.min()) < 0
+                                                            or int(edge_index.max()) >= h.shape[0]):
             raise ValueError(f"expected edge_index entries in [0, {h.shape[0]}) (node numbers), got "
                              f"[{int(edge_index.min())}, {int(edge_index.max())}]")
         if edge_sh.shape != (n_edges, num_coefficients(self.lmax_edge)):

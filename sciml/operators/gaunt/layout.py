@@ -136,11 +136,13 @@ class TableModule(torch.nn.Module):
         self.register_buffer(name, table.to(torch.get_default_dtype()), persistent=False)
 
     def _apply(self, fn, recurse: bool = True):
+        tables = getattr(self, "_exact_tables", {})
+        before = {name: self._buffers[name].dtype for name in tables if self._buffers.get(name) is not None}
         super()._apply(fn, recurse)
-        for name, exact in getattr(self, "_exact_tables", {}).items():
+        for name, dtype in before.items():
             now = self._buffers.get(name)
-            if now is not None:
-                self._buffers[name] = exact.to(device=now.device, dtype=now.dtype, copy=True)
+            if now is not None and now.dtype != dtype:  # a cast: from the original (a move or share keeps it)
+                self._buffers[name] = tables[name].to(device=now.device, dtype=now.dtype, copy=True)
         return self
 
 

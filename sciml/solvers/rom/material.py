@@ -203,7 +203,8 @@ class ThermoViscoplasticJ2:
     def inadmissible(self, T: np.ndarray) -> str | None:
         """What makes the law meaningless at some of the temperatures ``T`` (any shape): a temperature
         that is not finite, or outside the range where E > 0, -1 < nu < 1/2, sigma_y >= 0, H >= 0, K > 0
-        and n > 0 (the return mapping's convergence argument needs n > 0); None if all is well."""
+        and n >= 1 (the law's stated range; the return mapping gives NaN from n ~ 0.3 on); None if all
+        is well."""
         T = np.asarray(T, dtype=np.float64).reshape(-1)
         if not np.all(np.isfinite(T)):
             return f"a temperature that is not a finite number ({T[~np.isfinite(T)][0]})"
@@ -212,7 +213,7 @@ class ThermoViscoplasticJ2:
                   ("yield stress sigma_y", self.sigma_y, lambda v: v >= 0, ">= 0"),
                   ("hardening modulus H", self.hardening, lambda v: v >= 0, ">= 0"),
                   ("Norton stress K", self.norton_k, lambda v: v > 0, "> 0"),
-                  ("Norton exponent n", self.norton_n, lambda v: v > 0, "> 0")]
+                  ("Norton exponent n", self.norton_n, lambda v: v >= 1, ">= 1")]
         for name, coef, ok, want in checks:
             with np.errstate(all="ignore"):
                 value = self._eval(coef, T)

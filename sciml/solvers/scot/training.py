@@ -122,7 +122,7 @@ class Trainer:
         """Sample indices of the global batch of ``step`` (the same on every rank)."""
         epoch, b = divmod(step, self.batches_per_epoch)
         if self._order is None or self._order[0] != epoch:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            gen = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**64)  # any seed a case allows
             self._order = (epoch, torch.randperm(len(self.data), generator=gen))
         return self._order[1][b * self.batch_size: (b + 1) * self.batch_size]
 
@@ -133,7 +133,7 @@ class Trainer:
         local = index[self.rank:: self.world]
         x, t, y = self.data.batch(local)
         if self.augment is not None:
-            gen = torch.Generator().manual_seed((self.seed + 1) * 1_000_000_007 + self.step)
+            gen = torch.Generator().manual_seed(((self.seed + 1) * 1_000_000_007 + self.step) % 2**64)
             elements = torch.randint(len(self.augment), (len(index),), generator=gen)[self.rank:: self.world]
             moved = self.augment.apply(torch.stack([x, y], dim=1), elements)
             x, y = moved[:, 0], moved[:, 1]

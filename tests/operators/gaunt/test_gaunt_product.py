@@ -413,3 +413,5 @@ def test_a_module_built_in_float32_and_cast_to_float64_has_float64_exact_tables(
     assert (z32.double() - expected).abs().max() < 1e-5 * expected.abs().max()
     with pytest.raises(ValueError, match="dtype torch.float32"):
         module(x, y.float())
+    module.share_memory()  # a move or a share keeps the tables (only a cast rebuilds them)
+    assert all(b.is_shared() for b in module.buffers())

@@ -272,3 +272,16 @@ def test_unseen_lead_times_are_exactly_those_no_training_pair_has(n, stride):
     assert {j for _, j in seen} == trained - {0}
     assert not {j for _, j in unseen} & trained
     assert sorted(j for _, j in seen + unseen) == list(range(1, n)) and all(i == 0 for i, _ in seen + unseen)
+
+
+def test_the_largest_seed_a_case_allows_trains():
+    """Seed 2**63 - 1 (the schemas' bound): the epoch orders and the symmetry draws derive their generator
+    seeds from it without overflowing torch's 64-bit seed."""
+    from sciml.solvers.navier_stokes import GridSymmetries
+    from sciml.solvers.scot.data import VelocitySymmetries
+
+    model, data = _tiny()
+    trainer = Trainer(model, data, steps=2, batch_size=4, lr=1e-3, seed=2**63 - 1,
+                      augment=VelocitySymmetries(GridSymmetries.of(16), (0, 1)))
+    trainer.run()
+    assert trainer.step == 2
