@@ -635,9 +635,10 @@ def load_case(path: str | Path, overrides: Iterable[str] = (), *, text: str | No
         else:
             overridden[tuple(parse_override(ov)[0])] = ov
 
-    grouped: dict[str, list[str]] = {}  # "file:line: key" -> what (one line per key: union members' errors join)
+    grouped: dict[str, list[str]] = {}  # "file:line: key" -> whats; a union's members' refusals join in one line
+    from_union: dict[str, bool] = {}
 
-    def report(loc: tuple, where: str, what: str) -> None:
+    def report(loc: tuple, where: str, what: str, union: bool = False) -> None:
         # the override that set this value, or set a key inside the value the error is about
         named = tuple(str(k) for k in loc)  # list indices as the override writes them
         origin = next((ov for p, ov in overridden.items()
@@ -645,14 +646,15 @@ def load_case(path: str | Path, overrides: Iterable[str] = (), *, text: str | No
         head = f"--set {_show(origin)}: {where}" if origin is not None else \
             f"{source}:{_line_of(data, loc) or 1}: {where}"
         if head not in grouped:
-            grouped[head] = []
+            grouped[head], from_union[head] = [], True
+        from_union[head] = from_union[head] and union
         if what not in grouped[head]:
             grouped[head].append(what)
 
     def flush() -> None:
         for head, whats in grouped.items():
             got = {w[w.rfind(" (got "):] for w in whats if w.endswith(")") and " (got " in w}
-            if len(whats) > 1 and len(got) == 1:  # the same value refused by each member of a union
+            if len(whats) > 1 and len(got) == 1 and from_union[head]:  # each member of a union refused it
                 suffix = got.pop()
                 whats = [w.removesuffix(suffix) for w in whats]
                 problems.append(f"{head}: {', or '.join(whats)}{suffix}")
@@ -666,7 +668,8 @@ def load_case(path: str | Path, overrides: Iterable[str] = (), *, text: str | No
         config = schema.model_validate(data, context={"base_dir": path.resolve().parent})
     except pydantic.ValidationError as exc:
         for err in exc.errors(include_url=False):
-            loc = _clean_loc(data, tuple(err.get("loc", ())))
+            raw_loc = tuple(err.get("loc", ()))
+            loc = _clean_loc(data, raw_loc)
             what = _describe(err)
             value = err.get("input")
             cross = isinstance(value, dict) and err.get("type", "").startswith(("value_error", "assertion_error"))
@@ -695,7 +698,7 @@ def load_case(path: str | Path, overrides: Iterable[str] = (), *, text: str | No
                 what += f" (got {_fmt_value((err.get('ctx') or {}).get('tag'))})"
             elif err.get("type") != "missing" and "input" in err and not cross and "(got " not in what:
                 what += f" (got {_fmt_value(value)})"
-            report(loc, where, what)
+            report(loc, where, what, union=len(raw_loc) > len(loc))
         flush()
         raise ConfigError(problems) from None
     flush()
