@@ -64,6 +64,25 @@ class Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
+def cross_key_error(config: BaseModel, messages: list[str]) -> pydantic.ValidationError:
+    """One validation error per ``"key.path: what"`` of a check across keys, at that key (list items by
+    their index, ``data.pretrain.1.path``), with the key's value as the input: raised inside a model
+    validator, the loader reports every problem at its own line rather than the first at the block's."""
+    from pydantic_core import InitErrorDetails, PydanticCustomError
+
+    details = []
+    for message in messages:
+        key, _, what = message.partition(": ")
+        loc = tuple(int(k) if k.isdigit() else k for k in key.split("."))
+        value: Any = config
+        for k in loc:
+            value = value[k] if isinstance(k, int) else getattr(value, k, None)
+        details.append(InitErrorDetails(type=PydanticCustomError("value_error", "{message}", {"message": what}),
+                                        loc=loc, input=value.model_dump(mode="json")
+                                        if isinstance(value, BaseModel) else value))
+    return pydantic.ValidationError.from_exception_data(type(config).__name__, details)
+
+
 # --------------------------------------------------------------------------- numbers
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.Div: operator.truediv, ast.Pow: operator.pow}

@@ -56,7 +56,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from sciml.cases.data import DataSource, check_isotropic, dataset_extent
-from sciml.config import NumberExpr, Schema, case_relative_path
+from sciml.config import NumberExpr, Schema, case_relative_path, cross_key_error
 from sciml.solvers import count_parameters
 
 __all__ = ["Config", "run"]
@@ -260,34 +260,40 @@ class Config(Schema):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
+        """Every check across keys, each problem reported at its own key (all of them, not the first)."""
         s, ft = self.snapshots, self.finetune
+        problems: list[str] = []
         if s.stride > s.n - 1:
-            raise ValueError(f"snapshots.stride: expected at most snapshots.n - 1 = {s.n - 1}, or all2all has "
-                             f"the identity pairs only (got {s.stride})")
+            problems.append(f"snapshots.stride: expected at most snapshots.n - 1 = {s.n - 1}, or all2all has "
+                            f"the identity pairs only (got {s.stride})")
         if ft.m_star not in ft.m_values:
-            raise ValueError(f"finetune.m_star: must be one of finetune.m_values {ft.m_values} (got {ft.m_star})")
+            problems.append(f"finetune.m_star: must be one of finetune.m_values {ft.m_values} (got {ft.m_star})")
         for name in ("finetune", "baseline"):
             values = getattr(self, name).m_values
             if sorted(set(values)) != list(values) or min(values) < 1:
-                raise ValueError(f"{name}.m_values: expected increasing positive sizes (got {values})")
+                problems.append(f"{name}.m_values: expected increasing positive sizes (got {values})")
         if self.baseline.enabled and ft.m_star not in self.baseline.m_values:
-            raise ValueError(f"baseline.m_values: must include finetune.m_star {ft.m_star} (got {self.baseline.m_values})")
+            problems.append(f"baseline.m_values: must include finetune.m_star {ft.m_star} "
+                            f"(got {self.baseline.m_values})")
         if (s.n - 1) % self.evaluation.rollout_stride:
-            raise ValueError(f"evaluation.rollout_stride: must divide snapshots.n - 1 = {s.n - 1} "
-                             f"(got {self.evaluation.rollout_stride})")
+            problems.append(f"evaluation.rollout_stride: must divide snapshots.n - 1 = {s.n - 1} "
+                            f"(got {self.evaluation.rollout_stride})")
         for name in ("finetune", "baseline"):
             if getattr(self, name).validate_every and self.data.validation is None:
-                raise ValueError(f"{name}.validate_every: early stopping needs data.validation (a dataset of "
-                                 "downstream trajectories)")
+                problems.append(f"{name}.validate_every: early stopping needs data.validation (a dataset of "
+                                "downstream trajectories)")
         if self.pretrain.enabled and self.model.checkpoint is None and not self.data.pretrain:
-            raise ValueError("data.pretrain: pretraining needs at least one dataset (or give model.checkpoint, "
-                             "or set pretrain.enabled: false)")
-        if self.pretrain.augment:
-            for i, src in enumerate(self.data.pretrain):
-                check_isotropic(src, "pretrain.augment", f"data.pretrain.{i}")
-        for name in ("finetune", "baseline"):
-            if getattr(self, name).augment:
-                check_isotropic(self.data.train, f"{name}.augment", "data.train")
+            problems.append("data.pretrain: pretraining needs at least one dataset (or give model.checkpoint, "
+                            "or set pretrain.enabled: false)")
+        checks = [(src, "pretrain.augment", f"data.pretrain.{i}") for i, src in enumerate(self.data.pretrain)
+                  if self.pretrain.augment]
+        checks += [(self.data.train, f"{name}.augment", "data.train") for name in ("finetune", "baseline")
+                   if getattr(self, name).augment]
+        for src, key, where in checks:
+            try:
+                check_isotropic(src, key, where)
+            except ValueError as exc:
+                problems.append(str(exc))
         needed = (s.n - 1) * s.every
         largest = max(ft.m_values + (self.baseline.m_values if self.baseline.enabled else []))
         sources = [(f"data.pretrain.{i}", d, None) for i, d in enumerate(self.data.pretrain)]
@@ -300,18 +306,21 @@ class Config(Schema):
                 try:
                     have, frames = dataset_extent(src)[:2]
                 except ValueError as exc:
-                    raise ValueError(f"{where}.path: {src.path}: {exc}") from None
+                    problems.append(f"{where}.path: {src.path}: {exc}")
+                    continue
                 if frames < needed + 1:
-                    raise ValueError(f"{where}.path: {src.path} holds {frames} frames, snapshots.n={s.n} every="
-                                     f"{s.every} need {needed + 1}")
+                    problems.append(f"{where}.path: {src.path} holds {frames} frames, snapshots.n={s.n} every="
+                                    f"{s.every} need {needed + 1}")
                 if count is not None and have < count:
-                    raise ValueError(f"{where}.path: {src.path} holds {have} trajectories, {count} are needed")
+                    problems.append(f"{where}.path: {src.path} holds {have} trajectories, {count} are needed")
                 continue
             if gen.time.n_frames < needed:
-                raise ValueError(f"{where}.generate.time.n_frames: needs at least {needed} frames for snapshots.n="
-                                 f"{s.n}, every={s.every} (got {gen.time.n_frames})")
+                problems.append(f"{where}.generate.time.n_frames: needs at least {needed} frames for snapshots.n="
+                                f"{s.n}, every={s.every} (got {gen.time.n_frames})")
             if count is not None and gen.n_trajectories < count:
-                raise ValueError(f"{where}.generate.n_trajectories: needs at least {count} (got {gen.n_trajectories})")
+                problems.append(f"{where}.generate.n_trajectories: needs at least {count} (got {gen.n_trajectories})")
+        if problems:
+            raise cross_key_error(self, problems)
         return self
 
 

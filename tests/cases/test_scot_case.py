@@ -347,3 +347,12 @@ def test_a_snapshot_stride_that_leaves_only_the_identity_is_refused(tiny_run):
     base, _ = tiny_run
     res = run_sciml("validate", str(base / "tiny.yaml"), "--set", "snapshots.stride=9")
     assert res.returncode == 2 and "snapshots.stride: expected at most snapshots.n - 1" in res.stderr, res.stderr
+
+
+def test_every_cross_key_problem_is_reported_at_once():
+    res = run_sciml("validate", str(TINY), "--set", "finetune.m_star=5", "--set", "evaluation.rollout_stride=3")
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert "--set finetune.m_star=5: finetune.m_star: must be one of finetune.m_values" in lines[0], lines
+    assert any(line.startswith("--set evaluation.rollout_stride=3: evaluation.rollout_stride: must divide")
+               for line in lines), lines
