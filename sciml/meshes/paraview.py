@@ -524,6 +524,9 @@ def _p_arrays(parent: ET.Element, tag: str, specs: ArraySpecs | None) -> None:
                 element.set(kind, name)
         array = ET.SubElement(element, "PDataArray", type=type_name, Name=name,
                               NumberOfComponents=str(n_components))
+        if element.get("GlobalIds") == name:
+            # vtkIdType, as in the pieces: read as Int64 instead, ParaView's ghost-cell generator crashes on it
+            array.set("IdType", "1")
         for i, component in enumerate(_COMPONENT_NAMES.get(n_components, ())):
             array.set(f"ComponentName{i}", component)
 

@@ -187,3 +187,22 @@ def test_pvd_of_pvtu_pieces_merges_the_ranks(tmp_path):
         centres = xyz[np.reshape(step["connectivity"], (4, 4))].mean(axis=1)
         np.testing.assert_array_equal(centres[:, 0], [0.5, 1.5, 2.5, 3.5])  # each cell where it belongs
         assert step["point_active"] == {"Scalars": "p", "Vectors": "u"}
+
+
+def test_global_ids_of_pvtu_pieces_reach_paraview_as_ids(tmp_path):
+    """The .pvtu declares the pieces' global node and cell ids as vtkIdType (IdType="1"), as the pieces
+    hold them: read as plain Int64, ParaView's parallel ghost-cell generator crashed on them."""
+    points = np.array([[i, j] for j in range(2) for i in range(5)], dtype=float)
+    cells = np.array([[i, i + 1, i + 6, i + 5] for i in range(4)])
+    for rank in range(2):
+        mine = cells[2 * rank: 2 * rank + 2]
+        used = np.unique(mine)
+        write_vtu(tmp_path / f"piece_{rank}.vtu", points[used], np.searchsorted(used, mine), "quad",
+                  point_data={"GlobalNodeIds": used.astype(np.int64)},
+                  cell_data={"GlobalCellIds": np.arange(2 * rank, 2 * rank + 2, dtype=np.int64)})
+    write_pvtu(tmp_path / "mesh.pvtu", ["piece_0.vtu", "piece_1.vtu"], {"GlobalNodeIds": ("int64", 1)},
+               {"GlobalCellIds": ("int64", 1)})
+    seen = paraview_read(tmp_path, tmp_path / "mesh.pvtu")
+    step = seen["steps"][0]
+    assert step["point_data"]["GlobalNodeIds"]["type"] == step["cell_data"]["GlobalCellIds"]["type"] == "idtype"
+    assert sorted(set(step["point_data"]["GlobalNodeIds"]["values"])) == list(range(10))
