@@ -514,7 +514,7 @@ class Config(Schema):
                                  "(e.g. - {where: {axis: x, value: 0.0}, displacement: {x: 0.0}})")
             points, cells, kind = self.mesh.build()
             dofs = self.dirichlet(points)[0]
-            free = _free_rigid_motion(points, dofs)
+            free = _free_rigid_motion(points, dofs, cells)
             if free:
                 raise ValueError(f"boundary: the imposed displacements leave the body free to move ({free}): its "
                                  "stiffness is singular; impose enough components to hold it")
@@ -568,35 +568,29 @@ class Config(Schema):
 
     @model_validator(mode="after")
     def _temperatures_admissible(self) -> "Config":
-        """Each temperature field is finite at the integration points (the nodes, for a table: the values in
-        between are their convex combinations) at every step (and t = 0), and inside the range where the
-        material law is defined (:meth:`ThermoViscoplasticJ2.inadmissible`)."""
+        """Each temperature field, as the HF model sees it (at the integration points, at every step and
+        t = 0; a table interpolated in space and time), is finite and inside the range where the material
+        law is defined (:meth:`ThermoViscoplasticJ2.inadmissible`)."""
         from sciml.solvers.rom import ThermoViscoplasticJ2
+        from sciml.solvers.rom.fem import Discretisation
 
         law = ThermoViscoplasticJ2.academic()
         times = self.loading.dt * np.arange(self.loading.n_steps + 1)
-        points = None
+        disc = None
         for name in ("training", "online"):
             temperature = getattr(self, name)
-            if temperature.type == "file":
-                problem = law.inadmissible(temperature.table()[1])
-                if problem:
-                    raise ValueError(f"{name}.path: {temperature.path.name} gives {problem}")
-                continue
-            points = self.integration_points() if points is None else points
-            field = _temperature_field(self, temperature, None)
+            disc = Discretisation(*self._mesh()) if disc is None else disc
+            field = _temperature_field(self, temperature, disc)
+            key = {"expression": "value", "file": "path"}.get(temperature.type, "peak")
             for t in times:
                 try:
                     with np.errstate(all="ignore"):
-                        T = field(points, float(t))
+                        T = field(disc.qp_coords, float(t))
                 except (ArithmeticError, ValueError) as exc:
-                    T, problem = None, f"cannot be evaluated at t = {t:g} ({exc})"
-                if T is not None:
-                    problem = law.inadmissible(T)
+                    raise ValueError(f"{name}.{key}: cannot be evaluated at t = {t:g} ({exc})") from None
+                problem = law.inadmissible(T)
                 if problem:
-                    where = "value" if temperature.type == "expression" else "peak"
-                    raise ValueError(f"{name}.{where}: at t = {t:g} s {problem}" if T is not None
-                                     else f"{name}.{where}: {problem}")
+                    raise ValueError(f"{name}.{key}: at t = {t:g} s {problem}")
         return self
 
     def node_points(self) -> np.ndarray:
@@ -701,11 +695,34 @@ class Config(Schema):
                 np.array([imposed[d][1] for d in dofs.tolist()], dtype=np.int64))
 
 
-def _free_rigid_motion(points: np.ndarray, fixed_dofs: np.ndarray) -> str | None:
+def _free_rigid_motion(points: np.ndarray, fixed_dofs: np.ndarray, cells: np.ndarray | None = None) -> str | None:
     """The rigid-body motion (translation or rotation, 3 in 2D, 6 in 3D) the imposed dofs ``fixed_dofs``
     do not prevent, described; None if they hold the body. A motion is free when it vanishes at every
-    imposed dof: a null vector of the rigid modes restricted to those dofs."""
+    imposed dof: a null vector of the rigid modes restricted to those dofs. With ``cells``, each part of
+    the mesh (cells connected through shared nodes) must be held on its own."""
+    fixed_dofs = np.asarray(fixed_dofs, dtype=np.int64)
     dim = points.shape[1]
+    if cells is not None:
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        n = points.shape[0]
+        pairs = np.stack([np.repeat(cells[:, 0], cells.shape[1]), cells.ravel()])  # each node to its cell's first
+        n_parts, part = connected_components(coo_matrix((np.ones(pairs.shape[1]), pairs), shape=(n, n)),
+                                             directed=False)
+        if n_parts > 1:
+            for k in range(n_parts):
+                nodes = np.flatnonzero(part == k)
+                if nodes.size == 1 and not np.isin(nodes, cells).any():
+                    continue  # a node no cell uses
+                local = np.full(n, -1)
+                local[nodes] = np.arange(nodes.size)
+                mine = fixed_dofs[part[fixed_dofs // dim] == k]
+                free = _free_rigid_motion(points[nodes], dim * local[mine // dim] + mine % dim)
+                if free:
+                    return f"{free} of the part with node {int(nodes[0])} ({nodes.size} nodes; the mesh has " \
+                           f"{n_parts} parts)"
+            return None
     x = points - points.mean(axis=0)
     size = max(float(np.abs(x).max()), 1e-300)
     x = x / size

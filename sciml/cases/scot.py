@@ -231,16 +231,29 @@ class Config(Schema):
     output: Output = Output()
 
     def launch_problems(self, world_size: int) -> list[tuple[tuple, str]]:
-        """Trainings of this run whose global batch cannot be split over ``world_size`` ranks (every rank
-        needs at least one sample of each batch)."""
-        stages = [("finetune", self.finetune)]
+        """Trainings of this run with a batch that cannot be shared by ``world_size`` ranks (every rank needs
+        at least one sample of each batch, the last, partial one of an epoch included)."""
+        k = (self.snapshots.n - 1) // self.snapshots.stride
+        pairs = (k + 1) * (k + 2) // 2  # all2all pairs per trajectory
+        stages = []
         if self.pretrain.enabled and self.model.checkpoint is None:
-            stages.insert(0, ("pretrain", self.pretrain))
+            n = sum(dataset_extent(src)[0] for src in self.data.pretrain) * pairs
+            stages.append(("pretrain", self.pretrain.batch_size, [("", n)]))
+        stages.append(("finetune", self.finetune.batch_size, [(f" at M = {m}", m * pairs)
+                                                              for m in self.finetune.m_values]))
         if self.baseline.enabled:
-            stages.append(("baseline", self.baseline))
-        return [((name, "batch_size"), f"a global batch of {stage.batch_size} cannot be split over {world_size} "
-                                      f"ranks (at least one sample each)")
-                for name, stage in stages if stage.batch_size < world_size]
+            stages.append(("baseline", self.baseline.batch_size, [(f" at M = {m}", m * pairs)
+                                                                  for m in self.baseline.m_values]))
+        problems = []
+        for name, batch, sizes in stages:
+            for where, n in sizes:
+                smallest = n if batch >= n else (n % batch or batch)
+                if smallest < world_size:
+                    problems.append(((name, "batch_size"), f"a batch of {smallest} samples (the last of {n}{where} "
+                                     f"in batches of {batch}) cannot be shared by {world_size} ranks (at least one "
+                                     f"sample each)"))
+                    break
+        return problems
 
     @model_validator(mode="after")
     def _checkpoint_fits(self) -> "Config":

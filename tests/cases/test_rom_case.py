@@ -393,6 +393,17 @@ def test_rigid_motions_left_free_by_the_supports_are_found():
     # x rollers on x = 0 and y rollers on y = 0: only the translation along z is left
     assert _free_rigid_motion(points, np.concatenate([3 * on[0], 3 * on[1] + 1])) == "translation along z"
     assert _free_rigid_motion(points, np.zeros(0, dtype=np.int64)) == "translation along x"
+    # two separate blocks (x in [0, 1] and [2, 3]): each part must be held on its own
+    from sciml.meshes import box_mesh_2d
+
+    p2, c2 = box_mesh_2d(2, 2, 1.0, 1.0)
+    pts, cls = np.vstack([p2, p2 + [2.0, 0.0]]), np.vstack([c2, c2 + len(p2)])
+    y0 = np.flatnonzero(np.isclose(pts[:, 1], 0.0))
+    x_at = {x: np.flatnonzero(np.isclose(pts[:, 0], x)) for x in (0.0, 2.0)}
+    rollers = np.concatenate([2 * x_at[0.0], 2 * y0 + 1])  # x = 0 and y = 0: the second block slides in x
+    assert _free_rigid_motion(pts, rollers) is None  # taken as one body, it looks held
+    assert _free_rigid_motion(pts, rollers, cls).startswith("translation along x of the part with node 9")
+    assert _free_rigid_motion(pts, np.concatenate([rollers, 2 * x_at[2.0]]), cls) is None
 
 
 @pytest.mark.parametrize("mesh, extra, message", [
@@ -786,3 +797,25 @@ def test_node_points_are_the_hf_models_nodes(mesh):
     cfg = load_case("case.yaml", text=text).config
     hf, _, _ = hf_model(cfg, cfg.online, SerialComm())
     np.testing.assert_array_equal(cfg.node_points(), hf.disc.points)
+
+
+def test_a_temperature_table_is_judged_where_and_when_the_run_uses_it(tmp_path):
+    """A table beyond the run's end (293 + 130 t K up to t = 10 s, 1593 K there; the run ends at 8 s at 1333 K)
+    is valid; one too hot inside the run (293 + 200 t: 1493 K at 6 s > 1459.7 K, where the law's n = 1) is not,
+    naming the time."""
+    import numpy as np
+
+    from sciml.config import ConfigError, load_case
+
+    times = np.linspace(0.0, 10.0, 11)
+    for rate, ok in ((130.0, True), (200.0, False)):
+        table = tmp_path / f"heat_{int(rate)}.npz"
+        np.savez(table, times=times, temperature=(293.0 + rate * times)[:, None] * np.ones((1, 45)))
+        case = tmp_path / "case.yaml"
+        case.write_text(TINY + f"training: {{type: file, path: {table.name}}}\n")
+        if ok:
+            load_case(case)
+        else:
+            with pytest.raises(ConfigError) as err:
+                load_case(case)
+            assert "training.path: at t = 6 s the Norton exponent n is" in str(err.value), str(err.value)

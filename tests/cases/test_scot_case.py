@@ -332,15 +332,20 @@ def test_a_checkpoint_that_is_not_a_model_is_refused_before_any_work(tiny_run, t
 
 
 def test_a_global_batch_smaller_than_the_ranks_is_refused_at_start(tiny_run, tmp_path):
-    """Known before any work from the launch: exit 2 naming each training's batch_size (the override here)."""
+    """Known before any work from the launch: exit 2 naming each training's batch_size (the override here),
+    also where only the last, partial batch of an epoch is too small."""
     base, _ = tiny_run
     out = tmp_path / "run"
     res = run_sciml("run", str(base / "tiny.yaml"), "--out", str(out), "--set", "baseline.batch_size=1", ranks=2,
                     timeout=300)
     assert res.returncode == 2, res.stderr
-    assert ("--set baseline.batch_size=1: baseline.batch_size: a global batch of 1 cannot be split over 2 ranks"
-            in res.stderr), res.stderr
-    assert res.stderr.count("cannot be split") == 1 and not (out / "checkpoints").exists()
+    assert ("--set baseline.batch_size=1: baseline.batch_size: a batch of 1 samples (the last of 12 at M = 2 in "
+            "batches of 1) cannot be shared by 2 ranks" in res.stderr), res.stderr
+    assert res.stderr.count("cannot be shared") == 1 and not (out / "checkpoints").exists()
+    # a batch of 11 leaves a last batch of 1 of the 12 samples at M = 2 (6 pairs per trajectory)
+    res = run_sciml("run", str(base / "tiny.yaml"), "--out", str(out), "--set", "finetune.batch_size=11", ranks=2,
+                    timeout=300)
+    assert res.returncode == 2 and "finetune.batch_size: a batch of 1 samples (the last of 12 at M = 2" in res.stderr
 
 
 def test_a_snapshot_stride_that_leaves_only_the_identity_is_refused(tiny_run):
