@@ -373,6 +373,12 @@ class Temperature(Schema):
             return {**data, "radius": 0.3}
         return data
 
+    @field_validator("value", mode="before")
+    @classmethod
+    def _number_is_an_expression(cls, value: Any) -> Any:
+        """``value: 900`` (a YAML number: a constant temperature) is the expression ``900``."""
+        return repr(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
     @field_validator("value", mode="after")
     @classmethod
     def _expression(cls, value: Optional[str]) -> Optional[str]:

@@ -268,6 +268,7 @@ def test_table_training_and_expression_online_on_one_and_two_ranks(tmp_path):
     ("{centre: [1.0, 0.5], peak: 3, array: T}", "online.array: not a key of type hot_spot"),
     ("{type: table, path: T.npz}", "online.type: expected one of hot_spot, expression or file"),
     ("{centre: [.nan, 0.5], peak: 3}", "online.centre[0]: expected a finite number (got nan)"),
+    ("{type: expression, value: 1900}", "online.value: at t = 0 s the Norton exponent n is"),  # a number is one
     # fields a run could not use, found at the nodes and steps before any work
     ("{type: expression, value: '293 + log(x - 1)'}", "online.value: at t = 0 s a temperature that is not a "
                                                       "finite number (nan)"),
