@@ -314,8 +314,8 @@ def _clean_loc(data: Any, loc: tuple) -> tuple:
             key in (node.get("type"), node.get("kind")) or key.startswith(("function-", "tagged-union", "literal["))
         ):
             continue
-        elif isinstance(key, str) and node is not None and not isinstance(node, (dict, list)):
-            continue  # a scalar has no children: the key tags a union member that rejected it
+        elif isinstance(key, str) and node is not None and not isinstance(node, dict):
+            continue  # a scalar or a list has no named children: the key tags a union member that rejected it
         else:
             out.append(key)
             node = None

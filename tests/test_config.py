@@ -316,3 +316,6 @@ def test_a_value_every_member_of_a_union_refuses_is_one_line():
     lines = problems(CASES / "gp_poisson_1d_sin100.yaml", ["kernel.retry_above=-1"])
     assert lines == ["--set kernel.retry_above=-1: kernel.retry_above: must be greater than 0.0, or expected one "
                      "of auto (got -1)"]
+    lines = problems(CASES / "gp_poisson_1d_sin100.yaml", ["kernel.retry_above=[1e-3]"])
+    assert lines == ["--set kernel.retry_above=[1e-3]: kernel.retry_above: expected a number, or expected one of "
+                     "auto (got a list)"]  # no member tag (constrained-float, literal['auto']) in the key
