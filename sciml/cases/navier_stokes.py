@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from sciml import __version__, registry
-from sciml.config import NumberExpr, Schema
+from sciml.config import NumberExpr, Schema, cross_key_error
 from sciml.parallel import Comm, chunk_ranges, resolve_device, sample_seed
 
 __all__ = ["Config", "run", "generate"]
@@ -151,9 +151,10 @@ class Config(Schema):
                           "the Nyquist wavenumber n/2"))
         if f.type == "kolmogorov":
             asked.append(("physics.forcing.k", f.k, math.ceil(n / 3) - 1, "n/3 (the 2/3 rule masks the forcing)"))
-        for key, k, top, why in asked:
-            if k > top:
-                raise ValueError(f"{key}: must be at most {top}, below {why} on a grid of n = {n} (got {k:g})")
+        problems = [f"{key}: must be at most {top}, below {why} on a grid of n = {n} (got {k:g})"
+                    for key, k, top, why in asked if k > top]
+        if problems:
+            raise cross_key_error(self, problems)
         return self
 
     @model_validator(mode="after")
