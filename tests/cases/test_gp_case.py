@@ -380,3 +380,24 @@ output: {plots: false, paraview: false}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["relative_l2"] < 1e-3
     assert metrics["final_jitter"] <= 1e-6  # never above the fit's
+
+
+def test_the_relative_residual_of_a_harmonic_solution_is_measured_against_its_natural_scale(tmp_path):
+    """1 + x: the source and the Laplacian of the mean vanish, so relative to them every residual was 1 (at
+    an error of 2e-6); against |m| / L^2, the size the terms of a mean of that size would have, it is small."""
+    path = tmp_path / "harmonic.yaml"
+    path.write_text("""\
+kind: gp_pde
+seed: 0
+problem: {equation: poisson, domain: [[0, 1]], solution: 1 + x}
+n_points: [100]
+kernel: {family: gaussian, n_components: 20, jitter: 1.0e-6}
+optimiser: {adam: {steps: 30, lr: 1.0e-2}, lbfgs: {iterations: 100, rounds: 2}}
+output: {plots: false, paraview: false}
+""")
+    out = tmp_path / "run"
+    res = run_sciml("run", str(path), "--out", str(out), timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["relative_l2"] < 1e-4
+    assert metrics["relative_residual_test"] < 1e-3

@@ -1193,7 +1193,11 @@ class GPPDESolver(nn.Module):
         if nonlinear is not None:
             terms = [*terms, nonlinear]
         f = self.problem.source(*torch.meshgrid(*axes, indexing="ij"))
-        scale = max([float(f.norm())] + [float(t.norm()) for t in terms] + [torch.finfo(f.dtype).tiny])
+        # the size the terms would have for a mean of this size varying over the domain (|c| |m| / L^k): a
+        # floor where the source and the terms vanish (a harmonic solution: x, 1 + x, x*y)
+        lengths = [float(b - a) for a, b in self.problem.domain]
+        natural = [abs(c) * float(mean.norm()) / lengths[d] ** k for d, k, c in self.problem.linear_terms]
+        scale = max([float(f.norm())] + [float(t.norm()) for t in terms] + natural + [torch.finfo(f.dtype).tiny])
         return axes, mean, sum(terms) - f, scale
 
     @torch.no_grad()
@@ -1205,8 +1209,10 @@ class GPPDESolver(nn.Module):
     @torch.no_grad()
     def relative_residual(self, n_test: int | Sequence[int]) -> float:
         r"""The equation's residual of the posterior mean between the collocation points, relative:
-        :math:`\|\mathcal L m + n(m) - f\|` over the largest of :math:`\|f\|` and the norms of the terms
-        (:math:`c_t \partial^{k_t} m` and :math:`n(m)`: a zero source, as in advection, is fine) on
+        :math:`\|\mathcal L m + n(m) - f\|` over the largest of :math:`\|f\|`, the norms of the terms
+        (:math:`c_t \partial^{k_t} m` and :math:`n(m)`: a zero source, as in advection, is fine) and
+        :math:`|c_t| \|m\| / L^{k_t}` (the terms' size for a mean varying over the domain: where the source
+        and the terms vanish, as for a harmonic solution ``1 + x``, they are no scale) on
         the staggered test grid (:meth:`test_axes`), the derivatives of :math:`m` exact (kernel
         derivatives).
 
