@@ -64,23 +64,34 @@ class Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
-def cross_key_error(config: BaseModel, messages: list[str]) -> pydantic.ValidationError:
-    """One validation error per ``"key.path: what"`` of a check across keys, at that key (list items by
-    their index, ``data.pretrain.1.path``), with the key's value as the input: raised inside a model
-    validator, the loader reports every problem at its own line rather than the first at the block's."""
+def validation_error(title: str, problems: list[tuple[tuple, str, Any]]) -> pydantic.ValidationError:
+    """A :class:`pydantic.ValidationError` with one error per ``(key path, message, offending value)``: raised
+    inside a model validator, pydantic reports each at its own key (the loader gives it the key's line)."""
     from pydantic_core import InitErrorDetails, PydanticCustomError
 
-    details = []
+    return pydantic.ValidationError.from_exception_data(title, [
+        InitErrorDetails(type=PydanticCustomError("value_error", "{message}", {"message": message}), loc=loc,
+                         input=value) for loc, message, value in problems])
+
+
+def cross_key_error(config: BaseModel, messages: list[str]) -> pydantic.ValidationError:
+    """:func:`validation_error` of ``"key.path: what"`` messages of a check across keys, each at that key
+    (list items by their index, ``data.pretrain.1.path``) with the key's value as the input."""
+    problems = []
     for message in messages:
         key, _, what = message.partition(": ")
         loc = tuple(int(k) if k.isdigit() else k for k in key.split("."))
         value: Any = config
         for k in loc:
             value = value[k] if isinstance(k, int) else getattr(value, k, None)
-        details.append(InitErrorDetails(type=PydanticCustomError("value_error", "{message}", {"message": what}),
-                                        loc=loc, input=value.model_dump(mode="json")
-                                        if isinstance(value, BaseModel) else value))
-    return pydantic.ValidationError.from_exception_data(type(config).__name__, details)
+        problems.append((loc, what, value.model_dump(mode="json") if isinstance(value, BaseModel) else value))
+    return validation_error(type(config).__name__, problems)
+
+
+def number_as_text(value: Any) -> Any:
+    """A YAML number given for an expression key is that expression (``solution: 1`` is ``"1"``); use as
+    ``field_validator(key, mode="before")(number_as_text)``."""
+    return repr(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
 # --------------------------------------------------------------------------- numbers
@@ -504,17 +515,28 @@ class LoadedCase:
         return self.config.model_dump(mode="json")
 
     def where(self, loc: tuple) -> str:
-        """Where the value at key path ``loc`` came from: ``--set ...`` (the last override that set it, or a
-        key inside it), else ``file:line``."""
-        named = tuple(str(k) for k in loc)
-        for ov in reversed(self.overrides):
-            try:
-                path = tuple(parse_override(ov)[0])
-            except ValueError:
-                continue
-            if named[: len(path)] == path or path[: len(named)] == named:
-                return f"--set {_show(ov)}"
-        return f"{self.source}:{_line_of(self.raw, loc) or 1}"
+        """Where the value at key path ``loc`` came from: ``--set ...`` (the override that set it, or a key
+        inside it), else ``file:line``."""
+        origin = _override_of(_applied_overrides(self.overrides), loc)
+        return f"--set {_show(origin)}" if origin is not None else f"{self.source}:{_line_of(self.raw, loc) or 1}"
+
+
+def _applied_overrides(overrides: Iterable[str]) -> dict[tuple, str]:
+    """Key path -> override text of the well-formed ``--set`` lines."""
+    out: dict[tuple, str] = {}
+    for ov in overrides:
+        try:
+            out[tuple(parse_override(ov)[0])] = ov
+        except ValueError:
+            continue
+    return out
+
+
+def _override_of(overridden: dict[tuple, str], loc: tuple) -> str | None:
+    """The override that set the value at ``loc``, or set a key inside it; None if the file did."""
+    named = tuple(str(k) for k in loc)  # list indices as the override writes them
+    return next((ov for p, ov in overridden.items() if named[: len(p)] == p or (named and p[: len(named)] == named)),
+                None)
 
 
 def _did_you_mean(key: str, options: Iterable[str]) -> str:
@@ -658,10 +680,7 @@ def load_case(path: str | Path, overrides: Iterable[str] = (), *, text: str | No
     from_union: dict[str, bool] = {}
 
     def report(loc: tuple, where: str, what: str, union: bool = False) -> None:
-        # the override that set this value, or set a key inside the value the error is about
-        named = tuple(str(k) for k in loc)  # list indices as the override writes them
-        origin = next((ov for p, ov in overridden.items()
-                       if named[: len(p)] == p or (named and p[: len(named)] == named)), None)
+        origin = _override_of(overridden, loc)
         head = f"--set {_show(origin)}: {where}" if origin is not None else \
             f"{source}:{_line_of(data, loc) or 1}: {where}"
         if head not in grouped:

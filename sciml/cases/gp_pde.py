@@ -55,7 +55,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import Field, PositiveFloat, ValidationInfo, field_validator, model_validator
 
-from sciml.config import NumberExpr, Schema
+from sciml.config import NumberExpr, Schema, number_as_text
 
 __all__ = ["Config", "run", "build_problem", "build_solver", "build_correction", "n_test_points"]
 
@@ -87,11 +87,7 @@ class Problem(Schema):
                                  f"1e-9 of its end points' magnitude) (got [{a:g}, {b:g}])")
         return value
 
-    @field_validator("solution", mode="before")
-    @classmethod
-    def _number_is_an_expression(cls, value: Any) -> Any:
-        """``solution: 1`` (a YAML number) is the expression ``1``."""
-        return repr(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    _solution_text = field_validator("solution", mode="before")(number_as_text)  # solution: 1 is "1"
 
     @field_validator("solution")
     @classmethod

@@ -68,7 +68,8 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from sciml.config import NumberExpr, Schema, case_relative_path
+from sciml.config import NumberExpr, Schema, case_relative_path, number_as_text
+from sciml.runs import load_arrays, save_arrays
 
 __all__ = ["Config", "run", "hf_model", "load_hf_history"]
 
@@ -373,11 +374,7 @@ class Temperature(Schema):
             return {**data, "radius": 0.3}
         return data
 
-    @field_validator("value", mode="before")
-    @classmethod
-    def _number_is_an_expression(cls, value: Any) -> Any:
-        """``value: 900`` (a YAML number: a constant temperature) is the expression ``900``."""
-        return repr(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    _value_text = field_validator("value", mode="before")(number_as_text)  # value: 900, a constant field
 
     @field_validator("value", mode="after")
     @classmethod
@@ -582,10 +579,9 @@ class Config(Schema):
 
         law = ThermoViscoplasticJ2.academic()
         times = self.loading.dt * np.arange(self.loading.n_steps + 1)
-        disc = None
+        disc = Discretisation(*self._mesh())
         for name in ("training", "online"):
             temperature = getattr(self, name)
-            disc = Discretisation(*self._mesh()) if disc is None else disc
             field = _temperature_field(self, temperature, disc)
             key = {"expression": "value", "file": "path"}.get(temperature.type, "peak")
             for t in times:
@@ -613,12 +609,6 @@ class Config(Schema):
         if m.geometry == "blade":
             return (*blade_mesh(*m.cells(), **(self.blade or Blade()).shape()), "hexahedron")
         return m.build()
-
-    def integration_points(self) -> np.ndarray:
-        """Coordinates ``(n_qp, dim)`` of the HF model's integration points (where it evaluates temperatures)."""
-        from sciml.solvers.rom.fem import Discretisation
-
-        return Discretisation(*self._mesh()).qp_coords
 
     def pressures(self, points: np.ndarray, cells: np.ndarray, kind: str) -> list[tuple[np.ndarray, float, int]]:
         """The boundary faces (outward, :func:`sciml.meshes.boundary_faces`), pressure and load group of
@@ -743,7 +733,7 @@ def _free_rigid_motion(points: np.ndarray, fixed_dofs: np.ndarray, cells: np.nda
         mode[:, i], mode[:, j] = -x[:, j], x[:, i]
         names.append(f"rotation about {axis}")
         modes.append(mode.reshape(-1))
-    R = np.stack(modes, axis=1)[np.asarray(fixed_dofs, dtype=np.int64)]
+    R = np.stack(modes, axis=1)[fixed_dofs]
     if R.shape[0] == 0:
         return names[0]
     _, s, Vt = np.linalg.svd(R, full_matrices=True)
@@ -851,12 +841,10 @@ class _Checkpoint:
         self.hf_files: dict[int, str] = dict(mine["online"]["hf_files"]) if mine and mine["online"] else {}
 
     def _write(self, name: str, obj) -> str:
-        _save(self.dir / name, obj)
+        save_arrays(self.dir / name, obj)
         return name
 
     def _read(self, name: str):
-        from sciml.runs import load_arrays
-
         path = self.dir / name
         if not path.is_file():
             raise RuntimeError(f"{path}: missing; {self.run.latest_checkpoint} refers to it")
@@ -925,15 +913,8 @@ class _Checkpoint:
     def save_hf_step(self, name: str, k: int, fields: dict[str, np.ndarray]) -> None:
         """Write the global fields of step ``k`` (1-based) of HF run ``name`` (rank 0, atomically)."""
         if self.comm.is_root:
-            _save(hf_step_file(self.run.checkpoint_dir, name, k), fields)
+            save_arrays(hf_step_file(self.run.checkpoint_dir, name, k), fields)
         self.comm.barrier()
-
-
-def _save(path: Path, obj) -> None:
-    """``obj`` (numpy arrays and plain data) to ``path`` atomically (:func:`sciml.runs.save_arrays`)."""
-    from sciml.runs import save_arrays
-
-    save_arrays(path, obj)
 
 
 def hf_step_file(checkpoint_dir, name: str, k: int):
@@ -943,8 +924,6 @@ def hf_step_file(checkpoint_dir, name: str, k: int):
 
 def load_hf_step(checkpoint_dir, name: str, k: int) -> dict[str, np.ndarray]:
     """The fields ``u``, ``sigma``, ``p``, ``eps_p`` (global arrays) after step ``k`` of HF run ``name``."""
-    from sciml.runs import load_arrays
-
     path = hf_step_file(checkpoint_dir, name, k)
     if not path.is_file():
         raise RuntimeError(f"{path}: missing; the checkpoint records {k} or more steps of HF run {name!r}")

@@ -36,7 +36,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from sciml.cases.data import DataSource, check_isotropic, dataset_extent, equation_from_attrs, training_symmetries
-from sciml.config import NumberExpr, Schema
+from sciml.config import NumberExpr, Schema, validation_error
 
 __all__ = ["Config", "run", "build_sfno", "output_modes_of", "zero_shot_key"]
 
@@ -217,7 +217,7 @@ class Config(Schema):
             except ValueError as exc:
                 problems.append((("training", "augment"), str(exc).removeprefix("training.augment: "), True))
         if problems:
-            raise _invalid(problems)
+            raise validation_error("Config", problems)
         return self
 
 
@@ -227,16 +227,6 @@ def _extent(source: DataSource) -> tuple[int, int, int, float]:
     if not extent[3] > 0:
         raise ValueError("the dataset has no positive frame_dt attribute (the spacing of its frames)")
     return extent
-
-
-def _invalid(problems: list[tuple[tuple, str, Any]]):
-    """A :class:`pydantic.ValidationError` with one error per ``(key path, message, offending value)``: raised
-    inside a validator, pydantic reports each at its own key (the config loader gives it the key's line)."""
-    from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
-
-    return ValidationError.from_exception_data("Config", [
-        InitErrorDetails(type=PydanticCustomError("value_error", "{message}", {"message": message}), loc=loc,
-                         input=value) for loc, message, value in problems])
 
 
 def output_modes_of(model: Model, n_out: int, resolution: int) -> tuple[int, int, int] | None:

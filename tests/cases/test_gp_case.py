@@ -360,12 +360,20 @@ def test_advection_fits_are_judged_by_their_estimate_along_the_characteristics(t
     assert good["relative_l2"] / 1.5 < good["error_estimate"] < 1.5 * good["relative_l2"], good
 
 
+def _run_metrics(tmp_path: Path, text: str) -> dict:
+    """``sciml run`` of the case ``text`` (it must succeed); its metrics."""
+    path, out = tmp_path / "case.yaml", tmp_path / "run"
+    path.write_text(text)
+    res = run_sciml("run", str(path), "--out", str(out), timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads((out / "metrics.json").read_text())
+
+
 def test_final_solve_raises_a_jitter_the_kernels_cannot_be_factored_with(tmp_path):
     """y**2 fitted by Student-t components that all became near-constant in y: the Gram matrix has no
     Cholesky factor at the lowered final jitter (3e-10 of the kernel scale); the final solve raises it
     (at most to the fit's) instead of failing a run whose fit was good."""
-    path = tmp_path / "smooth.yaml"
-    path.write_text("""\
+    metrics = _run_metrics(tmp_path, """\
 kind: gp_pde
 seed: 0
 problem: {equation: poisson, domain: [[0, 1], [0, 1]], solution: y**2}
@@ -374,10 +382,6 @@ kernel: {family: student_t, n_components: 20, jitter: 1.0e-6, init: spectrum}
 optimiser: {adam: {steps: 0}, lbfgs: {iterations: 40, rounds: 1}}
 output: {plots: false, paraview: false}
 """)
-    out = tmp_path / "run"
-    res = run_sciml("run", str(path), "--out", str(out), timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
-    metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["relative_l2"] < 1e-3
     assert metrics["final_jitter"] <= 1e-6  # never above the fit's
 
@@ -385,8 +389,7 @@ output: {plots: false, paraview: false}
 def test_the_relative_residual_of_a_harmonic_solution_is_measured_against_its_natural_scale(tmp_path):
     """1 + x: the source and the Laplacian of the mean vanish, so relative to them every residual was 1 (at
     an error of 2e-6); against |m| / L^2, the size the terms of a mean of that size would have, it is small."""
-    path = tmp_path / "harmonic.yaml"
-    path.write_text("""\
+    metrics = _run_metrics(tmp_path, """\
 kind: gp_pde
 seed: 0
 problem: {equation: poisson, domain: [[0, 1]], solution: 1 + x}
@@ -395,9 +398,5 @@ kernel: {family: gaussian, n_components: 20, jitter: 1.0e-6}
 optimiser: {adam: {steps: 30, lr: 1.0e-2}, lbfgs: {iterations: 100, rounds: 2}}
 output: {plots: false, paraview: false}
 """)
-    out = tmp_path / "run"
-    res = run_sciml("run", str(path), "--out", str(out), timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
-    metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["relative_l2"] < 1e-4
     assert metrics["relative_residual_test"] < 1e-3

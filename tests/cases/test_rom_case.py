@@ -248,16 +248,8 @@ def test_table_training_and_expression_online_on_one_and_two_ranks(tmp_path):
     np.savez(tmp_path / "train.npz", times=times, temperature=np.stack([spot(points, t) for t in times]))
     case = tmp_path / "mixed.yaml"
     case.write_text(_with_online(HOT_SPOT_EXPRESSION) + "training: {type: file, path: train.npz}\n")
-    metrics = []
-    for ranks in (1, 2):
-        res = run_sciml("run", str(case), "--out", str(tmp_path / f"run{ranks}"), ranks=ranks, timeout=240)
-        assert res.returncode == 0, res.stderr[-3000:]
-        metrics.append(json.loads((tmp_path / f"run{ranks}" / "metrics.json").read_text()))
-    a, b = metrics
+    a = _same_metrics_on_one_and_two_ranks(case, tmp_path)
     assert a["max_rel_error_u_nonadaptive"] > 1e-2 > a["max_rel_error_u"]
-    for key, value in a.items():
-        if key not in TIMING:
-            assert b[key] == (pytest.approx(value, rel=1e-10, abs=1e-12) if isinstance(value, float) else value), key
 
 
 @pytest.mark.parametrize("block, message", [
@@ -319,6 +311,21 @@ boundary:
   - {where: {axis: y, value: 0.0}, displacement: {y: 0.0}}
   - {where: {axis: x, value: 2.0}, displacement: {x: 0.01}}
 """
+
+
+def _same_metrics_on_one_and_two_ranks(case: Path, tmp_path: Path) -> dict:
+    """Run ``case`` on 1 and on 2 ranks (folders run1, run2): every metric but the timings agrees to 1e-10;
+    returns the 1-rank metrics."""
+    metrics = []
+    for ranks in (1, 2):
+        res = run_sciml("run", str(case), "--out", str(tmp_path / f"run{ranks}"), ranks=ranks, timeout=240)
+        assert res.returncode == 0, res.stderr[-3000:]
+        metrics.append(json.loads((tmp_path / f"run{ranks}" / "metrics.json").read_text()))
+    a, b = metrics
+    for key, value in a.items():
+        if key not in TIMING:
+            assert b[key] == (pytest.approx(value, rel=1e-10, abs=1e-12) if isinstance(value, float) else value), key
+    return a
 
 
 def _geometry_case(mesh: str, extra: str = PLATE_BOUNDARY) -> str:
@@ -485,16 +492,8 @@ def test_pressure_cycles_on_one_and_two_ranks(tmp_path):
 
     case = tmp_path / "pressure.yaml"
     case.write_text(_geometry_case("{geometry: box, nx: 8, ny: 4, size: [2.0, 1.0], block_size: 4}", PRESSURE))
-    metrics = []
-    for ranks in (1, 2):
-        res = run_sciml("run", str(case), "--out", str(tmp_path / f"run{ranks}"), ranks=ranks, timeout=240)
-        assert res.returncode == 0, res.stderr[-3000:]
-        metrics.append(json.loads((tmp_path / f"run{ranks}" / "metrics.json").read_text()))
-    a, b = metrics
+    a = _same_metrics_on_one_and_two_ranks(case, tmp_path)
     assert a["max_rel_error_u_nonadaptive"] > 1e-2 > a["max_rel_error_u"]
-    for key, value in a.items():
-        if key not in TIMING:
-            assert b[key] == (pytest.approx(value, rel=1e-10, abs=1e-12) if isinstance(value, float) else value), key
 
     points, cells = box_mesh_2d(8, 4, 2.0, 1.0)
     disc = Discretisation(points, cells, "quad")
@@ -514,16 +513,8 @@ def test_ranks_that_own_no_block_of_cells(tmp_path):
     every collective with empty arrays, and the metrics are the 1-rank ones."""
     case = tmp_path / "one_block.yaml"
     case.write_text(TINY.replace("block_size: 4", "block_size: 32"))
-    metrics = []
-    for ranks in (1, 2):
-        res = run_sciml("run", str(case), "--out", str(tmp_path / f"run{ranks}"), ranks=ranks, timeout=240)
-        assert res.returncode == 0, res.stderr[-3000:]
-        metrics.append(json.loads((tmp_path / f"run{ranks}" / "metrics.json").read_text()))
-    a, b = metrics
+    a = _same_metrics_on_one_and_two_ranks(case, tmp_path)
     assert a["hf_steps_used"] >= 1  # the updates (where a rank without points once failed) ran
-    for key, value in a.items():
-        if key not in TIMING:
-            assert b[key] == (pytest.approx(value, rel=1e-10, abs=1e-12) if isinstance(value, float) else value), key
 
 
 def test_a_body_expanding_freely_converges_to_the_exact_expansion(tmp_path):
@@ -585,16 +576,8 @@ def test_loads_with_their_own_factors_on_one_and_two_ranks(tmp_path):
     case.write_text(_geometry_case("{geometry: box, nx: 8, ny: 4, size: [2.0, 1.0], block_size: 4}", TWO_FACTORS))
     cfg = load_case(case).config
     assert cfg.load_groups() == ["reversed", "min(t/4, 1)"]
-    metrics = []
-    for ranks in (1, 2):
-        res = run_sciml("run", str(case), "--out", str(tmp_path / f"run{ranks}"), ranks=ranks, timeout=240)
-        assert res.returncode == 0, res.stderr[-3000:]
-        metrics.append(json.loads((tmp_path / f"run{ranks}" / "metrics.json").read_text()))
-    a, b = metrics
+    a = _same_metrics_on_one_and_two_ranks(case, tmp_path)
     assert a["max_rel_error_u_nonadaptive"] > 1e-2 > a["max_rel_error_u"], a
-    for key, value in a.items():
-        if key not in TIMING:
-            assert b[key] == (pytest.approx(value, rel=1e-10, abs=1e-12) if isinstance(value, float) else value), key
 
     points, cells = box_mesh_2d(8, 4, 2.0, 1.0)
     disc = Discretisation(points, cells, "quad")
