@@ -208,6 +208,15 @@ class Config(Schema):
             problems.append((("window", "n_in"), "the temporal input path needs at least 2 input frames (from one "
                              "frame its latent field is constant in time and the SFNO can only predict persistence); "
                              "use model.input_path: frames", w.n_in))
+        from sciml.solvers.sfno.layers import max_mode
+
+        top = max_mode(tr.resolution)
+        for name in ("modes", "output_modes"):
+            value = getattr(self.model, name)
+            if isinstance(value, tuple) and max(value[1:]) > top:
+                problems.append((("model", name), f"space modes must be at most {top}, the largest below the "
+                                 f"Nyquist frequency of training.resolution {tr.resolution} (weights above it "
+                                 "never see training data but act at the zero-shot resolution)", list(value)))
         if self.finetune.enabled and self.finetune.n_trajectories > self.n_test:
             problems.append((("finetune", "n_trajectories"), f"must be at most n_test {self.n_test}",
                              self.finetune.n_trajectories))

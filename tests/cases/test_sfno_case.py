@@ -185,7 +185,8 @@ def test_validation_names_the_problem(tmp_path):
 def test_sizes_the_run_cannot_use_are_refused_before_any_work(tmp_path):
     """A BDF order above the frames a fine-tuning predicts (window.n_out 5 x the test set's stored frames per
     window frame: 4, or 1 when the test set is stored at the window's spacing), and one input
-    frame on the temporal path (whose latent field would be constant in time: persistence only)."""
+    frame on the temporal path (whose latent field would be constant in time: persistence only), and space modes
+    above the training grid's Nyquist frequency (never trained, yet used at the zero-shot grid)."""
     case = tmp_path / "bad.yaml"
     case.write_text(TINY.format(cache=tmp_path / "cache"))
     assert run_sciml("validate", str(case), "--set", "finetune.order=6").returncode == 0  # 6 <= 20: fine
@@ -197,6 +198,11 @@ def test_sizes_the_run_cannot_use_are_refused_before_any_work(tmp_path):
                                     "input frames") in res.stderr
     assert run_sciml("validate", str(case), "--set", "window.n_in=1", "--set", "model.input_path=frames"
                      ).returncode == 0
+    # space modes up to 7 (below the Nyquist frequency of training.resolution 16) train; 8 would not
+    assert run_sciml("validate", str(case), "--set", "model.output_modes=[2,7,7]").returncode == 0
+    for key, value in (("model.modes", "[2,8,4]"), ("model.output_modes", "[2,4,8]")):
+        res = run_sciml("validate", str(case), "--set", f"{key}={value}")
+        assert res.returncode == 2 and f"{key}: space modes must be at most 7" in res.stderr, res.stderr
 
 
 ON_PATHS = """\

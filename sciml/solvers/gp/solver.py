@@ -1329,15 +1329,24 @@ class GPPDESolver(nn.Module):
 
     @torch.no_grad()
     def relative_error(self, n_test: int | Sequence[int]) -> float:
-        r"""Relative :math:`L^2` error :math:`\|u_h - u\| / \|u\|` on a staggered test grid."""
+        r"""Relative :math:`L^2` error :math:`\|u_h - u\| / \|u\|` on a staggered test grid (see
+        :func:`relative_norm` for :math:`u = 0`)."""
         axes = self.test_axes(n_test)
         exact = self.problem.exact(*torch.meshgrid(*axes, indexing="ij"))
-        return float((self.predict(*axes) - exact).norm() / exact.norm())
+        return relative_norm(self.predict(*axes) - exact, exact)
 
     @torch.no_grad()
     def dominant_frequencies(self) -> list[float]:
         r""":math:`|\mu_q|` of the heaviest component of each axis' kernel, cycles per unit length."""
         return [float(k.mu[k.log_weight.argmax()].abs()) for k in self.kernels]
+
+
+def relative_norm(error: torch.Tensor, reference: torch.Tensor) -> float:
+    r""":math:`\|e\| / \|u\|`, with 0 for an exact answer to :math:`u = 0` and inf for a wrong one (no NaN)."""
+    e, u = float(error.norm()), float(reference.norm())
+    if u == 0.0:
+        return 0.0 if e == 0.0 else math.inf
+    return e / u
 
 
 @torch.no_grad()

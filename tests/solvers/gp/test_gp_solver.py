@@ -669,3 +669,15 @@ def test_error_estimate_sees_the_slow_error_the_residual_hides():
     err, est = good.relative_error([47, 39]), good.error_estimate([47, 39])
     assert err < 1e-3 and err / 3 < est < 3 * err, (err, est)
     assert isinstance(small_solvers()[1].error_estimate(5), float)  # advection: tests/solvers/gp/test_transport.py
+
+
+def test_relative_norm_is_defined_for_a_zero_solution():
+    """u = 0 (a manufactured zero solution) has no relative error: an exact answer is 0, a wrong one inf,
+    never NaN; otherwise the plain ratio."""
+    from sciml.solvers.gp.solver import relative_norm
+
+    zero = torch.zeros(5, dtype=DT)
+    assert relative_norm(zero, zero) == 0.0
+    assert relative_norm(torch.full((5,), 1e-3, dtype=DT), zero) == math.inf
+    u, e = torch.tensor([3.0, 4.0], dtype=DT), torch.tensor([0.3, 0.0], dtype=DT)
+    assert relative_norm(e, u) == pytest.approx(0.06, rel=1e-14)
