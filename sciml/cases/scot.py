@@ -16,8 +16,9 @@ Case kind ``scot`` (DESIGN.md, "Poseidon-style scOT"). Stages:
    optimiser steps. With ``data.validation`` and ``finetune.validate_every`` /
    ``baseline.validate_every``, each training measures the same error on ``n_validation``
    validation trajectories before the first step and every so many steps after, and keeps the
-   weights with the lowest (early stopping, as Poseidon fine-tunes; otherwise the last weights
-   are kept). With ``<stage>.augment`` a stage trains on pairs moved by random symmetries of
+   weights with the lowest (early stopping; otherwise the last weights are kept). Poseidon keeps
+   the epoch with the lowest all-pairs validation *loss*; here the criterion is the study's own
+   error, from the first to the last snapshot, checked every so many steps. With ``<stage>.augment`` a stage trains on pairs moved by random symmetries of
    the data's equation on the grid (translations, reflections and quarter turns its forcing
    keeps; the velocity turns as a vector), for data whose initial conditions come from a
    distribution these leave unchanged; Poseidon does not augment.
@@ -575,8 +576,9 @@ class _Study:
         if model.config.image_size != self.resolution:
             model.config.check_resolution(self.resolution, self.resolution)
             self.log(f"note: {path} was trained at {model.config.image_size}², it runs here at {self.resolution}² "
-                     f"(the model's image_size here, the data resampled to it; model.image_size: "
-                     f"{model.config.image_size} runs it at its own)")
+                     f"(the model's image_size here, the data resampled to it: its windows cover other token "
+                     f"offsets, so its position biases and window shifts differ from its training; "
+                     f"model.image_size: {model.config.image_size} runs it at its own, as Poseidon does)")
         if blob["config"]["in_channels"] != self.channels:
             model.reset_io(self.channels, self.channels)
             self.log(f"pretrained model {path}: {blob['config']['in_channels']} channels, embedding and recovery "

@@ -85,7 +85,13 @@ class TimeLayerNorm(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        r""":math:`\gamma(t) = 1`, :math:`\beta(t) = 0` for all t."""
+        r""":math:`\gamma(t) = 1`, :math:`\beta(t) = 0` for all t: a plain LayerNorm at the start.
+
+        Poseidon's code initialises the two maps like any linear layer (weights
+        :math:`\mathcal N(0, 0.02^2)`, biases 0), so its norms start with
+        :math:`\gamma(t) \approx 0.02\,\xi\,t` and output almost nothing (exactly nothing at
+        :math:`t = 0`); the paper does not say. This only matters for training from scratch;
+        loaded checkpoints overwrite both."""
         nn.init.zeros_(self.gamma.weight)
         nn.init.ones_(self.gamma.bias)
         nn.init.zeros_(self.beta.weight)
