@@ -128,7 +128,9 @@ class FineTune(Schema):
     enabled: bool = True
     n_trajectories: int = Field(16, ge=1, description="test trajectories fine-tuned (the first ones)")
     steps: int = Field(100, ge=0, le=100000, description="optimiser iterations (L-BFGS: loss evaluations)")
-    optimizer: Literal["lbfgs", "adam"] = Field("lbfgs", description="lbfgs: preconditioned; adam: as in the paper")
+    optimizer: Literal["lbfgs", "adam"] = Field(
+        "lbfgs", description="lbfgs: preconditioned, every output coefficient; adam: the paper's optimiser, on the "
+                             "layer's weights")
     lr: float = Field(1e-2, gt=0, description="Adam's learning rate")
     order: int = Field(3, ge=1, le=6, description="BDF order of the residual's time differences")
     alpha: NumberExpr = Field(10**-1.5, gt=0, description="shift of the H^-1 symbol")

@@ -33,7 +33,11 @@ residual 51x.
   space-time mode spans many decades (slow large scales against fast or fine ones, see
   :func:`residual_preconditioner`); Adam's per-weight step of about ``lr`` then moves
   every mode by the same amount whatever the residual says about it.
-  ``optimizer="adam"`` keeps the paper's variant.
+  ``optimizer="adam"`` keeps the paper's optimiser on the layer's weights. The authors'
+  notebooks tune, besides the weights (at a small rate), a per-mode spectral *bias* of
+  their output layer, which this model does not have; the L-BFGS path's free coefficient
+  per mode is that freedom (weights and bias together reach any output coefficient where
+  the latent field has content).
 
 The latent field ``v`` (everything before the output layer) does not depend on
 :math:`W`: it is computed once, and so are its Fourier coefficients on the kept
@@ -130,8 +134,9 @@ def residual_preconditioner(eq, kept: tuple[int, int, int], period: float, veloc
     fine ones); optimising :math:`\theta = D^{1/2}\,\delta c` instead of the coefficients
     :math:`\delta c` makes the problem far better conditioned. The one mode with
     :math:`D = 0` (constant in space and time, which the output cannot change anyway)
-    gets 0. The spatial mean is tuned: the network need not conserve it, and with the
-    shift :math:`\alpha` the :math:`H^{-1}` norm weighs its drift by :math:`1/\alpha`.
+    gets 0. The spatial mean is tuned where the model lets it drift (``conserve_mean=False``;
+    with the :math:`H^{-1}` shift :math:`\alpha` the norm weighs that drift by :math:`1/\alpha`); with
+    ``conserve_mean`` the modes :math:`(\omega_t, 0)` do not reach the prediction and stay put.
 
     Parameters
     ----------
@@ -201,7 +206,8 @@ def finetune(
     steps : int
         Optimiser iterations (for L-BFGS: at most ``steps`` loss evaluations).
     optimizer : {"lbfgs", "adam"}
-        ``"adam"``: Adam with learning rate ``lr`` on the layer's weights, as in the paper.
+        ``"adam"``: Adam with learning rate ``lr`` on the layer's weights (the paper's optimiser;
+        the authors' spectral bias is not in this model).
         ``"lbfgs"``: L-BFGS with a strong-Wolfe line search on the weights rescaled by
         :func:`residual_preconditioner`, :math:`W = W_0 + D^{-1/2}\theta / (s\,\hat v)`
         per mode (modes where the latent field has no content are left alone); the layer

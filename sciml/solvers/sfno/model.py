@@ -56,6 +56,28 @@ period happens in the padding, after the last target. Without padding
 (``time_padding=0``) it would fall between the last target and the last input frame and
 the trigonometric interpolation between frames would ring (Gibbs) across the window.
 
+Where this differs from the authors' code (``scaomath/torch-cfd``, ``fno/sfno.py``; a
+review of the two, twenty-second session). The paper fixes the overall structure, not these:
+
+* lifting: their positional features are :math:`x, y` on ``linspace(0, 1, n)`` (not periodic,
+  so not the same function on another grid) and a decaying :math:`t` basis, followed by a
+  LayerNorm, a 1×1 conv and a full 3D spectral conv that also truncates space to the
+  body's modes and an FFN; here periodic features, a global data scale :math:`s`, an MLP and
+  the time-only :math:`\mathcal T` (no spatial truncation before the body);
+* body: theirs counts the lifting convolution as one of ``num_spectral_layers``, uses ReLU
+  (also after the last block), an FFN of 4× the width in every block and a linear 1×1
+  projection; here GELU between blocks, the FFN optional (``block_mlp_channels``), a
+  two-layer projection;
+* output layer: theirs carries a per-mode spectral bias (trained, and the main thing their
+  fine-tuning notebooks tune), joins the raw last input frame to the latent field in time
+  and crops a backward-normalised inverse FFT (amplitude and window then depend on the
+  number of output frames); here no bias, :math:`y(t_0)` is subtracted instead, and the
+  same trigonometric polynomial is sampled at any number of frames. (The fine-tuning's
+  L-BFGS path tunes every output coefficient the latent field reaches, which is the freedom
+  weights and bias give together; see :mod:`~sciml.solvers.sfno.finetune`.)
+* "modes" here are the largest wavenumbers kept, :math:`|k| \le K`; theirs count the
+  corners of the spectrum (:math:`k \in [-m, m-1]`), with positive uniform initial weights.
+
 Shapes: vorticity is time-major, ``(B, T, N, N)`` with axes ``(x, y)`` (DESIGN.md).
 """
 

@@ -9,8 +9,8 @@ The loss and the metric are the relative :math:`L^2(0,T;L^2)` error per sample,
 on equally spaced frames of a uniform grid (the quadrature weights cancel); the training
 loss is its mean over the batch, the reported metric its median over the test set.
 
-:class:`Trainer` runs epochs of Adam with a one-cycle learning-rate schedule over a
-shuffled training set and holds everything a checkpoint needs to continue bit for bit
+:class:`Trainer` runs epochs of AdamW (decoupled weight decay) with a one-cycle learning-rate
+schedule over a shuffled training set and holds everything a checkpoint needs to continue bit for bit
 (model, optimiser, scheduler, shuffling generator, global RNG, epoch, history).
 :func:`reuse_freed_memory` is a scoped allocator knob that makes CPU training of these
 large activations about twice as fast.
@@ -73,7 +73,7 @@ def predict(model: Callable[[Tensor], Tensor], inputs: Tensor, batch_size: int, 
 
 @dataclass
 class Trainer:
-    """Adam + one-cycle schedule on the relative L² loss; resumable.
+    """AdamW + one-cycle schedule on the relative L² loss; resumable.
 
     Parameters
     ----------
