@@ -264,12 +264,16 @@ class Config(Schema):
                 for (a, b), n in zip(self.problem.domain, self.n_points)]
         centres = [0.5 * (x[1:] + x[:-1]) for x in axes]
         for name, grid in (("the grid points", axes), ("the cells' centres", centres)):
-            coords = torch.meshgrid(*grid, indexing="ij")
-            for what, value in (("solution", problem.exact(*coords)), ("source", problem.source(*coords))):
-                bad = ~torch.isfinite(value)
-                if bool(bad.any()):
-                    where = ", ".join(f"{c[bad][0].item():.6g}" for c in coords)
-                    raise ValueError(f"problem.solution: the {what} is not finite at ({where}), one of {name}")
+            # in slabs of the first axis of about 2**20 points: memory stays bounded on every rank
+            rest = math.prod(len(x) for x in grid[1:])
+            step = max(1, 2**20 // rest)
+            for start in range(0, len(grid[0]), step):
+                coords = torch.meshgrid(grid[0][start: start + step], *grid[1:], indexing="ij")
+                for what, evaluate in (("solution", problem.exact), ("source", problem.source)):
+                    bad = ~torch.isfinite(evaluate(*coords))
+                    if bool(bad.any()):
+                        where = ", ".join(f"{c[bad][0].item():.6g}" for c in coords)
+                        raise ValueError(f"problem.solution: the {what} is not finite at ({where}), one of {name}")
         return self
 
 

@@ -108,6 +108,18 @@ def test_inconsistent_configs_are_config_errors(tmp_path, edit, where):
     assert f": {where}: " in str(err.value)
 
 
+def test_finiteness_is_checked_in_every_slab_of_a_large_grid(tmp_path):
+    """The check runs in slabs of about 2**20 points along the first axis (bounded memory): a solution
+    undefined only at the last grid lines (x > 1.0995 of [0, 1.1]) is found past the first slab."""
+    text = TINY.format(solution="log(1.0995 - x)*sin(y)").replace("[[0, 3]]", "[[0, 1.1], [0, 1]]")
+    path = tmp_path / "case.yaml"
+    path.write_text(text.replace("n_points: [30]", "n_points: [2200, 1000]"))
+    with pytest.raises(ConfigError, match=r"problem.solution: the solution is not finite at \(1\.1"):
+        load_case(path)
+    path.write_text(text.replace("n_points: [30]", "n_points: [2200, 1000]").replace("1.0995", "1.2"))
+    assert load_case(path).kind == "gp_pde"
+
+
 def test_lbfgs_trust_auto_is_on_exactly_where_the_u_update_is_iterative(tmp_path):
     def trust(text):
         path = tmp_path / "case.yaml"
