@@ -127,7 +127,8 @@ class Kernel(Schema):
         "auto: 1e-3, but never where a "
         "correction block (when: always) follows (the correction fits what the main fit leaves); null: never")
     init: Literal["uniform", "spectrum"] = Field(
-        "uniform", description="uniform: frequencies spread over [0, Nyquist] (the paper's start); spectrum: the "
+        "uniform", description="uniform: frequencies spread over [0, Nyquist] (the authors spread them over a range set "
+        "by hand per problem); spectrum: the "
         "strongest peaks of the source's and the boundary data's spectra lead, the rest spread as in uniform",
     )
     max_peaks: Optional[int] = Field(None, ge=0, description="init: spectrum: at most this many peak components "

@@ -1,8 +1,9 @@
 r"""Empirical spectra of the problem data, for a data-driven start of the spectral mixtures.
 
 The spectral-mixture kernels learn where the solution's spectrum lies; from a
-broadband start (frequencies spread over ``[0, Nyquist]``, the paper's choice) the
-optimiser has to discover it. The data already tell: the source :math:`f = \mathcal L u`
+broadband start (frequencies spread over ``[0, Nyquist]``; the authors' code spreads them
+over ``[0, freq_scale]`` with ``freq_scale`` set by hand per problem, about 1.3–1.9 times the
+true frequency) the optimiser has to discover it. The data already tell: the source :math:`f = \mathcal L u`
 of a constant-coefficient operator has the solution's frequencies (a Fourier multiplier
 rescales them, it does not move them), and so do the Dirichlet data along each face.
 Gaussian-process regression does the same with its training targets (gpytorch's
