@@ -234,7 +234,11 @@ class EquivariantConvolution(torch.nn.Module):
     :math:`e_{ij}` giving one weight per channel and degree of :math:`u`,
     :math:`Y(\hat r) = (Y_{lm}(\hat r))_{l \le L_e}` shared by all channels (e3nn
     ``spherical_harmonics(..., normalize=True, normalization="integral")``), and
-    :math:`\bar n` a fixed normaliser (the mean number of neighbours).
+    :math:`\bar n` a fixed normaliser (the mean number of neighbours). The radial weights
+    act on the feature side only: the harmonics' per-degree weights :math:`w` are learned
+    constants, so a path's weight is :math:`R_{c,l_1}(e)\,w_{l_2}\,w^\text{out}_{c,l_3}` and the
+    filter's degree profile does not change with distance (TFN/NequIP-style filters put a
+    radial function on each degree of :math:`Y` instead).
 
     With ``message_layers`` :math:`K > 1` the message is a :math:`K`-layer steerable MLP
     of the edge, as SEGNN's (two layers there): for :math:`k = 2, \dots, K`
@@ -373,7 +377,11 @@ class ManyBodyInteraction(torch.nn.Module):
     projected once -- no truncation between factors. With ``"cg"`` it is a chain of
     :math:`\nu - 1` e3nn products, truncated at :math:`L_\text{out}` after each.
     The biases :math:`b_k` start at 1, so that at initialisation the block already
-    passes every lower-order term through.
+    passes every lower-order term through. (The authors' MACE block instead sums
+    :math:`\sum_{\nu'} w_{\nu'} \odot [x \circledast \cdots \circledast x]` with the same
+    :math:`x` in every factor and a free weight per correlation order, channel and output
+    degree; here the coefficient of each order is a product of factor parameters, and each
+    factor has its own channel mix.)
 
     Parameters
     ----------

@@ -36,6 +36,16 @@ transforms as a polar vector; only differences of positions enter, so the
 displacement is translation invariant and the prediction E(3)-equivariant; nodes
 interact through sums over edges, so it is permutation equivariant; charges enter
 as :math:`q_i q_j`, so it is invariant under :math:`q \to -q`.
+
+Not SEGNN itself (the paper's network is not published with its code; a review against
+SEGNN's code, twenty-second session): there is a MACE-style many-body block in every
+layer, which SEGNN does not have; no steerable node attributes (SEGNN conditions its
+embedding, update and read-out on the mean edge harmonics and :math:`Y(v)`; here plain
+equivariant linear maps); the distance and :math:`q_i q_j` reach the messages through a
+radial MLP giving per-degree weights, where SEGNN feeds them to a fully connected tensor
+product as two scalars; products are channel-wise with per-degree channel mixing, so
+"64 channels" is not SEGNN's 64 weight-balanced irreps. The ``cg`` network is this
+network with Clebsch–Gordan products, not SEGNN's. Paper numbers are a loose yardstick.
 """
 
 from __future__ import annotations
