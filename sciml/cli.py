@@ -10,7 +10,9 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -84,19 +86,88 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _prepare_out(out: Path) -> None:
-    """Make ``out`` ready for a fresh run; refuse a non-empty folder that is not a run folder."""
+#: What a run writes in its folder: a fresh run over an earlier one removes these first (the rest of a run
+#: folder is the user's and stays), and a case's input may not lie among them.
+_OUTPUT_DIRS = ("checkpoints", "fields", "plots")
+_OUTPUT_FILES = ("fields.pvd", "metrics.json", "trajectories.h5", "dataset.pt", "pretrained.pt", "overrides.txt",
+                 "log.txt", "case.yaml", "config.yaml", "provenance.json", ".config_started.json")
+#: Removed again when a resumed run has no checkpoint yet and starts over (its configuration, log and
+#: provenance are kept).
+_RESTART_FILES = ("fields.pvd", "metrics.json", "trajectories.h5", "dataset.pt", "pretrained.pt")
+_LOCK = ".sciml.lock"
+
+
+def _is_run_folder(folder: Path) -> bool:
+    """Written by sciml: a ``config.yaml`` and this package's provenance record (or the record of the
+    configuration a run started with, which comes first)."""
+    if not (folder / "config.yaml").is_file():
+        return False
+    if (folder / ".config_started.json").is_file():
+        return True
+    try:
+        record = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "kind" in record and "sciml" in (record.get("versions") or {})
+
+
+def _check_writable(folder: Path, name: str) -> None:
+    """Create ``folder`` if needed and write a file in it, or refuse with the system's reason."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError([f"{name}: cannot write there ({exc.strerror or exc})"]) from None
+
+
+def _inputs_among_outputs(case: LoadedCase, out: Path) -> list[str]:
+    """Files the case reads (any existing file named in its configuration) that the run would remove or
+    overwrite in ``out``."""
+    found: list[str] = []
+    root = out.resolve()
+
+    def walk(tree, prefix=()):
+        if isinstance(tree, dict):
+            for k, v in tree.items():
+                walk(v, prefix + (str(k),))
+        elif isinstance(tree, (list, tuple)):
+            for i, v in enumerate(tree):
+                walk(v, prefix + (str(i),))
+        elif isinstance(tree, (str, Path)) and str(tree) and len(str(tree)) < 4096:
+            path = Path(tree).expanduser()
+            try:
+                if not (path.is_absolute() and path.is_file()):
+                    return
+                rel = path.resolve().relative_to(root)
+            except (OSError, ValueError):
+                return
+            if rel.parts[0] in _OUTPUT_DIRS or (len(rel.parts) == 1 and rel.name in _OUTPUT_FILES):
+                found.append(f"{case.where(prefix)}: {'.'.join(prefix)}: {path} lies where the run in {out} "
+                             "writes its results; choose another --out (or move the file)")
+
+    walk(case.resolved())
+    return found
+
+
+def _prepare_out(out: Path, case: LoadedCase) -> None:
+    """Make ``out`` ready for a fresh run; refuse a non-empty folder that is not a run folder, a folder
+    that cannot be written, and one holding the case's inputs where the run writes."""
     if out.exists() and not out.is_dir():
         raise ConfigError([f"--out {out}: exists and is not a folder"])
-    if out.is_dir() and any(out.iterdir()) and not (out / "config.yaml").is_file():
+    if out.is_dir() and any(out.iterdir()) and not _is_run_folder(out):
         raise ConfigError([f"--out {out}: folder is not empty and is not a sciml run folder"])
+    problems = _inputs_among_outputs(case, out) if out.is_dir() else []
+    if problems:
+        raise ConfigError(problems)
+    _check_writable(out, f"--out {out}")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     try:
         case = load_case(args.case, args.overrides)
         out = Path(args.out) if args.out else Path("runs") / Path(args.case).stem
-        _prepare_out(out)
+        _prepare_out(out, case)
     except ConfigError as err:
         return _report_invalid(err)
     text = Path(args.case).read_text(encoding="utf-8")
@@ -162,9 +233,51 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         return _report_invalid(ConfigError([f"{folder}: not a run folder (no config.yaml)"]))
     try:
         case = load_case(cfg)
+        _check_writable(folder, str(folder))
     except ConfigError as err:
         return _report_invalid(err)
+    _use_data_dir_of(folder)
     return _execute(case, folder, resume=True, case_text=None)
+
+
+def _use_data_dir_of(folder: Path) -> None:
+    """Resume from any working directory with the default dataset cache the run started with (recorded
+    in its provenance as ``data_dir``), unless ``$SCIML_DATA_DIR`` names one."""
+    if "SCIML_DATA_DIR" in os.environ:
+        return
+    try:
+        record = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    data_dir = record.get("data_dir") if isinstance(record, dict) else None
+    if isinstance(data_dir, str) and data_dir:
+        os.environ["SCIML_DATA_DIR"] = data_dir
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch system's time limit, ``kill``): ends the run like Ctrl-C, checkpoints intact."""
+
+
+def _terminate(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    raise _Terminated()
+
+
+def _lock(out: Path):
+    """An exclusive lock on the run folder (``.sciml.lock``, released when the process ends, killed or
+    not), or None when another process holds it."""
+    import fcntl
+
+    handle = open(out / _LOCK, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None) -> int:
@@ -181,17 +294,22 @@ def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None
     except LaunchError as exc:
         print(f"sciml: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    lock = None
     if comm.is_root:
         out.mkdir(parents=True, exist_ok=True)
+        lock = _lock(out)
+    if not comm.bcast(lock is not None or not comm.is_root):
+        return _report_invalid(ConfigError([f"{out}: another sciml process is running in this folder (its pid "
+                                            f"is in {out / _LOCK}); wait for it, or choose another --out"]))
+    if comm.is_root:
         restart = resume and not (out / "checkpoints" / "latest.pt").is_file()
         if not resume or restart:  # a resumed run killed before its first checkpoint starts over
-            for stale in ("checkpoints", "fields", "plots"):
+            for stale in _OUTPUT_DIRS:
                 shutil.rmtree(out / stale, ignore_errors=True)
-            for stale in ("fields.pvd", "metrics.json", "trajectories.h5", "dataset.pt"):
+            for stale in _RESTART_FILES if resume else _OUTPUT_FILES:
                 (out / stale).unlink(missing_ok=True)
-            if not resume:
-                (out / "log.txt").unlink(missing_ok=True)
     comm.barrier()
+    signal.signal(signal.SIGTERM, _terminate)
     run = Run(out, comm, resume=resume)
     seed = getattr(case.config, "seed", None)
     try:
@@ -210,9 +328,14 @@ def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None
         run.log(f"done in {run.wall_time():.1f} s; metrics in {out / 'metrics.json'}")
         comm.barrier()
         return EXIT_OK
-    except KeyboardInterrupt:
-        run.log("interrupted; the last checkpoint is intact: continue with `sciml resume " + str(out) + "`")
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
+        run.log(f"{how}; the last checkpoint is intact: continue with `sciml resume {out.resolve()}`")
+        try:
+            run.write_provenance(seed=seed, kind=case.kind, status=how)
+        except Exception:  # noqa: BLE001
+            pass
+        return 143 if isinstance(exc, _Terminated) else 130
     except Exception as exc:  # noqa: BLE001 - any failure must end the job on every rank
         msg = f"rank {comm.rank}: {type(exc).__name__}: {exc}"
         print(f"sciml: error on {msg}", file=sys.stderr)
@@ -226,6 +349,8 @@ def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None
         return EXIT_FAILED
     finally:
         run.close()
+        if lock is not None:
+            lock.close()
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

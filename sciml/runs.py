@@ -43,6 +43,17 @@ CHECKPOINT_FORMAT = 1
 T = TypeVar("T")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Mode of the files :func:`atomic_write` creates: what ``open`` would give under the process's umask
+#: (``mkstemp`` creates them 0600, unreadable by a cluster group sharing the results).
+_FILE_MODE = 0o666 & ~_umask()
+
+
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
     """Open a temporary file beside ``path``; on success it replaces ``path`` atomically."""
@@ -50,6 +61,7 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
@@ -88,6 +100,12 @@ def load_arrays(path: str | Path) -> Any:
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def default_data_dir() -> Path:
+    """Where generated datasets are cached when a case names no ``cache_dir``: ``$SCIML_DATA_DIR``, else
+    ``./data``, as an absolute path (recorded in ``provenance.json`` so that a resume finds it again)."""
+    return Path(os.environ.get("SCIML_DATA_DIR", "data")).resolve()
 
 
 def _git_commit() -> str | None:
@@ -150,7 +168,9 @@ class Run:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             self.plots_dir.mkdir(parents=True, exist_ok=True)
             if resume:  # temporary files of a write the previous process was killed in (atomic_write)
-                for stale in self.checkpoint_dir.rglob(".*.tmp"):
+                temporary = [*self.path.glob(".*.tmp"), *self.checkpoint_dir.rglob(".*.tmp"),
+                             *(self.path / "fields").rglob(".*.tmp")]
+                for stale in temporary:
                     stale.unlink(missing_ok=True)
                 try:
                     self._previous = json.loads((self.path / "provenance.json").read_text())
@@ -214,6 +234,7 @@ class Run:
             "wall_time_s": round(wall, 3),
             "wall_time_total_s": round(wall + earlier, 3),
             "resumed": self.resume,
+            "data_dir": str(default_data_dir()),
             "command": info["command"],
             "hostname": info["hostname"],
             "git_commit": info["git_commit"],

@@ -114,3 +114,126 @@ def test_a_terminal_gets_a_progress_bar_a_pipe_gets_plain_lines(tmp_path):
     piped = run_sciml("run", str(case), "--out", str(tmp_path / "pipe"))
     assert piped.returncode == 0 and "%|" not in piped.stdout + piped.stderr
     assert "frames: 20/20 (" in piped.stdout
+
+
+NS = """\
+kind: navier_stokes
+grid: {n: 16}
+initial_condition: {type: gaussian_random_field}
+time: {n_frames: 6, frame_dt: 0.1}
+"""
+
+
+def test_run_refuses_a_folder_whose_config_yaml_is_not_a_runs(tmp_path):
+    """A config.yaml alone (another tool's) does not make a sciml run folder: nothing in it is removed."""
+    case, out = tmp_path / "ns.yaml", tmp_path / "project"
+    case.write_text(NS)
+    (out / "plots").mkdir(parents=True)
+    (out / "config.yaml").write_text("lr: 0.1\n")
+    (out / "plots" / "figure.png").write_text("keep me")
+    res = run_sciml("run", str(case), "--out", str(out))
+    assert res.returncode == 2 and "not a sciml run folder" in res.stderr, res.stderr
+    assert (out / "plots" / "figure.png").read_text() == "keep me"
+    assert (out / "config.yaml").read_text() == "lr: 0.1\n"
+
+
+def test_a_fresh_run_over_an_earlier_one_replaces_its_outputs_and_keeps_other_files(tmp_path):
+    case, out = tmp_path / "ns.yaml", tmp_path / "run"
+    case.write_text(NS)
+    assert run_sciml("run", str(case), "--out", str(out), "--set", "seed=7").returncode == 0
+    assert (out / "overrides.txt").read_text() == "seed=7\n"
+    (out / "notes.txt").write_text("mine")
+    assert run_sciml("run", str(case), "--out", str(out)).returncode == 0
+    assert not (out / "overrides.txt").exists()  # it would describe the earlier run
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_an_input_of_the_case_where_the_run_writes_is_refused_and_kept(tmp_path):
+    """Reading the dataset of an earlier run while writing a new run into the same folder would remove it
+    (a fresh run clears the earlier run's results first)."""
+    case, out = tmp_path / "ns.yaml", tmp_path / "ds"
+    case.write_text(NS)
+    assert run_sciml("run", str(case), "--out", str(out)).returncode == 0
+    data = out / "trajectories.h5"
+    before = data.read_bytes()
+    sfno = tmp_path / "sfno.yaml"
+    sfno.write_text(f"kind: sfno\nn_test: 1\ndata:\n  train: {{path: {data}}}\n  test: {{path: {data}}}\n"
+                    "window: {frame_dt: 0.1, n_in: 2, n_out: 2}\ntraining: {resolution: 16}\n"
+                    "model: {modes: [2, 4, 4], width: 4, n_layers: 1}\nfinetune: {n_trajectories: 1, order: 2}\n")
+    assert run_sciml("validate", str(sfno)).returncode == 0
+    res = run_sciml("run", str(sfno), "--out", str(out))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"{sfno}:4: data.train.path: {data} lies where the run in {out} writes its results" in res.stderr
+    assert data.read_bytes() == before
+
+
+def test_an_unwritable_out_is_invalid_input(tmp_path):
+    case = tmp_path / "ns.yaml"
+    case.write_text(NS)
+    (tmp_path / "afile").write_text("")
+    res = run_sciml("run", str(case), "--out", str(tmp_path / "afile" / "sub"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == f"--out {tmp_path / 'afile' / 'sub'}: cannot write there (Not a directory)"
+
+
+def test_a_second_process_in_the_same_run_folder_is_refused(tmp_path):
+    """The folder is locked while a run or resume works in it (the lock dies with the process)."""
+    import fcntl
+
+    case, out = tmp_path / "ns.yaml", tmp_path / "run"
+    case.write_text(NS)
+    assert run_sciml("run", str(case), "--out", str(out)).returncode == 0
+    before = (out / "metrics.json").read_text()
+    with open(out / ".sciml.lock", "a") as held:  # as another sciml process holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for args in (("run", str(case), "--out", str(out), "--set", "seed=5"), ("resume", str(out))):
+            res = run_sciml(*args)
+            assert res.returncode == 2 and "another sciml process is running in this folder" in res.stderr
+    assert (out / "metrics.json").read_text() == before
+    assert run_sciml("resume", str(out)).returncode == 0  # released
+
+
+def test_sigterm_ends_the_run_like_an_interrupt_and_resume_finishes_it(tmp_path):
+    """A batch system's time limit (SIGTERM): exit 143, the provenance says so, the checkpoint resumes."""
+    import signal
+    import subprocess
+    import time
+
+    from support import child_env, sciml_cmd
+
+    case, out = tmp_path / "ns.yaml", tmp_path / "run"
+    case.write_text(NS.replace("n: 16", "n: 128").replace("n_frames: 6", "n_frames: 4000"))
+    proc = subprocess.Popen(sciml_cmd("run", str(case), "--out", str(out)), env=child_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoints" / "latest.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+    finally:
+        proc.kill()
+    assert json.loads((out / "provenance.json").read_text())["status"] == "terminated (SIGTERM)"
+    assert "terminated (SIGTERM); the last checkpoint is intact" in (out / "log.txt").read_text()
+    assert not (out / "metrics.json").exists()
+
+
+def test_resume_from_another_directory_reuses_the_default_data_cache(tmp_path):
+    """Generated datasets go to ./data of the directory a run starts in; a resume from elsewhere finds them
+    there (recorded in provenance.json) instead of generating them again."""
+    first, other = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    other.mkdir()
+    case = tmp_path / "sfno.yaml"
+    gen = ("{generate: {n_trajectories: 2, chunk_size: 2, grid: {n: 16}, initial_condition: "
+           "{type: gaussian_random_field}, time: {n_frames: 5, frame_dt: 0.1}}}")
+    case.write_text(f"kind: sfno\nn_test: 1\ndata:\n  train: {gen}\n  test: {gen}\n"
+                    "window: {frame_dt: 0.1, n_in: 2, n_out: 2}\ntraining: {resolution: 16, epochs: 1}\n"
+                    "model: {modes: [2, 4, 4], width: 4, n_layers: 1}\nbaseline: {enabled: false}\n"
+                    "finetune: {n_trajectories: 1, order: 2, steps: 1}\n")
+    res = run_sciml("run", str(case), "--out", str(tmp_path / "run"), cwd=first, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert any((first / "data").glob("ns-*.h5"))
+    res = run_sciml("resume", str(tmp_path / "run"), cwd=other, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert not (other / "data").exists()

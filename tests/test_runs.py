@@ -87,3 +87,20 @@ def test_array_files_round_trip_and_read_torch_save_files(tmp_path):
     torch.save({"x": obj["a"]}, tmp_path / "old.pt")
     assert np.array_equal(load_arrays(tmp_path / "old.pt")["x"], obj["a"])
     assert not list(tmp_path.glob(".*.tmp"))  # the temporary file was renamed
+
+
+def test_atomic_writes_get_the_mode_open_gives_under_the_umask(tmp_path):
+    """mkstemp makes 0600 files; results shared with a cluster group must follow the umask like open()."""
+    atomic, plain = str(tmp_path / "atomic.txt"), str(tmp_path / "plain.txt")
+    code = f"""
+import os
+os.umask(0o002)
+from sciml.runs import atomic_write_text
+atomic_write_text({atomic!r}, "x")
+open({plain!r}, "w").close()
+print(*(oct(os.stat(p).st_mode & 0o777) for p in ({atomic!r}, {plain!r})))
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    atomic, plain = res.stdout.split()
+    assert atomic == plain == "0o664"

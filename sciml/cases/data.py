@@ -12,7 +12,7 @@ A learning case (``sfno``, ``scot``) names its data in one of two ways::
         ...
 
 A generated dataset is cached under the data directory (``data.cache_dir``, else
-``$SCIML_DATA_DIR``, else ``./data``) as ``ns-<hash>.h5``, where the hash is taken
+``$SCIML_DATA_DIR``, else ``./data``; a resume uses the run's) as ``ns-<hash>.h5``, where the hash is taken
 over the resolved generation configuration; a later run with the same configuration
 reuses it. Generation runs on every rank of the job (trajectory chunks are dealt to
 ranks), rank 0 writes the file atomically.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from sciml.config import Schema, case_relative_path
+from sciml.runs import default_data_dir
 from sciml.cases import navier_stokes as ns_case
 
 __all__ = ["Generate", "DataSource", "Trajectories", "resolve_dataset", "read_trajectories", "DATASET_FORMAT",
@@ -101,7 +101,7 @@ def resolve_dataset(source: DataSource, comm, log=print) -> Path:
     if source.path is not None:
         return source.path
     gen = source.generate
-    cache = source.cache_dir or Path(os.environ.get("SCIML_DATA_DIR", "data")).resolve()
+    cache = source.cache_dir or default_data_dir()
     target = cache / f"ns-{generation_hash(gen)}.h5"
     exists = comm.bcast(target.is_file() if comm.is_root else None)
     if exists:
