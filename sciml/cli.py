@@ -90,7 +90,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 #: folder is the user's and stays), and a case's input may not lie among them.
 _OUTPUT_DIRS = ("checkpoints", "fields", "plots")
 _OUTPUT_FILES = ("fields.pvd", "metrics.json", "trajectories.h5", "dataset.pt", "pretrained.pt", "overrides.txt",
-                 "log.txt", "case.yaml", "config.yaml", "provenance.json", ".config_started.json")
+                 "log.txt", "case.yaml", "config.yaml", "provenance.json", ".config_started.json",
+                 ".inputs_started.json")
 #: Removed again when a resumed run has no checkpoint yet and starts over (its configuration, log and
 #: provenance are kept).
 _RESTART_FILES = ("fields.pvd", "metrics.json", "trajectories.h5", "dataset.pt", "pretrained.pt")
@@ -121,11 +122,10 @@ def _check_writable(folder: Path, name: str) -> None:
         raise ConfigError([f"{name}: cannot write there ({exc.strerror or exc})"]) from None
 
 
-def _inputs_among_outputs(case: LoadedCase, out: Path) -> list[str]:
-    """Files the case reads (any existing file named in its configuration) that the run would remove or
-    overwrite in ``out``."""
-    found: list[str] = []
-    root = out.resolve()
+def _case_files(case: LoadedCase) -> list[tuple[tuple, Path]]:
+    """The files a case reads: every existing file its resolved configuration names (paths are absolute
+    there), with the key path naming it."""
+    found: list[tuple[tuple, Path]] = []
 
     def walk(tree, prefix=()):
         if isinstance(tree, dict):
@@ -137,16 +137,27 @@ def _inputs_among_outputs(case: LoadedCase, out: Path) -> list[str]:
         elif isinstance(tree, (str, Path)) and str(tree) and len(str(tree)) < 4096:
             path = Path(tree).expanduser()
             try:
-                if not (path.is_absolute() and path.is_file()):
-                    return
-                rel = path.resolve().relative_to(root)
-            except (OSError, ValueError):
-                return
-            if rel.parts[0] in _OUTPUT_DIRS or (len(rel.parts) == 1 and rel.name in _OUTPUT_FILES):
-                found.append(f"{case.where(prefix)}: {'.'.join(prefix)}: {path} lies where the run in {out} "
-                             "writes its results; choose another --out (or move the file)")
+                if path.is_absolute() and path.is_file():
+                    found.append((prefix, path))
+            except OSError:
+                pass
 
     walk(case.resolved())
+    return found
+
+
+def _inputs_among_outputs(case: LoadedCase, out: Path) -> list[str]:
+    """Files the case reads that the run would remove or overwrite in ``out``."""
+    found: list[str] = []
+    root = out.resolve()
+    for prefix, path in _case_files(case):
+        try:
+            rel = path.resolve().relative_to(root)
+        except (OSError, ValueError):
+            continue
+        if rel.parts[0] in _OUTPUT_DIRS or (len(rel.parts) == 1 and rel.name in _OUTPUT_FILES):
+            found.append(f"{case.where(prefix)}: {'.'.join(prefix)}: {path} lies where the run in {out} "
+                         "writes its results; choose another --out (or move the file)")
     return found
 
 
@@ -198,6 +209,61 @@ def _machine_problems(case: LoadedCase) -> list[str]:
 #: is computed).
 _FREE_ON_RESUME = ("output", "device", "threads")
 _STARTED = ".config_started.json"
+#: The case's input files when the run started (size, modification time, and a SHA-256 of those up to
+#: :data:`_HASHED_BYTES`), so that a resume notices one replaced in between.
+_INPUTS = ".inputs_started.json"
+_HASHED_BYTES = 64 * 2**20
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _inputs_record(case: LoadedCase) -> dict[str, dict]:
+    """Key path -> the file it names and its fingerprint."""
+    record, hashes = {}, {}
+    for prefix, path in _case_files(case):
+        st = path.stat()
+        if path not in hashes:
+            hashes[path] = _sha256(path) if st.st_size <= _HASHED_BYTES else None
+        record[".".join(prefix)] = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                    "sha256": hashes[path]}
+    return record
+
+
+def _inputs_changed(case: LoadedCase, out: Path) -> list[str]:
+    """Input files replaced since the run started (``DIR/.inputs_started.json``): a different size, or a
+    different modification time and content hash. Files too large to hash are compared by size only."""
+    record = out / _INPUTS
+    if not (out / "checkpoints" / "latest.pt").is_file() or not record.is_file():
+        return []
+    try:
+        started = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    problems, hashes = [], {}
+    for key, then in started.items() if isinstance(started, dict) else ():
+        try:
+            path = Path(then["path"])
+            st = path.stat()
+            if st.st_size == then["size"] and (st.st_mtime_ns == then["mtime_ns"] or then["sha256"] is None):
+                continue
+            if st.st_size == then["size"]:
+                hashes.setdefault(path, _sha256(path))
+                if hashes[path] == then["sha256"]:
+                    continue
+        except (OSError, KeyError, TypeError):
+            continue  # gone: the configuration's own check names it
+        loc = tuple(key.split("."))
+        problems.append(f"{case.where(loc)}: {key}: {path} changed since the run started; `sciml "
+                        "resume` continues the same run: restore it, or start a new run with `sciml run`")
+    return problems
 
 
 def _changed_since_start(case: LoadedCase, out: Path) -> list[str]:
@@ -282,7 +348,8 @@ def _lock(out: Path):
 
 def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None) -> int:
     """Run a validated case on every rank; abort the whole job if any rank fails."""
-    problems = _machine_problems(case) + (_changed_since_start(case, out) if resume else [])
+    problems = _machine_problems(case) + (_changed_since_start(case, out) + _inputs_changed(case, out)
+                                          if resume else [])
     if problems:
         return _report_invalid(ConfigError(problems))
     from sciml import registry
@@ -318,6 +385,7 @@ def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None
             from sciml.runs import atomic_write_text
 
             atomic_write_text(out / _STARTED, json.dumps(case.resolved()))
+            atomic_write_text(out / _INPUTS, json.dumps(_inputs_record(case), indent=1))
         run.write_provenance(seed=seed, kind=case.kind, status="running")
         run.log(f"sciml {__version__}: {'resuming' if resume else 'running'} '{case.kind}' case "
                 f"{case.source} in {out} on {comm.size} rank(s)")

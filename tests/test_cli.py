@@ -237,3 +237,30 @@ def test_resume_from_another_directory_reuses_the_default_data_cache(tmp_path):
     res = run_sciml("resume", str(tmp_path / "run"), cwd=other, timeout=300)
     assert res.returncode == 0, res.stderr
     assert not (other / "data").exists()
+
+
+def test_resume_refuses_an_input_file_replaced_since_the_run_started(tmp_path):
+    """A dataset swapped between a kill and a resume would silently mix two problems in one run; the same
+    bytes restored (a new modification time) are accepted."""
+    case = tmp_path / "ns.yaml"
+    case.write_text(NS)
+    for seed in (0, 1):
+        res = run_sciml("run", str(case), "--out", str(tmp_path / f"ds{seed}"), "--set", f"seed={seed}")
+        assert res.returncode == 0, res.stderr
+    data, other = tmp_path / "ds0" / "trajectories.h5", tmp_path / "ds1" / "trajectories.h5"
+    original = data.read_bytes()
+    sfno = tmp_path / "sfno.yaml"
+    sfno.write_text(f"kind: sfno\nn_test: 1\ndata:\n  train: {{path: {data}}}\n  test: {{path: {data}}}\n"
+                    "window: {frame_dt: 0.1, n_in: 2, n_out: 2}\ntraining: {resolution: 16, epochs: 1}\n"
+                    "model: {modes: [2, 4, 4], width: 4, n_layers: 1}\nbaseline: {enabled: false}\n"
+                    "finetune: {n_trajectories: 1, order: 2, steps: 1}\n")
+    out = tmp_path / "run"
+    assert run_sciml("run", str(sfno), "--out", str(out)).returncode == 0
+    assert (out / "checkpoints" / "latest.pt").is_file()
+    data.write_bytes(other.read_bytes())
+    res = run_sciml("resume", str(out))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"data.test.path: {data} changed since the run started" in res.stderr
+    assert f"data.train.path: {data} changed since the run started" in res.stderr
+    data.write_bytes(original)
+    assert run_sciml("resume", str(out)).returncode == 0
