@@ -345,12 +345,19 @@ def _fmt_path(path: tuple) -> str:
     return _show(s) or "(top level)"
 
 
+def _kind_of(data: Any) -> str:
+    """What a YAML document holds, in the file's words (not ruamel's class names)."""
+    if isinstance(data, list):
+        return "a list"  # a whole file's list: too long to show
+    return _fmt_value(data)
+
+
 def _fmt_value(v: Any) -> str:
     text = repr(v) if isinstance(v, str) else _show(str(v))
     if isinstance(v, dict):
         text = "a mapping"
     elif isinstance(v, list):
-        text = "a list"
+        text = text if len(text) <= 60 else f"a list of {len(v)} items"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -648,7 +655,7 @@ def load_case(path: str | Path, overrides: Iterable[str] = (), *, text: str | No
     if data is None:
         data = CommentedMap()
     if not isinstance(data, CommentedMap):
-        raise ConfigError([f"{source}:1: expected a mapping of keys at the top level (got {type(data).__name__})"])
+        raise ConfigError([f"{source}:1: expected a mapping of keys at the top level (got {_kind_of(data)})"])
 
     kind = data.get("kind")
     kinds = registry.case_kinds()

@@ -318,4 +318,13 @@ def test_a_value_every_member_of_a_union_refuses_is_one_line():
                      "of auto (got -1)"]
     lines = problems(CASES / "gp_poisson_1d_sin100.yaml", ["kernel.retry_above=[1e-3]"])
     assert lines == ["--set kernel.retry_above=[1e-3]: kernel.retry_above: expected a number, or expected one of "
-                     "auto (got a list)"]  # no member tag (constrained-float, literal['auto']) in the key
+                     "auto (got [0.001])"]  # no member tag (constrained-float, literal['auto']) in the key
+
+
+@pytest.mark.parametrize("text, shown", [("- a\n- b\n", "a list"), ("3\n", "3"), ("hello\n", "'hello'")])
+def test_a_document_that_is_not_a_mapping_is_named_in_the_files_words(tmp_path, text, shown):
+    path = tmp_path / "case.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_case(path)
+    assert err.value.problems == [f"{path}:1: expected a mapping of keys at the top level (got {shown})"]

@@ -119,7 +119,7 @@ def test_zero_shot_metric_is_named_by_the_ratio_of_the_grids(tiny_run, tmp_path)
     case.write_text(TINY.format(cache=tiny_run.parent / "cache"))
     out = tmp_path / "run"
     res = run_sciml("run", str(case), "--out", str(out), "--set", "training.resolution=8", "--set",
-                    "baseline.enabled=false", "--set", "finetune.enabled=false", "--set", "output.plots=false",
+                    "model.modes=[2,3,3]", "--set", "baseline.enabled=false", "--set", "finetune.enabled=false", "--set", "output.plots=false",
                     timeout=600)
     assert res.returncode == 0, res.stderr
     metrics = json.loads((out / "metrics.json").read_text())
