@@ -177,7 +177,9 @@ def _prepare_out(out: Path, case: LoadedCase) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     try:
         case = load_case(args.case, args.overrides)
-        out = Path(args.out) if args.out else Path("runs") / Path(args.case).stem
+        if args.out is not None and not args.out.strip():
+            raise ConfigError(["--out: expected a folder (got an empty path)"])
+        out = Path(args.out).expanduser() if args.out is not None else Path("runs") / Path(args.case).stem
         _prepare_out(out, case)
     except ConfigError as err:
         return _report_invalid(err)
@@ -293,7 +295,7 @@ def _changed_since_start(case: LoadedCase, out: Path) -> list[str]:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    folder = Path(args.dir)
+    folder = Path(args.dir).expanduser()
     cfg = folder / "config.yaml"
     if not cfg.is_file():
         return _report_invalid(ConfigError([f"{folder}: not a run folder (no config.yaml)"]))

@@ -646,7 +646,9 @@ def load_case(path: str | Path, overrides: Iterable[str] = (), *, text: str | No
     source = str(path)
     if text is None:
         if not path.is_file():
-            raise ConfigError([f"{source}: no such case file"])
+            what = "a folder, not a case file" if path.is_dir() else \
+                "not a regular file" if path.exists() else "no such case file"
+            raise ConfigError([f"{source}: {what}"])
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -660,18 +662,19 @@ def load_case(path: str | Path, overrides: Iterable[str] = (), *, text: str | No
     kind = data.get("kind")
     kinds = registry.case_kinds()
     overrides = list(overrides)
+    kind_override = None
     for ov in overrides:
         if ov.split("=", 1)[0].strip() == "kind":
             try:
-                kind = parse_override(ov)[1]
+                kind, kind_override = parse_override(ov)[1], ov
             except ValueError:
                 pass
     if kind is None:
         raise ConfigError([f"{source}:1: kind: missing required key (one of {', '.join(kinds)})"])
     if not isinstance(kind, str) or kind not in kinds:
-        line = _line_of(data, ("kind",)) or 1
+        where = f"--set {_show(kind_override)}" if kind_override else f"{source}:{_line_of(data, ('kind',)) or 1}"
         hint = _did_you_mean(str(kind), kinds)
-        raise ConfigError([f"{source}:{line}: kind: unknown case kind {_fmt_value(kind)}{hint}; valid: {', '.join(kinds)}"])
+        raise ConfigError([f"{where}: kind: unknown case kind {_fmt_value(kind)}{hint}; valid: {', '.join(kinds)}"])
     schema = registry.case_schema(kind)
 
     problems: list[str] = []

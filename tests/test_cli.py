@@ -264,3 +264,16 @@ def test_resume_refuses_an_input_file_replaced_since_the_run_started(tmp_path):
     assert f"data.train.path: {data} changed since the run started" in res.stderr
     data.write_bytes(original)
     assert run_sciml("resume", str(out)).returncode == 0
+
+
+def test_odd_case_and_out_arguments_get_a_message(tmp_path):
+    """A folder or a device given as the case, an empty --out, a kind set by --set: named as given."""
+    case = tmp_path / "ns.yaml"
+    case.write_text(NS)
+    for args, message in ((("validate", str(tmp_path)), f"{tmp_path}: a folder, not a case file"),
+                          (("validate", "/dev/null"), "/dev/null: not a regular file"),
+                          (("run", str(case), "--out", ""), "--out: expected a folder (got an empty path)"),
+                          (("validate", str(case), "--set", "kind=nope"), "--set kind=nope: kind: unknown case kind "
+                                                                          "'nope'")):
+        res = run_sciml(*args)
+        assert res.returncode == 2 and res.stderr.strip().startswith(message), (args, res.stderr)
