@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -822,14 +823,15 @@ def gains_at(scot: tuple[float, float], fno: tuple[float, float], m_star: int, f
     :math:`AG = E_\mathrm{FNO}(M^*)/E_\mathrm{scOT}(M^*)`;
     :math:`EG = M_\mathrm{FNO}(E_\mathrm{scOT}(M^*))/M^*` with
     :math:`M_\mathrm{FNO}(e) = (C_\mathrm{FNO}/e)^{1/\alpha_\mathrm{FNO}}` (infinite when the FNO's
-    fitted error does not decrease: then ``efficiency_gain_unbounded`` is true, and metrics.json
+    fitted error does not decrease, or so slowly that the size overflows a float: then ``efficiency_gain_unbounded`` is true, and metrics.json
     holds null). ``efficiency_gain_extrapolated`` says whether that M lies beyond the largest M
     the FNO was trained with.
     """
     c_s, a_s = scot
     c_f, a_f = fno
     e_scot, e_fno = c_s * m_star ** -a_s, c_f * m_star ** -a_f
-    m_fno = (c_f / e_scot) ** (1.0 / a_f) if a_f > 0 else math.inf
+    log_m = (math.log(c_f) - math.log(e_scot)) / a_f if a_f > 0 else math.inf
+    m_fno = math.exp(log_m) if log_m < math.log(sys.float_info.max) else math.inf  # a slow fit: past any float
     return {"accuracy_gain": e_fno / e_scot, "efficiency_gain": m_fno / m_star,
             "efficiency_gain_unbounded": math.isinf(m_fno),
             "efficiency_gain_extrapolated": bool(m_fno > max(fno_m_values))}

@@ -158,6 +158,9 @@ def test_power_law_fit_and_gains_on_exact_curves():
     assert g["efficiency_gain_unbounded"] is False
     flat = gains_at((2.0, 0.5), (8.0, 0.0), 16, [2, 512])
     assert flat["efficiency_gain"] == math.inf and flat["efficiency_gain_unbounded"] is True
+    # an FNO fit that decreases, but so slowly that the size it needs is past any float: unbounded, no error
+    slow = gains_at((0.5, 0.0), (1.0, 1e-4), 2, [2, 4])
+    assert slow["efficiency_gain"] == math.inf and slow["efficiency_gain_unbounded"] is True
 
 
 def test_metrics_json_is_strict_json_with_nonfinite_numbers_as_null(tmp_path):
