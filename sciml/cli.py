@@ -207,6 +207,15 @@ def _machine_problems(case: LoadedCase) -> list[str]:
     return [f"{case.where(loc)}: {'.'.join(map(str, loc))}: {what}" for loc, what in found]
 
 
+def _resume_problems(case: LoadedCase, out: Path) -> list[str]:
+    """The case's own reasons a resume of ``out`` cannot go on with this launch
+    (``Config.resume_problems(folder, world_size)``, full lines)."""
+    from sciml.parallel import env_size
+
+    check = getattr(case.config, "resume_problems", None)
+    return [] if check is None else check(out, env_size())
+
+
 #: Blocks that may change between the processes of one run (what is written and where it runs, not what
 #: is computed).
 _FREE_ON_RESUME = ("output", "device", "threads")
@@ -351,7 +360,7 @@ def _lock(out: Path):
 def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None) -> int:
     """Run a validated case on every rank; abort the whole job if any rank fails."""
     problems = _machine_problems(case) + (_changed_since_start(case, out) + _inputs_changed(case, out)
-                                          if resume else [])
+                                          + _resume_problems(case, out) if resume else [])
     if problems:
         return _report_invalid(ConfigError(problems))
     from sciml import registry

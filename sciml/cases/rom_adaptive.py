@@ -569,6 +569,23 @@ class Config(Schema):
                                  f"needs 0 to {end} s ({self.loading.n_steps} steps of {self.loading.dt} s)")
         return self
 
+    def resume_problems(self, folder: Path, world_size: int) -> list[str]:
+        """What a resume of run ``folder`` on ``world_size`` ranks cannot do (checked by ``sciml resume``
+        before any work): continue ROM stages checkpointed on another number of ranks (each rank's ROM
+        state is its own file; the HF stages resume on any number)."""
+        import torch
+
+        path = folder / "checkpoints" / "latest.pt"
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)["state"]
+            saved = int(state["world_size"]) if "ranks" in state else None
+        except Exception:  # noqa: BLE001 - no checkpoint, or one the run itself will report on
+            return []
+        if saved is None or saved == world_size:
+            return []
+        return [f"{path}: the ROM stages were checkpointed on {saved} rank(s); resume on as many "
+                f"(mpiexec -n {saved} sciml resume {folder}), not {world_size}"]
+
     @model_validator(mode="after")
     def _temperatures_admissible(self) -> "Config":
         """Each temperature field, as the HF model sees it (at the integration points, at every step and

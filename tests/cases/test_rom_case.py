@@ -803,3 +803,15 @@ def test_a_temperature_table_is_judged_where_and_when_the_run_uses_it(tmp_path):
             with pytest.raises(ConfigError) as err:
                 load_case(case)
             assert "training.path: at t = 6 s the Norton exponent n is" in str(err.value), str(err.value)
+
+
+def test_a_resume_on_another_rank_count_than_the_rom_stages_is_refused_before_work(runs):
+    """Each rank's ROM state is its own file: a 2-rank run resumes on 2 ranks; on 1 rank it is an input
+    error (exit 2, one line, no traceback) that leaves the finished run as it was."""
+    folder = runs[2]
+    before = {p: (folder / p).read_bytes() for p in ("metrics.json", "provenance.json")}
+    res = run_sciml("resume", str(folder))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip() == (f"{folder / 'checkpoints' / 'latest.pt'}: the ROM stages were checkpointed on 2 "
+                                  f"rank(s); resume on as many (mpiexec -n 2 sciml resume {folder}), not 1")
+    assert all((folder / p).read_bytes() == data for p, data in before.items())
