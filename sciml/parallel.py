@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,7 @@ __all__ = [
     "sample_seed",
     "init_torch_distributed",
     "resolve_device",
+    "settle_gradient_buckets",
 ]
 
 # Environment variables that launchers set for every rank.
@@ -212,7 +214,16 @@ class MPIComm(Comm):
         super().__init__(rank=self.comm.Get_rank(), size=self.comm.Get_size())
 
     def barrier(self) -> None:
-        self.comm.Barrier()
+        """Wait for every rank without spinning a core: a rank that arrives early (e.g. the idle ranks
+        while rank 0 trains an SFNO alone) polls a non-blocking barrier, backing off to 20 ms sleeps
+        after the first millisecond, instead of MPI's busy-wait that took CPU from the working rank
+        when ranks share cores."""
+        request = self.comm.Ibarrier()
+        start, pause = time.perf_counter(), 1e-4
+        while not request.Test():
+            if time.perf_counter() - start > 1e-3:
+                time.sleep(pause)
+                pause = min(2.0 * pause, 0.02)
 
     def bcast(self, obj: Any, root: int = 0) -> Any:
         return self.comm.bcast(obj, root=root)
@@ -400,3 +411,37 @@ def init_torch_distributed(comm: Comm, backend: str | None = None) -> bool:
     )
     return True
 
+
+
+def settle_gradient_buckets(module, loss) -> None:
+    """Make a ``DistributedDataParallel`` module use its final gradient buckets from the first real step.
+
+    DDP reduces gradients in buckets laid out in parameter order for the first backward of a process,
+    and rebuilds them once, after it, in the order the gradients became ready. With three or more ranks
+    the allreduce then sums some entries in another order, so the first step of a *resumed* process
+    differed in the last bit from the same step of the uninterrupted run (and float32 training amplified
+    it). One backward of ``loss()`` whose gradients are discarded (RNG streams and buffers restored)
+    settles the buckets before any real step. No-op for a plain module.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The model, wrapped or not.
+    loss : callable
+        ``loss() -> Tensor``, a scalar computed through ``module`` on this rank's part of a batch
+        (every rank calls this, like a training step).
+    """
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    if not isinstance(module, DistributedDataParallel):
+        return
+    buffers = [b.detach().clone() for b in module.buffers()]
+    devices = sorted({p.device.index or 0 for p in module.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):
+        loss().backward()
+    with torch.no_grad():
+        for b, saved in zip(module.buffers(), buffers):
+            b.copy_(saved)
+    for p in module.parameters():
+        p.grad = None

@@ -37,7 +37,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from sciml.config import NumberExpr, Schema
-from sciml.parallel import resolve_device, sample_seed
+from sciml.parallel import resolve_device, sample_seed, settle_gradient_buckets
 from sciml.solvers import count_parameters
 
 __all__ = ["Config", "run", "SPLIT_OFFSETS"]
@@ -219,6 +219,8 @@ def _train_product(cfg: Config, run, product: str, data: dict, ckpt: dict | None
         from torch.nn.parallel import DistributedDataParallel
 
         module = DistributedDataParallel(model)
+        first = train.subset(torch.arange(min(t.batch_size, len(train)))[run.comm.rank:: run.comm.size])
+        settle_gradient_buckets(module, lambda: module(first.pos, first.vel, first.charge).square().sum())
     opt, sched = _optimiser(cfg, model)
     shuffle = torch.Generator().manual_seed(t.seed)
     n_params = count_parameters(model)

@@ -27,6 +27,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from sciml.parallel import settle_gradient_buckets
+
 from .data import PairData, VelocitySymmetries, relative_l1
 
 __all__ = ["Trainer", "cosine_schedule"]
@@ -90,6 +92,7 @@ class Trainer:
         self.steps, self.batch_size, self.clip, self.groups, self.seed = int(steps), int(batch_size), clip, groups, seed
         self.warmup, self.augment = int(warmup), augment
         self.step = 0
+        self._buckets_settled = False  # see sciml.parallel.settle_gradient_buckets
         self.history: list[dict[str, float]] = []
         self._order: tuple[int, Tensor] | None = None
         if self.world > 1:
@@ -137,6 +140,9 @@ class Trainer:
             elements = torch.randint(len(self.augment), (len(index),), generator=gen)[self.rank:: self.world]
             moved = self.augment.apply(torch.stack([x, y], dim=1), elements)
             x, y = moved[:, 0], moved[:, 1]
+        if not self._buckets_settled:  # the first step of this process, fresh or resumed
+            settle_gradient_buckets(self.module, lambda: relative_l1(self.module(x, t), y, self.groups).sum())
+            self._buckets_settled = True
         per_sample = relative_l1(self.module(x, t), y, self.groups)
         loss = per_sample.sum() * (self.world / len(index))
         self.optimizer.zero_grad(set_to_none=True)
