@@ -767,7 +767,9 @@ class VTKFile:
     append
         Continue an existing collection (restart): its entries are kept and the step
         counter continues after the highest step in it. Call :meth:`truncate_after`
-        with the checkpoint's time before writing the steps that follow it.
+        with the checkpoint's time before writing the steps that follow it. If the
+        ``.pvd`` itself is gone, the counter continues after the data files on disk
+        (the new collection holds only the new steps, no earlier file is overwritten).
     """
 
     def __init__(self, path: str | os.PathLike, comm: Comm | None = None, append: bool = False) -> None:
@@ -777,7 +779,14 @@ class VTKFile:
         self.comm = SerialComm() if comm is None else comm
         self._pvd: PVDCollection | None = None
 
+        self._floor = 0  # the lowest step index a write may use
+
         def open_collection() -> tuple[int, float]:
+            if append and not self.path.exists():  # the index is gone, its data files may not be
+                pattern = re.compile(rf"{re.escape(self.name)}_(\d+)(?:_\d+)?\.p?(?:vtu|vti)")
+                on_disk = [int(m.group(1)) for f in self.folder.glob(f"{self.name}_*")
+                           if (m := pattern.fullmatch(f.name))]
+                self._floor = max(on_disk, default=-1) + 1
             self._pvd = PVDCollection(self.path, append=append)
             return self._position()
 
@@ -792,7 +801,8 @@ class VTKFile:
         """Next step index and last time, from the collection's entries."""
         pattern = re.compile(rf"{re.escape(self.name)}/{re.escape(self.name)}_(\d+)\.p?(?:vtu|vti)")
         steps = [int(m.group(1)) for e in self._pvd.entries if (m := pattern.fullmatch(e.file))]
-        return max(steps, default=-1) + 1, max((e.time for e in self._pvd.entries), default=-math.inf)
+        return max(max(steps, default=-1) + 1, self._floor), max((e.time for e in self._pvd.entries),
+                                                                  default=-math.inf)
 
     def truncate_after(self, time: float) -> None:
         """Drop steps later than ``time`` from the ``.pvd``; the next write reuses the first dropped index."""

@@ -325,6 +325,15 @@ def test_vtkfile_serial_steps_restart_and_field_sorting(tmp_path):
     assert [t for t, _, _ in parse_pvd(tmp_path / "fields.pvd")] == [0.0, 0.5, 1.0]
     np.testing.assert_array_equal(array(read(tmp_path / "fields" / "fields_2.vtu").GetPointData(), "p")[0],
                                   -points[:, 0])
+    # the .pvd lost before a restart: the new steps go after the data files on disk, overwriting none
+    (tmp_path / "fields.pvd").unlink()
+    restarted = VTKFile(tmp_path / "fields.pvd", append=True)
+    restarted.truncate_after(0.5)
+    assert restarted.step == 3
+    restarted.write(1.0, mesh, p=2 * points[:, 0])
+    assert [f for _, f, _ in parse_pvd(tmp_path / "fields.pvd")] == ["fields/fields_3.vtu"]
+    np.testing.assert_array_equal(array(read(tmp_path / "fields" / "fields_0.vtu").GetPointData(), "p")[0],
+                                  points[:, 0])
 
     square = UnstructuredMesh(*quad_strip(1), "quad")  # 4 points, 1 cell; then 2 triangles on 4 points
     with pytest.raises(ValueError, match=r"field 'q'.*expected leading shape \(4,\) \(points\) or \(1,\)"):
