@@ -161,12 +161,22 @@ def _inputs_among_outputs(case: LoadedCase, out: Path) -> list[str]:
     return found
 
 
+def _foreign_content(out: Path) -> bool:
+    """Anything in ``out`` but sciml's lock and empty output folders (what a run killed before writing its
+    configuration leaves)."""
+    for entry in out.iterdir():
+        if entry.name == _LOCK or (entry.name in _OUTPUT_DIRS and entry.is_dir() and not any(entry.iterdir())):
+            continue
+        return True
+    return False
+
+
 def _prepare_out(out: Path, case: LoadedCase) -> None:
     """Make ``out`` ready for a fresh run; refuse a non-empty folder that is not a run folder, a folder
     that cannot be written, and one holding the case's inputs where the run writes."""
     if out.exists() and not out.is_dir():
         raise ConfigError([f"--out {out}: exists and is not a folder"])
-    if out.is_dir() and any(out.iterdir()) and not _is_run_folder(out):
+    if out.is_dir() and _foreign_content(out) and not _is_run_folder(out):
         raise ConfigError([f"--out {out}: folder is not empty and is not a sciml run folder"])
     problems = _inputs_among_outputs(case, out) if out.is_dir() else []
     if problems:
@@ -180,7 +190,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.out is not None and not args.out.strip():
             raise ConfigError(["--out: expected a folder (got an empty path)"])
         out = Path(args.out).expanduser() if args.out is not None else Path("runs") / Path(args.case).stem
-        _prepare_out(out, case)
     except ConfigError as err:
         return _report_invalid(err)
     text = Path(args.case).read_text(encoding="utf-8")
@@ -310,25 +319,23 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         return _report_invalid(ConfigError([f"{folder}: not a run folder (no config.yaml)"]))
     try:
         case = load_case(cfg)
-        _check_writable(folder, str(folder))
     except ConfigError as err:
         return _report_invalid(err)
-    _use_data_dir_of(folder)
     return _execute(case, folder, resume=True, case_text=None)
 
 
-def _use_data_dir_of(folder: Path) -> None:
-    """Resume from any working directory with the default dataset cache the run started with (recorded
-    in its provenance as ``data_dir``), unless ``$SCIML_DATA_DIR`` names one."""
+def _recorded_data_dir(folder: Path) -> str | None:
+    """The default dataset cache the run started with (``data_dir`` in its provenance), for a resume from
+    any working directory; None when ``$SCIML_DATA_DIR`` names one or the recorded folder is not there
+    (a run folder moved to another machine regenerates into the default)."""
     if "SCIML_DATA_DIR" in os.environ:
-        return
+        return None
     try:
         record = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return
+        return None
     data_dir = record.get("data_dir") if isinstance(record, dict) else None
-    if isinstance(data_dir, str) and data_dir:
-        os.environ["SCIML_DATA_DIR"] = data_dir
+    return data_dir if isinstance(data_dir, str) and data_dir and Path(data_dir).is_dir() else None
 
 
 class _Terminated(KeyboardInterrupt):
@@ -339,16 +346,30 @@ def _terminate(signum, frame) -> None:  # noqa: ARG001 - signal handler signatur
     raise _Terminated()
 
 
+class _Held(Exception):
+    """The run folder's lock is held by another process."""
+
+
 def _lock(out: Path):
     """An exclusive lock on the run folder (``.sciml.lock``, released when the process ends, killed or
-    not), or None when another process holds it."""
+    not). Raises :class:`_Held` when another process holds it; None (no lock, a note on stderr) where the
+    file system offers none (Lustre without flock, NFS without lockd) or the file cannot be opened."""
+    import errno
     import fcntl
 
-    handle = open(out / _LOCK, "a+", encoding="utf-8")
+    try:
+        handle = open(out / _LOCK, "a+", encoding="utf-8")
+    except OSError as exc:
+        print(f"sciml: note: running without a lock on {out} ({exc.strerror or exc})", file=sys.stderr)
+        return None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as exc:
         handle.close()
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise _Held() from None
+        print(f"sciml: note: running without a lock on {out} (the file system refuses one: "
+              f"{exc.strerror or exc})", file=sys.stderr)
         return None
     handle.seek(0)
     handle.truncate()
@@ -357,12 +378,34 @@ def _lock(out: Path):
     return handle
 
 
-def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None) -> int:
-    """Run a validated case on every rank; abort the whole job if any rank fails."""
-    problems = _machine_problems(case) + (_changed_since_start(case, out) + _inputs_changed(case, out)
-                                          + _resume_problems(case, out) if resume else [])
+def _start_checks(case: LoadedCase, out: Path, resume: bool) -> tuple[list[str], object, str | None]:
+    """Rank 0's checks before a run or resume, on the file system as rank 0 sees it: what the launch and
+    the folder allow, the lock. Returns ``(problems, lock, data_dir)``."""
+    try:
+        if resume:
+            _check_writable(out, str(out))
+        else:
+            _prepare_out(out, case)
+    except ConfigError as err:
+        return err.problems, None, None
+    problems = _machine_problems(case)
+    if resume:
+        problems += _changed_since_start(case, out) + _inputs_changed(case, out) + _resume_problems(case, out)
     if problems:
-        return _report_invalid(ConfigError(problems))
+        return problems, None, None
+    try:
+        lock = _lock(out)
+    except _Held:
+        return [f"{out}: another sciml process is running in this folder (its pid is in {out / _LOCK}); wait "
+                "for it, or choose another --out"], None, None
+    return [], lock, _recorded_data_dir(out) if resume else None
+
+
+def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None) -> int:
+    """Run a validated case on every rank; abort the whole job if any rank fails.
+
+    Rank 0 alone judges the folder and the launch (ranks may see a file system differently, and a
+    refusal on one rank only would leave the others waiting) and tells the others."""
     from sciml import registry
     from sciml.parallel import LaunchError, world
     from sciml.runs import Run
@@ -372,13 +415,17 @@ def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None
     except LaunchError as exc:
         print(f"sciml: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    lock = None
+    problems, lock, data_dir = [], None, None
     if comm.is_root:
-        out.mkdir(parents=True, exist_ok=True)
-        lock = _lock(out)
-    if not comm.bcast(lock is not None or not comm.is_root):
-        return _report_invalid(ConfigError([f"{out}: another sciml process is running in this folder (its pid "
-                                            f"is in {out / _LOCK}); wait for it, or choose another --out"]))
+        try:
+            problems, lock, data_dir = _start_checks(case, out, resume)
+        except Exception as exc:  # noqa: BLE001 - every rank must hear the outcome
+            problems = [f"{out}: cannot start there ({type(exc).__name__}: {exc})"]
+    problems, data_dir = comm.bcast((problems, data_dir))
+    if problems:
+        return _report_invalid(ConfigError(problems))
+    if data_dir is not None:
+        os.environ["SCIML_DATA_DIR"] = data_dir
     if comm.is_root:
         restart = resume and not (out / "checkpoints" / "latest.pt").is_file()
         if not resume or restart:  # a resumed run killed before its first checkpoint starts over
@@ -387,7 +434,10 @@ def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None
             for stale in _RESTART_FILES if resume else _OUTPUT_FILES:
                 (out / stale).unlink(missing_ok=True)
     comm.barrier()
-    signal.signal(signal.SIGTERM, _terminate)
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     run = Run(out, comm, resume=resume)
     seed = getattr(case.config, "seed", None)
     try:
@@ -414,7 +464,10 @@ def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None
             run.write_provenance(seed=seed, kind=case.kind, status=how)
         except Exception:  # noqa: BLE001
             pass
-        return 143 if isinstance(exc, _Terminated) else 130
+        code = 143 if isinstance(exc, _Terminated) else 130
+        if comm.size > 1:  # a signal may reach one rank only: end every rank, none waits for it
+            comm.abort(code)
+        return code
     except Exception as exc:  # noqa: BLE001 - any failure must end the job on every rank
         msg = f"rank {comm.rank}: {type(exc).__name__}: {exc}"
         print(f"sciml: error on {msg}", file=sys.stderr)
@@ -430,6 +483,8 @@ def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None
         run.close()
         if lock is not None:
             lock.close()
+        if main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

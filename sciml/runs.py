@@ -26,7 +26,6 @@ import pickle
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -43,25 +42,14 @@ CHECKPOINT_FORMAT = 1
 T = TypeVar("T")
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-#: Mode of the files :func:`atomic_write` creates: what ``open`` would give under the process's umask
-#: (``mkstemp`` creates them 0600, unreadable by a cluster group sharing the results).
-_FILE_MODE = 0o666 & ~_umask()
-
 
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
     """Open a temporary file beside ``path``; on success it replaces ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temporary(path)
     try:
-        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
@@ -73,6 +61,20 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
         except FileNotFoundError:
             pass
         raise
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new file ``.<name>.<random>.tmp`` beside ``path``, created with mode 0666 so that the kernel
+    applies the umask and any default ACL of the folder, as for ``open`` (``mkstemp`` makes 0600 files,
+    unreadable by a cluster group sharing the results)."""
+    import secrets
+
+    while True:
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

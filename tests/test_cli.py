@@ -237,6 +237,13 @@ def test_resume_from_another_directory_reuses_the_default_data_cache(tmp_path):
     res = run_sciml("resume", str(tmp_path / "run"), cwd=other, timeout=300)
     assert res.returncode == 0, res.stderr
     assert not (other / "data").exists()
+    # the run folder on another machine: the recorded cache is not there, the default one is used
+    record = json.loads((tmp_path / "run" / "provenance.json").read_text())
+    record["data_dir"] = str(tmp_path / "gone" / "data")
+    (tmp_path / "run" / "provenance.json").write_text(json.dumps(record))
+    res = run_sciml("resume", str(tmp_path / "run"), cwd=other, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert any((other / "data").glob("ns-*.h5"))
 
 
 def test_resume_refuses_an_input_file_replaced_since_the_run_started(tmp_path):
@@ -277,3 +284,62 @@ def test_odd_case_and_out_arguments_get_a_message(tmp_path):
                                                                           "'nope'")):
         res = run_sciml(*args)
         assert res.returncode == 2 and res.stderr.strip().startswith(message), (args, res.stderr)
+
+
+@pytest.mark.mpi
+def test_a_refused_out_under_mpi_is_one_message_from_rank_0(tmp_path):
+    """Rank 0 alone judges the folder and tells the others (a refusal seen by one rank only used to leave
+    the others waiting)."""
+    case = tmp_path / "ns.yaml"
+    case.write_text(NS)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "precious.txt").write_text("keep")
+    res = run_sciml("run", str(case), "--out", str(tmp_path / "out"), ranks=2, timeout=120)
+    assert res.returncode == 2 and res.stderr.count("not a sciml run folder") == 1, res.stderr
+
+
+def _rank_pids(marker: str, rank: int) -> list[int]:
+    """Processes whose command line holds ``marker`` and whose MPI rank is ``rank`` (Linux /proc)."""
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if marker in (proc / "cmdline").read_bytes().decode(errors="replace") and \
+                    f"OMPI_COMM_WORLD_RANK={rank}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+@pytest.mark.mpi
+def test_sigterm_to_one_rank_ends_the_whole_job(tmp_path):
+    """A batch system may signal the tasks, not the launcher: the rank that gets SIGTERM aborts the job
+    (it used to return and leave the other rank waiting in a collective forever); the checkpoint stays."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from support import child_env, sciml_cmd
+
+    case, out = tmp_path / "ns.yaml", tmp_path / "sigterm_one_rank"
+    case.write_text(NS.replace("n: 16", "n: 64").replace("n_frames: 6", "n_frames: 4000"))
+    proc = subprocess.Popen(sciml_cmd("run", str(case), "--out", str(out), ranks=2), env=child_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoints" / "latest.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pids = _rank_pids(str(out), 1)
+        assert len(pids) == 1, pids
+        os.kill(pids[0], signal.SIGTERM)
+        assert proc.wait(timeout=60) != 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not (out / "metrics.json").exists()
+    import torch
+
+    assert torch.load(out / "checkpoints" / "latest.pt", weights_only=False)["step"] > 0  # intact

@@ -577,7 +577,7 @@ class Config(Schema):
 
         path = folder / "checkpoints" / "latest.pt"
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)["state"]
+            state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["state"]
             saved = int(state["world_size"]) if "ranks" in state else None
         except Exception:  # noqa: BLE001 - no checkpoint, or one the run itself will report on
             return []

@@ -830,7 +830,10 @@ def gains_at(scot: tuple[float, float], fno: tuple[float, float], m_star: int, f
     c_s, a_s = scot
     c_f, a_f = fno
     e_scot, e_fno = c_s * m_star ** -a_s, c_f * m_star ** -a_f
-    log_m = (math.log(c_f) - math.log(e_scot)) / a_f if a_f > 0 else math.inf
+    if a_f > 0 and c_f > 0 and c_s > 0:  # in logs: E_scOT(M*) may underflow where its log does not
+        log_m = (math.log(c_f) - math.log(c_s) + a_s * math.log(m_star)) / a_f
+    else:
+        log_m = math.inf
     m_fno = math.exp(log_m) if log_m < math.log(sys.float_info.max) else math.inf  # a slow fit: past any float
     return {"accuracy_gain": e_fno / e_scot, "efficiency_gain": m_fno / m_star,
             "efficiency_gain_unbounded": math.isinf(m_fno),

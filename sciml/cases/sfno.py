@@ -164,6 +164,7 @@ class Config(Schema):
         against the file of a ``path`` dataset (its header only), before any data is generated or read."""
         w, tr = self.window, self.training
         problems: list[tuple[tuple, str, Any]] = []
+        test_grid = None  # the zero-shot and fine-tuning grid
         for name in ("train", "test"):
             source = getattr(self.data, name)
             gen = source.generate
@@ -172,6 +173,8 @@ class Config(Schema):
             except ValueError as exc:
                 problems.append((("data", name, "path"), str(exc), str(source.path)))
                 continue
+            if name == "test":
+                test_grid = n
             ratio = w.frame_dt / frame_dt
             stride = round(ratio)
             if stride < 1 or abs(ratio - stride) > 1e-6 * ratio:
@@ -213,9 +216,10 @@ class Config(Schema):
         from sciml.solvers.sfno.layers import max_mode
 
         top = max_mode(tr.resolution)
-        for name in ("modes", "output_modes"):
+        for name in ("modes", "output_modes"):  # (clipped alike at every grid where no finer one is used)
             value = getattr(self.model, name)
-            if isinstance(value, tuple) and max(value[1:]) > top:
+            if test_grid is not None and test_grid > tr.resolution and isinstance(value, tuple) and \
+                    max(value[1:]) > top:
                 problems.append((("model", name), f"space modes must be at most {top}, the largest below the "
                                  f"Nyquist frequency of training.resolution {tr.resolution} (weights above it "
                                  "never see training data but act at the zero-shot resolution)", list(value)))
