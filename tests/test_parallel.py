@@ -145,6 +145,13 @@ SETTLE = textwrap.dedent("""
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     if comm.rank == 0:
         print(torch.equal(grads[0], grads[1]))
+    # the group torn down while the interpreter is whole (as the CLI does): a DDP module freed only at exit
+    # let a gloo worker thread take the GIL during teardown and abort (SIGABRT) about one process in 15
+    import gc
+    dist.barrier()
+    del ddp, model
+    gc.collect()
+    dist.destroy_process_group()
 """)
 
 
