@@ -13,6 +13,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 
@@ -350,6 +351,47 @@ class _Held(Exception):
     """The run folder's lock is held by another process."""
 
 
+#: Seconds the interrupted run gets to log and record its status after SIGTERM before the process ends anyway.
+_SIGTERM_GRACE = 3.0
+
+
+def _arm_sigterm():
+    """SIGTERM ends the run like Ctrl-C (:class:`_Terminated`: log line, provenance status, exit 143), and
+    within :data:`_SIGTERM_GRACE` seconds in any case: Python runs its handler only between bytecodes, so a
+    rank blocked in a C call (a gloo collective waiting for a dead peer) would otherwise never end — MPI
+    signals the orphaned ranks of a killed launcher with SIGTERM. A watcher thread sees the signal at once
+    through the wakeup fd. Returns the function that restores the previous state."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+
+    def watch() -> None:
+        while True:
+            try:
+                data = os.read(read_end, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            if signal.SIGTERM in data:
+                time.sleep(_SIGTERM_GRACE)
+                os._exit(143)
+
+    threading.Thread(target=watch, name="sciml-sigterm", daemon=True).start()
+
+    def disarm() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        signal.set_wakeup_fd(previous_fd)
+        os.close(write_end)  # the watcher reads end-of-file and returns
+
+    return disarm
+
+
 def _lock(out: Path):
     """An exclusive lock on the run folder (``.sciml.lock``, released when the process ends, killed or
     not). Raises :class:`_Held` when another process holds it; None (no lock, a note on stderr) where the
@@ -434,10 +476,7 @@ def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None
             for stale in _RESTART_FILES if resume else _OUTPUT_FILES:
                 (out / stale).unlink(missing_ok=True)
     comm.barrier()
-    import threading
-
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    disarm = _arm_sigterm()
     run = Run(out, comm, resume=resume)
     seed = getattr(case.config, "seed", None)
     try:
@@ -456,6 +495,7 @@ def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None
         run.write_provenance(seed=seed, kind=case.kind, status="finished")
         run.log(f"done in {run.wall_time():.1f} s; metrics in {out / 'metrics.json'}")
         comm.barrier()
+        _end_torch_distributed()  # only here: on a failure a collective could wait for a rank that is gone
         return EXIT_OK
     except KeyboardInterrupt as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
@@ -483,9 +523,7 @@ def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None
         run.close()
         if lock is not None:
             lock.close()
-        _end_torch_distributed()
-        if main_thread:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        disarm()
 
 
 def _end_torch_distributed() -> None:

@@ -343,3 +343,4 @@ def test_sigterm_to_one_rank_ends_the_whole_job(tmp_path):
     import torch
 
     assert torch.load(out / "checkpoints" / "latest.pt", weights_only=False)["step"] > 0  # intact
+
