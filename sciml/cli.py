@@ -90,13 +90,27 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 #: What a run writes in its folder: a fresh run over an earlier one removes these first (the rest of a run
 #: folder is the user's and stays), and a case's input may not lie among them.
 _OUTPUT_DIRS = ("checkpoints", "fields", "plots")
+#: The resolved configuration a run started with (a resume may not change it).
+_STARTED = ".config_started.json"
+#: The case's input files when the run started (size, modification time, and a SHA-256 of those up to
+#: :data:`_HASHED_BYTES`), so that a resume notices one replaced in between.
+_INPUTS = ".inputs_started.json"
+_HASHED_BYTES = 64 * 2**20
 _OUTPUT_FILES = ("fields.pvd", "metrics.json", "trajectories.h5", "dataset.pt", "pretrained.pt", "overrides.txt",
-                 "log.txt", "case.yaml", "config.yaml", "provenance.json", ".config_started.json",
-                 ".inputs_started.json")
+                 "log.txt", "case.yaml", "config.yaml", "provenance.json", _STARTED, _INPUTS)
 #: Removed again when a resumed run has no checkpoint yet and starts over (its configuration, log and
 #: provenance are kept).
 _RESTART_FILES = ("fields.pvd", "metrics.json", "trajectories.h5", "dataset.pt", "pretrained.pt")
 _LOCK = ".sciml.lock"
+
+
+def _read_json(path: Path) -> dict | None:
+    """The JSON object in ``path``, or None (missing, unreadable, not an object)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _is_run_folder(folder: Path) -> bool:
@@ -104,13 +118,10 @@ def _is_run_folder(folder: Path) -> bool:
     configuration a run started with, which comes first)."""
     if not (folder / "config.yaml").is_file():
         return False
-    if (folder / ".config_started.json").is_file():
+    if (folder / _STARTED).is_file():
         return True
-    try:
-        record = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and "kind" in record and "sciml" in (record.get("versions") or {})
+    record = _read_json(folder / "provenance.json")
+    return record is not None and "kind" in record and "sciml" in (record.get("versions") or {})
 
 
 def _check_writable(folder: Path, name: str) -> None:
@@ -229,11 +240,14 @@ def _resume_problems(case: LoadedCase, out: Path) -> list[str]:
 #: Blocks that may change between the processes of one run (what is written and where it runs, not what
 #: is computed).
 _FREE_ON_RESUME = ("output", "device", "threads")
-_STARTED = ".config_started.json"
-#: The case's input files when the run started (size, modification time, and a SHA-256 of those up to
-#: :data:`_HASHED_BYTES`), so that a resume notices one replaced in between.
-_INPUTS = ".inputs_started.json"
-_HASHED_BYTES = 64 * 2**20
+
+
+def _started_record(out: Path, name: str) -> dict | None:
+    """A record the run wrote when it started (:data:`_STARTED`, :data:`_INPUTS`), if a resume must hold to
+    it: None when the run has no checkpoint yet (it starts over) or the record is missing (an older run)."""
+    if not (out / "checkpoints" / "latest.pt").is_file():
+        return None
+    return _read_json(out / name)
 
 
 def _sha256(path: Path) -> str:
@@ -261,22 +275,17 @@ def _inputs_record(case: LoadedCase) -> dict[str, dict]:
 def _inputs_changed(case: LoadedCase, out: Path) -> list[str]:
     """Input files replaced since the run started (``DIR/.inputs_started.json``): a different size, or a
     different modification time and content hash. Files too large to hash are compared by size only."""
-    record = out / _INPUTS
-    if not (out / "checkpoints" / "latest.pt").is_file() or not record.is_file():
-        return []
-    try:
-        started = json.loads(record.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
+    started = _started_record(out, _INPUTS)
     problems, hashes = [], {}
-    for key, then in started.items() if isinstance(started, dict) else ():
+    for key, then in (started or {}).items():
         try:
             path = Path(then["path"])
             st = path.stat()
             if st.st_size == then["size"] and (st.st_mtime_ns == then["mtime_ns"] or then["sha256"] is None):
                 continue
             if st.st_size == then["size"]:
-                hashes.setdefault(path, _sha256(path))
+                if path not in hashes:
+                    hashes[path] = _sha256(path)
                 if hashes[path] == then["sha256"]:
                     continue
         except (OSError, KeyError, TypeError):
@@ -291,12 +300,8 @@ def _changed_since_start(case: LoadedCase, out: Path) -> list[str]:
     """Keys of the resolved configuration that differ from the one the run's checkpoints were written
     with (``DIR/.config_started.json``): a resumed run would mix two configurations. Nothing when the
     run has no checkpoint yet (it starts over) or the record is missing (an older run)."""
-    record = out / _STARTED
-    if not (out / "checkpoints" / "latest.pt").is_file() or not record.is_file():
-        return []
-    try:
-        started = json.loads(record.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    started = _started_record(out, _STARTED)
+    if started is None:
         return []
 
     def flat(tree, prefix=()):
@@ -331,11 +336,7 @@ def _recorded_data_dir(folder: Path) -> str | None:
     (a run folder moved to another machine regenerates into the default)."""
     if "SCIML_DATA_DIR" in os.environ:
         return None
-    try:
-        record = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    data_dir = record.get("data_dir") if isinstance(record, dict) else None
+    data_dir = (_read_json(folder / "provenance.json") or {}).get("data_dir")
     return data_dir if isinstance(data_dir, str) and data_dir and Path(data_dir).is_dir() else None
 
 
