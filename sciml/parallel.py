@@ -372,7 +372,42 @@ def world() -> Comm:
                     "MPI that mpi4py was built against (under SLURM: `srun --mpi=pmix` or `mpiexec` inside the "
                     "allocation); `sciml doctor` shows which MPI that is")
             _WORLD = comm
+        if _WORLD.size > 1:
+            _watch_launcher(_WORLD.rank)
     return _WORLD
+
+
+#: Seconds between two looks of a rank at its parent process (:func:`_watch_launcher`).
+_LAUNCHER_POLL = 0.5
+
+
+def _watch_launcher(rank: int) -> None:
+    """End this rank soon after the process that launched it is gone.
+
+    A launcher killed with SIGKILL (a batch system's hard limit, ``kill -9`` of
+    ``mpiexec``) cannot tell its ranks: they get reparented and, until they next need
+    MPI, go on computing, a gloo collective may even wait for ever. A daemon thread
+    looks at the parent pid every :data:`_LAUNCHER_POLL` seconds and ends the process
+    (exit status 1, a line on stderr) when it has changed. Checkpoints are written
+    atomically, so what the run saved last stays intact for ``sciml resume``. Nothing
+    is watched in a process whose parent is already init (pid 1).
+    """
+    import threading
+
+    parent = os.getppid()
+    if parent <= 1:
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_LAUNCHER_POLL)
+        try:
+            sys.stderr.write(f"sciml: rank {rank}: the launcher (pid {parent}) is gone; ending this rank\n")
+            sys.stderr.flush()
+        finally:
+            os._exit(1)
+
+    threading.Thread(target=watch, name="sciml-launcher-watch", daemon=True).start()
 
 
 def init_torch_distributed(comm: Comm, backend: str | None = None) -> bool:

@@ -165,3 +165,58 @@ def test_ddp_gradients_of_a_processes_first_step_equal_the_later_ones_after_sett
     assert out["settle"].returncode == 0, out["settle"].stderr
     assert out["settle"].stdout.strip() == "True"
     assert out["plain"].returncode == 0 and out["plain"].stdout.strip() == "False"  # the effect it removes
+
+
+BUSY_RANK = textwrap.dedent("""
+    import os, sys, time
+    from sciml.parallel import world
+    comm = world()
+    with open(os.path.join(sys.argv[1], f"pid{comm.rank}"), "w") as f:
+        f.write(str(os.getpid()))
+    end = time.monotonic() + 60
+    while time.monotonic() < end:  # computing, never touching MPI again
+        sum(range(10000))
+""")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.mpi
+def test_ranks_end_when_their_launcher_is_killed(tmp_path):
+    """SIGKILL of mpiexec (a batch system's hard limit) must not leave ranks computing on their own."""
+    import os
+    import signal
+    import time
+
+    exe = mpiexec()
+    if exe is None:
+        pytest.skip("mpiexec not found")
+    launcher = subprocess.Popen([exe, "-n", "2", "--allow-run-as-root", "--oversubscribe", sys.executable, "-c",
+                                 BUSY_RANK, str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=child_env())
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("pid*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pids = [int(p.read_text()) for p in tmp_path.glob("pid*")]
+        assert len(pids) == 2, "the ranks did not start"
+        time.sleep(1.0)
+        launcher.kill()
+        launcher.wait()
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        survivors = [p for p in pids if _alive(p)]
+    finally:
+        for p in tmp_path.glob("pid*"):
+            try:
+                os.kill(int(p.read_text()), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+    assert not survivors, f"ranks {survivors} still running 10 s after their launcher was killed"
