@@ -136,7 +136,8 @@ def _check_writable(folder: Path, name: str) -> None:
 
 def _case_files(case: LoadedCase) -> list[tuple[tuple, Path]]:
     """The files a case reads: every existing file its resolved configuration names (paths are absolute
-    there), with the key path naming it."""
+    there), with the key path naming it, and those the case reads through them
+    (``Config.input_files()``: the files of a checkpoint folder, the datasets of a ``.pvd`` series)."""
     found: list[tuple[tuple, Path]] = []
 
     def walk(tree, prefix=()):
@@ -155,6 +156,10 @@ def _case_files(case: LoadedCase) -> list[tuple[tuple, Path]]:
                 pass
 
     walk(case.resolved())
+    more = getattr(case.config, "input_files", None)
+    for prefix, path in more() if more is not None else ():
+        if path.is_file() and (prefix, path) not in found:
+            found.append((prefix, path))
     return found
 
 
@@ -260,26 +265,30 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _inputs_record(case: LoadedCase) -> dict[str, dict]:
-    """Key path -> the file it names and its fingerprint."""
-    record, hashes = {}, {}
+def _inputs_record(case: LoadedCase) -> dict[str, list[dict]]:
+    """``files``: each file the case reads, with the key path naming it and its fingerprint."""
+    record, hashes = [], {}
     for prefix, path in _case_files(case):
         st = path.stat()
         if path not in hashes:
             hashes[path] = _sha256(path) if st.st_size <= _HASHED_BYTES else None
-        record[".".join(prefix)] = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                                    "sha256": hashes[path]}
-    return record
+        record.append({"key": ".".join(prefix), "path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                       "sha256": hashes[path]})
+    return {"files": record}
 
 
 def _inputs_changed(case: LoadedCase, out: Path) -> list[str]:
     """Input files replaced since the run started (``DIR/.inputs_started.json``): a different size, or a
     different modification time and content hash. Files too large to hash are compared by size only."""
-    started = _started_record(out, _INPUTS)
+    started = _started_record(out, _INPUTS) or {}
+    if "files" in started:
+        files = started["files"] if isinstance(started["files"], list) else []
+    else:  # the record's first format: key path -> file
+        files = [{"key": key, **then} for key, then in started.items() if isinstance(then, dict)]
     problems, hashes = [], {}
-    for key, then in (started or {}).items():
+    for then in files:
         try:
-            path = Path(then["path"])
+            key, path = then["key"], Path(then["path"])
             st = path.stat()
             if st.st_size == then["size"] and (st.st_mtime_ns == then["mtime_ns"] or then["sha256"] is None):
                 continue

@@ -569,6 +569,18 @@ class Config(Schema):
                                  f"needs 0 to {end} s ({self.loading.n_steps} steps of {self.loading.dt} s)")
         return self
 
+    def input_files(self) -> list[tuple[tuple, Path]]:
+        """The files the run reads through its temperature tables: a ``.pvd`` series' datasets and pieces
+        (for ``sciml resume``'s check that no input changed)."""
+        from sciml.meshes.files import point_series_files
+
+        found = []
+        for name in ("training", "online"):
+            temperature = getattr(self, name)
+            if temperature.type == "file" and temperature.path.suffix != ".npz":
+                found += [((name, "path"), f) for f in point_series_files(temperature.path)[1:]]
+        return found
+
     def resume_problems(self, folder: Path, world_size: int) -> list[str]:
         """What a resume of run ``folder`` on ``world_size`` ranks cannot do (checked by ``sciml resume``
         before any work): continue ROM stages checkpointed on another number of ranks (each rank's ROM

@@ -232,6 +232,13 @@ class Config(Schema):
     evaluation: Evaluation = Evaluation()
     output: Output = Output()
 
+    def input_files(self) -> list[tuple[tuple, Path]]:
+        """The files of a Poseidon checkpoint folder (for ``sciml resume``'s check that no input changed)."""
+        folder = self.model.checkpoint
+        if folder is None or not folder.is_dir():
+            return []
+        return [(("model", "checkpoint"), folder / name) for name in ("config.json", "model.safetensors")]
+
     def launch_problems(self, world_size: int) -> list[tuple[tuple, str]]:
         """Trainings of this run with a batch that cannot be shared by ``world_size`` ranks (every rank needs
         at least one sample of each batch, the last, partial one of an epoch included)."""

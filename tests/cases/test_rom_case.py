@@ -760,6 +760,45 @@ def test_table_online_loading(tmp_path, form):
     assert b'Name="temperature"' in vtu
 
 
+def test_a_changed_piece_of_a_temperature_series_stops_a_resume(tmp_path):
+    """The run's input record holds the datasets and pieces a .pvd names, not only the .pvd: a piece
+    rewritten between a kill and ``sciml resume`` is named, and the restored one is accepted."""
+    import os
+
+    import numpy as np
+
+    from sciml import cli
+    from sciml.config import load_case
+    from sciml.meshes import box_mesh_2d
+
+    points, cells = box_mesh_2d(8, 4, 2.0, 1.0)
+    times = np.arange(9.0)
+    fields = 293.0 + 50.0 * times[:, None] * np.ones((1, len(points)))
+    write_vtk_series(tmp_path, points, cells, "quad", times, fields)
+    case_file = tmp_path / "case.yaml"
+    case_file.write_text(TINY + "online: {type: file, path: thermal.pvd}\n")
+    case = load_case(case_file)
+    record = cli._inputs_record(case)
+    assert {Path(r["path"]).name for r in record["files"]} >= {"thermal.pvd", "thermal_3.pvtu", "thermal_3_1.vtu"}
+    assert {r["key"] for r in record["files"]} == {"online.path"}
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "latest.pt").write_bytes(b"")
+    (out / cli._INPUTS).write_text(json.dumps(record))
+    assert cli._inputs_changed(case, out) == []
+    piece = tmp_path / "thermal_3_1.vtu"
+    original, st = piece.read_bytes(), piece.stat()
+    changed = bytearray(original)
+    changed[len(changed) // 2] ^= 1  # same size, other content
+    piece.write_bytes(bytes(changed))
+    os.utime(piece, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    problems = cli._inputs_changed(case, out)
+    assert len(problems) == 1 and f"online.path: {piece} changed since the run started" in problems[0], problems
+    assert problems[0].startswith(f"{case_file}:")
+    piece.write_bytes(original)
+    assert cli._inputs_changed(case, out) == []
+
+
 @pytest.mark.parametrize("mesh", [
     "mesh: {nx: 8, ny: 4, block_size: 4}",
     "mesh: {geometry: blade, n_chord: 4, n_thickness: 1, n_span: 2}\nblade: {twist_deg: 20.0, chord_tip: 12.0}",

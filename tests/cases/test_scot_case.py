@@ -183,6 +183,10 @@ def test_four_channel_data_trains_on_the_velocity_and_keeps_a_four_channel_check
                     "--set", "snapshots.four_channels=true", "--set", "baseline.enabled=false", timeout=600)
     assert res.returncode == 0, res.stderr
     assert "embedding and recovery replaced" not in (out / "log.txt").read_text()
+    # a resume checks the folder's files, not the folder, for changes since the run started
+    inputs = json.loads((out / ".inputs_started.json").read_text())["files"]
+    assert {(r["key"], Path(r["path"]).name) for r in inputs} >= {("model.checkpoint", "config.json"),
+                                                                  ("model.checkpoint", "model.safetensors")}
     metrics = json.loads((out / "metrics.json").read_text())
     assert math.isfinite(metrics["median_rel_l1_scot_pretrained"])
     # "from scratch" is the checkpoint's architecture, not the case's model: block
