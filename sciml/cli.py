@@ -361,6 +361,23 @@ class _Held(Exception):
     """The run folder's lock is held by another process."""
 
 
+#: Seconds a rank other than 0 waits for rank 0 to report a failure before it reports its own error.
+_OTHER_RANKS_PAUSE = 5.0
+
+
+def _root_failed(out: Path, attempt: str, timeout: float) -> bool:
+    """Whether rank 0 recorded within ``timeout`` seconds that this ``attempt`` failed (``provenance.json``):
+    an error every rank meets (a file they all read) is then reported once, by rank 0, whose abort ends the
+    other ranks; an error of one rank alone is reported by that rank after the wait."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = _read_json(out / "provenance.json") or {}
+        status = record.get("status")
+        if record.get("attempt") == attempt and isinstance(status, str) and status.startswith("failed"):
+            return True
+        time.sleep(0.1)
+    return False
+
 #: Seconds the interrupted run gets to log and record its status after SIGTERM before the process ends anyway.
 _SIGTERM_GRACE = 3.0
 
@@ -473,7 +490,8 @@ def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None
             problems, lock, data_dir = _start_checks(case, out, resume)
         except Exception as exc:  # noqa: BLE001 - every rank must hear the outcome
             problems = [f"{out}: cannot start there ({type(exc).__name__}: {exc})"]
-    problems, data_dir = comm.bcast((problems, data_dir))
+    attempt = f"{os.getpid()}-{time.time_ns()}" if comm.is_root else None
+    problems, data_dir, attempt = comm.bcast((problems, data_dir, attempt))
     if problems:
         return _report_invalid(ConfigError(problems))
     if data_dir is not None:
@@ -487,7 +505,7 @@ def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None
                 (out / stale).unlink(missing_ok=True)
     comm.barrier()
     disarm = _arm_sigterm()
-    run = Run(out, comm, resume=resume)
+    run = Run(out, comm, resume=resume, attempt=attempt)
     seed = getattr(case.config, "seed", None)
     try:
         run.write_config(case.resolved(), case_text, case.overrides)
@@ -520,6 +538,13 @@ def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None
         return code
     except Exception as exc:  # noqa: BLE001 - any failure must end the job on every rank
         msg = f"rank {comm.rank}: {type(exc).__name__}: {exc}"
+        if comm.size > 1 and not comm.is_root:
+            try:
+                if _root_failed(out, run.attempt, _OTHER_RANKS_PAUSE):
+                    time.sleep(_OTHER_RANKS_PAUSE)  # rank 0 reported (the same error on every rank): its
+                    comm.abort(EXIT_FAILED)          # abort ends this process; in case it does not, abort
+            except KeyboardInterrupt:  # the launcher's SIGTERM after another rank's abort
+                return 143
         print(f"sciml: error on {msg}", file=sys.stderr)
         traceback.print_exc(file=sys.stderr)
         try:

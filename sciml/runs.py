@@ -153,12 +153,18 @@ class Run:
     resume
         True when continuing an earlier run in the same folder: existing files are
         kept and appended to.
+    attempt
+        Names this process's run or resume, the same on every rank: recorded in
+        ``provenance.json``, so that a rank can tell rank 0's record of this attempt
+        from one an earlier process left.
     """
 
-    def __init__(self, path: str | Path, comm: Comm | None = None, *, resume: bool = False):
+    def __init__(self, path: str | Path, comm: Comm | None = None, *, resume: bool = False,
+                 attempt: str | None = None):
         self.path = Path(path)
         self.comm = comm or SerialComm()
         self.resume = resume
+        self.attempt = attempt
         self.checkpoint_dir = self.path / "checkpoints"
         self.plots_dir = self.path / "plots"
         self._t0 = time.perf_counter()
@@ -230,6 +236,8 @@ class Run:
             "started": self._started,
             "updated": now,
         }
+        if self.attempt is not None:
+            record["attempt"] = self.attempt
         if status != "running":
             record["finished"] = now
         record.update({

@@ -76,10 +76,10 @@ FAILING_CASE = textwrap.dedent('''
 
     class Config(Schema):
         kind: Literal["failing"]
-        fail_rank: int = 1
+        fail_rank: int = 1  # -1: every rank
 
     def run(cfg, run):
-        if run.comm.rank == cfg.fail_rank:
+        if cfg.fail_rank in (run.comm.rank, -1):
             raise RuntimeError("boom on purpose")
         run.comm.barrier()  # the other ranks wait here forever unless the job is aborted
         return {}
@@ -101,6 +101,22 @@ def test_exception_on_one_rank_aborts_the_job(tmp_path):
                          capture_output=True, text=True, timeout=90, env=env)
     assert out.returncode != 0
     assert "rank 1: RuntimeError: boom on purpose" in out.stderr
+
+
+@pytest.mark.mpi
+def test_an_error_of_every_rank_is_reported_once(tmp_path):
+    (tmp_path / "failing_case.py").write_text(FAILING_CASE)
+    (tmp_path / "case.yaml").write_text("kind: failing\nfail_rank: -1\n")
+    exe = mpiexec()
+    if exe is None:
+        pytest.skip("mpiexec not found")
+    env = child_env(PYTHONPATH=str(tmp_path))
+    out = subprocess.run([exe, "-n", "3", "--allow-run-as-root", "--oversubscribe", sys.executable, "-c", DRIVER,
+                          "run", str(tmp_path / "case.yaml"), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=90, env=env)
+    assert out.returncode != 0
+    assert out.stderr.count("sciml: error on rank") == 1, out.stderr
+    assert "sciml: error on rank 0: RuntimeError: boom on purpose" in out.stderr
 
 
 def test_the_launch_size_is_the_launched_step_not_the_allocation(monkeypatch):
