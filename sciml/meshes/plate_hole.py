@@ -17,7 +17,7 @@ O-grid around the hole):
 Node :math:`(i, j)` is ``i + 4 * n_around * j`` (the hole nodes first, the outer boundary
 last); cell :math:`(i, j)` is row ``i + 4 * n_around * j``, its nodes
 ``(i, j), (i, j + 1), (i + 1, j + 1), (i + 1, j)`` (counter-clockwise, VTK quad order).
-No cell is degenerate as long as the hole stays clear of the sides (checked). The straight
+A hole near a side can fold the cells between them (checked: such a mesh is refused). The straight
 edges on the hole make the mesh's area exceed the exact :math:`l_x l_y - \pi r^2` by
 :math:`O(n_\mathrm{around}^{-2})`.
 """
@@ -87,4 +87,12 @@ def plate_with_hole_mesh(n_around: int, n_radial: int, lx: float, ly: float, rad
     ii, jj = ii.ravel(), jj.ravel()
     nxt = (ii + 1) % n
     cells = np.column_stack([ii + n * jj, ii + n * (jj + 1), nxt + n * (jj + 1), nxt + n * jj]).astype(np.int64)
+    q = points[cells]  # (cells, 4, 2): every corner of a valid quad turns left
+    a, b = np.roll(q, -1, axis=1) - q, np.roll(q, 1, axis=1) - q
+    turns = a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
+    bad = int(np.count_nonzero((turns <= 0).any(axis=1)))
+    if bad:
+        raise ValueError(f"plate_with_hole_mesh: the hole (radius {radius} about {c.tolist()}) comes too close to a "
+                         f"side for the four-block O-grid: {bad} of {len(cells)} cells would be inverted or "
+                         "degenerate (a smaller radius or a hole nearer the middle)")
     return points, cells

@@ -70,6 +70,16 @@ def test_a_hole_touching_a_side_is_refused():
         plate_with_hole_mesh(4, 4, LX, LY, 0.3, (0.2, 1.0))
 
 
+@pytest.mark.parametrize("lx, ly, radius, centre", [(2.0, 1.0, 0.2, (0.3, 0.25)), (2.0, 1.0, 0.49, (1.5, 0.5))])
+def test_a_hole_inside_but_close_enough_to_fold_cells_is_refused(lx, ly, radius, centre):
+    """Inside the plate, but the straight lines from the hole to the corners fold a cell: refused, not returned
+    with a negative Jacobian (the same holes at half the radius give a valid mesh)."""
+    with pytest.raises(ValueError, match="would be inverted or degenerate"):
+        plate_with_hole_mesh(4, 3, lx, ly, radius, centre)
+    points, cells = plate_with_hole_mesh(4, 3, lx, ly, 0.5 * radius, centre)
+    assert _corner_jacobians(points, cells).min() > 0.0
+
+
 def test_extruded_plate_is_the_plate_times_its_thickness():
     """The hex8 plate with a hole (extruded along z): its volume is the plate's area times the
     thickness (Gauss-exact for the extruded cells); the cylinder set finds the whole hole; a

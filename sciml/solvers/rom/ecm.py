@@ -116,14 +116,15 @@ class StressIntegrand(Integrand):
     and one constant row :math:`g_0 = c`.
 
     At equilibrium under imposed displacements the reduced internal forces vanish,
-    :math:`\int \sigma_s : arepsilon(\psi_k) = 0`, so the force rows alone would be
+    :math:`\int \sigma_s : \varepsilon(\psi_k) = 0`, so the force rows alone would be
     integrated exactly by the empty quadrature. The constant row (the volume, as in
     Hernández et al. 2017) makes the problem non-degenerate: the points and weights
     must reproduce the volume *and* annihilate the force integrands, to
-    :math:`\mathrm{tol}\,\|b\| pprox \mathrm{tol}\; c\,|\Omega|` in the Euclidean norm
-    over all rows. By default :math:`d_{sk} = 1` and :math:`c` is the root mean square of
-    the rows' :math:`L^2` norms divided by :math:`|\Omega|^{1/2}`: the constant row weighs
-    like a typical force row.
+    :math:`\mathrm{tol}\,\|b\| \approx \mathrm{tol}\; c\,|\Omega|` in the Euclidean norm
+    over all rows. By default :math:`d_{sk} = 1` and
+    :math:`c = (\sum_{sk} \|g_{sk}\|_{L^2}^2 / |\Omega|)^{1/2}`: the constant row's
+    :math:`L^2` norm equals that of all force rows together, so the tolerance bounds the force
+    rows' error as a whole, not row by row.
 
     Parameters
     ----------
@@ -176,7 +177,7 @@ class StressIntegrand(Integrand):
         return self.m * self.n + 1
 
     def _products(self, sig: np.ndarray, bpsi: np.ndarray) -> np.ndarray:
-        r""":math:`d \odot \sigma_q^	op B_q\Psi` per point, ``(q, m, n)``."""
+        r""":math:`d \odot \sigma_q^\top B_q\Psi` per point, ``(q, m, n)``."""
         return np.matmul(sig.transpose(0, 2, 1), bpsi) * self.row_scale
 
     def integrals(self) -> np.ndarray:
@@ -313,7 +314,7 @@ class _NNLS:
         self.w = np.concatenate([self.w, np.zeros(k)])
 
     def add_rows(self, rows: np.ndarray, b: np.ndarray) -> None:
-        """New rows ``rows (k, n)`` of the stored candidates, with their right-hand side ``b (k,)``:
+        r"""New rows ``rows (k, n)`` of the stored candidates, with their right-hand side ``b (k,)``:
         the Gram matrix and :math:`A^\top b` gain :math:`R^\top R` and :math:`R^\top b_R` (no pass over
         the old rows). The passive set must be refactorised (:meth:`start`) before it is used."""
         k, n = rows.shape[0], self.n

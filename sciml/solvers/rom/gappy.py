@@ -29,8 +29,9 @@ cumulated plastic strain computed by the reduced model at its reduced points and
 
     E = \frac{\|\hat p - \hat\Phi\gamma\|_2}{\|\hat p\|_2},
 
-and :math:`E = 0` where :math:`\|\hat p\|_\infty \le p_\mathrm{floor}` (elastic steps:
-the plastic strain carries no information there).
+and :math:`E = 0` where :math:`\|\hat p\|_\infty \le p_\mathrm{floor}` (no plastic strain yet:
+it carries no information there). :math:`p` is cumulative, so after the first plastic step the
+indicator keeps measuring the fit of the whole history, also on later elastic steps.
 """
 
 from __future__ import annotations

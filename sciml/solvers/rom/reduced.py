@@ -78,6 +78,11 @@ class ReducedState:
     sigma: np.ndarray
 
 
+#: Smallest eigenvalue of the reduced elastic stiffness, relative to the largest, below which a reduced
+#: quadrature is refused (:meth:`ReducedModel._check_stiffness`).
+_SINGULAR = 1e-12
+
+
 @final
 class ReducedModel:
     r"""Hyper-reduced quasi-static model on a reduced quadrature.
@@ -144,6 +149,26 @@ class ReducedModel:
         self._starts = np.flatnonzero(np.r_[True, np.diff(blocks) != 0]) if blocks.size else np.zeros(0, np.int64)
         self._blocks = blocks[self._starts] if blocks.size else np.zeros(0, np.int64)
         self._wB = self.w[:, None, None] * self.BPsi  # (r_local, 6, n)
+        self._check_stiffness()
+
+    def _check_stiffness(self) -> None:
+        r"""Refuse a reduced quadrature under which the reduced elastic stiffness
+        :math:`\sum \hat w_q (B_q\Psi)^\top C_q B_q\Psi` (at :math:`t = 0`) is singular: too few points
+        with positive weight for the modes (e.g. an ECM tolerance so loose that it kept one point for
+        eleven modes), where Newton would return an arbitrary solution without a sign of trouble."""
+        n = self.n_modes
+        if n == 0:
+            return
+        T = np.asarray(self.temperature(self.coords, 0.0), dtype=np.float64).reshape(-1)
+        C = self.material.elastic_tangent(T)
+        zeros = np.zeros((self.local_points.size, 6))
+        K = self._assemble(zeros, np.matmul(C, self.BPsi), None, zeros)[n:n + n * n].reshape(n, n)
+        lam = np.linalg.eigvalsh(0.5 * (K + K.T))
+        if not lam[0] > _SINGULAR * lam[-1]:
+            k = int(np.count_nonzero(self.weights))
+            raise ValueError(f"ReducedModel: the reduced quadrature ({k} point{'s' if k != 1 else ''} with positive "
+                             f"weight) cannot integrate the stiffness of {n} modes: its smallest eigenvalue is "
+                             f"{lam[0]:.3g} of the largest {lam[-1]:.3g}; tighten the ECM tolerance (rom.ecm_tol)")
 
     @property
     def n_points(self) -> int:

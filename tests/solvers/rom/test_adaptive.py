@@ -54,6 +54,22 @@ def test_reduced_model_with_all_points_and_all_modes_reproduces_hf(training):
         np.testing.assert_allclose(state.material.p, snap.p[:, k], rtol=0, atol=1e-8)
 
 
+def test_a_quadrature_that_cannot_integrate_the_stiffness_of_the_modes_is_refused(training):
+    """Two points (eight strain components) cannot make the stiffness of the POD modes definite: Newton
+    would return an arbitrary solution, so the reduced model is refused with the reason; all points pass."""
+    hf, _, _, snap = training
+    u = snap.u.copy()
+    u[hf.fixed_dofs] = 0.0
+    basis = pod(u, DofSpace(hf.partition), tol=0.0)
+    assert basis.n_modes > 8
+    lift = np.zeros((hf.disc.n_dof, hf.n_factors))
+    args = (hf.partition, hf.material, hf.model.temperature, basis.modes, lift)
+    ReducedModel(*args, np.arange(hf.disc.n_qp), hf.disc.qp_weights)
+    with pytest.raises(ValueError, match=rf"2 points with positive weight\) cannot integrate the stiffness of "
+                                         rf"{basis.n_modes} modes"):
+        ReducedModel(*args, np.array([3, 40]), np.array([0.7, 1.3]))
+
+
 @pytest.fixture(scope="module")
 def adaptive_runs(training, new_loading):
     hf, times, lf, ref = new_loading
