@@ -181,13 +181,22 @@ class NavierStokes2D:
 
         Parameters
         ----------
-        omega_hat : Tensor, shape ``(B, N, N//2+1)``, complex
+        omega_hat : Tensor, shape ``(..., N, N//2+1)``, complex
+            A batched forcing ``(B, N, N)`` needs the batch ``(..., B, N, N//2+1)``.
 
         Returns
         -------
-        Tensor, shape ``(B, N, N//2+1)``, complex (a new tensor)
+        Tensor, shape ``(..., N, N//2+1)``, complex (a new tensor)
         """
         n, kept = self.grid.n, self._kept
+        if not omega_hat.is_complex() or tuple(omega_hat.shape[-2:]) != (n, n // 2 + 1):
+            raise ValueError(f"expected the vorticity spectrum omega_hat, complex of shape (..., {n}, {n // 2 + 1}) "
+                             f"(grid.rfft of the field), got {omega_hat.dtype} of shape {tuple(omega_hat.shape)}")
+        if self.forcing_hat is not None and self.forcing_hat.dim() > 2 and not _fits(self.forcing_hat, omega_hat):
+            f = self.forcing_hat
+            raise ValueError(f"the forcing's batch {tuple(f.shape[:-2])} does not fit the state's "
+                             f"{tuple(omega_hat.shape[:-2])}: a forcing per trajectory needs states (..., B, N, "
+                             "N//2+1), B trajectories last before the grid")
         spec = omega_hat[..., :kept].unsqueeze(-3) * self._stack_mult
         if torch.is_grad_enabled() and omega_hat.requires_grad:
             half = torch.fft.ifft(spec, dim=-2)  # irfft zero-pads it to N//2+1 columns
@@ -734,8 +743,17 @@ def nse_residual(eq: NavierStokes2D, omega: Tensor, frame_dt: float, order: int 
     if omega.dim() != 4 or tuple(omega.shape[-2:]) != (n, n):
         raise ValueError(f"expected vorticity of shape (B, T, {n}, {n}), got {tuple(omega.shape)}")
     w_hat = torch.fft.rfft2(omega)
-    r_hat = time_derivative(w_hat, frame_dt, order) - eq.nonlinear_hat(w_hat) - eq.linear * w_hat
+    nonlinear = eq.nonlinear_hat(w_hat.transpose(0, 1)).transpose(0, 1)  # (T, B, ...): a forcing per trajectory
+    r_hat = time_derivative(w_hat, frame_dt, order) - nonlinear - eq.linear * w_hat
     return torch.fft.irfft2(r_hat, s=(n, n))
+
+
+def _fits(forcing: Tensor, state: Tensor) -> bool:
+    """Whether ``forcing`` broadcasts onto ``state`` without changing its shape."""
+    try:
+        return torch.broadcast_shapes(forcing.shape, state.shape) == state.shape
+    except RuntimeError:
+        return False
 
 
 # -- initial conditions -----------------------------------------------------------------

@@ -413,6 +413,32 @@ def test_residual_gradcheck():
     assert torch.autograd.gradcheck(loss, (w,), eps=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("frames", [2, 3])
+def test_residual_with_a_forcing_per_trajectory_is_each_trajectorys_own(frames):
+    """A (B, N, N) forcing belongs to the B trajectories, also when B equals the number of frames T
+    (the time axis must not take it); a solver trajectory of each forcing has a small residual."""
+    from sciml.solvers.navier_stokes import NavierStokes2D, nse_residual
+
+    g = FourierGrid2D(16, length=1.0, dtype=torch.float64)
+    f = torch.stack([fno_forcing(g), -2.0 * kolmogorov_forcing(g, 2)])
+    w = torch.randn(2, frames, 16, 16, dtype=torch.float64)
+    both = nse_residual(NavierStokes2D(g, 1e-3, forcing=f), w, 0.1, order=1)
+    for b in range(2):
+        alone = nse_residual(NavierStokes2D(g, 1e-3, forcing=f[b]), w[b:b + 1], 0.1, order=1)[0]
+        torch.testing.assert_close(both[b], alone, rtol=0, atol=1e-12 * float(alone.abs().max()))
+
+
+def test_the_explicit_term_refuses_a_field_for_a_spectrum_and_a_forcing_batch_that_does_not_fit():
+    g = FourierGrid2D(16, length=1.0, dtype=torch.float64)
+    eq = NavierStokes2D(g, 1e-3, forcing=torch.stack([fno_forcing(g), fno_forcing(g)]))
+    w = torch.randn(2, 16, 16, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"expected the vorticity spectrum omega_hat, complex of shape \(\.\.\., 16, 9\)"):
+        eq.nonlinear_hat(w)
+    with pytest.raises(ValueError, match=r"the forcing's batch \(2,\) does not fit the state's \(\)"):
+        eq.nonlinear_hat(g.rfft(w[0]))
+    assert eq.nonlinear_hat(g.rfft(w)).shape == (2, 16, 9)
+
+
 def test_time_derivative_exact_for_polynomials():
     from sciml.solvers.navier_stokes import time_derivative
 
