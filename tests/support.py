@@ -52,6 +52,24 @@ def run_sciml(*args: str, ranks: int = 1, timeout: float = 300, cwd: Path | None
     )
 
 
+def validate(*args: str) -> subprocess.CompletedProcess:
+    """``sciml validate ARGS`` in this process (the same code as the command, without the second or two a
+    new interpreter spends importing torch): exit status and what it printed, as :func:`run_sciml` gives.
+    Tests of the command line itself (tests/test_cli.py) run the real command."""
+    import contextlib
+    import io
+
+    from sciml.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["validate", *args])
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code
+    return subprocess.CompletedProcess(["sciml", "validate", *args], code, out.getvalue(), err.getvalue())
+
+
 def write_vtk_series(folder, points, cells, kind, times, fields, name="temperature", extra=None):
     """A .pvd of .pvtu as a partitioned thermal solver writes it: two pieces per time that share a
     row of nodes, each piece's nodes in its own (shuffled) order; ``extra`` more point arrays."""

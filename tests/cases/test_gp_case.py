@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from support import CASES, run_sciml
+from support import CASES, run_sciml, validate
 
 from sciml.cases import gp_pde
 from sciml.config import ConfigError, load_case
@@ -71,7 +71,7 @@ def test_test_grid_resolves_the_collocation_grid_whatever_the_kernels_learned(tm
 
 def test_bad_expression_exits_2_with_file_line_and_key(tmp_path):
     path = write_case(tmp_path, "sin(2*q) + __import__('os')")
-    res = run_sciml("validate", str(path), timeout=60)
+    res = validate(str(path))
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
     lines = res.stderr.strip().splitlines()

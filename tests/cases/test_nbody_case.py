@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from support import CASES, child_env, run_sciml, sciml_cmd
+from support import CASES, child_env, run_sciml, sciml_cmd, validate
 
 TINY = """\
 kind: nbody
@@ -91,7 +91,7 @@ def test_sigkill_then_resume_gives_identical_metrics(tmp_path, reference):
 def test_invalid_config_is_reported_before_running(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("kind: nbody\nmodel: {products: [gaunt, clebsch]}\ndata: {frame_in: 40, frame_out: 30}\n")
-    res = run_sciml("validate", str(p))
+    res = validate(str(p))
     assert res.returncode == 2
     assert "model.products" in res.stderr
     assert f"{p}:3: data.frame_out: must be after frame_in (got 40 -> 30)" in res.stderr.splitlines()

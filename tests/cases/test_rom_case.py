@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from support import CASES, run_sciml, write_vtk_series
+from support import CASES, run_sciml, validate, write_vtk_series
 
 TINY = """\
 kind: rom_adaptive
@@ -106,7 +106,7 @@ def test_resume_after_a_kill_gives_the_same_metrics(runs, tmp_path, stage):
 def test_invalid_key_is_reported_before_any_work(tmp_path):
     case = tmp_path / "bad.yaml"
     case.write_text(TINY.replace("ecm_batch: 4", "ecm_bach: 4"))
-    res = run_sciml("validate", str(case))
+    res = validate(str(case))
     assert res.returncode == 2
     assert "rom.ecm_bach" in res.stderr
 
@@ -182,7 +182,7 @@ def test_forbidden_temperature_expression_fails_validation(tmp_path, text, messa
     case = tmp_path / "bad.yaml"
     case.write_text(_with_online(text))
     line = case.read_text().splitlines().index(f"  value: \"{text}\"") + 1
-    res = run_sciml("validate", str(case))
+    res = validate(str(case))
     assert res.returncode == 2, res.stderr
     assert res.stderr.startswith(f"{case}:{line}: online.value: {message}"), res.stderr
 
@@ -193,11 +193,11 @@ def test_temperature_table_that_does_not_fit_the_mesh_fails_validation(tmp_path)
     np.savez(tmp_path / "T.npz", times=np.arange(9.0), temperature=np.full((9, 44), 293.0))
     case = tmp_path / "bad.yaml"
     case.write_text(TINY + "training: {type: file, path: T.npz}\n")
-    res = run_sciml("validate", str(case))
+    res = validate(str(case))
     assert res.returncode == 2
     assert f"{case}:6: training.path: table T.npz has 44 node columns, the mesh has 45 nodes" in res.stderr, res.stderr
     np.savez(tmp_path / "T.npz", times=np.arange(8.0), temperature=np.full((8, 45), 293.0))
-    res = run_sciml("validate", str(case))
+    res = validate(str(case))
     assert res.returncode == 2
     assert "training.path: the times of table T.npz span [0.0, 7.0], the run needs 0 to 8.0 s" in res.stderr, res.stderr
 
@@ -212,12 +212,12 @@ def test_vtk_temperature_that_does_not_fit_fails_validation(tmp_path):
     write_vtk_series(tmp_path, points, cells, "quad", [0.0, 8.0], np.full((2, len(points)), 300.0))
     case = tmp_path / "bad.yaml"
     case.write_text(TINY + "training:\n  type: file\n  path: thermal.pvd\n")
-    res = run_sciml("validate", str(case))
+    res = validate(str(case))
     assert res.returncode == 2
     assert f"{case}:8: training.path: thermal.pvd: the table's points are not the mesh nodes: 36 of 45" in res.stderr, \
         res.stderr
     case.write_text(TINY + "training:\n  type: file\n  path: thermal.pvd\n  array: T\n")
-    res = run_sciml("validate", str(case))
+    res = validate(str(case))
     assert res.returncode == 2
     assert f"{case}:9: training.array: " in res.stderr and "no point array 'T'" in res.stderr, res.stderr
 

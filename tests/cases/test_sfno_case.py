@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from support import CASES, run_sciml
+from support import CASES, run_sciml, validate
 
 TINY = """\
 kind: sfno
@@ -177,7 +177,7 @@ def test_step_timing_benchmark_times_the_case_model(tmp_path):
 def test_validation_names_the_problem(tmp_path):
     case = tmp_path / "bad.yaml"
     case.write_text(TINY.format(cache=tmp_path / "cache").replace("frame_dt: 0.05", "frame_dt: 0.03"))
-    res = run_sciml("validate", str(case))
+    res = validate(str(case))
     assert res.returncode == 2
     assert "must be a whole multiple of the dataset's frame_dt" in res.stderr
 
@@ -189,23 +189,23 @@ def test_sizes_the_run_cannot_use_are_refused_before_any_work(tmp_path):
     above the training grid's Nyquist frequency (never trained, yet used at the zero-shot grid)."""
     case = tmp_path / "bad.yaml"
     case.write_text(TINY.format(cache=tmp_path / "cache"))
-    assert run_sciml("validate", str(case), "--set", "finetune.order=6").returncode == 0  # 6 <= 20: fine
-    res = run_sciml("validate", str(case), "--set", "finetune.order=6",
+    assert validate(str(case), "--set", "finetune.order=6").returncode == 0  # 6 <= 20: fine
+    res = validate(str(case), "--set", "finetune.order=6",
                     "--set", "data.test.generate.time.frame_dt=0.2")
     assert res.returncode == 2 and "finetune.order: must be at most the 5 frames a fine-tuning predicts" in res.stderr
-    res = run_sciml("validate", str(case), "--set", "window.n_in=1")
+    res = validate(str(case), "--set", "window.n_in=1")
     assert res.returncode == 2 and ("--set window.n_in=1: window.n_in: the temporal input path needs at least 2 "
                                     "input frames") in res.stderr
-    assert run_sciml("validate", str(case), "--set", "window.n_in=1", "--set", "model.input_path=frames"
+    assert validate(str(case), "--set", "window.n_in=1", "--set", "model.input_path=frames"
                      ).returncode == 0
     # space modes up to 7 (below the Nyquist frequency of training.resolution 16) train; 8 would not
-    assert run_sciml("validate", str(case), "--set", "model.output_modes=[2,7,7]").returncode == 0
+    assert validate(str(case), "--set", "model.output_modes=[2,7,7]").returncode == 0
     for key, value in (("model.modes", "[2,8,4]"), ("model.output_modes", "[2,4,8]")):
-        res = run_sciml("validate", str(case), "--set", f"{key}={value}")
+        res = validate(str(case), "--set", f"{key}={value}")
         assert res.returncode == 2 and f"{key}: space modes must be at most 7" in res.stderr, res.stderr
     # trained at the test grid (no finer grid anywhere) the modes above its Nyquist frequency are clipped
     # alike everywhere: nothing to refuse
-    assert run_sciml("validate", str(case), "--set", "training.resolution=32", "--set", "model.modes=[2,20,4]"
+    assert validate(str(case), "--set", "training.resolution=32", "--set", "model.modes=[2,20,4]"
                      ).returncode == 0
 
 
@@ -242,7 +242,7 @@ def test_path_datasets_are_checked_against_their_files_before_the_run(tmp_path):
     test = fake_dataset(tmp_path / "test.h5", 4, 29, 32, 0.05)
     case = tmp_path / "case.yaml"
     case.write_text(ON_PATHS.format(train=train, test=test, n_ft=3))
-    assert run_sciml("validate", str(case)).returncode == 0
+    assert validate(str(case)).returncode == 0
     case.write_text(ON_PATHS.format(train=train, test=test, n_ft=5))
     # `run` fails before it makes the run folder, reads data or trains
     for args in (("validate", str(case)), ("run", str(case), "--out", str(tmp_path / "run"))):
@@ -263,14 +263,14 @@ def test_path_datasets_are_checked_against_their_files_before_the_run(tmp_path):
         ("training.resolution=64", ["training.resolution: must be at most the grid 32 of data.train.path (got 64)",
                                     "training.resolution: must be at most the grid 32 of data.test.path (got 64)"]),
     ]:
-        res = run_sciml("validate", str(case), "--set", override)
+        res = validate(str(case), "--set", override)
         assert res.returncode == 2, (override, res.stderr)
         assert res.stderr.strip().splitlines() == [f"--set {override}: {line}" for line in expected], res.stderr
     import h5py
 
     with h5py.File(tmp_path / "other.h5", "w") as h5:
         h5["x"] = [1.0]
-    res = run_sciml("validate", str(case), "--set", f"data.test.path={tmp_path / 'other.h5'}")
+    res = validate(str(case), "--set", f"data.test.path={tmp_path / 'other.h5'}")
     assert res.returncode == 2 and "data.test.path: not a trajectory dataset" in res.stderr, res.stderr
 
 
@@ -279,10 +279,10 @@ def test_augmentation_needs_isotropic_initial_conditions(tmp_path):
     text = TINY.format(cache=tmp_path / "cache")
     case.write_text(text.replace("initial_condition: {type: gaussian_random_field}\n      time: {n_frames: 7",
                                  "initial_condition: {type: taylor_green}\n      time: {n_frames: 7", 1))
-    res = run_sciml("validate", str(case))
+    res = validate(str(case))
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "training.augment: needs isotropic initial conditions" in res.stderr and "'taylor_green'" in res.stderr
-    assert run_sciml("validate", str(case), "--set", "training.augment=false").returncode == 0
+    assert validate(str(case), "--set", "training.augment=false").returncode == 0
 
 
 def test_augmentation_of_a_dataset_file_reads_its_initial_conditions_from_the_header(tmp_path):
@@ -294,10 +294,10 @@ def test_augmentation_of_a_dataset_file_reads_its_initial_conditions_from_the_he
     case = tmp_path / "case.yaml"
     case.write_text(ON_PATHS.format(train=train, test=fake_dataset(tmp_path / "test.h5", 4, 12, 32, 0.2), n_ft=1)
                     + "  enabled: false\n")
-    res = run_sciml("validate", str(case), "--set", "training.augment=true")
+    res = validate(str(case), "--set", "training.augment=true")
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert "training.augment: needs isotropic initial conditions" in res.stderr and "train.h5" in res.stderr
-    assert run_sciml("validate", str(case)).returncode == 0, res.stderr
+    assert validate(str(case)).returncode == 0, res.stderr
 
 
 def test_output_modes_and_init_accept_their_words_and_reject_others(tmp_path):
@@ -305,16 +305,16 @@ def test_output_modes_and_init_accept_their_words_and_reject_others(tmp_path):
 
     case = tmp_path / "tiny.yaml"
     case.write_text(TINY.format(cache=tmp_path / "cache"))
-    assert run_sciml("validate", str(case), "--set", "model.output_modes=full").returncode == 0
-    res = run_sciml("validate", str(case), "--set", "model.output_modes=fool")
+    assert validate(str(case), "--set", "model.output_modes=full").returncode == 0
+    res = validate(str(case), "--set", "model.output_modes=fool")
     assert res.returncode == 2 and "model.output_modes" in res.stderr and "Traceback" not in res.stderr
     # 'full': every mode below Nyquist of the latent period (n_out + padding) and the training grid
     assert output_modes_of(Model(time_padding=4, output_modes="full"), 20, 64) == (11, 31, 31)
     assert output_modes_of(Model(), 20, 64) is None  # the SFNO then uses the body's modes
-    assert run_sciml("validate", str(case), "--set", "model.output_init=random").returncode == 0
-    res = run_sciml("validate", str(case), "--set", "model.output_init=zero")
+    assert validate(str(case), "--set", "model.output_init=random").returncode == 0
+    res = validate(str(case), "--set", "model.output_init=zero")
     assert res.returncode == 2 and "model.output_init" in res.stderr and "Traceback" not in res.stderr
-    res = run_sciml("validate", str(case), "--set", "model.input_path=frames", "--set", "model.input_skip=true")
+    res = validate(str(case), "--set", "model.input_path=frames", "--set", "model.input_skip=true")
     assert res.returncode == 2 and "model.input_skip: needs input_path 'temporal'" in res.stderr
 
 
