@@ -12,12 +12,14 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP)
 
-# torch is installed first and pinned (CPU wheel); torch-harmonics 0.8.0 is the
-# release that imports with torch 2.13 (its 0.9.x wheels need another torch).
+# torch is installed first and pinned; TORCH_INDEX picks its index (e.g. the CPU build's,
+# https://download.pytorch.org/whl/cpu; default: pip's own configuration). torch-harmonics
+# 0.8.0 is the release that imports with torch 2.13 (its 0.9.x wheels need another torch).
+TORCH_INDEX ?=
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install torch-harmonics==0.8.0
 	$(BIN)/pip install -e '.[mpi,test]'
 	touch $(STAMP)

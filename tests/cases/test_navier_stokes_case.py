@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from support import child_env, run_sciml, sciml_cmd
+from support import child_env, run_sciml, sciml_cmd, validate
 
 SMALL = """\
 kind: navier_stokes
@@ -162,7 +162,7 @@ def test_a_new_run_into_an_old_folder_leaves_nothing_of_the_old_run(tmp_path):
 
 
 def test_more_paraview_trajectories_than_the_first_chunk_holds_is_rejected(tmp_path):
-    res = run_sciml("validate", str(case(tmp_path)), "--set", "chunk_size=1")
+    res = validate(str(case(tmp_path)), "--set", "chunk_size=1")
     assert res.returncode == 2 and "output.paraview_trajectories: at most chunk_size = 1" in res.stderr
 
 
@@ -209,9 +209,9 @@ def test_dataset_bitwise_identical_on_1_and_2_ranks(tmp_path):
 def test_wavenumbers_the_grid_does_not_keep_are_refused(tmp_path, overrides, message):
     """At n = 8 a start at wavenumber 4 (Nyquist) is zero or aliased, a forcing at 3 is masked by the 2/3 rule."""
     path = case(tmp_path, n=8)
-    res = run_sciml("validate", str(path), *[a for o in overrides for a in ("--set", o)])
+    res = validate(str(path), *[a for o in overrides for a in ("--set", o)])
     assert res.returncode == 2 and message in res.stderr, res.stderr
-    assert run_sciml("validate", str(path), "--set", "initial_condition={type: taylor_green, k: 3}").returncode == 0
+    assert validate(str(path), "--set", "initial_condition={type: taylor_green, k: 3}").returncode == 0
 
 
 def test_the_dataset_records_the_step_taken(tmp_path):
@@ -239,3 +239,21 @@ def test_resume_refuses_a_configuration_changed_since_the_run_started(tmp_path):
     config.write_text(original.replace("plots: true", "plots: false"))
     res = run_sciml("resume", str(out))
     assert res.returncode == 0, res.stderr
+
+
+def test_a_key_added_since_the_run_started_with_its_default_is_no_change(tmp_path):
+    """A run started by an earlier version has no record of keys added since: at resume they hold their
+    defaults (the earlier behaviour), which is not a change; a value other than the default is."""
+    import json
+
+    from sciml import cli
+    from sciml.config import load_case
+
+    out = tmp_path / "run"
+    assert run_sciml("run", str(case(tmp_path, n_traj=1, frames=2)), "--out", str(out)).returncode == 0
+    started = json.loads((out / cli._STARTED).read_text())
+    assert started["time"].pop("stepper") == "rk4_cn"  # as if the key were new: its default
+    (out / cli._STARTED).write_text(json.dumps(started))
+    assert cli._changed_since_start(load_case(out / "config.yaml"), out) == []
+    problems = cli._changed_since_start(load_case(out / "config.yaml", ["time.stepper=heun_cn"]), out)
+    assert len(problems) == 1 and "time.stepper: changed since the run started ('rk4_cn' -> 'heun_cn')" in problems[0]
