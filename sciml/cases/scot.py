@@ -90,6 +90,10 @@ class ModelSpec(Schema):
     num_heads: Optional[list[int]] = None
     window_size: Optional[int] = Field(None, ge=1)
     skip_connections: Optional[list[int]] = None
+    time_norm_init: Literal["identity", "poseidon"] = Field(
+        "identity", description="start of the time-conditioned norms when pretraining or training from scratch: "
+        "identity (plain layer norms) or poseidon (their linear maps initialised like any linear layer, as in "
+        "Poseidon's code: norms that start near zero)")
     checkpoint: Optional[Path] = Field(None, description="pretrained.pt of an earlier scot run, or a Poseidon "
                                        "folder (config.json + model.safetensors): skip pretraining")
 
@@ -108,7 +112,8 @@ class ModelSpec(Schema):
 
     def overrides(self) -> dict[str, Any]:
         """Fields replacing the preset's (new depths without skip_connections get the default skips)."""
-        keys = ("image_size", "patch_size", "embed_dim", "depths", "num_heads", "window_size", "skip_connections")
+        keys = ("image_size", "patch_size", "embed_dim", "depths", "num_heads", "window_size", "skip_connections",
+                "time_norm_init")
         out = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
         if "depths" in out and "skip_connections" not in out:
             out["skip_connections"] = None
@@ -628,8 +633,12 @@ class _Study:
         if name == "scot_scratch":
             f = cfg.finetune
             opt = f.model_copy(update={"lr": f.lr_scratch, "lr_io": f.lr_scratch, "lr_time": f.lr_scratch})
-            # the pretrained model's own architecture (a loaded checkpoint's may differ from the model: block)
-            config = pre_model.config if pre_model is not None else None
+            # the pretrained model's own architecture (a loaded checkpoint's may differ from the model: block),
+            # started as the case says
+            import dataclasses
+
+            config = (dataclasses.replace(pre_model.config, time_norm_init=cfg.model.time_norm_init)
+                      if pre_model is not None else None)
             return self._scot(cfg.seed + 1, config), ChannelScaler.fit(train), opt
         b = cfg.baseline
         torch.manual_seed(cfg.seed + 2)

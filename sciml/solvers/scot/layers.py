@@ -90,7 +90,8 @@ class TimeLayerNorm(nn.Module):
         Poseidon's code initialises the two maps like any linear layer (weights
         :math:`\mathcal N(0, 0.02^2)`, biases 0), so its norms start with
         :math:`\gamma(t) \approx 0.02\,\xi\,t` and output almost nothing (exactly nothing at
-        :math:`t = 0`); the paper does not say. This only matters for training from scratch;
+        :math:`t = 0`); the paper does not say. ``ScOTConfig(time_norm_init="poseidon")``
+        starts a model's norms that way. This only matters for training from scratch;
         loaded checkpoints overwrite both."""
         nn.init.zeros_(self.gamma.weight)
         nn.init.ones_(self.gamma.bias)

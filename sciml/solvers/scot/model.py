@@ -72,6 +72,12 @@ class ScOTConfig:
         Initial ConvNeXt layer scale.
     init_std : float
         Standard deviation of the (truncated normal) initial linear and conv weights.
+    time_norm_init : {"identity", "poseidon"}
+        Start of the time-conditioned norms (:class:`~sciml.solvers.scot.layers.TimeLayerNorm`):
+        ``identity``, :math:`\gamma \equiv 1, \beta \equiv 0` (plain layer norms); ``poseidon``,
+        their ``Linear(1, C)`` maps initialised like every other linear layer, as Poseidon's code
+        does (norms that start with :math:`\gamma(t) \approx 0`). Only training from scratch
+        and pretraining see it; loaded weights replace both.
     """
 
     image_size: int = 128
@@ -87,9 +93,12 @@ class ScOTConfig:
     layer_norm_eps: float = 1e-5
     layer_scale: float = 1e-6
     init_std: float = 0.02
+    time_norm_init: str = "identity"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        if self.time_norm_init not in ("identity", "poseidon"):
+            raise ValueError(f"expected time_norm_init identity or poseidon, got {self.time_norm_init!r}")
         set_(self, "depths", tuple(int(d) for d in self.depths))
         set_(self, "num_heads", tuple(int(h) for h in self.num_heads))
         levels = len(self.depths)
@@ -176,13 +185,13 @@ class ParameterGroups(NamedTuple):
         return self._asdict().items()
 
 
-def _init_weights(module: nn.Module, std: float) -> None:
+def _init_weights(module: nn.Module, std: float, time_norm_init: str = "identity") -> None:
     if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
         nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, TimeLayerNorm):  # visited after its Linear children by Module.apply
-        module.reset_parameters()
+    elif isinstance(module, TimeLayerNorm) and time_norm_init == "identity":  # visited after its Linear
+        module.reset_parameters()                                              # children by Module.apply
 
 
 @final
@@ -221,7 +230,7 @@ class ScOT(nn.Module):
         )
         self.expands = nn.ModuleList(PatchExpand(d, eps) for d in dims[1:])
         self.recover = PatchRecover(c.embed_dim, c.out_channels, c.patch_size)
-        self.apply(lambda m: _init_weights(m, c.init_std))
+        self.apply(lambda m: _init_weights(m, c.init_std, c.time_norm_init))
 
     def _check(self, x: Tensor, t: Tensor | float) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.config.in_channels:
@@ -277,11 +286,11 @@ class ScOT(nn.Module):
         ref = next(self.parameters())
         if in_channels is not None:
             self.embed.proj = nn.Conv2d(in_channels, c.embed_dim, kernel_size=c.patch_size, stride=c.patch_size)
-            self.embed.proj.apply(lambda m: _init_weights(m, c.init_std))
+            self.embed.proj.apply(lambda m: _init_weights(m, c.init_std, c.time_norm_init))
             self.embed.proj.to(device=ref.device, dtype=ref.dtype)
         if out_channels is not None:
             self.recover = PatchRecover(c.embed_dim, out_channels, c.patch_size)
-            self.recover.apply(lambda m: _init_weights(m, c.init_std))
+            self.recover.apply(lambda m: _init_weights(m, c.init_std, c.time_norm_init))
             self.recover.to(device=ref.device, dtype=ref.dtype)
         self.config = dataclasses.replace(
             c, in_channels=c.in_channels if in_channels is None else int(in_channels),

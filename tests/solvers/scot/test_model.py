@@ -71,6 +71,30 @@ def test_time_layer_norm_is_affine_in_t_per_sample():
     torch.testing.assert_close(norm(x, t), gamma[:, None] * xhat + beta[:, None], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("start", ["identity", "poseidon"])
+def test_time_norms_start_as_configured(start):
+    """identity: every time norm a plain layer norm (gamma = 1, beta = 0 for all t); poseidon: their maps
+    drawn like any linear layer (std init_std, zero biases), so every norm outputs exactly 0 at t = 0
+    and little after, and the model's output at t = 0 does not depend on its input fields."""
+    torch.manual_seed(0)
+    model = ScOT(tiny_config(time_norm_init=start)).double()
+    norms = [m for m in model.modules() if isinstance(m, TimeLayerNorm)]
+    assert len(norms) > 4
+    for norm in norms:
+        weights = torch.cat([norm.gamma.weight.ravel(), norm.beta.weight.ravel()])
+        if start == "identity":
+            assert torch.equal(norm.gamma.bias, torch.ones_like(norm.gamma.bias)) and not weights.any()
+        else:
+            assert not norm.gamma.bias.any() and not norm.beta.bias.any()
+            assert 0.5 * 0.02 < float(weights.std()) < 1.5 * 0.02 and float(weights.abs().max()) <= 2 * 0.02
+            assert not norm(torch.randn(3, 7, norm.dim, dtype=F64), torch.zeros(3, dtype=F64)).any()
+    fields = torch.randn(2, 2, 32, 32, dtype=F64)
+    out = model(fields, torch.zeros(2, dtype=F64))
+    assert torch.equal(out[0], out[1]) == (start == "poseidon")
+    with pytest.raises(ValueError, match="time_norm_init identity or poseidon"):
+        tiny_config(time_norm_init="zero")
+
+
 # --------------------------------------------------------------------------- window bookkeeping
 
 
