@@ -75,12 +75,18 @@ def sh_irreps(channels: int, lmax: int) -> o3.Irreps:
 
 def to_irreps_layout(x: Tensor, lmax: int) -> Tensor:
     """``(..., C, (L+1)**2)`` (channel-major) -> ``(..., C (L+1)**2)`` in e3nn's :func:`sh_irreps` layout."""
-    lead = x.shape[:-2]
-    return torch.cat([x[..., l * l : (l + 1) ** 2].reshape(*lead, -1) for l in range(lmax + 1)], -1)
+    if x.ndim < 2 or x.shape[-1] != num_coefficients(lmax):
+        raise ValueError(f"expected x of shape (..., C, {num_coefficients(lmax)}) for lmax = {lmax}, "
+                         f"got {tuple(x.shape)}")
+    lead, c = x.shape[:-2], x.shape[-2]
+    return torch.cat([x[..., l * l : (l + 1) ** 2].reshape(*lead, c * (2 * l + 1)) for l in range(lmax + 1)], -1)
 
 
 def from_irreps_layout(x: Tensor, channels: int, lmax: int) -> Tensor:
     """Inverse of :func:`to_irreps_layout`: ``(..., C (L+1)**2)`` -> ``(..., C, (L+1)**2)``."""
+    if x.shape[-1] != channels * num_coefficients(lmax):
+        raise ValueError(f"expected x of shape (..., {channels * num_coefficients(lmax)}) for {channels} channels "
+                         f"and lmax = {lmax}, got {tuple(x.shape)}")
     lead = x.shape[:-1]
     blocks = x.split([channels * (2 * l + 1) for l in range(lmax + 1)], -1)
     return torch.cat([b.reshape(*lead, channels, 2 * l + 1) for l, b in enumerate(blocks)], -1)
@@ -332,7 +338,8 @@ class CGChannelProduct(torch.nn.Module):
         z = flat[0]
         for tp, y in zip(self.steps, flat[1:]):
             z = tp(z, y)
-        return from_irreps_layout(z, self.out_channels, self.lmax_out).reshape(*lead, self.out_channels, -1)
+        return from_irreps_layout(z, self.out_channels, self.lmax_out).reshape(
+            *lead, self.out_channels, num_coefficients(self.lmax_out))
 
 
 def channel_product(

@@ -171,6 +171,26 @@ def test_products_reject_wrong_shapes():
         GauntChannelProduct([1, 1], 1, channels=[4, 2])
 
 
+@pytest.mark.parametrize("product", ["gaunt", "cg"])
+def test_empty_batches_give_empty_results(product):
+    """No nodes, no edges or an empty batch: every block returns the empty result of its shape, both
+    products (Clebsch-Gordan's layout change could not reshape zero elements)."""
+    cls = GauntChannelProduct if product == "gaunt" else CGChannelProduct
+    assert cls((1, 1), 1, (C, C))(torch.randn(0, C, 4), torch.randn(0, C, 4)).shape == (0, C, 4)
+    assert FeatureInteraction(C, 2, product=product)(torch.randn(0, C, 9)).shape == (0, C, 9)
+    conv = EquivariantConvolution(4, 8, 1, 1, 1, edge_features=3, product=product)
+    no_edges = torch.zeros(2, 0, dtype=torch.long)
+    assert conv(torch.randn(3, 4, 4), no_edges, torch.randn(0, 4), torch.randn(0, 3)).shape == (3, 8, 4)
+    assert conv(torch.randn(0, 4, 4), no_edges, torch.randn(0, 4), torch.randn(0, 3)).shape == (0, 8, 4)
+
+
+def test_irreps_layout_refuses_a_size_of_another_degree():
+    with pytest.raises(ValueError, match=r"expected x of shape \(\.\.\., C, 4\) for lmax = 1, got \(2, 3, 9\)"):
+        to_irreps_layout(torch.randn(2, 3, 9), 1)
+    with pytest.raises(ValueError, match=r"expected x of shape \(\.\.\., 12\) for 3 channels and lmax = 1"):
+        from_irreps_layout(torch.randn(2, 27), 3, 1)
+
+
 # --- node-wise blocks ---------------------------------------------------------------------
 
 
