@@ -71,7 +71,12 @@ def apply_along(axis: int, matrix: Tensor, u: Tensor) -> Tensor:
     tensor([[ 3.],
             [12.]])
     """
+    if not -u.ndim <= axis < u.ndim:
+        raise ValueError(f"apply_along: axis {axis} is outside the {u.ndim} axes of u")
     axis = axis % u.ndim
+    if matrix.ndim != 2 or matrix.shape[1] != u.shape[axis]:
+        raise ValueError(f"apply_along: expected a matrix of shape (M, {u.shape[axis]}) for axis {axis} of u "
+                         f"{tuple(u.shape)}, got {tuple(matrix.shape)}")
     shape = u.shape
     before, n, after = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :])
     out_shape = shape[:axis] + (matrix.shape[0],) + shape[axis + 1 :]
@@ -92,6 +97,9 @@ def kron_matmul(matrices: Sequence[Tensor | None], u: Tensor) -> Tensor:
     ``(*batch, M_1, ..., M_D)``.
     """
     offset = u.ndim - len(matrices)
+    if offset < 0:
+        raise ValueError(f"kron_matmul: {len(matrices)} factors need u of at least {len(matrices)} axes, "
+                         f"got shape {tuple(u.shape)}")
     for d, a in enumerate(matrices):
         if a is not None:
             u = apply_along(offset + d, a, u)
@@ -100,6 +108,8 @@ def kron_matmul(matrices: Sequence[Tensor | None], u: Tensor) -> Tensor:
 
 def kron_dense(matrices: Sequence[Tensor]) -> Tensor:
     r"""The explicit Kronecker product :math:`A_1 \otimes \dots \otimes A_D` (a reference for tests)."""
+    if len(matrices) == 0:
+        raise ValueError("kron_dense: expected at least one matrix")
     out = matrices[0]
     for a in matrices[1:]:
         out = torch.kron(out, a)
@@ -149,8 +159,8 @@ class KroneckerCholesky:
             raise ValueError("expected at least one factor")
         chols = []
         for d, k in enumerate(factors):
-            if k.ndim != 2 or k.shape[0] != k.shape[1]:
-                raise ValueError(f"factor {d}: expected a square matrix, got shape {tuple(k.shape)}")
+            if k.ndim != 2 or k.shape[0] != k.shape[1] or k.shape[0] == 0:
+                raise ValueError(f"factor {d}: expected a non-empty square matrix, got shape {tuple(k.shape)}")
             eye = torch.eye(k.shape[0], dtype=k.dtype, device=k.device)
             chol, info = torch.linalg.cholesky_ex(k + jitter * eye)
             if int(info) != 0:
@@ -172,7 +182,18 @@ class KroneckerCholesky:
         return math.prod(self.sizes)
 
     def _offset(self, u: Tensor) -> int:
-        return u.ndim - len(self.chols)
+        """Number of batch axes of a field ``u`` (checked: its last axes are the grid)."""
+        d = len(self.chols)
+        if u.ndim < d or tuple(u.shape[u.ndim - d:]) != self.sizes:
+            raise ValueError(f"expected a field of shape (*batch, {', '.join(map(str, self.sizes))}), "
+                             f"got {tuple(u.shape)}")
+        return u.ndim - d
+
+    def _grid_axis(self, axis: int) -> int:
+        d = len(self.chols)
+        if not -d <= axis < d:
+            raise ValueError(f"axis {axis} is not one of the {d} grid axes")
+        return axis % d
 
     def factor_logdets(self) -> Tensor:
         r""":math:`\log\det(K_d + \varepsilon I)` per factor, shape ``(D,)``."""
@@ -204,7 +225,7 @@ class KroneckerCholesky:
 
     def solve_along(self, axis: int, u: Tensor) -> Tensor:
         r""":math:`(K_d + \varepsilon I)^{-1}` applied along grid axis ``axis`` of ``u`` only."""
-        off = self._offset(u)
+        off, axis = self._offset(u), self._grid_axis(axis)
         c = self.chols[axis]
         u = _solve_triangular_along(off + axis, c, u)
         return _solve_triangular_along(off + axis, c, u, transpose=True)
@@ -226,4 +247,4 @@ class KroneckerCholesky:
         :math:`d`: :math:`U_{xx} = K_1'' K_1^{-1} U` applied along axis 0.
         """
         # (M K^{-1})^T = K^{-1} M^T since K is symmetric.
-        return torch.cholesky_solve(matrix.mT, self.chols[axis]).mT
+        return torch.cholesky_solve(matrix.mT, self.chols[self._grid_axis(axis)]).mT

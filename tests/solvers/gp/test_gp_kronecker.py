@@ -140,3 +140,33 @@ def test_not_positive_definite_is_reported():
         KroneckerCholesky([bad], jitter=1e-6)
     with pytest.raises(ValueError, match="square"):
         KroneckerCholesky([torch.zeros(2, 3, dtype=DT)])
+    with pytest.raises(ValueError, match="non-empty"):
+        KroneckerCholesky([torch.zeros(0, 0, dtype=DT)])
+
+
+def test_solve_along_a_negative_axis_is_that_grid_axis():
+    """Axis -1 is the last grid axis (as in apply_along), never a batch axis."""
+    factors = [jittered(k) for k in (g[0] for g in grams((3, 4), seed=2))]
+    kc = KroneckerCholesky(factors, 0.0)
+    u = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(3), dtype=DT)
+    expected = torch.linalg.solve(factors[1], u.reshape(-1, 4).mT).mT.reshape(u.shape)
+    torch.testing.assert_close(kc.solve_along(-1, u), expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(kc.solve_along(-1, u), kc.solve_along(1, u), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="axis 2 is not one of the 2 grid axes"):
+        kc.solve_along(2, u)
+
+
+def test_fields_and_matrices_of_the_wrong_shape_are_refused():
+    kc = KroneckerCholesky([jittered(torch.eye(4, dtype=DT))] * 2, 0.0)
+    with pytest.raises(ValueError, match=r"expected a field of shape \(\*batch, 4, 4\), got \(4,\)"):
+        kc.inv_quad(torch.randn(4, dtype=DT))
+    with pytest.raises(ValueError, match=r"got \(4, 3\)"):
+        kc.solve(torch.randn(4, 3, dtype=DT))
+    with pytest.raises(ValueError, match="2 factors need u of at least 2 axes"):
+        kron_matmul([torch.eye(4, dtype=DT)] * 2, torch.randn(4, dtype=DT))
+    with pytest.raises(ValueError, match="axis 5 is outside the 2 axes of u"):
+        apply_along(5, torch.eye(3, dtype=DT), torch.randn(3, 3, dtype=DT))
+    with pytest.raises(ValueError, match=r"expected a matrix of shape \(M, 3\) for axis 1"):
+        apply_along(1, torch.eye(4, dtype=DT), torch.randn(2, 3, dtype=DT))
+    with pytest.raises(ValueError, match="at least one matrix"):
+        kron_dense([])
