@@ -25,6 +25,7 @@ Conventions
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -89,10 +90,10 @@ class FourierGrid2D:
         dtype: torch.dtype = torch.float64,
         device: torch.device | str | None = None,
     ) -> None:
-        if int(n) != n or n < 4:
+        if isinstance(n, bool) or not isinstance(n, numbers.Real) or not math.isfinite(n) or int(n) != n or n < 4:
             raise ValueError(f"expected an integer number of points n >= 4, got {n!r}")
-        if not length > 0:
-            raise ValueError(f"expected a positive domain length, got {length!r}")
+        if not 0 < length < math.inf:
+            raise ValueError(f"expected a positive, finite domain length, got {length!r}")
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"expected dtype torch.float32 or torch.float64, got {dtype}")
         self.n = n = int(n)
@@ -248,6 +249,8 @@ class FourierGrid2D:
         :math:`\|f\|_{H^s}^2 = \sum w_m |\hat f_m|^2` over the half spectrum of ``rfft2(f)``."""
         if s < 0 and not alpha > 0:
             raise ValueError(f"expected alpha > 0 for a negative Sobolev index s={s}, got {alpha}")
+        if not alpha >= 0:
+            raise ValueError(f"expected alpha >= 0, got {alpha}")
         return (alpha + self.k2) ** s * self.rfft_weights * (self.length**2 / self.n**4)
 
     def sobolev_norm(self, f: Tensor, s: float, alpha: float = 1.0) -> Tensor:
@@ -319,7 +322,8 @@ def fourier_resample(f: Tensor, n: int) -> Tensor:
     The trigonometric interpolant of ``f`` is evaluated on the new grid, keeping the
     modes :math:`|m_x|, |m_y| < \min(N, n) / 2` (Nyquist modes, whose sign is
     ambiguous, are dropped). A field band-limited below both Nyquist frequencies is
-    reproduced exactly on the new grid (to round-off), upsampling included.
+    reproduced exactly on the new grid (to round-off), upsampling included. For
+    ``n == N`` the result is a copy of ``f`` (its Nyquist modes kept).
 
     Parameters
     ----------
@@ -344,8 +348,10 @@ def fourier_resample(f: Tensor, n: int) -> Tensor:
     """
     if f.dim() < 2 or f.shape[-1] != f.shape[-2]:
         raise ValueError(f"expected fields of shape (..., N, N), got {tuple(f.shape)}")
-    if n < 2 or n % 2:
-        raise ValueError(f"expected an even number of points n >= 2, got {n}")
+    if (isinstance(n, bool) or not isinstance(n, numbers.Real) or not math.isfinite(n) or n != int(n) or n < 2
+            or int(n) % 2):
+        raise ValueError(f"expected an even number of points n >= 2, got {n!r}")
+    n = int(n)
     big_n = f.shape[-1]
     if n == big_n:
         return f.clone()

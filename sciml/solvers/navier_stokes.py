@@ -531,8 +531,14 @@ def frame_substeps(frame_dt: float, umax: float, dx: float, *, dt: float | None 
     FloatingPointError
         When ``umax`` is not finite (the run has blown up).
     """
+    if not 0 < frame_dt < math.inf:
+        raise ValueError(f"expected a positive, finite frame_dt, got {frame_dt!r}")
     if dt is not None:
+        if not 0 < dt < math.inf:
+            raise ValueError(f"expected a positive, finite dt, got {dt!r}")
         return _substeps(frame_dt / dt)
+    if not cfl > 0:
+        raise ValueError(f"expected cfl > 0, got {cfl!r}")
     if not math.isfinite(umax):
         raise FloatingPointError(f"max speed is {umax}: the run has blown up")
     return _substeps(frame_dt * umax / (cfl * dx))
@@ -696,6 +702,8 @@ def time_derivative(frames: Tensor, frame_dt: float, order: int = 2) -> Tensor:
     Tensor, shape ``(B, T, ...)``
     """
     t = frames.shape[1]
+    if not 0 < frame_dt < math.inf:
+        raise ValueError(f"expected a positive, finite frame_dt, got {frame_dt!r}")
     if order < 1 or t <= order:
         raise ValueError(f"expected order >= 1 and more than `order` frames, got order={order}, T={t}")
     out = []
@@ -877,6 +885,8 @@ def mcwilliams(grid: FourierGrid2D, seeds: Sequence[int], k0: float = 4.0) -> Te
     Tensor, shape ``(len(seeds), N, N)``
     """
     seeds = _check_seeds(seeds)
+    if not 0 < k0 < math.inf:
+        raise ValueError(f"expected a positive, finite peak wavenumber k0, got {k0!r}")
     k2 = _full_k2(grid)
     k = k2.sqrt()
     shape = torch.where(k > 0, 1.0 / (k * (1.0 + (k / k0) ** 4)).clamp_min(1e-300), 0.0)
@@ -908,6 +918,8 @@ def taylor_green(grid: FourierGrid2D, batch: int = 1, k: int = 1, amplitude: flo
     """
     if int(k) != k or k < 1:
         raise ValueError(f"expected a positive integer wavenumber k, got {k!r}")
+    if isinstance(batch, bool) or int(batch) != batch or batch < 1:
+        raise ValueError(f"expected a batch of at least one field, got {batch!r}")
     x, y = _coords(grid)
     kappa = 2.0 * math.pi * k / grid.length
     w = 2.0 * amplitude * kappa * torch.sin(kappa * x) * torch.sin(kappa * y)
@@ -1008,6 +1020,8 @@ def kolmogorov_forcing(grid: FourierGrid2D, k: int = 4, amplitude: float = -4.0)
     -------
     Tensor, shape ``(N, N)``, in the grid's dtype and on its device
     """
+    if isinstance(k, bool) or int(k) != k or k < 1:
+        raise ValueError(f"expected a positive integer wavenumber k (a periodic forcing), got {k!r}")
     _, y = _coords(grid)
     f = amplitude * torch.cos(2.0 * math.pi * k * y / grid.length)
     return f.to(dtype=grid.dtype, device=grid.device)
@@ -1049,7 +1063,9 @@ class GridSymmetries:
     determinant. Without forcing the group has :math:`8N^2` elements; the FNO benchmark's
     :math:`f(x + y)` keeps the :math:`N` translations along :math:`(1, -1)` and, of the
     point group, the identity, the rotation by :math:`\pi` and the two reflections across the
-    diagonals (composed with suitable shifts): :math:`4N` elements.
+    diagonals (composed with suitable shifts): :math:`4N` elements where 4 divides N (the
+    shifts these need are grid shifts only then: :math:`2N` for N ≡ 2 mod 4, :math:`N` for
+    odd N; the group is found by testing, so it is always the one the grid allows).
 
     The solutions of an initial-value problem are mapped to solutions, so a data set whose
     initial conditions are drawn from a distribution invariant under the group (a Gaussian

@@ -1,11 +1,12 @@
 """Property tests of the Fourier grid: exact calculus, Parseval, dealiasing, Sobolev norms."""
 
 import math
+import re
 
 import pytest
 import torch
 
-from sciml.operators.spectral import FourierGrid2D
+from sciml.operators.spectral import FourierGrid2D, fourier_resample
 
 DOMAINS = [1.0, 2.0 * math.pi]
 
@@ -178,3 +179,24 @@ def test_fourier_resample_rejects_bad_shapes():
         fourier_resample(torch.zeros(4, 8, 6), 4)
     with pytest.raises(ValueError, match="even number"):
         fourier_resample(torch.zeros(8, 8), 5)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: FourierGrid2D(float("nan")), "integer number of points n >= 4, got nan"),
+    (lambda: FourierGrid2D(float("inf")), "integer number of points n >= 4, got inf"),
+    (lambda: FourierGrid2D(16, length=float("inf")), "positive, finite domain length, got inf"),
+    (lambda: FourierGrid2D(16).sobolev_norm(torch.ones(16, 16, dtype=torch.float64), 0.5, alpha=-1.0),
+     "expected alpha >= 0, got -1.0"),
+    (lambda: fourier_resample(torch.ones(16, 16), 12.5), "even number of points n >= 2, got 12.5"),
+])
+def test_invalid_arguments_are_named(call, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call()
+
+
+def test_resampling_to_the_same_size_is_a_copy_and_sizes_may_be_whole_floats():
+    """n == N keeps every mode (Nyquist included, as documented); n = 32.0 is n = 32."""
+    x = torch.arange(16, dtype=torch.float64) / 16
+    f = torch.cos(2 * math.pi * 8 * x)[:, None] + torch.sin(2 * math.pi * 3 * x)[None, :]
+    assert torch.equal(fourier_resample(f, 16), f)
+    torch.testing.assert_close(fourier_resample(f, 32.0), fourier_resample(f, 32), rtol=0, atol=0)

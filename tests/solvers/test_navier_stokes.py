@@ -16,6 +16,7 @@ from sciml.solvers.navier_stokes import (
     Stepper,
     advance,
     fno_forcing,
+    frame_substeps,
     gaussian_random_field,
     kolmogorov_forcing,
     mcwilliams,
@@ -23,6 +24,7 @@ from sciml.solvers.navier_stokes import (
     simulate,
     sine_sum,
     taylor_green,
+    time_derivative,
 )
 
 STEPPERS = [CNEuler, HeunCN, RK4CN]
@@ -522,3 +524,20 @@ def test_grid_symmetries_random_maps_inputs_and_targets_alike():
         group.apply(torch.randn(4, 6, 6), 0)
     with pytest.raises(ValueError, match="shape"):
         GridSymmetries.of(8, torch.ones(6, 6))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda g: kolmogorov_forcing(g, k=0.5), "positive integer wavenumber k (a periodic forcing), got 0.5"),
+    (lambda g: taylor_green(g, batch=0), "a batch of at least one field, got 0"),
+    (lambda g: taylor_green(g, batch=2.7), "a batch of at least one field, got 2.7"),
+    (lambda g: mcwilliams(g, [0], k0=0.0), "positive, finite peak wavenumber k0, got 0.0"),
+    (lambda g: frame_substeps(0.0, 1.0, g.dx), "positive, finite frame_dt, got 0.0"),
+    (lambda g: frame_substeps(0.1, 1.0, g.dx, cfl=0.0), "cfl > 0, got 0.0"),
+    (lambda g: frame_substeps(0.1, 1.0, g.dx, dt=0.0), "positive, finite dt, got 0.0"),
+    (lambda g: time_derivative(torch.zeros(1, 3, 4, 4), 0.0), "positive, finite frame_dt, got 0.0"),
+])
+def test_invalid_arguments_are_named(call, message):
+    import re
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call(FourierGrid2D(16))

@@ -143,7 +143,10 @@ def gaunt_output_variance(degrees: Sequence[int], lmax_out: int) -> Tensor:
     >>> (gaunt_output_variance([1, 1], 1) * 4 * math.pi).round(decimals=12)
     tensor([4., 2.], dtype=torch.float64)
     """
-    degrees = [int(l) for l in degrees]
+    if not degrees or any(isinstance(l, bool) or int(l) != l or l < 0 for l in [*degrees, lmax_out]):
+        raise ValueError(f"expected one or more degrees and lmax_out, integers >= 0, got {list(degrees)} and "
+                         f"{lmax_out!r}")
+    degrees, lmax_out = [int(l) for l in degrees], int(lmax_out)
     t, w = np.polynomial.legendre.leggauss((sum(degrees) + lmax_out) // 2 + 1)
     lmax = max(degrees + [lmax_out])
     legendre = np.stack([np.polynomial.legendre.Legendre.basis(l)(t) for l in range(lmax + 1)])  # (l, t)

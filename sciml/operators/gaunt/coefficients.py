@@ -99,7 +99,9 @@ def gaunt_coefficients(l1: int, l2: int, l3: int) -> Tensor:
     >>> abs(g.item() - 1 / math.sqrt(4 * math.pi)) < 1e-15
     True
     """
-    return _gaunt_coefficients(l1, l2, l3).clone()
+    if any(isinstance(l, bool) or int(l) != l or l < 0 for l in (l1, l2, l3)):
+        raise ValueError(f"expected degrees l1, l2, l3 that are integers >= 0, got {(l1, l2, l3)}")
+    return _gaunt_coefficients(int(l1), int(l2), int(l3)).clone()
 
 
 def gaunt_product_reference(x: Tensor, y: Tensor, lmax1: int, lmax2: int, lmax_out: int) -> Tensor:

@@ -184,6 +184,16 @@ def test_empty_batches_give_empty_results(product):
     assert conv(torch.randn(0, 4, 4), no_edges, torch.randn(0, 4), torch.randn(0, 3)).shape == (0, 8, 4)
 
 
+def test_degrees_must_be_non_negative_integers():
+    from sciml.operators.gaunt import gaunt_coefficients
+
+    with pytest.raises(ValueError, match=r"integers >= 0, got \(-1, 1, 0\)"):
+        gaunt_coefficients(-1, 1, 0)
+    for degrees in ([2.5], [-1], []):
+        with pytest.raises(ValueError, match="integers >= 0"):
+            gaunt_output_variance(degrees, 2)
+
+
 def test_irreps_layout_refuses_a_size_of_another_degree():
     with pytest.raises(ValueError, match=r"expected x of shape \(\.\.\., C, 4\) for lmax = 1, got \(2, 3, 9\)"):
         to_irreps_layout(torch.randn(2, 3, 9), 1)
