@@ -155,13 +155,21 @@ def ignore_saved_constants(module: torch.nn.Module, names: "Sequence[str] | None
     module built with another transform, still hold them: this drops the keys ``names``
     (default: every key directly under the module, for modules without parameters).
     """
-    def hook(mod, state_dict, prefix, *_args):
+    module._register_load_state_dict_pre_hook(_DropSavedConstants(names), with_module=True)
+
+
+class _DropSavedConstants:
+    """The load-state-dict pre-hook of :func:`ignore_saved_constants` (an object, not a closure: a module
+    holding it can be pickled, e.g. by ``torch.save(module)``)."""
+
+    def __init__(self, names: "Sequence[str] | None") -> None:
+        self.names = None if names is None else tuple(names)
+
+    def __call__(self, mod, state_dict, prefix, *_args) -> None:
         for key in [k for k in state_dict if k.startswith(prefix)]:
             name = key[len(prefix):]
-            if (names is None and "." not in name) or (names is not None and name in names):
+            if (self.names is None and "." not in name) or (self.names is not None and name in self.names):
                 del state_dict[key]
-
-    module._register_load_state_dict_pre_hook(hook, with_module=True)
 
 
 def empty_product(xs: "Sequence[Tensor]", lmax_out: int) -> "Tensor | None":

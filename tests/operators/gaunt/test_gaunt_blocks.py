@@ -184,6 +184,16 @@ def test_empty_batches_give_empty_results(product):
     assert conv(torch.randn(0, 4, 4), no_edges, torch.randn(0, 4), torch.randn(0, 3)).shape == (0, 8, 4)
 
 
+@pytest.mark.parametrize("product", ["gaunt", "cg"])
+def test_blocks_pickle_whole(product):
+    """torch.save(module) pickles the module itself: the same outputs after a round trip."""
+    import pickle
+
+    block = FeatureInteraction(C, 2, product=product)
+    x = torch.randn(4, C, 9)
+    torch.testing.assert_close(pickle.loads(pickle.dumps(block))(x), block(x), rtol=0, atol=0)
+
+
 def test_degrees_must_be_non_negative_integers():
     from sciml.operators.gaunt import gaunt_coefficients
 
