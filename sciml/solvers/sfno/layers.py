@@ -25,10 +25,12 @@ time length changes; its output buffer is complex64 whatever the input (no float
 no gradcheck). Here the modes are placed explicitly:
 
 * along the signed axes (``t``, ``x``) the modes :math:`|k| \le K` are kept, and
-  :math:`K` is clipped to lie strictly below the Nyquist frequency of *both* the input
-  and the output grid (a Nyquist mode has no sign: on another grid it would be another
-  function);
-* along the rfft axis (``y``) the modes :math:`0 \le k_y \le K_y`, clipped the same way.
+  :math:`K` is clipped to lie strictly below the Nyquist frequency of the input grid (a
+  Nyquist mode has no sign: on another grid it would be another function) and, in
+  space, of the output grid; in time the output is the trigonometric polynomial evaluated
+  at the output times, so any number of frames samples the same function (two frames of
+  a polynomial with eight time modes are two of its values, not an aliased copy);
+* along the rfft axis (``y``) the modes :math:`0 \le k_y \le K_y`, clipped like ``x``.
 
 Transforms are pruned: the analysis transforms ``y`` (rfft), keeps :math:`K_y+1`
 columns, then ``x``, keeps :math:`2K_x+1` rows, then ``t``; the synthesis evaluates the
@@ -167,8 +169,9 @@ class SpectralConv3d(nn.Module):
         |k_t| \le K_t',\ |k_x| \le K_x',\ 0 \le k_y \le K_y',
 
     with :math:`K' = \min(K, \text{below the input Nyquist}, \text{below the output Nyquist})`
-    per axis, see :meth:`kept_modes` and the module notes (normalisation, placement of the
-    modes, Hermitian projection).
+    per spatial axis and :math:`K_t' = \min(K_t, \text{below the input Nyquist})` in time, see
+    :meth:`kept_modes` and the module notes (normalisation, placement of the modes, Hermitian
+    projection).
 
     Parameters
     ----------
@@ -227,12 +230,14 @@ class SpectralConv3d(nn.Module):
 
     def kept_modes(self, in_shape: tuple[int, int, int], out_shape: tuple[int, int, int],
                    t_span: float = 1.0) -> tuple[int, int, int]:
-        r"""The modes :math:`(K_t', K_x', K_y')` used from grid ``in_shape`` to ``out_shape`` ``(T, X, Y)``.
-
-        The output time grid samples the period at the rate :math:`T'/\tau`.
+        r"""The modes :math:`(K_t', K_x', K_y')` used from grid ``in_shape`` to ``out_shape`` ``(T, X, Y)``:
+        below the input grid's Nyquist frequencies, and in space below the output grid's (the output
+        frames are values of the time polynomial at their times, whatever their number; ``t_span``
+        is kept for the callers' symmetry).
         """
-        rates = (out_shape[0] / t_span, out_shape[1], out_shape[2])
-        return tuple(min(k, max_mode(a), max_mode(b)) for k, a, b in zip(self.modes, in_shape, rates))
+        kt, kx, ky = self.modes
+        return (min(kt, max_mode(in_shape[0])), min(kx, max_mode(in_shape[1]), max_mode(out_shape[1])),
+                min(ky, max_mode(in_shape[2]), max_mode(out_shape[2])))
 
     def analyse(self, x: Tensor, kept: tuple[int, int, int]) -> Tensor:
         """Fourier-series coefficients of ``x`` on the kept modes.

@@ -270,6 +270,8 @@ class SFNO(nn.Module):
     def _check(self, omega: Tensor) -> None:
         if omega.dim() != 4 or omega.shape[-1] != omega.shape[-2] or omega.shape[1] < 1:
             raise ValueError(f"expected vorticity of shape (B, T_in, N, N), got {tuple(omega.shape)}")
+        if omega.shape[0] == 0:
+            raise ValueError(f"expected at least one trajectory, got shape {tuple(omega.shape)}")
 
     def latent(self, omega: Tensor, latent_steps: int | None = None) -> Tensor:
         """Everything before the output layer: the latent field ``v``.
@@ -287,6 +289,9 @@ class SFNO(nn.Module):
         """
         self._check(omega)
         latent_steps = self.latent_steps if latent_steps is None else int(latent_steps)
+        if latent_steps < 3:
+            raise ValueError(f"expected latent_steps >= 3 (fewer samples of the latent period hold no time mode: "
+                             f"every output frame would be the last input frame), got {latent_steps}")
         b, t, n, _ = omega.shape
         if self.temporal is None:  # the frames as channels at every latent step
             if t != self.in_steps:
@@ -335,6 +340,8 @@ class SFNO(nn.Module):
         """
         n = v.shape[-1]
         t_out = self.out_steps if out_steps is None else int(out_steps)
+        if t_out < 1:
+            raise ValueError(f"expected out_steps >= 1, got {out_steps}")
         layer = self.output if output is None else output
         # frames j = 0..t_out at s_j = j * window / t_out: j = 0 is the last input frame
         y = layer(v, out_shape=(t_out + 1, n, n), t_span=self.window * (t_out + 1) / t_out)[:, 0]
@@ -389,7 +396,8 @@ class SFNO(nn.Module):
         k = torch.arange(1, kt + 1, dtype=torch.float64, device=target.device)
         phase = 2.0 * math.pi * s[:, None] * k[None, :]
         basis = torch.cat([phase.cos() - 1.0, phase.sin()], dim=1)  # (T_out, 2 K_t')
-        q = torch.linalg.qr(basis).Q.to(target.dtype)
+        u, sv, _ = torch.linalg.svd(basis, full_matrices=False)  # an orthonormal basis of its span (any rank)
+        q = u[:, : int((sv > 1e-10 * sv[0]).sum())].to(target.dtype) if sv.numel() else u[:, :0].to(target.dtype)
         best = last[:, None] + torch.einsum("tk,sk,bsxy->btxy", q, q, increment)
         return (best - target).flatten(1).norm(dim=1) / target.flatten(1).norm(dim=1)
 

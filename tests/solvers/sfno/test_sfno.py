@@ -102,12 +102,32 @@ def test_spectral_conv_equals_a_dense_dft_reference(out_shape, t_span, transform
     assert torch.allclose(y, dense_reference(layer, x, out_shape, t_span), rtol=0, atol=1e-12)
 
 
-def test_kept_modes_stay_below_both_nyquist_frequencies():
+def test_kept_modes_stay_below_the_nyquist_frequencies_that_limit_them():
+    """Space: below the input's and the output's; time: below the input's only (the output frames are
+    values of the time polynomial, however few)."""
     layer = SpectralConv3d(1, 1, (10, 10, 10))
     assert layer.kept_modes((10, 16, 16), (40, 64, 64)) == (4, 7, 7)
-    assert layer.kept_modes((40, 64, 64), (7, 12, 12)) == (3, 5, 5)
+    assert layer.kept_modes((40, 64, 64), (7, 12, 12)) == (10, 5, 5)
     assert layer.kept_modes((24, 32, 32), (20, 32, 32), t_span=20 / 24) == (10, 10, 10)
     assert [max_mode(n) for n in (1, 2, 3, 4, 20, 21, 28.8)] == [0, 0, 1, 1, 9, 10, 14]
+
+
+def test_any_number_of_output_frames_samples_the_same_trajectory():
+    """T_out frames are the trajectory of 60 frames at the same times, for T_out = 1 (one frame at the
+    window's end) and every other divisor of 60: the output length never truncates the time modes."""
+    torch.manual_seed(0)
+    model = SFNO().double()
+    w = torch.randn(1, 5, 32, 32, dtype=F64)
+    with torch.no_grad():
+        fine = model(w, out_steps=60)
+        for t_out in (1, 2, 3, 4, 5, 6, 12, 20):
+            ref = fine[:, [(j + 1) * 60 // t_out - 1 for j in range(t_out)]]
+            scale = float((ref - w[:, -1:]).norm())
+            assert float((model(w, out_steps=t_out) - ref).norm()) < 1e-12 * scale, t_out
+    with pytest.raises(ValueError, match="out_steps >= 1"):
+        model(w, out_steps=0)
+    with pytest.raises(ValueError, match="latent_steps >= 3"):
+        model(w, latent_steps=2)
 
 
 def test_spectral_layers_gradcheck_in_float64(transform):
