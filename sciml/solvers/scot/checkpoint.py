@@ -137,7 +137,8 @@ def _lookup(their: str, state_dict: Mapping[str, Tensor], shape: torch.Size) -> 
 
 
 def load_poseidon_state_dict(model: ScOT, state_dict: Mapping[str, Tensor]) -> dict[str, str]:
-    """Copy a Poseidon state dict into ``model``, strictly.
+    """Copy a Poseidon state dict into ``model``, strictly: every entry is matched and checked before
+    any parameter changes, so a refused state dict leaves ``model`` as it was.
 
     Parameters
     ----------
@@ -161,18 +162,19 @@ def load_poseidon_state_dict(model: ScOT, state_dict: Mapping[str, Tensor]) -> d
     """
     levels = model.config.num_levels
     sources: dict[str, str] = {}
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            try:
-                source, value = _lookup(poseidon_name(name, levels), state_dict, param.shape)
-            except (KeyError, ValueError) as err:
-                raise type(err)(f"loading {name!r}: {err.args[0]}") from None
-            param.copy_(value)
-            sources[name] = source
+    values = {}
+    for name, param in model.named_parameters():
+        try:
+            sources[name], values[name] = _lookup(poseidon_name(name, levels), state_dict, param.shape)
+        except (KeyError, ValueError) as err:
+            raise type(err)(f"loading {name!r}: {err.args[0]}") from None
     used = set(sources.values())
     unused = sorted(k for k in state_dict if k not in used and not _IGNORED.fullmatch(k))
     if unused:
         raise KeyError(f"{len(unused)} Poseidon entries have no counterpart, e.g. {unused[:5]}")
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.copy_(values[name])
     return sources
 
 

@@ -18,6 +18,7 @@ Shapes are channel-first: ``(n_traj, n_t, C, N, N)``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -103,11 +104,17 @@ class ChannelScaler:
 
     @classmethod
     def fit(cls, fields: Tensor, floor: float = 1e-6) -> "ChannelScaler":
-        """Mean and standard deviation of each channel over everything else (a constant channel gets std 1)."""
+        """Mean and standard deviation of each channel over everything else: ``fields (..., C, H, W)``.
+
+        A constant channel (std at most ``floor`` times its own largest magnitude: round-off) gets
+        std 1; every other keeps its own scale, however small next to the other channels'.
+        """
+        if fields.dim() < 3 or fields.numel() == 0:
+            raise ValueError(f"expected fields of shape (..., C, H, W) with some values, got {tuple(fields.shape)}")
         c = fields.shape[-3]
         flat = fields.transpose(0, -3).reshape(c, -1).double()
         mean, std = flat.mean(dim=1), flat.std(dim=1)
-        std = torch.where(std > floor * flat.abs().max().clamp_min(1.0), std, torch.ones_like(std))
+        std = torch.where(std > floor * flat.abs().amax(dim=1), std, torch.ones_like(std))
         return cls(mean.to(fields.dtype), std.to(fields.dtype))
 
     def _shape(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -150,8 +157,8 @@ class PairData:
             raise ValueError(f"expected pairs of shape (P, 2), P >= 1, got {tuple(pairs.shape)}")
         if int(pairs.max()) >= fields.shape[1] or int(pairs.min()) < 0:
             raise ValueError(f"pair indices must lie in [0, {fields.shape[1]}), got {int(pairs.min())}..{int(pairs.max())}")
-        if t_norm <= 0:
-            raise ValueError(f"expected t_norm > 0, got {t_norm}")
+        if not 0 < t_norm < math.inf:
+            raise ValueError(f"expected a positive, finite t_norm, got {t_norm}")
         self.fields, self.pairs, self.t_norm = fields, pairs.to(torch.long), float(t_norm)
 
     def __len__(self) -> int:
@@ -160,6 +167,8 @@ class PairData:
     def batch(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Samples ``index`` (trajectory-major): inputs ``(B, C, N, N)``, lead times ``(B,)``, targets."""
         index = index.to(torch.long).cpu()
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= len(self)):
+            raise IndexError(f"sample indices must lie in [0, {len(self)}), got {int(index.min())}..{int(index.max())}")
         traj, pair = index // len(self.pairs), index % len(self.pairs)
         i, j = self.pairs[pair, 0], self.pairs[pair, 1]
         t = ((j - i).to(self.fields.dtype) / self.t_norm).to(self.fields.device)

@@ -358,8 +358,10 @@ class SwinV2Block(nn.Module):
     def geometry(self, h: int, w: int) -> tuple[int, int]:
         """Window side and shift used on an ``h × w`` grid.
 
-        The window is clipped to the grid (``min(window_size, h, w)``); a grid covered by
-        one window is not shifted (as SwinV2 and Poseidon).
+        The window is clipped to the grid (``min(window_size, h, w)``); a grid whose shorter
+        side fits in one window is not shifted (SwinV2's rule, as in Poseidon, which looks at
+        the shorter side only: on a rectangular grid such as ``8 × 16`` with window 8, the two
+        windows along the longer side then never exchange information in this block).
         """
         if min(h, w) <= self.window_size:
             return min(h, w), 0

@@ -283,6 +283,10 @@ class ScOT(nn.Module):
         layers get the device and dtype of the model and :attr:`config` is updated.
         """
         c = self.config
+        new_config = dataclasses.replace(  # checked before any layer changes
+            c, in_channels=c.in_channels if in_channels is None else int(in_channels),
+            out_channels=c.out_channels if out_channels is None else int(out_channels),
+        )
         ref = next(self.parameters())
         if in_channels is not None:
             self.embed.proj = nn.Conv2d(in_channels, c.embed_dim, kernel_size=c.patch_size, stride=c.patch_size)
@@ -292,10 +296,7 @@ class ScOT(nn.Module):
             self.recover = PatchRecover(c.embed_dim, out_channels, c.patch_size)
             self.recover.apply(lambda m: _init_weights(m, c.init_std, c.time_norm_init))
             self.recover.to(device=ref.device, dtype=ref.dtype)
-        self.config = dataclasses.replace(
-            c, in_channels=c.in_channels if in_channels is None else int(in_channels),
-            out_channels=c.out_channels if out_channels is None else int(out_channels),
-        )
+        self.config = new_config
 
     def parameter_groups(self) -> ParameterGroups:
         """Split the parameters into (embedding conv + recovery, time-norm maps, the rest)."""

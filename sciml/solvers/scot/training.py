@@ -105,6 +105,10 @@ class Trainer:
         named = model.parameter_groups() if hasattr(model, "parameter_groups") else {"body": list(model.parameters())}
         if hasattr(named, "_asdict"):  # a NamedTuple of groups
             named = named._asdict()
+        unknown = sorted(set(lr_groups or {}) - set(named))
+        if unknown:
+            raise ValueError(f"lr_groups: no parameter group {', '.join(map(repr, unknown))} (the model's groups: "
+                             f"{', '.join(named)})")
         for name, params in named.items():
             params = [p for p in params if p.requires_grad]
             if params:

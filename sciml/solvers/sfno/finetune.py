@@ -226,6 +226,10 @@ def finetune(
         raise ValueError(f"expected inputs of shape (B, T_in, {eq.grid.n}, {eq.grid.n}), got {tuple(omega_in.shape)}")
     if optimizer not in ("lbfgs", "adam"):
         raise ValueError(f"unknown optimizer {optimizer!r}; valid: lbfgs, adam")
+    if omega_in.shape[0] == 0 or int(out_steps) != out_steps or out_steps < 1 or steps < 0:
+        raise ValueError(f"expected at least one trajectory, out_steps >= 1 and steps >= 0, got "
+                         f"{omega_in.shape[0]} trajectories, out_steps={out_steps!r}, steps={steps!r}")
+    out_steps = int(out_steps)
     n = eq.grid.n
     n_valid = out_steps if n_valid is None else int(n_valid)
     if not order <= n_valid <= out_steps:

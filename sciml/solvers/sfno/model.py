@@ -225,12 +225,14 @@ class SFNO(nn.Module):
         lifting_channels = 2 * width if lifting_channels is None else int(lifting_channels)
         projection_channels = 2 * width if projection_channels is None else int(projection_channels)
         latent_steps = out_steps + time_padding if latent_steps is None else int(latent_steps)
-        if (width < 1 or n_layers < 0 or latent_steps < 1 or out_steps < 1 or time_padding < 0 or not scale > 0
+        if (width < 1 or n_layers < 0 or latent_steps < 3 or out_steps < 1 or time_padding < 0 or not scale > 0
+                or (in_steps is not None and in_steps < 1)
                 or block_mlp_channels < 0 or output_init not in ("random", "identity")
                 or block not in ("refiner", "neuralop") or (block == "neuralop" and block_mlp_channels < 1)
                 or (input_skip and in_steps is not None)):
             raise ValueError(
-                f"expected width >= 1, n_layers >= 0, out_steps >= 1, time_padding >= 0, latent_steps >= 1, "
+                f"expected width >= 1, n_layers >= 0, out_steps >= 1, time_padding >= 0, latent_steps >= 3 (one time "
+                f"mode), in_steps >= 1 if given, "
                 f"scale > 0, block_mlp_channels >= 0, output_init 'random' or 'identity', block 'refiner' or "
                 f"'neuralop' (with block_mlp_channels >= 1), no input_skip with in_steps (every latent step sees "
                 f"every frame); got {width}, {n_layers}, {out_steps}, {time_padding}, {latent_steps}, {scale}, "

@@ -67,6 +67,10 @@ def relative_l2_loss(prediction: Tensor, target: Tensor) -> Tensor:
 
 def predict(model: Callable[[Tensor], Tensor], inputs: Tensor, batch_size: int, **kwargs: Any) -> Tensor:
     """``model(inputs[i:i+batch_size], **kwargs)`` over the whole set, without gradients, concatenated."""
+    if int(batch_size) != batch_size or batch_size < 1 or len(inputs) == 0:
+        raise ValueError(f"expected batch_size >= 1 and at least one input, got {batch_size!r} and "
+                         f"{len(inputs)} inputs")
+    batch_size = int(batch_size)
     with torch.no_grad():
         return torch.cat([model(inputs[i: i + batch_size], **kwargs) for i in range(0, len(inputs), batch_size)])
 

@@ -75,6 +75,13 @@ def test_mismatches_fail_loudly():
         load_poseidon_state_dict(model, missing)
     with pytest.raises(ValueError, match="expected"):
         load_poseidon_state_dict(model, {**state, "patch_recovery.mixup.weight": torch.zeros(3, 3, 5, 5)})
+    # a refused state dict leaves the model as it was
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for bad in ({**state, "patch_recovery.mixup.weight": torch.zeros(3, 3, 5, 5)},
+                {**state, "extra.bias": torch.zeros(2)}):
+        with pytest.raises((KeyError, ValueError)):
+            load_poseidon_state_dict(model, bad)
+        assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     # buffers saved by older transformers are recomputed, not an error
     load_poseidon_state_dict(model, {**state, "encoder.layers.0.blocks.0.attention.self.relative_position_index":
                                      torch.zeros(16, 16, dtype=torch.long)})

@@ -263,6 +263,10 @@ def test_reset_io_replaces_only_the_channel_layers():
     assert all(after[name] is p for name, p in kept.items())
     assert after["embed.proj.weight"].shape == (8, 5, 2, 2)
     assert after["recover.mix.weight"].shape == (1, 1, 5, 5)
+    with pytest.raises(ValueError, match="in_channels >= 1"):  # refused before any layer changes
+        model.reset_io(in_channels=0)
+    assert model.config.in_channels == 5 and model.embed.proj.weight.shape == (8, 5, 2, 2)
+    assert model(torch.randn(2, 5, 32, 32), torch.rand(2)).shape == (2, 1, 32, 32)
 
 
 def test_parameter_groups_partition_the_parameters():

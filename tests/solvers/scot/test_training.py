@@ -76,6 +76,30 @@ def test_channel_scaler_round_trip_and_constant_channels():
     assert bool((z[:, :, 2] == 0).all())
 
 
+def test_channel_scaler_keeps_the_scale_of_a_small_channel_beside_large_ones():
+    """Only a channel constant to round-off of its own magnitude gets std 1: one a thousandth of another's
+    scale is normalised like the rest (dimensional data, e.g. a density beside a pressure in Pa)."""
+    f = torch.randn(20, 3, 8, 8, dtype=F64) * torch.tensor([1e3, 1.0, 1e-4], dtype=F64).view(1, 3, 1, 1)
+    z = ChannelScaler.fit(f).encode(f)
+    torch.testing.assert_close(z.transpose(0, 1).reshape(3, -1).std(1), torch.ones(3, dtype=F64), rtol=1e-10,
+                               atol=0)
+    nearly = 1.0 + 1e-16 * torch.randn(20, 1, 8, 8, dtype=F64)
+    assert float(ChannelScaler.fit(torch.cat([f, nearly], 1)).std[3]) == 1.0
+    with pytest.raises(ValueError, match=r"expected fields of shape \(\.\.\., C, H, W\)"):
+        ChannelScaler.fit(torch.randn(4, 4))
+
+
+def test_pair_data_refuses_indices_outside_the_set_and_a_bad_time_scale():
+    fields = torch.zeros(2, 5, 1, 4, 4, dtype=F64)
+    data = PairData(fields, all2all_pairs(5, 2), t_norm=4.0)
+    for bad in ([-1], [12]):
+        with pytest.raises(IndexError, match=r"sample indices must lie in \[0, 12\)"):
+            data.batch(torch.tensor(bad))
+    for t_norm in (float("nan"), float("inf"), 0.0):
+        with pytest.raises(ValueError, match="positive, finite t_norm"):
+            PairData(fields, all2all_pairs(5, 2), t_norm=t_norm)
+
+
 def test_pair_data_draws_the_right_snapshots_and_lead_times():
     fields = torch.arange(2 * 5, dtype=F64).view(2, 5, 1, 1, 1).expand(2, 5, 1, 4, 4).contiguous()
     pairs = all2all_pairs(5, 2)  # (0,0) (0,2) (0,4) (2,2) (2,4) (4,4)
@@ -127,6 +151,8 @@ def test_trainer_uses_separate_learning_rates_and_lowers_the_loss():
     trainer = Trainer(model, data, steps=30, batch_size=6, lr=1e-3, lr_groups={"io": 3e-3, "time": 1e-4}, seed=0)
     assert {g["name"]: g["initial_lr"] for g in trainer.optimizer.param_groups} == {"io": 3e-3, "time": 1e-4,
                                                                                      "rest": 1e-3}
+    with pytest.raises(ValueError, match="lr_groups: no parameter group 'IO'"):
+        Trainer(model, data, steps=1, batch_size=6, lr=1e-3, lr_groups={"IO": 3e-3}, seed=0)
     # one fixed batch, evaluated before and after: fitting noise pairs the loss must still go down
     x, t, y = data.batch(torch.arange(6))
     with torch.no_grad():

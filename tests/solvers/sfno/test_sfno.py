@@ -407,3 +407,27 @@ def test_the_peer_at_comparable_parameters_holds_as_many_real_spectral_weights()
     assert count_parameters(fno.fno.fno_blocks.convs) == spectral_reals + 3 * width  # + a bias per channel
     matched = width_for_parameters(count_parameters(sfno), lambda w: FNO3dBaseline(5, 8, modes, w, 3))
     assert matched == width
+
+
+def test_invalid_sizes_are_named():
+    from sciml.operators.spectral import FourierGrid2D
+    from sciml.solvers.navier_stokes import NavierStokes2D
+    from sciml.solvers.sfno import finetune
+    from sciml.solvers.sfno.training import predict
+
+    model = SFNO(modes=(2, 4, 4), width=4, n_layers=1, out_steps=4, time_padding=2).double()
+    w = torch.randn(2, 3, 16, 16, dtype=F64)
+    eq = NavierStokes2D(FourierGrid2D(16, length=1.0), viscosity=1e-3)
+    with pytest.raises(ValueError, match="at least one trajectory"):
+        model(w[:0])
+    for kwargs in ({"out_steps": 0}, {"out_steps": 4, "steps": -1}):
+        with pytest.raises(ValueError, match="out_steps >= 1 and steps >= 0"):
+            finetune(model, w, eq, frame_dt=0.1, **kwargs)
+    with pytest.raises(ValueError, match="at least one trajectory, out_steps >= 1"):
+        finetune(model, w[:0], eq, out_steps=4, frame_dt=0.1)
+    with pytest.raises(ValueError, match="batch_size >= 1"):
+        predict(model, w, 0)
+    with pytest.raises(ValueError, match=r"latent_steps >= 3 \(one time mode\), in_steps >= 1"):
+        SFNO(out_steps=1, time_padding=1)
+    with pytest.raises(ValueError, match="in_steps >= 1 if given"):
+        SFNO(in_steps=0)
