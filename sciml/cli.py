@@ -96,6 +96,9 @@ _STARTED = ".config_started.json"
 #: :data:`_HASHED_BYTES`), so that a resume notices one replaced in between.
 _INPUTS = ".inputs_started.json"
 _HASHED_BYTES = 64 * 2**20
+#: ... and while all the files hashed at a run's start hold at most this many bytes (a long .pvd series is
+#: then compared by sizes, as a large file is).
+_HASHED_TOTAL = 512 * 2**20
 _OUTPUT_FILES = ("fields.pvd", "metrics.json", "trajectories.h5", "dataset.pt", "pretrained.pt", "overrides.txt",
                  "log.txt", "case.yaml", "config.yaml", "provenance.json", _STARTED, _INPUTS)
 #: Removed again when a resumed run has no checkpoint yet and starts over (its configuration, log and
@@ -267,11 +270,12 @@ def _sha256(path: Path) -> str:
 
 def _inputs_record(case: LoadedCase) -> dict[str, list[dict]]:
     """``files``: each file the case reads, with the key path naming it and its fingerprint."""
-    record, hashes = [], {}
+    record, hashes, budget = [], {}, _HASHED_TOTAL
     for prefix, path in _case_files(case):
         st = path.stat()
         if path not in hashes:
-            hashes[path] = _sha256(path) if st.st_size <= _HASHED_BYTES else None
+            hashes[path] = _sha256(path) if st.st_size <= min(_HASHED_BYTES, budget) else None
+            budget -= st.st_size if hashes[path] is not None else 0
         record.append({"key": ".".join(prefix), "path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
                        "sha256": hashes[path]})
     return {"files": record}
@@ -368,23 +372,56 @@ class _Held(Exception):
 
 #: Seconds a rank other than 0 waits for rank 0 to report a failure before it reports its own error.
 _OTHER_RANKS_PAUSE = 5.0
+#: Seconds rank 0 waits between recording its failure and aborting the job (see :func:`_root_failure`).
+_ROOT_ABORT_PAUSE = 1.0
 
 
-def _root_failed(out: Path, attempt: str, timeout: float) -> bool:
-    """Whether rank 0 recorded within ``timeout`` seconds that this ``attempt`` failed (``provenance.json``):
-    an error every rank meets (a file they all read) is then reported once, by rank 0, whose abort ends the
-    other ranks; an error of one rank alone is reported by that rank after the wait."""
+def _root_failure(out: Path, attempt: str, timeout: float) -> str | None:
+    """Rank 0's error (``Type: message``) if it recorded within ``timeout`` seconds that this ``attempt``
+    failed (``provenance.json``), else None: an error every rank meets (a file they all read) is then
+    reported once, by rank 0, whose abort ends the other ranks; an error of one rank alone, or another
+    error than rank 0's, is reported by its rank."""
     deadline = time.monotonic() + timeout
+    prefix = "failed: rank 0: "
     while time.monotonic() < deadline:
         record = _read_json(out / "provenance.json") or {}
         status = record.get("status")
-        if record.get("attempt") == attempt and isinstance(status, str) and status.startswith("failed"):
-            return True
+        if record.get("attempt") == attempt and isinstance(status, str) and status.startswith(prefix):
+            return status[len(prefix):]
         time.sleep(0.1)
-    return False
+    return None
 
 #: Seconds the interrupted run gets to log and record its status after SIGTERM before the process ends anyway.
 _SIGTERM_GRACE = 3.0
+
+
+#: The SIGTERM arming of this process (:func:`_arm_sigterm`): pipe ends, the previous wakeup fd and handler.
+_ARMED: tuple | None = None
+_AT_FORK_REGISTERED = False
+
+
+def _register_at_fork() -> None:
+    """A child forked without exec (a multiprocessing pool) gets the previous SIGTERM handling back: with
+    the parent's wakeup fd, the SIGTERM a pool sends its workers at exit would reach the parent's watcher
+    thread and end a healthy run."""
+    global _AT_FORK_REGISTERED
+
+    def in_child() -> None:
+        global _ARMED
+        if _ARMED is None:
+            return
+        read_end, write_end, previous_fd, previous = _ARMED
+        _ARMED = None
+        signal.set_wakeup_fd(previous_fd)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        for fd in (read_end, write_end):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    os.register_at_fork(after_in_child=in_child)
+    _AT_FORK_REGISTERED = True
 
 
 def _arm_sigterm():
@@ -397,10 +434,14 @@ def _arm_sigterm():
 
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
+    global _ARMED
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
     previous = signal.signal(signal.SIGTERM, _terminate)
+    _ARMED = (read_end, write_end, previous_fd, previous)
+    if not _AT_FORK_REGISTERED:
+        _register_at_fork()
 
     def watch() -> None:
         while True:
@@ -417,6 +458,8 @@ def _arm_sigterm():
     threading.Thread(target=watch, name="sciml-sigterm", daemon=True).start()
 
     def disarm() -> None:
+        global _ARMED
+        _ARMED = None
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         signal.set_wakeup_fd(previous_fd)
         os.close(write_end)  # the watcher reads end-of-file and returns
@@ -547,10 +590,10 @@ def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None
         msg = f"rank {comm.rank}: {type(exc).__name__}: {exc}"
         if comm.size > 1 and not comm.is_root:
             try:
-                if _root_failed(out, run.attempt, _OTHER_RANKS_PAUSE):
-                    time.sleep(_OTHER_RANKS_PAUSE)  # rank 0 reported (the same error on every rank): its
-                    comm.abort(EXIT_FAILED)          # abort ends this process; in case it does not, abort
-            except KeyboardInterrupt:  # the launcher's SIGTERM after another rank's abort
+                if _root_failure(out, run.attempt, _OTHER_RANKS_PAUSE) == f"{type(exc).__name__}: {exc}":
+                    time.sleep(_OTHER_RANKS_PAUSE)  # rank 0 reported this same error: its abort ends this
+                    comm.abort(EXIT_FAILED)          # process; in case it does not, abort
+            except KeyboardInterrupt:  # the launcher's SIGTERM after another rank's abort (which reported)
                 return 143
         print(f"sciml: error on {msg}", file=sys.stderr)
         traceback.print_exc(file=sys.stderr)
@@ -559,6 +602,8 @@ def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None
         except Exception:  # noqa: BLE001
             pass
         if comm.size > 1:
+            if comm.is_root:  # ranks that failed otherwise and wait for this record report theirs meanwhile
+                time.sleep(_ROOT_ABORT_PAUSE)
             comm.abort(EXIT_FAILED)
         return EXIT_FAILED
     finally:

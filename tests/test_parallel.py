@@ -119,6 +119,61 @@ def test_an_error_of_every_rank_is_reported_once(tmp_path):
     assert "sciml: error on rank 0: RuntimeError: boom on purpose" in out.stderr
 
 
+@pytest.mark.mpi
+def test_another_error_than_rank_0s_is_reported_too(tmp_path):
+    """Rank 0's record names its error; a rank that failed otherwise reports its own."""
+    case = FAILING_CASE.replace('raise RuntimeError("boom on purpose")',
+                                'raise RuntimeError(f"boom of rank {run.comm.rank}")')
+    (tmp_path / "failing_case.py").write_text(case.replace("if cfg.fail_rank in (run.comm.rank, -1):",
+                                                           "if run.comm.rank < 2:  # 0 and 1, not 2"))
+    (tmp_path / "case.yaml").write_text("kind: failing\n")
+    exe = mpiexec()
+    if exe is None:
+        pytest.skip("mpiexec not found")
+    env = child_env(PYTHONPATH=str(tmp_path))
+    out = subprocess.run([exe, "-n", "3", "--allow-run-as-root", "--oversubscribe", sys.executable, "-c", DRIVER,
+                          "run", str(tmp_path / "case.yaml"), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=90, env=env)
+    assert out.returncode != 0
+    assert "rank 1: RuntimeError: boom of rank 1" in out.stderr, out.stderr
+
+
+FORKING_CASE = textwrap.dedent('''
+    """A case kind whose run uses a fork pool (test only): the pool's exit sends its workers SIGTERM."""
+    import multiprocessing, time
+    from typing import Literal
+    from sciml.config import Schema
+
+    class Config(Schema):
+        kind: Literal["forking"]
+
+    def run(cfg, run):
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            squares = pool.map(abs, [-1, -2, -3])
+        time.sleep(4.0)  # the SIGTERM watcher would end the process 3 s after a SIGTERM reached it
+        return {"total": float(sum(squares))}
+''')
+
+
+@pytest.mark.mpi
+def test_a_fork_pool_inside_a_run_does_not_end_it(tmp_path, ranks=2):
+    """Forked children get the default SIGTERM handling back: the SIGTERM a pool sends its workers at exit
+    does not reach the run's own SIGTERM watcher (it ended the run with 143)."""
+    (tmp_path / "forking_case.py").write_text(FORKING_CASE)
+    (tmp_path / "case.yaml").write_text("kind: forking\n")
+    env = child_env(PYTHONPATH=str(tmp_path))
+    driver = DRIVER.replace("'failing'] = 'failing_case'", "'forking'] = 'forking_case'")
+    cmd = [sys.executable, "-c", driver, "run", str(tmp_path / "case.yaml"), "--out", str(tmp_path / "out")]
+    if ranks > 1:
+        exe = mpiexec()
+        if exe is None:
+            pytest.skip("mpiexec not found")
+        cmd = [exe, "-n", str(ranks), "--allow-run-as-root", "--oversubscribe", *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert '"total": 6.0' in (tmp_path / "out" / "metrics.json").read_text()
+
+
 def test_the_launch_size_is_the_launched_step_not_the_allocation(monkeypatch):
     """A serial process inside a SLURM allocation of 4 tasks (SLURM_NTASKS) is one process; under srun
     (SLURM_STEP_NUM_TASKS) or mpiexec (OMPI_COMM_WORLD_SIZE) it is one of N."""

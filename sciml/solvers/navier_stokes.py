@@ -757,11 +757,10 @@ def nse_residual(eq: NavierStokes2D, omega: Tensor, frame_dt: float, order: int 
 
 
 def _fits(forcing: Tensor, state: Tensor) -> bool:
-    """Whether ``forcing`` broadcasts onto ``state`` without changing its shape."""
-    try:
-        return torch.broadcast_shapes(forcing.shape, state.shape) == state.shape
-    except RuntimeError:
-        return False
+    """Whether ``forcing`` broadcasts onto ``state`` without changing its shape (in Python: cheaper than
+    ``torch.broadcast_shapes`` on the solver's hot path)."""
+    f, s = forcing.shape, state.shape
+    return len(f) <= len(s) and all(a in (b, 1) for a, b in zip(reversed(f), reversed(s)))
 
 
 # -- initial conditions -----------------------------------------------------------------

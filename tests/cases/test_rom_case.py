@@ -797,6 +797,14 @@ def test_a_changed_piece_of_a_temperature_series_stops_a_resume(tmp_path):
     assert problems[0].startswith(f"{case_file}:")
     piece.write_bytes(original)
     assert cli._inputs_changed(case, out) == []
+    # past the budget of bytes hashed at a start, files are fingerprinted by their size (and time) only
+    budget = sum(r["size"] for r in record["files"][:3])
+    cli._HASHED_TOTAL, saved = budget, cli._HASHED_TOTAL
+    try:
+        hashed = [r["sha256"] is not None for r in cli._inputs_record(case)["files"]]
+    finally:
+        cli._HASHED_TOTAL = saved
+    assert hashed[:3] == [True] * 3 and not any(hashed[3:]) and len(hashed) > 3
 
 
 @pytest.mark.parametrize("mesh", [

@@ -159,6 +159,8 @@ class ReducedModel:
         n = self.n_modes
         if n == 0:
             return
+        if self.points.size == 0:
+            raise ValueError(f"ReducedModel: no reduced points for {n} modes (the ECM found none)")
         T = np.asarray(self.temperature(self.coords, 0.0), dtype=np.float64).reshape(-1)
         C = self.material.elastic_tangent(T)
         zeros = np.zeros((self.local_points.size, 6))
