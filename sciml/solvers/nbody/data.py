@@ -14,7 +14,8 @@ particles of unit mass with charges :math:`q_i = \pm 1` in free 3D space,
 
 (like charges repel), :math:`k` = ``strength`` = 1. Each Cartesian component of
 :math:`F_i` is clipped to :math:`[-F_\text{max}, F_\text{max}]`,
-:math:`F_\text{max} = 0.1/\Delta t = 100`.
+:math:`F_\text{max} = 100` (EGNN's :math:`0.1/\Delta t` at its :math:`\Delta t = 10^{-3}`; a fixed
+``max_force``, not rescaled with another ``dt``).
 
 Parameters and their source (EGNN repository ``n_body_system/dataset``:
 ``synthetic_sim.py``, ``ChargedParticlesSim``, and ``generate_dataset.py``, the
@@ -223,6 +224,8 @@ def simulate(system: ChargedSystem, pos: Tensor, vel: Tensor, charge: Tensor, n_
     clipped_steps : ``(B,)`` long
         Number of force evaluations with a clipped component, per system.
     """
+    if int(n_frames) != n_frames or n_frames < 1 or int(sample_every) != sample_every or sample_every < 1:
+        raise ValueError(f"expected n_frames >= 1 and sample_every >= 1, got {n_frames!r}, {sample_every!r}")
     coupling = _coupling(charge, system.strength)
     x, v = pos.clone(), vel.clone()
     f, clipped_steps = _forces(x, coupling, system.max_force)
@@ -241,13 +244,19 @@ def simulate(system: ChargedSystem, pos: Tensor, vel: Tensor, charge: Tensor, n_
     return torch.stack(frames_x, 1), torch.stack(frames_v, 1), clipped_steps
 
 
+#: Bytes of one pairwise ``(B, N, N, 3)`` float64 array above which :func:`generate` integrates fewer
+#: systems at a time than asked (the force evaluation holds a few such arrays).
+CHUNK_BYTES = 256 * 2**20
+
+
 def generate(system: ChargedSystem, seeds: Sequence[int], frame_in: int = 30, frame_out: int = 40,
              sample_every: int = 100, chunk_size: int = 4096,
              device: torch.device | str | None = None) -> NBodyData:
     """The N-body task for ``len(seeds)`` trajectories: state at ``frame_in`` -> positions at ``frame_out``.
 
-    Simulates in float64, ``chunk_size`` systems at a time (the result does not depend
-    on it: systems do not interact and each has its own seed).
+    Simulates in float64, ``chunk_size`` systems at a time, fewer where the pairwise arrays
+    of that many systems would exceed :data:`CHUNK_BYTES` (the result does not depend on it:
+    systems do not interact and each has its own seed).
 
     Examples
     --------
@@ -257,6 +266,11 @@ def generate(system: ChargedSystem, seeds: Sequence[int], frame_in: int = 30, fr
     """
     if not 0 <= frame_in < frame_out:
         raise ValueError(f"expected 0 <= frame_in < frame_out, got {frame_in}, {frame_out}")
+    if len(seeds) == 0 or int(chunk_size) != chunk_size or chunk_size < 1:
+        raise ValueError(f"expected at least one seed and chunk_size >= 1, got {len(seeds)} seeds, "
+                         f"chunk_size {chunk_size!r}")
+    pair_bytes = 3 * 8 * system.n_particles**2  # one (N, N, 3) float64 array per system
+    chunk_size = max(1, min(int(chunk_size), CHUNK_BYTES // pair_bytes))
     parts = []
     for start in range(0, len(seeds), chunk_size):
         pos, vel, charge = initial_conditions(system, seeds[start:start + chunk_size], device=device)

@@ -12,7 +12,8 @@ Network (features ``(B*N, C, (L+1)**2)``, see :mod:`sciml.operators.gaunt.blocks
 * node input, two channels: :math:`|v|\,Y(\hat v)` (its degree-1 block is
   :math:`\sqrt{3/4\pi}\, v`) and :math:`\tanh(|r|)\,Y(\hat r)` with
   :math:`r = x - \bar x` (position relative to the centre of mass, bounded: it
-  reaches 20 in the data and would be squared by the many-body products); lifted to
+  reaches 11 at the input frame of the CPU preset's data and would be squared by the
+  many-body products); lifted to
   ``C`` channels by an :class:`~sciml.operators.gaunt.blocks.EquivariantLinear`.
   The charges enter only through :math:`q_i q_j` on the edges (as in SEGNN), so the
   prediction is invariant under a global charge flip :math:`q \to -q`, like the
@@ -136,6 +137,9 @@ class NBodyNetwork(torch.nn.Module):
         super().__init__()
         if product not in PRODUCTS:
             raise ValueError(f"expected product in {PRODUCTS}, got {product!r}")
+        if int(lmax) != lmax or lmax < 1 or not 0 < r_max < math.inf:
+            raise ValueError(f"expected lmax >= 1 (the displacement is the degree-1 read-out) and a positive, "
+                             f"finite r_max, got lmax={lmax!r}, r_max={r_max!r}")
         self.init_args = dict(channels=channels, lmax=lmax, lmax_edge=lmax_edge, layers=layers,
                               correlation=correlation, n_radial=n_radial, r_max=r_max,
                               radial_hidden=radial_hidden, message_layers=message_layers,

@@ -55,6 +55,8 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: 
     """
     import torch.distributed as dist
 
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"expected batch_size >= 1, got {batch_size!r}")
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() \
         else (0, 1)
     module = model if module is None else module
@@ -98,8 +100,10 @@ def constant_velocity_mse(data: NBodyData) -> float:
 
 
 def fit_linear_time(data: NBodyData) -> float:
-    r"""Least-squares :math:`t^* = \langle v, x_T - x \rangle / \langle v, v \rangle` over ``data``."""
-    return float((data.vel * (data.target - data.pos)).sum() / data.vel.square().sum())
+    r"""Least-squares :math:`t^* = \langle v, x_T - x \rangle / \langle v, v \rangle` over ``data``
+    (0 where every velocity is 0: any time fits as badly)."""
+    vv = data.vel.square().sum()
+    return float((data.vel * (data.target - data.pos)).sum() / vv) if vv > 0 else 0.0
 
 
 def linear_mse(data: NBodyData, time: float) -> float:

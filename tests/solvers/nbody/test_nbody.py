@@ -64,6 +64,43 @@ def test_generate_is_independent_of_chunking_and_neighbours():
     assert torch.equal(a.target[1], b.target[0]) and torch.equal(a.vel[1], b.vel[0])
 
 
+def test_generate_integrates_fewer_systems_at_once_where_their_pairwise_arrays_are_large(monkeypatch):
+    """A chunk whose (B, N, N, 3) arrays would pass CHUNK_BYTES is cut (1000 particles in chunks of 4096
+    asked 98 GB); the data are the same."""
+    import sciml.solvers.nbody.data as nbody_data
+
+    system = ChargedSystem(n_particles=6)
+    whole = generate(system, [1, 2, 3, 4], frame_in=1, frame_out=2, sample_every=5)
+    seen = []
+    original = nbody_data.initial_conditions
+    monkeypatch.setattr(nbody_data, "initial_conditions", lambda s, seeds, **kw: seen.append(len(seeds)) or
+                        original(s, seeds, **kw))
+    monkeypatch.setattr(nbody_data, "CHUNK_BYTES", 2 * 3 * 8 * 36)  # two systems' pairwise arrays
+    cut = nbody_data.generate(system, [1, 2, 3, 4], frame_in=1, frame_out=2, sample_every=5, chunk_size=4096)
+    assert seen == [2, 2] and torch.equal(cut.target, whole.target) and torch.equal(cut.vel, whole.vel)
+
+
+def test_invalid_sizes_are_named():
+    system = ChargedSystem()
+    pos, vel, charge = initial_conditions(system, [0])
+    for kwargs in ({"n_frames": 0}, {"n_frames": 2, "sample_every": 0}):
+        with pytest.raises(ValueError, match="n_frames >= 1 and sample_every >= 1"):
+            simulate(system, pos, vel, charge, **kwargs)
+    for seeds, chunk in (([], 4), ([0], 0)):
+        with pytest.raises(ValueError, match="at least one seed and chunk_size >= 1"):
+            generate(system, seeds, frame_in=0, frame_out=1, sample_every=2, chunk_size=chunk)
+    for kwargs in ({"lmax": 0}, {"r_max": 0.0}):
+        with pytest.raises(ValueError, match="lmax >= 1"):
+            NBodyNetwork(channels=4, **kwargs)
+    data = generate(system, [0, 1], frame_in=0, frame_out=1, sample_every=2)
+    with pytest.raises(ValueError, match="batch_size >= 1"):
+        net = NBodyNetwork(channels=4, layers=1)
+        train_epoch(net, torch.optim.Adam(net.parameters()), data, 0, torch.Generator().manual_seed(0))
+    still = type(data)(data.pos, torch.zeros_like(data.vel), data.charge, data.target, data.horizon,
+                       data.clipped_steps)
+    assert fit_linear_time(still) == 0.0
+
+
 def test_frames_are_taken_every_sample_every_steps():
     """Without forces motion is uniform: frame k is x0 + v0 dt sample_every (k+1)."""
     system = ChargedSystem(strength=0.0)
