@@ -681,3 +681,19 @@ def test_relative_norm_is_defined_for_a_zero_solution():
     assert relative_norm(torch.full((5,), 1e-3, dtype=DT), zero) == math.inf
     u, e = torch.tensor([3.0, 4.0], dtype=DT), torch.tensor([0.3, 0.0], dtype=DT)
     assert relative_norm(e, u) == pytest.approx(0.06, rel=1e-14)
+
+
+@pytest.mark.parametrize("solution, beta, tolerance", [
+    ("exp(-2*(x + 5*t - 1)**2)", -5.0, 1e-3),  # its source cancels to 2.7e-15, not 0
+    ("tanh(4*(x - 3*t)) + 0.2*(x - 3*t)", 3.0, 5e-2),  # 0.2 * 3 - 0.6 = 1.8e-15
+])
+def test_a_source_at_round_off_is_no_source(solution, beta, tolerance):
+    """The starting noise level follows the boundary data where the source is round-off of a pure transport
+    profile: set from the source's rms it started 1e15 too small, and these fits ended at 0.12 and 0.16."""
+    torch.manual_seed(0)
+    s = GPPDESolver(Advection(solution, beta, [(0, 1), (0, 1)]), [20, 20], n_components=10, init="spectrum")
+    assert 0 < float(s.f.abs().max()) < 1e-14
+    g_rms = float(s.g[s.boundary_mask].square().mean().sqrt())
+    assert float(s.log_tau_residual) == pytest.approx(-2 * math.log(1e-4 * g_rms), rel=1e-12)
+    s.fit(n_adam=0, lr=1e-2, u_update_every=1, n_lbfgs=60)
+    assert s.relative_error([41, 41]) < tolerance
