@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sciml import __version__
 from sciml.config import ConfigError, LoadedCase, load_case
+from sciml.errors import RunError
 from sciml.parallel import env_rank, settle_before_exit
 
 __all__ = ["main"]
@@ -596,7 +597,8 @@ def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None
             except KeyboardInterrupt:  # the launcher's SIGTERM after another rank's abort (which reported)
                 return 143
         print(f"sciml: error on {msg}", file=sys.stderr)
-        traceback.print_exc(file=sys.stderr)
+        if not isinstance(exc, RunError):  # its message says what to change
+            traceback.print_exc(file=sys.stderr)
         try:
             run.write_provenance(seed=seed, kind=case.kind, status=f"failed: {msg}")
         except Exception:  # noqa: BLE001

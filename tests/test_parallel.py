@@ -138,6 +138,19 @@ def test_another_error_than_rank_0s_is_reported_too(tmp_path):
     assert "rank 1: RuntimeError: boom of rank 1" in out.stderr, out.stderr
 
 
+def test_a_run_error_is_one_line_without_a_traceback(tmp_path):
+    """sciml.errors.RunError: a failure the user can act on, its message says what to change (exit 1)."""
+    case = FAILING_CASE.replace('raise RuntimeError("boom on purpose")',
+                                'from sciml.errors import RunError; raise RunError("tighten the tolerance x.y")')
+    (tmp_path / "failing_case.py").write_text(case)
+    (tmp_path / "case.yaml").write_text("kind: failing\nfail_rank: 0\n")
+    out = subprocess.run([sys.executable, "-c", DRIVER, "run", str(tmp_path / "case.yaml"), "--out",
+                          str(tmp_path / "out")], capture_output=True, text=True, timeout=90,
+                         env=child_env(PYTHONPATH=str(tmp_path)))
+    assert out.returncode == 1
+    assert out.stderr.strip() == "sciml: error on rank 0: RunError: tighten the tolerance x.y", out.stderr
+
+
 FORKING_CASE = textwrap.dedent('''
     """A case kind whose run uses a fork pool (test only): the pool's exit sends its workers SIGTERM."""
     import multiprocessing, time

@@ -45,7 +45,9 @@ from the constitutive update replayed along the reduced trajectory), ``max_rel_e
 the error of the reduced prediction it judged, adaptive run),
 ``indicator_error_spearman_nonadaptive``, ``speedup_online_step``,
 ``speedup_online_total`` (whole adaptive run, enrichment, HF steps, replays and
-updates included, against the reference HF run), ``offline_s``, ``world_size``.
+updates included, against the reference HF run), ``offline_s``, ``world_size``. Where a number is
+undefined it is ``null``: the Spearman correlations when the indicator (or the error) is constant, e.g.
+an elastic run; the p errors when no step's reference p exceeds ``rom.p_floor``.
 
 Checkpoints (``checkpoints/latest.pt``; the HF fields of each step in ``checkpoints/hf_<run>/``,
 written once) follow every HF step of both HF runs, the offline ROM,
@@ -446,7 +448,9 @@ _CG_DEFAULTS = {"cg_rtol": 1e-2, "row_block": 4096, "preconditioner": "block_lu"
 
 class ROM(Schema):
     pod_tol: NumberExpr = Field(1e-6, gt=0, lt=1, description="relative Frobenius error of the displacement POD")
-    ecm_tol: NumberExpr = Field(1e-5, gt=0, lt=1, description="relative residual of the ECM")
+    ecm_tol: NumberExpr = Field(1e-5, gt=0, le=1e-2, description="relative residual of the ECM (at most 1e-2: "
+                                "looser, the reduced forces are integrated too coarsely for any useful ROM, and a few "
+                                "points cannot hold the modes' stiffness)")
     gappy_tol: NumberExpr = Field(1e-6, gt=0, lt=1, description="relative Frobenius error of the POD of p")
     indicator_tol: NumberExpr = Field(0.02, gt=0, description="HF step when the indicator exceeds it")
     p_floor: NumberExpr = Field(1e-6, ge=0, description="max |p| at the reduced points below which a step is elastic")

@@ -109,6 +109,10 @@ def test_invalid_key_is_reported_before_any_work(tmp_path):
     res = validate(str(case))
     assert res.returncode == 2
     assert "rom.ecm_bach" in res.stderr
+    case.write_text(TINY)
+    res = validate(str(case), "--set", "rom.ecm_tol=0.1")  # a few points cannot hold the modes' stiffness
+    assert res.returncode == 2
+    assert res.stderr.strip() == "--set rom.ecm_tol=0.1: rom.ecm_tol: must be at most 0.01 (got 0.1)", res.stderr
 
 
 def test_hf_fields_are_written_once_not_into_every_checkpoint(runs):

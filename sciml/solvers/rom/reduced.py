@@ -39,6 +39,8 @@ from typing import final
 
 import numpy as np
 
+from sciml.errors import RunError
+
 from .distributed import Partition
 from .fem import ROUND_OFF, load_vector
 from .material import MaterialState, ThermoViscoplasticJ2
@@ -160,7 +162,7 @@ class ReducedModel:
         if n == 0:
             return
         if self.points.size == 0:
-            raise ValueError(f"ReducedModel: no reduced points for {n} modes (the ECM found none)")
+            raise RunError(f"ReducedModel: no reduced points for {n} modes (the ECM found none)")
         T = np.asarray(self.temperature(self.coords, 0.0), dtype=np.float64).reshape(-1)
         C = self.material.elastic_tangent(T)
         zeros = np.zeros((self.local_points.size, 6))
@@ -168,7 +170,7 @@ class ReducedModel:
         lam = np.linalg.eigvalsh(0.5 * (K + K.T))
         if not lam[0] > _SINGULAR * lam[-1]:
             k = int(np.count_nonzero(self.weights))
-            raise ValueError(f"ReducedModel: the reduced quadrature ({k} point{'s' if k != 1 else ''} with positive "
+            raise RunError(f"ReducedModel: the reduced quadrature ({k} point{'s' if k != 1 else ''} with positive "
                              f"weight) cannot integrate the stiffness of {n} modes: its smallest eigenvalue is "
                              f"{lam[0]:.3g} of the largest {lam[-1]:.3g}; tighten the ECM tolerance (rom.ecm_tol)")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sciml.errors import RunError
+
 from sciml.solvers.rom import (AdaptiveROM, DofSpace, Partition, PartitionedHFModel, PointSpace, ReducedModel,
                                Tolerances, academic_plate, distinct_temperature_times, monitor_points, pod,
                                run_history, tangent_response, thermoelastic_snapshots)
@@ -65,7 +67,7 @@ def test_a_quadrature_that_cannot_integrate_the_stiffness_of_the_modes_is_refuse
     lift = np.zeros((hf.disc.n_dof, hf.n_factors))
     args = (hf.partition, hf.material, hf.model.temperature, basis.modes, lift)
     ReducedModel(*args, np.arange(hf.disc.n_qp), hf.disc.qp_weights)
-    with pytest.raises(ValueError, match=rf"2 points with positive weight\) cannot integrate the stiffness of "
+    with pytest.raises(RunError, match=rf"2 points with positive weight\) cannot integrate the stiffness of "
                                          rf"{basis.n_modes} modes"):
         ReducedModel(*args, np.array([3, 40]), np.array([0.7, 1.3]))
 
