@@ -177,7 +177,7 @@ class Run:
             self.plots_dir.mkdir(parents=True, exist_ok=True)
             if resume:  # temporary files of a write the previous process was killed in (atomic_write)
                 temporary = [*self.path.glob(".*.tmp"), *self.checkpoint_dir.rglob(".*.tmp"),
-                             *(self.path / "fields").rglob(".*.tmp")]
+                             *(self.path / "fields").rglob(".*.tmp"), *self.plots_dir.rglob(".*.tmp")]
                 for stale in temporary:
                     stale.unlink(missing_ok=True)
                 try:

@@ -31,9 +31,10 @@ def test_kill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path):
     res = subprocess.run([sys.executable, "-c", killed], env=child_env(), capture_output=True, timeout=120)
     assert res.returncode == -9, res.stderr
     assert len(list((tmp_path / "checkpoints").glob(".latest.pt.*.tmp"))) == 1
+    (tmp_path / "plots" / ".loss.png.0123456789ab.tmp").write_bytes(b"half a figure")  # killed while plotting
     run = Run(tmp_path, resume=True)
     assert run.load_checkpoint()["state"] == {"x": 1}
-    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))
+    assert not list((tmp_path / "checkpoints").glob(".*.tmp")) and not list((tmp_path / "plots").glob(".*.tmp"))
 
 
 def test_provenance_keeps_the_wall_time_of_a_killed_process(tmp_path):
