@@ -392,37 +392,34 @@ def _root_failure(out: Path, attempt: str, timeout: float) -> str | None:
         time.sleep(0.1)
     return None
 
+
 #: Seconds the interrupted run gets to log and record its status after SIGTERM before the process ends anyway.
 _SIGTERM_GRACE = 3.0
 
 
 #: The SIGTERM arming of this process (:func:`_arm_sigterm`): pipe ends, the previous wakeup fd and handler.
 _ARMED: tuple | None = None
-_AT_FORK_REGISTERED = False
 
 
-def _register_at_fork() -> None:
+def _disarm_in_child() -> None:
     """A child forked without exec (a multiprocessing pool) gets the previous SIGTERM handling back: with
     the parent's wakeup fd, the SIGTERM a pool sends its workers at exit would reach the parent's watcher
     thread and end a healthy run."""
-    global _AT_FORK_REGISTERED
+    global _ARMED
+    if _ARMED is None:
+        return
+    read_end, write_end, previous_fd, previous = _ARMED
+    _ARMED = None
+    signal.set_wakeup_fd(previous_fd)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+    for fd in (read_end, write_end):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
-    def in_child() -> None:
-        global _ARMED
-        if _ARMED is None:
-            return
-        read_end, write_end, previous_fd, previous = _ARMED
-        _ARMED = None
-        signal.set_wakeup_fd(previous_fd)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-        for fd in (read_end, write_end):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
-    os.register_at_fork(after_in_child=in_child)
-    _AT_FORK_REGISTERED = True
+os.register_at_fork(after_in_child=_disarm_in_child)
 
 
 def _arm_sigterm():
@@ -441,8 +438,6 @@ def _arm_sigterm():
     previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
     previous = signal.signal(signal.SIGTERM, _terminate)
     _ARMED = (read_end, write_end, previous_fd, previous)
-    if not _AT_FORK_REGISTERED:
-        _register_at_fork()
 
     def watch() -> None:
         while True:
@@ -588,10 +583,11 @@ def _execute(case: LoadedCase, out: Path, *, resume: bool, case_text: str | None
             comm.abort(code)
         return code
     except Exception as exc:  # noqa: BLE001 - any failure must end the job on every rank
-        msg = f"rank {comm.rank}: {type(exc).__name__}: {exc}"
+        error = f"{type(exc).__name__}: {exc}"
+        msg = f"rank {comm.rank}: {error}"
         if comm.size > 1 and not comm.is_root:
             try:
-                if _root_failure(out, run.attempt, _OTHER_RANKS_PAUSE) == f"{type(exc).__name__}: {exc}":
+                if _root_failure(out, run.attempt, _OTHER_RANKS_PAUSE) == error:
                     time.sleep(_OTHER_RANKS_PAUSE)  # rank 0 reported this same error: its abort ends this
                     comm.abort(EXIT_FAILED)          # process; in case it does not, abort
             except KeyboardInterrupt:  # the launcher's SIGTERM after another rank's abort (which reported)

@@ -42,7 +42,6 @@ CHECKPOINT_FORMAT = 1
 T = TypeVar("T")
 
 
-
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
     """Open a temporary file beside ``path``; on success it replaces ``path`` atomically."""

@@ -84,36 +84,32 @@ FAILING_CASE = textwrap.dedent('''
         run.comm.barrier()  # the other ranks wait here forever unless the job is aborted
         return {}
 ''')
-DRIVER = "import sys; from sciml import registry; registry.CASE_KINDS['failing'] = 'failing_case'; " \
-         "from sciml.cli import main; sys.exit(main(sys.argv[1:]))"
+def _run_kind(tmp_path, module: str, case: str, ranks: int, kind: str = "failing") -> subprocess.CompletedProcess:
+    """``sciml run`` of ``case`` with the test-only case kind ``kind`` from ``module`` (its source), on
+    ``ranks`` processes (under mpiexec when more than one)."""
+    (tmp_path / f"{kind}_case.py").write_text(module)
+    (tmp_path / "case.yaml").write_text(case)
+    driver = (f"import sys; from sciml import registry; registry.CASE_KINDS[{kind!r}] = '{kind}_case'; "
+              "from sciml.cli import main; sys.exit(main(sys.argv[1:]))")
+    cmd = [sys.executable, "-c", driver, "run", str(tmp_path / "case.yaml"), "--out", str(tmp_path / "out")]
+    if ranks > 1:
+        exe = mpiexec()
+        if exe is None:
+            pytest.skip("mpiexec not found")
+        cmd = [exe, "-n", str(ranks), "--allow-run-as-root", "--oversubscribe", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=child_env(PYTHONPATH=str(tmp_path)))
 
 
 @pytest.mark.mpi
 def test_exception_on_one_rank_aborts_the_job(tmp_path):
-    (tmp_path / "failing_case.py").write_text(FAILING_CASE)
-    (tmp_path / "case.yaml").write_text("kind: failing\nfail_rank: 1\n")
-    exe = mpiexec()
-    if exe is None:
-        pytest.skip("mpiexec not found")
-    env = child_env(PYTHONPATH=str(tmp_path))
-    out = subprocess.run([exe, "-n", "2", "--allow-run-as-root", "--oversubscribe", sys.executable, "-c", DRIVER,
-                          "run", str(tmp_path / "case.yaml"), "--out", str(tmp_path / "out")],
-                         capture_output=True, text=True, timeout=90, env=env)
+    out = _run_kind(tmp_path, FAILING_CASE, "kind: failing\nfail_rank: 1\n", ranks=2)
     assert out.returncode != 0
     assert "rank 1: RuntimeError: boom on purpose" in out.stderr
 
 
 @pytest.mark.mpi
 def test_an_error_of_every_rank_is_reported_once(tmp_path):
-    (tmp_path / "failing_case.py").write_text(FAILING_CASE)
-    (tmp_path / "case.yaml").write_text("kind: failing\nfail_rank: -1\n")
-    exe = mpiexec()
-    if exe is None:
-        pytest.skip("mpiexec not found")
-    env = child_env(PYTHONPATH=str(tmp_path))
-    out = subprocess.run([exe, "-n", "3", "--allow-run-as-root", "--oversubscribe", sys.executable, "-c", DRIVER,
-                          "run", str(tmp_path / "case.yaml"), "--out", str(tmp_path / "out")],
-                         capture_output=True, text=True, timeout=90, env=env)
+    out = _run_kind(tmp_path, FAILING_CASE, "kind: failing\nfail_rank: -1\n", ranks=3)
     assert out.returncode != 0
     assert out.stderr.count("sciml: error on rank") == 1, out.stderr
     assert "sciml: error on rank 0: RuntimeError: boom on purpose" in out.stderr
@@ -124,16 +120,8 @@ def test_another_error_than_rank_0s_is_reported_too(tmp_path):
     """Rank 0's record names its error; a rank that failed otherwise reports its own."""
     case = FAILING_CASE.replace('raise RuntimeError("boom on purpose")',
                                 'raise RuntimeError(f"boom of rank {run.comm.rank}")')
-    (tmp_path / "failing_case.py").write_text(case.replace("if cfg.fail_rank in (run.comm.rank, -1):",
-                                                           "if run.comm.rank < 2:  # 0 and 1, not 2"))
-    (tmp_path / "case.yaml").write_text("kind: failing\n")
-    exe = mpiexec()
-    if exe is None:
-        pytest.skip("mpiexec not found")
-    env = child_env(PYTHONPATH=str(tmp_path))
-    out = subprocess.run([exe, "-n", "3", "--allow-run-as-root", "--oversubscribe", sys.executable, "-c", DRIVER,
-                          "run", str(tmp_path / "case.yaml"), "--out", str(tmp_path / "out")],
-                         capture_output=True, text=True, timeout=90, env=env)
+    case = case.replace("if cfg.fail_rank in (run.comm.rank, -1):", "if run.comm.rank < 2:  # 0 and 1, not 2")
+    out = _run_kind(tmp_path, case, "kind: failing\n", ranks=3)
     assert out.returncode != 0
     assert "rank 1: RuntimeError: boom of rank 1" in out.stderr, out.stderr
 
@@ -142,11 +130,7 @@ def test_a_run_error_is_one_line_without_a_traceback(tmp_path):
     """sciml.errors.RunError: a failure the user can act on, its message says what to change (exit 1)."""
     case = FAILING_CASE.replace('raise RuntimeError("boom on purpose")',
                                 'from sciml.errors import RunError; raise RunError("tighten the tolerance x.y")')
-    (tmp_path / "failing_case.py").write_text(case)
-    (tmp_path / "case.yaml").write_text("kind: failing\nfail_rank: 0\n")
-    out = subprocess.run([sys.executable, "-c", DRIVER, "run", str(tmp_path / "case.yaml"), "--out",
-                          str(tmp_path / "out")], capture_output=True, text=True, timeout=90,
-                         env=child_env(PYTHONPATH=str(tmp_path)))
+    out = _run_kind(tmp_path, case, "kind: failing\nfail_rank: 0\n", ranks=1)
     assert out.returncode == 1
     assert out.stderr.strip() == "sciml: error on rank 0: RunError: tighten the tolerance x.y", out.stderr
 
@@ -169,20 +153,10 @@ FORKING_CASE = textwrap.dedent('''
 
 
 @pytest.mark.mpi
-def test_a_fork_pool_inside_a_run_does_not_end_it(tmp_path, ranks=2):
+def test_a_fork_pool_inside_a_run_does_not_end_it(tmp_path):
     """Forked children get the default SIGTERM handling back: the SIGTERM a pool sends its workers at exit
     does not reach the run's own SIGTERM watcher (it ended the run with 143)."""
-    (tmp_path / "forking_case.py").write_text(FORKING_CASE)
-    (tmp_path / "case.yaml").write_text("kind: forking\n")
-    env = child_env(PYTHONPATH=str(tmp_path))
-    driver = DRIVER.replace("'failing'] = 'failing_case'", "'forking'] = 'forking_case'")
-    cmd = [sys.executable, "-c", driver, "run", str(tmp_path / "case.yaml"), "--out", str(tmp_path / "out")]
-    if ranks > 1:
-        exe = mpiexec()
-        if exe is None:
-            pytest.skip("mpiexec not found")
-        cmd = [exe, "-n", str(ranks), "--allow-run-as-root", "--oversubscribe", *cmd]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    out = _run_kind(tmp_path, FORKING_CASE, "kind: forking\n", ranks=2, kind="forking")
     assert out.returncode == 0, out.stderr
     assert '"total": 6.0' in (tmp_path / "out" / "metrics.json").read_text()
 

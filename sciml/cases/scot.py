@@ -47,6 +47,7 @@ weights, optimiser, scheduler and RNG state plus every finished result, so
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -635,8 +636,6 @@ class _Study:
             opt = f.model_copy(update={"lr": f.lr_scratch, "lr_io": f.lr_scratch, "lr_time": f.lr_scratch})
             # the pretrained model's own architecture (a loaded checkpoint's may differ from the model: block),
             # started as the case says
-            import dataclasses
-
             config = (dataclasses.replace(pre_model.config, time_norm_init=cfg.model.time_norm_init)
                       if pre_model is not None else None)
             return self._scot(cfg.seed + 1, config), ChannelScaler.fit(train), opt
@@ -754,8 +753,6 @@ class _Study:
 
 
 def _config_dict(config) -> dict:
-    import dataclasses
-
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
 
 

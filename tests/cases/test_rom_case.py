@@ -764,7 +764,7 @@ def test_table_online_loading(tmp_path, form):
     assert b'Name="temperature"' in vtu
 
 
-def test_a_changed_piece_of_a_temperature_series_stops_a_resume(tmp_path):
+def test_a_changed_piece_of_a_temperature_series_stops_a_resume(tmp_path, monkeypatch):
     """The run's input record holds the datasets and pieces a .pvd names, not only the .pvd: a piece
     rewritten between a kill and ``sciml resume`` is named, and the restored one is accepted."""
     import os
@@ -802,12 +802,8 @@ def test_a_changed_piece_of_a_temperature_series_stops_a_resume(tmp_path):
     piece.write_bytes(original)
     assert cli._inputs_changed(case, out) == []
     # past the budget of bytes hashed at a start, files are fingerprinted by their size (and time) only
-    budget = sum(r["size"] for r in record["files"][:3])
-    cli._HASHED_TOTAL, saved = budget, cli._HASHED_TOTAL
-    try:
-        hashed = [r["sha256"] is not None for r in cli._inputs_record(case)["files"]]
-    finally:
-        cli._HASHED_TOTAL = saved
+    monkeypatch.setattr(cli, "_HASHED_TOTAL", sum(r["size"] for r in record["files"][:3]))
+    hashed = [r["sha256"] is not None for r in cli._inputs_record(case)["files"]]
     assert hashed[:3] == [True] * 3 and not any(hashed[3:]) and len(hashed) > 3
 
 

@@ -248,7 +248,7 @@ def finetune(
             v = model.latent(x, latent_steps)
             befores.append(model.decode(v, last, out_steps))
         layer = enlarged_output_layer(model, latent_steps, n)
-        kept = layer.kept_modes(tuple(v.shape[-3:]), out_shape, span)
+        kept = layer.kept_modes(tuple(v.shape[-3:]), out_shape)
         with torch.no_grad():
             coeffs = layer.analyse(v, kept)  # (1, 1, 2kt+1, 2kx+1, ky+1)
             base = layer.mix(coeffs) * scale  # the untuned output coefficients

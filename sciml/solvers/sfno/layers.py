@@ -228,12 +228,10 @@ class SpectralConv3d(nn.Module):
         self.weight[..., 0].diagonal(dim1=-2, dim2=-1).fill_(1.0)
         return self
 
-    def kept_modes(self, in_shape: tuple[int, int, int], out_shape: tuple[int, int, int],
-                   t_span: float = 1.0) -> tuple[int, int, int]:
+    def kept_modes(self, in_shape: tuple[int, int, int], out_shape: tuple[int, int, int]) -> tuple[int, int, int]:
         r"""The modes :math:`(K_t', K_x', K_y')` used from grid ``in_shape`` to ``out_shape`` ``(T, X, Y)``:
         below the input grid's Nyquist frequencies, and in space below the output grid's (the output
-        frames are values of the time polynomial at their times, whatever their number; ``t_span``
-        is kept for the callers' symmetry).
+        frames are values of the time polynomial at their times, whatever their number or span).
         """
         kt, kx, ky = self.modes
         return (min(kt, max_mode(in_shape[0])), min(kx, max_mode(in_shape[1]), max_mode(out_shape[1])),
@@ -336,7 +334,7 @@ class SpectralConv3d(nn.Module):
             raise ValueError(f"expected out_shape (T, X, Y) of positive sizes, got {out_shape}")
         if not t_span > 0.0:
             raise ValueError(f"expected t_span > 0, got {t_span}")
-        kept = self.kept_modes(in_shape, out_shape, t_span)
+        kept = self.kept_modes(in_shape, out_shape)
         return self.synthesise(self.mix(self.analyse(x, kept)), out_shape, t_span)
 
     @torch.no_grad()

@@ -388,8 +388,7 @@ class SFNO(nn.Module):
             raise ValueError(f"expected last (B, N, N) and target (B, T_out, N, N), got {tuple(last.shape)}, "
                              f"{tuple(target.shape)}")
         t_out, n = target.shape[1], target.shape[-1]
-        kt, kx, ky = self.output.kept_modes((self.latent_steps, n, n), (t_out + 1, n, n),
-                                            self.window * (t_out + 1) / t_out)
+        kt, kx, ky = self.output.kept_modes((self.latent_steps, n, n), (t_out + 1, n, n))
         spec = torch.fft.rfft2(target - last[:, None])
         kx_abs = torch.fft.fftfreq(n, 1.0 / n, device=target.device).abs()
         keep = (kx_abs[:, None] <= kx) & (torch.arange(n // 2 + 1, device=target.device)[None, :] <= ky)

@@ -70,7 +70,7 @@ def dense_reference(layer: SpectralConv3d, x: torch.Tensor, out_shape, t_span: f
     """The layer by explicit sums over grid points and modes (no FFT), float64 / complex128."""
     t, n, _ = x.shape[-3:]
     to, no, _ = out_shape
-    kt, kx, ky = layer.kept_modes((t, n, n), out_shape, t_span)
+    kt, kx, ky = layer.kept_modes((t, n, n), out_shape)
     Kt, Kx, _ = layer.modes
     w = torch.view_as_complex(layer.weight.detach())
     grid = [torch.arange(m, dtype=F64) for m in (t, n, n)]
@@ -108,7 +108,7 @@ def test_kept_modes_stay_below_the_nyquist_frequencies_that_limit_them():
     layer = SpectralConv3d(1, 1, (10, 10, 10))
     assert layer.kept_modes((10, 16, 16), (40, 64, 64)) == (4, 7, 7)
     assert layer.kept_modes((40, 64, 64), (7, 12, 12)) == (10, 5, 5)
-    assert layer.kept_modes((24, 32, 32), (20, 32, 32), t_span=20 / 24) == (10, 10, 10)
+    assert layer.kept_modes((24, 32, 32), (20, 32, 32)) == (10, 10, 10)
     assert [max_mode(n) for n in (1, 2, 3, 4, 20, 21, 28.8)] == [0, 0, 1, 1, 9, 10, 14]
 
 
@@ -274,7 +274,7 @@ def test_output_floor_bounds_every_prediction_and_is_exact_on_the_output_space(o
         assert (floor <= relative_l2(model(w), target) + 1e-12).all()
     own = model(w)
     assert model.output_floor(last, own).max() < 1e-10
-    kx = model.output.kept_modes((model.latent_steps, n, n), (t_out + 1, n, n), model.window * (t_out + 1) / t_out)[1]
+    kx = model.output.kept_modes((model.latent_steps, n, n), (t_out + 1, n, n))[1]
     x = torch.arange(n, dtype=F64) / n
     outside = torch.cos(2 * math.pi * (kx + 1) * x)[:, None].expand(n, n)  # a mode no output layer keeps
     bumped = own + 0.3 * torch.arange(1, t_out + 1, dtype=F64)[None, :, None, None] * outside
@@ -284,7 +284,7 @@ def test_output_floor_bounds_every_prediction_and_is_exact_on_the_output_space(o
 
 def test_full_output_modes_keep_everything_below_nyquist():
     model = small_sfno(output_modes=full_output_modes(10, 16))
-    kept = model.output.kept_modes((10, 16, 16), (9, 16, 16), model.window * 9 / 8)
+    kept = model.output.kept_modes((10, 16, 16), (9, 16, 16))
     assert kept == (4, 7, 7)
     assert full_output_modes(24, 64) == (11, 31, 31)
 
